@@ -1,0 +1,62 @@
+// swift-tools-version: 6.1
+// Strata: an out-of-core embedding store and recommender trainer.
+//
+// Modules follow the data flow, each using only the ones above it in this list:
+//   CLMDB, CLZ4, CStrataSupport   C libraries and the two helpers Swift cannot write
+//   StrataStore                   the tiered store: lookup, sparse optimizer step, checkpoints
+//   StrataCLI (`strata`)          the command-line tool
+import PackageDescription
+
+let strictness: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    // Expensive structural checks (index and tier counters recounted) in debug builds only.
+    .define("STRATA_INVARIANTS", .when(configuration: .debug)),
+]
+
+let package = Package(
+    name: "Strata",
+    products: [
+        .library(name: "StrataStore", targets: ["StrataStore"]),
+        .executable(name: "strata", targets: ["StrataCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CLMDB", pkgConfig: "lmdb",
+            providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(
+            name: "CLZ4", pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"])]),
+        .target(name: "CStrataSupport"),
+        .target(
+            name: "StrataStore",
+            dependencies: ["CLMDB", "CLZ4", "CStrataSupport"],
+            swiftSettings: strictness),
+        .executableTarget(
+            name: "StrataCLI",
+            dependencies: [
+                "StrataStore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictness),
+        // Drives a store in a child process so that tests can kill it, starve it of disk
+        // or take away its write permission.
+        .executableTarget(
+            name: "strata-fault-driver",
+            dependencies: ["StrataStore", "StrataTestSupport"],
+            path: "Tests/FaultDriver",
+            swiftSettings: strictness),
+        .target(
+            name: "StrataTestSupport",
+            dependencies: ["StrataStore"],
+            path: "Tests/Support",
+            swiftSettings: strictness),
+        .testTarget(
+            name: "StrataStoreTests",
+            dependencies: ["StrataStore", "StrataTestSupport", "strata-fault-driver"],
+            swiftSettings: strictness),
+    ]
+)

@@ -1,0 +1,2 @@
+// LMDB from Debian's liblmdb-dev, found through pkg-config `lmdb`.
+#include <lmdb.h>

@@ -1,0 +1,2 @@
+import StrataStore
+print("strata")

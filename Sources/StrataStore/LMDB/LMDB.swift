@@ -1,0 +1,421 @@
+// The one place that calls LMDB. Every return code becomes an `LMDBError`; every function
+// names the C call underneath. Concurrency rules (from lmdb.h, and how Strata keeps them):
+// - The environment is shared by all threads.
+// - It is opened with MDB_NOTLS, so a read transaction is not tied to the thread that began
+//   it; Strata still uses each one from a single thread at a time.
+// - Write transactions are begun and committed on one thread, and only while the store
+//   holds its checkpoint lock exclusively, so there is never more than one.
+// - Transactions never cross an `await`: nothing in the store is async.
+import CLMDB
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A non-zero return code from an LMDB function.
+public struct LMDBError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let code: Int32
+    public let function: String
+
+    public var description: String { "\(function): \(String(cString: mdb_strerror(code)))" }
+
+    /// The map is full: grow it with `mdb_env_set_mapsize` and retry.
+    var isMapFull: Bool { code == MDB_MAP_FULL }
+    var isDiskFull: Bool { code == ENOSPC || code == EFBIG || code == EDQUOT }
+    var isPermission: Bool { code == EACCES || code == EROFS || code == EPERM }
+    /// The file is not a database or its pages do not hold together.
+    var isCorruption: Bool {
+        code == MDB_INVALID || code == MDB_CORRUPTED || code == MDB_PAGE_NOTFOUND || code == MDB_PANIC
+    }
+    var isVersionMismatch: Bool { code == MDB_VERSION_MISMATCH }
+}
+
+@inline(__always)
+private func check(_ rc: Int32, _ function: String) throws(LMDBError) {
+    if rc != 0 { throw LMDBError(code: rc, function: function) }
+}
+
+/// A database handle (`MDB_dbi`) inside an environment.
+struct LMDBDatabase: Sendable, Equatable {
+    let handle: MDB_dbi
+}
+
+/// Page counts and entries of one database (`MDB_stat`).
+struct LMDBStatistics: Sendable {
+    var pageSize: Int
+    var branchPages: Int
+    var leafPages: Int
+    var overflowPages: Int
+    var entries: Int
+    var bytes: Int { pageSize * (branchPages + leafPages + overflowPages) }
+}
+
+/// An LMDB environment: one data file and its lock file, shared by every thread.
+final class LMDBEnvironment: @unchecked Sendable {
+    let handle: OpaquePointer
+    /// The path of the data file, for error messages.
+    let dataPath: String
+
+    /// Creates and opens an environment (`mdb_env_create`, `mdb_env_set_mapsize`,
+    /// `mdb_env_set_maxdbs`, `mdb_env_set_maxreaders`, `mdb_env_open`) at the file `path`
+    /// (MDB_NOSUBDIR: the lock file is `path-lock`), then reserves the map's disk blocks.
+    ///
+    /// Flags, and why:
+    /// - MDB_WRITEMAP: a write transaction's dirty pages are pages of the file mapping, which
+    ///   the store can drop from its resident set, instead of malloc'd pages that LMDB keeps
+    ///   for reuse and never returns. The data file is preallocated to the map size
+    ///   (`posix_fallocate`), so a write through the map never meets a full disk, which would
+    ///   be SIGBUS: a full disk shows up as an error from `reserve` instead.
+    /// - MDB_NOTLS: read transactions are pooled and not tied to threads.
+    /// - MDB_NORDAHEAD: random reads of a file larger than memory gain nothing from read-ahead.
+    init(path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int) throws(LMDBError) {
+        var env: OpaquePointer?
+        try check(mdb_env_create(&env), "mdb_env_create")
+        do {
+            try check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize")
+            try check(mdb_env_set_maxdbs(env, MDB_dbi(maxDatabases)), "mdb_env_set_maxdbs")
+            try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)), "mdb_env_set_maxreaders")
+            let flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS | MDB_NORDAHEAD | MDB_WRITEMAP)
+            try check(mdb_env_open(env, path, flags, 0o644), "mdb_env_open")
+        } catch {
+            mdb_env_close(env)
+            throw error
+        }
+        handle = env!
+        dataPath = path
+    }
+
+    /// Bytes of pages an existing data file's header says are in use, read by opening it
+    /// read-only without the lock file (`mdb_env_open` with MDB_RDONLY | MDB_NOLOCK), which
+    /// never changes the file. (A writable MDB_WRITEMAP open would first extend a truncated
+    /// file with zeros, hiding the damage.)
+    static func bytesInUse(path: String) throws(LMDBError) -> Int {
+        var env: OpaquePointer?
+        try check(mdb_env_create(&env), "mdb_env_create")
+        defer { mdb_env_close(env) }
+        try check(mdb_env_set_maxdbs(env, 8), "mdb_env_set_maxdbs")
+        try check(mdb_env_open(env, path, UInt32(MDB_NOSUBDIR | MDB_RDONLY | MDB_NOLOCK), 0o644), "mdb_env_open")
+        var info = MDB_envinfo()
+        var stat = MDB_stat()
+        mdb_env_info(env, &info)
+        mdb_env_stat(env, &stat)
+        return (info.me_last_pgno + 1) * Int(stat.ms_psize)
+    }
+
+    /// Allocates disk blocks for the whole map (`mdb_env_get_fd`, `posix_fallocate`).
+    func reserve(_ bytes: Int) throws(SystemError) {
+        var fd: Int32 = -1
+        mdb_env_get_fd(handle, &fd)
+        let rc = posix_fallocate(fd, 0, off_t(bytes))
+        guard rc == 0 else { throw SystemError("posix_fallocate", dataPath, code: rc) }
+    }
+
+    private let closed = Atomic<Bool>(false)
+
+    deinit { close() }
+
+    /// Closes the environment (`mdb_env_close`). The caller guarantees no transaction is live.
+    func close() {
+        if !closed.exchange(true, ordering: .relaxed) { mdb_env_close(handle) }
+    }
+
+    /// The size of the memory map (`mdb_env_info`).
+    var mapSize: Int {
+        var info = MDB_envinfo()
+        mdb_env_info(handle, &info)
+        return info.me_mapsize
+    }
+
+    /// Bytes of the data file that hold pages (`mdb_env_info`: last page number + 1).
+    var usedBytes: Int {
+        var info = MDB_envinfo()
+        var stat = MDB_stat()
+        mdb_env_info(handle, &info)
+        mdb_env_stat(handle, &stat)
+        return (info.me_last_pgno + 1) * Int(stat.ms_psize)
+    }
+
+    /// Grows the map (`mdb_env_set_mapsize`). The caller guarantees that no transaction of
+    /// this process is live: LMDB does not check, and live readers would keep stale pointers.
+    func setMapSize(_ bytes: Int) throws(LMDBError) {
+        try check(mdb_env_set_mapsize(handle, bytes), "mdb_env_set_mapsize")
+    }
+
+    /// Flushes the data file to disk (`mdb_env_sync` with force).
+    func sync() throws(LMDBError) {
+        try check(mdb_env_sync(handle, 1), "mdb_env_sync")
+    }
+
+    /// Begins the single write transaction (`mdb_txn_begin`).
+    func beginWrite() throws(LMDBError) -> LMDBWriteTransaction {
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(handle, nil, 0, &txn), "mdb_txn_begin")
+        return LMDBWriteTransaction(txn!)
+    }
+
+    /// Begins a read-only transaction (`mdb_txn_begin` with MDB_RDONLY).
+    func beginRead() throws(LMDBError) -> LMDBReadTransaction {
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(handle, nil, UInt32(MDB_RDONLY), &txn), "mdb_txn_begin")
+        return LMDBReadTransaction(txn!)
+    }
+
+    /// The address range of the data file's memory map, read from `/proc/self/maps`
+    /// (LMDB does not expose it without MDB_FIXEDMAP). Nil if not found.
+    func mapRegion() -> (base: UnsafeMutableRawPointer, length: Int)? {
+        guard let f = fopen("/proc/self/maps", "r") else { return nil }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 4096)
+        var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        guard realpath(dataPath, &target) != nil else { return nil }
+        let wanted = String(cString: target)
+        while fgets(&line, Int32(line.count), f) != nil {
+            let text = String(cString: line)
+            guard text.hasSuffix(wanted + "\n") || text.hasSuffix(wanted) else { continue }
+            let range = text.prefix { $0 != " " }.split(separator: "-")
+            guard range.count == 2, let lo = UInt(range[0], radix: 16), let hi = UInt(range[1], radix: 16),
+                  let base = UnsafeMutableRawPointer(bitPattern: lo) else { continue }
+            return (base, Int(hi - lo))
+        }
+        return nil
+    }
+}
+
+/// What both kinds of transaction can do: read.
+protocol LMDBReading: ~Copyable {
+    var txn: OpaquePointer { get }
+}
+
+extension LMDBReading where Self: ~Copyable {
+    /// Opens a named database that must exist (`mdb_dbi_open`); nil when it does not.
+    func openDatabase(_ name: String, integerKeys: Bool) throws(LMDBError) -> LMDBDatabase? {
+        var dbi = MDB_dbi()
+        let rc = mdb_dbi_open(txn, name, integerKeys ? UInt32(MDB_INTEGERKEY) : 0, &dbi)
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc, "mdb_dbi_open(\(name))")
+        return LMDBDatabase(handle: dbi)
+    }
+
+    /// The value stored under an integer key (`mdb_get`), or nil. The bytes point into the
+    /// memory map and stay valid until the transaction ends or writes.
+    @inline(__always)
+    func get(_ db: LMDBDatabase, _ key: UInt64) throws(LMDBError) -> UnsafeRawBufferPointer? {
+        try lmdbGet(txn, db, key)
+    }
+
+    /// The value stored under a string key (`mdb_get`), copied out, or nil.
+    func get(_ db: LMDBDatabase, name: String) throws(LMDBError) -> [UInt8]? {
+        var dataVal = MDB_val()
+        var nameBytes = Array(name.utf8)
+        let rc = nameBytes.withUnsafeMutableBytes { kb in
+            var keyVal = MDB_val(mv_size: kb.count, mv_data: kb.baseAddress)
+            return mdb_get(txn, db.handle, &keyVal, &dataVal)
+        }
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc, "mdb_get(\(name))")
+        return Array(UnsafeRawBufferPointer(start: dataVal.mv_data, count: dataVal.mv_size))
+    }
+
+    /// Page counts and entries (`mdb_stat`).
+    func statistics(_ db: LMDBDatabase) throws(LMDBError) -> LMDBStatistics {
+        var s = MDB_stat()
+        try check(mdb_stat(txn, db.handle, &s), "mdb_stat")
+        return LMDBStatistics(
+            pageSize: Int(s.ms_psize), branchPages: s.ms_branch_pages, leafPages: s.ms_leaf_pages,
+            overflowPages: s.ms_overflow_pages, entries: s.ms_entries)
+    }
+
+    /// Calls `body` for each entry of an integer-keyed database in key order, starting at
+    /// `start` (`mdb_cursor_open`, `mdb_cursor_get` with MDB_SET_RANGE then MDB_NEXT).
+    /// `body` returns false to stop.
+    func forEach(
+        _ db: LMDBDatabase, from start: UInt64 = 0,
+        _ body: (UInt64, UnsafeRawBufferPointer) throws -> Bool
+    ) throws {
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(txn, db.handle, &cursor), "mdb_cursor_open")
+        defer { mdb_cursor_close(cursor) }
+        var first = start
+        var keyVal = MDB_val()
+        var dataVal = MDB_val()
+        var rc = withUnsafeMutablePointer(to: &first) { fp in
+            keyVal = MDB_val(mv_size: 8, mv_data: fp)
+            return mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_SET_RANGE)
+        }
+        while rc == 0 {
+            let key = UnsafeRawPointer(keyVal.mv_data!).loadUnaligned(as: UInt64.self)
+            if try !body(key, UnsafeRawBufferPointer(start: dataVal.mv_data, count: dataVal.mv_size)) { return }
+            rc = mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_NEXT)
+        }
+        if rc != MDB_NOTFOUND { try check(rc, "mdb_cursor_get") }
+    }
+}
+
+/// A read-only snapshot (`MDB_txn` begun with MDB_RDONLY); aborted when the value ends.
+struct LMDBReadTransaction: ~Copyable, LMDBReading {
+    let txn: OpaquePointer
+
+    fileprivate init(_ txn: OpaquePointer) { self.txn = txn }
+
+    deinit { mdb_txn_abort(txn) }
+
+    /// Gives up ownership without aborting, for the pool.
+    fileprivate consuming func reset() -> OpaquePointer {
+        let raw = txn
+        discard self
+        return raw
+    }
+}
+
+/// The write transaction; aborted when the value ends unless `commit` consumed it.
+struct LMDBWriteTransaction: ~Copyable, LMDBReading {
+    let txn: OpaquePointer
+
+    fileprivate init(_ txn: OpaquePointer) { self.txn = txn }
+
+    deinit { mdb_txn_abort(txn) }
+
+    /// Opens a named database, creating it if needed (`mdb_dbi_open` with MDB_CREATE).
+    /// The handle is valid in other transactions once this one commits.
+    func createDatabase(_ name: String, integerKeys: Bool) throws(LMDBError) -> LMDBDatabase {
+        var dbi = MDB_dbi()
+        let flags = UInt32(MDB_CREATE) | (integerKeys ? UInt32(MDB_INTEGERKEY) : 0)
+        try check(mdb_dbi_open(txn, name, flags, &dbi), "mdb_dbi_open(\(name))")
+        return LMDBDatabase(handle: dbi)
+    }
+
+    /// Stores a value under an integer key, replacing any (`mdb_put`).
+    @inline(__always)
+    func put(_ db: LMDBDatabase, _ key: UInt64, _ value: UnsafeRawBufferPointer) throws(LMDBError) {
+        var k = key
+        let rc = withUnsafeMutablePointer(to: &k) { kp in
+            var keyVal = MDB_val(mv_size: 8, mv_data: kp)
+            var dataVal = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+            return mdb_put(txn, db.handle, &keyVal, &dataVal, 0)
+        }
+        try check(rc, "mdb_put")
+    }
+
+    /// Stores a value under a string key (`mdb_put`).
+    func put(_ db: LMDBDatabase, name: String, _ value: [UInt8]) throws(LMDBError) {
+        var nameBytes = Array(name.utf8)
+        var v = value
+        let rc = nameBytes.withUnsafeMutableBytes { kb in
+            v.withUnsafeMutableBytes { vb in
+                var keyVal = MDB_val(mv_size: kb.count, mv_data: kb.baseAddress)
+                var dataVal = MDB_val(mv_size: vb.count, mv_data: vb.baseAddress)
+                return mdb_put(txn, db.handle, &keyVal, &dataVal, 0)
+            }
+        }
+        try check(rc, "mdb_put(\(name))")
+    }
+
+    /// Deletes an integer key (`mdb_del`); false if it was not there.
+    @discardableResult
+    func delete(_ db: LMDBDatabase, _ key: UInt64) throws(LMDBError) -> Bool {
+        var k = key
+        let rc = withUnsafeMutablePointer(to: &k) { kp in
+            var keyVal = MDB_val(mv_size: 8, mv_data: kp)
+            return mdb_del(txn, db.handle, &keyVal, nil)
+        }
+        if rc == MDB_NOTFOUND { return false }
+        try check(rc, "mdb_del")
+        return true
+    }
+
+    /// Makes every change durable (`mdb_txn_commit`, which fsyncs the data file).
+    consuming func commit() throws(LMDBError) {
+        let raw = txn
+        discard self
+        try check(mdb_txn_commit(raw), "mdb_txn_commit")
+    }
+}
+
+/// Read transactions kept reset between uses, so a batch pays `mdb_txn_renew` rather than
+/// `mdb_txn_begin`.
+final class LMDBReaderPool: Sendable {
+    private let environment: LMDBEnvironment
+    /// A reset `MDB_txn`, used by one thread at a time (MDB_NOTLS allows moving it).
+    private struct Idle: @unchecked Sendable { let raw: OpaquePointer }
+    private let idle = Mutex<[Idle]>([])
+
+    init(environment: LMDBEnvironment) {
+        self.environment = environment
+    }
+
+    deinit {
+        idle.withLock { for t in $0 { mdb_txn_abort(t.raw) } }
+    }
+
+    /// A fresh snapshot, from the pool when one is idle.
+    func acquire() throws(LMDBError) -> LMDBReadTransaction {
+        LMDBReadTransaction(try acquireRaw())
+    }
+
+    func release(_ transaction: consuming LMDBReadTransaction) {
+        releaseRaw(transaction.reset())
+    }
+
+    fileprivate func acquireRaw() throws(LMDBError) -> OpaquePointer {
+        if let raw = idle.withLock({ $0.popLast()?.raw }) {
+            let rc = mdb_txn_renew(raw)
+            if rc == 0 { return raw }
+            mdb_txn_abort(raw)
+            throw LMDBError(code: rc, function: "mdb_txn_renew")
+        }
+        var txn: OpaquePointer?
+        try check(mdb_txn_begin(environment.handle, nil, UInt32(MDB_RDONLY), &txn), "mdb_txn_begin")
+        return txn!
+    }
+
+    /// Takes back a live read transaction (`mdb_txn_reset`).
+    fileprivate func releaseRaw(_ raw: OpaquePointer) {
+        mdb_txn_reset(raw)
+        let entry = Idle(raw: raw)
+        idle.withLock { $0.append(entry) }
+    }
+
+    /// Aborts every idle transaction, as `mdb_env_set_mapsize` wants none alive.
+    func drain() {
+        idle.withLock { list in
+            for t in list { mdb_txn_abort(t.raw) }
+            list.removeAll()
+        }
+    }
+}
+
+/// A read transaction begun on first use, for batches that may never need LMDB. Returned
+/// to its pool when the value ends.
+struct LMDBLazyReader: ~Copyable {
+    private let pool: LMDBReaderPool
+    private var raw: OpaquePointer?
+
+    init(pool: LMDBReaderPool) {
+        self.pool = pool
+    }
+
+    deinit {
+        if let raw { pool.releaseRaw(raw) }
+    }
+
+    /// The value under an integer key (`mdb_get`), or nil; valid while this reader lives.
+    @inline(__always)
+    mutating func get(_ db: LMDBDatabase, _ key: UInt64) throws(LMDBError) -> UnsafeRawBufferPointer? {
+        if raw == nil { raw = try pool.acquireRaw() }
+        return try lmdbGet(raw!, db, key)
+    }
+}
+
+/// `mdb_get` under an integer key.
+@inline(__always)
+private func lmdbGet(_ txn: OpaquePointer, _ db: LMDBDatabase, _ key: UInt64) throws(LMDBError) -> UnsafeRawBufferPointer? {
+    var k = key
+    var dataVal = MDB_val()
+    let rc = withUnsafeMutablePointer(to: &k) { kp in
+        var keyVal = MDB_val(mv_size: 8, mv_data: kp)
+        return mdb_get(txn, db.handle, &keyVal, &dataVal)
+    }
+    if rc == MDB_NOTFOUND { return nil }
+    try check(rc, "mdb_get")
+    return UnsafeRawBufferPointer(start: dataVal.mv_data, count: dataVal.mv_size)
+}

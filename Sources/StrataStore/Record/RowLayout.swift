@@ -1,0 +1,131 @@
+// The in-memory record of one row, the same bytes in the hot slab, a warm slot and a spill
+// slot, so moving a row between them is one copy:
+//
+//   offset  size  field
+//        0     8  key
+//        8     8  update count (also Adam's step)
+//       16     8  generation of the last change: the checkpoint that will hold it
+//       24     4  CRC-32C of the record with this field zero (kept in warm and spill slots)
+//       28     4  zero
+//       32  4*dim values, float32 (rounded to the table's storage type)
+//        .  4*s   optimizer state, float32
+//        .        zero padding to a multiple of 8
+import CStrataSupport
+
+/// Where the fields of a table's records are.
+@usableFromInline
+struct RowLayout: Sendable, Equatable {
+    @usableFromInline let dimension: Int
+    @usableFromInline let stateCount: Int
+    @usableFromInline let recordSize: Int
+
+    static let headerSize = 32
+    @usableFromInline static let valuesOffset = 32
+
+    init(dimension: Int, stateCount: Int) {
+        self.dimension = dimension
+        self.stateCount = stateCount
+        let raw = Self.headerSize + 4 * (dimension + stateCount)
+        recordSize = (raw + 7) & ~7
+    }
+
+    init(_ spec: TableSpec) {
+        self.init(dimension: spec.dimension, stateCount: spec.optimizer.stateCount(dimension: spec.dimension))
+    }
+
+    var stateOffset: Int { Self.valuesOffset + 4 * dimension }
+}
+
+/// Typed access to one record's fields. A view, not an owner.
+@usableFromInline
+struct RowRecord {
+    @usableFromInline let base: UnsafeMutableRawPointer
+
+    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
+
+    var key: UInt64 {
+        get { base.load(as: UInt64.self) }
+        nonmutating set { base.storeBytes(of: newValue, as: UInt64.self) }
+    }
+    var updateCount: UInt64 {
+        get { base.load(fromByteOffset: 8, as: UInt64.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 8, as: UInt64.self) }
+    }
+    var changeGeneration: UInt64 {
+        get { base.load(fromByteOffset: 16, as: UInt64.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 16, as: UInt64.self) }
+    }
+    var checksum: UInt32 {
+        get { base.load(fromByteOffset: 24, as: UInt32.self) }
+        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 24, as: UInt32.self) }
+    }
+    @inlinable var values: UnsafeMutablePointer<Float> {
+        (base + RowLayout.valuesOffset).assumingMemoryBound(to: Float.self)
+    }
+    func state(_ layout: RowLayout) -> UnsafeMutablePointer<Float> {
+        (base + layout.stateOffset).assumingMemoryBound(to: Float.self)
+    }
+
+    /// The CRC-32C of the record, taken with the checksum field as zero.
+    func computeChecksum(_ layout: RowLayout) -> UInt32 {
+        let head = strata_crc32c(0, base, 24)
+        let zero: UInt32 = 0
+        let withZero = withUnsafeBytes(of: zero) { strata_crc32c(head, $0.baseAddress, 4) }
+        return strata_crc32c(withZero, base + 28, layout.recordSize - 28)
+    }
+
+    func seal(_ layout: RowLayout) { checksum = computeChecksum(layout) }
+    func isIntact(_ layout: RowLayout) -> Bool { checksum == computeChecksum(layout) }
+}
+
+extension StorageType {
+    /// Rounds float32 values to this type's nearest (ties to even) in place.
+    @inline(__always)
+    public func round(_ values: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .float32:
+            return
+        case .bfloat16:
+            for i in 0..<count { values[i] = Float(bitPattern: UInt32(Self.bfloat16Bits(values[i])) << 16) }
+        case .float16:
+            for i in 0..<count { values[i] = Float(Float16(values[i])) }
+        }
+    }
+
+    /// The upper 16 bits of float32 after rounding to nearest even; NaN stays NaN.
+    @inline(__always)
+    static func bfloat16Bits(_ x: Float) -> UInt16 {
+        let bits = x.bitPattern
+        if x.isNaN { return UInt16(bits >> 16) | 0x40 }
+        let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
+        return UInt16(rounded >> 16)
+    }
+
+    /// Writes `count` values in this type's bytes (little-endian) at `out`.
+    func encode(_ values: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) {
+        switch self {
+        case .float32:
+            out.copyMemory(from: values, byteCount: 4 * count)
+        case .bfloat16:
+            for i in 0..<count { out.storeBytes(of: Self.bfloat16Bits(values[i]), toByteOffset: 2 * i, as: UInt16.self) }
+        case .float16:
+            for i in 0..<count { out.storeBytes(of: Float16(values[i]).bitPattern, toByteOffset: 2 * i, as: UInt16.self) }
+        }
+    }
+
+    /// Reads `count` values of this type from `bytes` into float32.
+    func decode(_ bytes: UnsafeRawPointer, count: Int, into values: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .float32:
+            UnsafeMutableRawPointer(values).copyMemory(from: bytes, byteCount: 4 * count)
+        case .bfloat16:
+            for i in 0..<count {
+                values[i] = Float(bitPattern: UInt32(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+            }
+        case .float16:
+            for i in 0..<count {
+                values[i] = Float(Float16(bitPattern: bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+/// What a table holds and how it has been used since the store opened.
+public struct TableStatistics: Sendable, Codable, Equatable {
+    public struct Rows: Sendable, Codable, Equatable {
+        /// Written rows whose newest copy is in each place.
+        public var hot = 0, warm = 0, spill = 0, cold = 0
+        /// Never-written rows held in hot memory (their value is the initializer's).
+        public var initializerInHot = 0
+        public var total: Int { hot + warm + spill + cold }
+    }
+
+    public struct Bytes: Sendable, Codable, Equatable {
+        /// Hot memory in use and allowed.
+        public var hotUsed = 0, hotBudget = 0
+        /// Warm slots in use and the warm file's size (its budget).
+        public var warmUsed = 0, warmFile = 0
+        public var spillFile = 0
+        /// LMDB pages of this table's rows.
+        public var coldOnDisk = 0
+        /// Index, admission lists, sketch and change list: memory beyond the budgets.
+        public var overhead = 0
+    }
+
+    public struct Traffic: Sendable, Codable, Equatable {
+        /// Where lookups and updates found their rows.
+        public var hotHits = 0, warmHits = 0, spillHits = 0, coldHits = 0, initializerHits = 0
+        /// Rows moved up into hot from warm, spill or LMDB.
+        public var promotions: Int { warmHits + spillHits + coldHits }
+        /// Rows moved down: hot to warm; to the spill file; dropped (LMDB holds them).
+        public var hotToWarm = 0, toSpill = 0, dropped = 0
+        public var accesses: Int { hotHits + warmHits + spillHits + coldHits + initializerHits }
+        public var hotHitRatio: Double { accesses == 0 ? 0 : Double(hotHits) / Double(accesses) }
+    }
+
+    public struct Checkpoint: Sendable, Codable, Equatable {
+        /// Generation of the store's last checkpoint.
+        public var generation: UInt64 = 0
+        /// This table's part of the last checkpoint this process took.
+        public var rowsWritten = 0, rowsDeleted = 0, bytesWritten = 0
+        public var durationSeconds = 0.0
+    }
+
+    public var name: String
+    public var spec: TableSpec
+    public var shards: Int
+    public var recordBytes: Int
+    public var hotCapacityRows: Int
+    public var warmCapacityRows: Int
+    public var rows = Rows()
+    public var bytes = Bytes()
+    public var traffic = Traffic()
+    public var checkpoint = Checkpoint()
+}
+
+extension Table {
+    /// Counts of rows, bytes and traffic, summed over shards.
+    public func statistics() throws(StoreError) -> TableStatistics {
+        try store.lock.shared { () throws(StoreError) -> TableStatistics in
+            try store.ensureOpen()
+            var sum = ShardCounters()
+            var overhead = 0
+            withEachShard { shard in
+                sum = sum + shard.counters
+                overhead += shard.index.bytes + shard.sketch.bytes + shard.dirtyKeys.capacity * 8
+                    + (shard.hot.capacity + shard.warm.capacity) * AdmissionPolicy.bytesPerSlot
+            }
+            let r = format.layout.recordSize
+            var s = TableStatistics(
+                name: name, spec: spec, shards: shardCount, recordBytes: r,
+                hotCapacityRows: hotCapacity, warmCapacityRows: warmCapacity)
+            let persisted = persistedRows.load(ordering: .relaxed)
+            s.rows = .init(hot: sum.hotRows, warm: sum.warmRows, spill: sum.spillRows,
+                           cold: persisted - sum.persistedResident - sum.tombstones, initializerInHot: sum.hotVirgins)
+            var cold = 0
+            if let db = rowsDatabase {
+                do throws(LMDBError) {
+                    let txn = try store.readers.acquire()
+                    cold = try txn.statistics(db).bytes
+                    store.readers.release(txn)
+                } catch {
+                    throw store.lmdbFailure(error)
+                }
+            }
+            s.bytes = .init(hotUsed: (sum.hotRows + sum.hotVirgins) * r, hotBudget: budget.hotBytes,
+                            warmUsed: sum.warmRows * r, warmFile: warmCapacity * r, spillFile: spill.bytes,
+                            coldOnDisk: cold, overhead: overhead)
+            s.traffic = .init(hotHits: sum.hotHits, warmHits: sum.warmHits, spillHits: sum.spillHits,
+                              coldHits: sum.coldHits, initializerHits: sum.initialHits,
+                              hotToWarm: sum.hotToWarm, toSpill: sum.toSpill, dropped: sum.dropped)
+            let last = lastCheckpoint.withLock { $0 }
+            s.checkpoint = .init(generation: store.generation.load(ordering: .relaxed), rowsWritten: last.written,
+                                 rowsDeleted: last.deleted, bytesWritten: last.bytes)
+            return s
+        }
+    }
+}

@@ -1,0 +1,514 @@
+// A store: a directory of named tables with one LMDB environment holding the last
+// checkpoint of all of them.
+//
+//   STORE/
+//     LOCK               flock(2)ed by the process that has the store open; holds its pid
+//     rows.mdb           LMDB: databases "meta", "rows.<id>", "deleted.<id>"
+//     rows.mdb-lock      LMDB's reader table
+//     tables/<id>/
+//       warm.slab        warm tier slots (memory-mapped)
+//       warm.index       written by a clean close, consumed by the next open
+//       spill.slab       changed rows waiting for the next checkpoint (emptied on open)
+//
+// Concurrency (the GRDB way: written down once, here):
+// - Batch calls on tables run in parallel from any threads. Each holds the checkpoint lock
+//   shared and one shard lock at a time.
+// - `checkpoint`, `createTable` and `close` hold the checkpoint lock exclusively, so they
+//   happen between batches, never inside one.
+// - LMDB is written only inside `checkpoint`, by one write transaction, which fsyncs on
+//   commit. Lookups read LMDB through pooled read transactions (MDB_NOTLS).
+// - Nothing here is async, so no LMDB transaction ever crosses an `await`.
+// - Do not use a store across fork(2); open it in the child instead.
+import FoundationEssentials
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The part of a store its tables share: locks, LMDB, the generation counter.
+final class StoreCore: Sendable {
+    let path: String
+    let dataPath: String
+    let lock = CheckpointLock()
+    let environment: LMDBEnvironment
+    let readers: LMDBReaderPool
+    /// Checkpoints completed in this store's life; rows changed now get `generation + 1`.
+    let generation: Atomic<UInt64>
+    private let closed = Atomic<Bool>(false)
+    private let lockFile: StoreLockFile
+
+    // LMDB's map pages are dropped from the resident set after this much traffic through it.
+    private let mapResidentLimit: Int
+    private let mapTraffic = Atomic<Int>(0)
+    private let mapRegion = Mutex<(base: UInt, length: Int)?>(nil)
+
+    init(path: String, environment: LMDBEnvironment, lockFile: StoreLockFile, generation: UInt64, mapResidentLimit: Int) {
+        self.path = path
+        dataPath = environment.dataPath
+        self.environment = environment
+        readers = LMDBReaderPool(environment: environment)
+        self.lockFile = lockFile
+        self.generation = Atomic(generation)
+        self.mapResidentLimit = mapResidentLimit
+        refreshMapRegion()
+    }
+
+    @inline(__always)
+    func ensureOpen() throws(StoreError) {
+        if closed.load(ordering: .relaxed) { throw .closed }
+    }
+
+    var isClosed: Bool { closed.load(ordering: .relaxed) }
+
+    /// Closes LMDB and releases the lock. Caller holds `lock` exclusively.
+    func shutDown() {
+        closed.store(true, ordering: .relaxed)
+        readers.drain()
+        environment.close()
+        lockFile.release()
+    }
+
+    /// Counts bytes read or written through LMDB's map; past the limit, drops the map's pages
+    /// from this process's page tables so resident memory stays within budget. The pages stay
+    /// in the page cache (dirty ones keep their data and are written back as usual).
+    @inline(__always)
+    func noteMapTraffic(_ bytes: Int) {
+        let total = mapTraffic.add(bytes + 4096, ordering: .relaxed).newValue
+        if total > mapResidentLimit { trimMap() }
+    }
+
+    func trimMap() {
+        mapTraffic.store(0, ordering: .relaxed)
+        mapRegion.withLock { region in
+            if let region, let base = UnsafeMutableRawPointer(bitPattern: region.base) {
+                releaseResidentPages(base, region.length)
+            }
+        }
+    }
+
+    func refreshMapRegion() {
+        let region = environment.mapRegion().map { (UInt(bitPattern: $0.base), $0.length) }
+        mapRegion.withLock { $0 = region }
+    }
+
+    // MARK: Error translation
+
+    func lmdbFailure(_ error: LMDBError) -> StoreError {
+        if error.isDiskFull {
+            return .diskFull(path: dataPath, generation: generation.load(ordering: .relaxed), detail: error.description)
+        }
+        if error.isPermission { return .readOnly(path: dataPath, detail: error.description) }
+        if error.isCorruption { return .corrupted(file: dataPath, detail: error.description) }
+        return .lmdb(error, file: dataPath)
+    }
+
+    func fileFailure(_ error: SystemError) -> StoreError {
+        if error.isDiskFull {
+            return .diskFull(path: error.path, generation: generation.load(ordering: .relaxed), detail: error.description)
+        }
+        if error.isPermission { return .readOnly(path: error.path, detail: error.description) }
+        return .system(error)
+    }
+}
+
+/// `STORE/LOCK`, held with flock(2) while the store is open.
+final class StoreLockFile: Sendable {
+    private let descriptor: Atomic<Int32>
+
+    /// Takes the lock or says who holds it.
+    init(path: String) throws(StoreError) {
+        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            let e = SystemError("open", path)
+            throw e.isPermission ? .readOnly(path: path, detail: e.description) : .system(e)
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            var holder = [UInt8](repeating: 0, count: 64)
+            let n = pread(fd, &holder, 63, 0)
+            Glibc.close(fd)
+            if code == EWOULDBLOCK {
+                let text = n > 0 ? String(decoding: holder[..<n].filter { $0 != 0x0A }, as: UTF8.self) : ""
+                throw .locked(path: path, holder: text.isEmpty ? "another process" : text)
+            }
+            throw .system(SystemError("flock", path, code: code))
+        }
+        let text = Array("process \(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = pwrite(fd, text, text.count, 0)
+        descriptor = Atomic(fd)
+    }
+
+    func release() {
+        let fd = descriptor.exchange(-1, ordering: .relaxed)
+        if fd >= 0 { Glibc.close(fd) }
+    }
+
+    deinit { release() }
+}
+
+/// What a checkpoint made durable.
+public struct CheckpointInfo: Sendable, Codable, Equatable {
+    /// 0 for a new store, then one more per checkpoint.
+    public var generation: UInt64
+    /// Seconds since 1970 when the checkpoint was taken.
+    public var time: Double
+    public var durationSeconds: Double
+    public var rowsWritten: Int
+    public var rowsDeleted: Int
+    public var bytesWritten: Int
+    /// The caller's bytes stored with the checkpoint (a trainer's dense state, say).
+    public var payload: [UInt8]
+}
+
+public final class Store: Sendable {
+    public static let formatVersion = 1
+
+    public struct Options: Sendable {
+        /// Memory for each table unless `tableBudgets` names it.
+        public var budget = TierBudget(hotBytes: 256 << 20, warmBytes: 1 << 30)
+        public var tableBudgets: [String: TierBudget] = [:]
+        /// At most this much of LMDB's map stays resident: past it, the store drops the map's
+        /// pages from its resident set (they stay in the page cache). The third memory budget,
+        /// beside each table's hot and warm bytes.
+        public var mapResidentBytes = 64 << 20
+        /// The LMDB map to start with; it doubles whenever it fills.
+        public var initialMapBytes = 1 << 30
+        /// Create the store if the directory holds none.
+        public var create = true
+
+        public init() {}
+
+        func budget(for table: String) -> TierBudget { tableBudgets[table] ?? budget }
+    }
+
+    public let path: String
+    public let options: Options
+    /// Things the open noticed and repaired (a warm index that could not be used, leftovers
+    /// of tables created after the last checkpoint).
+    public let openReport: [String]
+
+    let core: StoreCore
+    private let meta: LMDBDatabase
+    private let state: Mutex<State>
+
+    private struct State: ~Copyable {
+        var tables: [String: Table] = [:]
+        var nextID = 1
+        /// Tables the last checkpoint holds.
+        var durableIDs: Set<Int> = []
+        var last: CheckpointInfo
+    }
+
+    private struct CatalogEntry: Codable {
+        var id: Int
+        var name: String
+        var spec: TableSpec
+    }
+
+    /// Opens (or creates) the store at `path`. Throws `.locked` if any process has it open,
+    /// `.readOnly` if the directory cannot be written, `.newerFormat` or `.corrupted` if its
+    /// files are not what this build can read. What was there at the last checkpoint is what
+    /// the store holds now; anything changed after it was lost with the process that did it.
+    public init(path: String, options: Options = Options()) throws(StoreError) {
+        self.path = path
+        self.options = options
+        var report: [String] = []
+
+        let dataPath = path + "/rows.mdb"
+        if !fileExists(path + "/LOCK") || !fileExists(dataPath) {
+            if fileExists(path + "/tables") {
+                throw .corrupted(file: dataPath, detail: "missing, though the store has tables")
+            }
+            guard options.create else { throw .corrupted(file: dataPath, detail: "no store here") }
+            do { try makeDirectories(path) } catch { throw Self.openFailure(error) }
+        }
+        let lockFile = try StoreLockFile(path: path + "/LOCK")
+        if let size = fileSize(dataPath), size < 2 * 4096 {
+            throw .corrupted(file: dataPath, detail: "truncated to \(size) bytes, less than LMDB's two header pages")
+        }
+
+        // LMDB trusts its header's page count; a file cut short would be SIGBUS on first read.
+        if let size = fileSize(dataPath) {
+            let needed: Int
+            do { needed = try LMDBEnvironment.bytesInUse(path: dataPath) } catch { throw Self.lmdbOpenFailure(error, dataPath) }
+            if size < needed {
+                throw .corrupted(file: dataPath, detail: "truncated: \(size) bytes, but its pages need \(needed)")
+            }
+        }
+        let environment: LMDBEnvironment
+        do {
+            let existing = fileSize(dataPath) ?? 0
+            var mapSize = max(options.initialMapBytes, 1 << 20)
+            while mapSize < existing { mapSize *= 2 }
+            environment = try LMDBEnvironment(path: dataPath, mapSize: mapSize, maxDatabases: 4096, maxReaders: 512)
+            try environment.reserve(mapSize)
+        } catch let error as LMDBError {
+            throw Self.lmdbOpenFailure(error, dataPath)
+        } catch let error as SystemError {
+            throw error.isDiskFull ? .diskFull(path: dataPath, generation: 0, detail: error.description) : Self.openFailure(error)
+        } catch {
+            throw .corrupted(file: dataPath, detail: "\(error)")
+        }
+
+        var catalog: [CatalogEntry] = []
+        var last = CheckpointInfo(generation: 0, time: 0, durationSeconds: 0, rowsWritten: 0, rowsDeleted: 0, bytesWritten: 0, payload: [])
+        var handles: [Int: (LMDBDatabase, LMDBDatabase, Int)] = [:]
+        do {
+            let txn = try environment.beginWrite()
+            let existingMeta = try txn.openDatabase("meta", integerKeys: false)
+            let metaDB = try existingMeta ?? txn.createDatabase("meta", integerKeys: false)
+            if let format = try txn.get(metaDB, name: "format") {
+                let version = format.count == 4 ? Int(format.withUnsafeBytes { $0.load(as: UInt32.self) }) : -1
+                guard version == Self.formatVersion else {
+                    if version > Self.formatVersion {
+                        throw StoreError.newerFormat(file: dataPath, found: version, supported: Self.formatVersion)
+                    }
+                    throw StoreError.corrupted(file: dataPath, detail: "unknown format version \(version)")
+                }
+                guard let info = try txn.get(metaDB, name: "checkpoint"),
+                      let decoded = try? JSONDecoder().decode(CheckpointInfo.self, from: Data(info)),
+                      let list = try txn.get(metaDB, name: "catalog"),
+                      let entries = try? JSONDecoder().decode([CatalogEntry].self, from: Data(list)) else {
+                    throw StoreError.corrupted(file: dataPath, detail: "the store's catalog or checkpoint record is unreadable")
+                }
+                last = decoded
+                catalog = entries
+                for entry in entries {
+                    guard let rows = try txn.openDatabase("rows.\(entry.id)", integerKeys: true),
+                          let deleted = try txn.openDatabase("deleted.\(entry.id)", integerKeys: true) else {
+                        throw StoreError.corrupted(file: dataPath, detail: "table '\(entry.name)' has no rows database")
+                    }
+                    handles[entry.id] = (rows, deleted, try txn.statistics(rows).entries)
+                }
+            } else {
+                // A new store: checkpoint 0, empty.
+                try txn.put(metaDB, name: "format", withUnsafeBytes(of: UInt32(Self.formatVersion)) { Array($0) })
+                try txn.put(metaDB, name: "catalog", Array(try JSONEncoder().encode([CatalogEntry]())))
+                try txn.put(metaDB, name: "checkpoint", Array(try JSONEncoder().encode(last)))
+            }
+            try txn.commit()
+            meta = metaDB
+        } catch let error as StoreError {
+            throw error
+        } catch let error as LMDBError {
+            throw Self.lmdbOpenFailure(error, dataPath)
+        } catch {
+            throw .corrupted(file: dataPath, detail: "\(error)")
+        }
+
+        core = StoreCore(path: path, environment: environment, lockFile: lockFile, generation: last.generation,
+                         mapResidentLimit: options.mapResidentBytes)
+
+        // Leftovers of tables created after the last checkpoint belong to no checkpoint.
+        let known = Set(catalog.map(\.id))
+        if let names = try? directoryEntries(path + "/tables") {
+            for name in names where Int(name).map({ !known.contains($0) }) ?? true {
+                do { try removeTree(path + "/tables/" + name) } catch { throw core.fileFailure(error) }
+                report.append("removed tables/\(name): not in the last checkpoint")
+            }
+        }
+
+        var tables: [String: Table] = [:]
+        for entry in catalog {
+            let (rows, deleted, count) = handles[entry.id]!
+            let directory = path + "/tables/\(entry.id)"
+            let (saved, problem) = WarmIndexFile.read(directory + "/warm.index")
+            if let problem { report.append(problem) }
+            var warmRows = saved
+            if let s = saved, s.generation != last.generation {
+                report.append("tables/\(entry.id)/warm.index is from generation \(s.generation), not \(last.generation); the warm tier starts empty")
+                warmRows = nil
+            }
+            tables[entry.name] = try Table(
+                store: core, id: entry.id, name: entry.name, spec: entry.spec, budget: options.budget(for: entry.name),
+                databases: (rows, deleted), persistedRows: count, warmRows: warmRows)
+        }
+        state = Mutex(State(tables: tables, nextID: (catalog.map(\.id).max() ?? 0) + 1, durableIDs: known, last: last))
+        openReport = report
+    }
+
+    private static func openFailure(_ error: SystemError) -> StoreError {
+        error.isPermission ? .readOnly(path: error.path, detail: error.description) : .system(error)
+    }
+
+    private static func lmdbOpenFailure(_ error: LMDBError, _ file: String) -> StoreError {
+        if error.isPermission { return .readOnly(path: file, detail: error.description) }
+        if error.isCorruption || error.isVersionMismatch { return .corrupted(file: file, detail: error.description) }
+        if error.isDiskFull { return .diskFull(path: file, generation: 0, detail: error.description) }
+        return .lmdb(error, file: file)
+    }
+
+    // MARK: Tables
+
+    /// The table called `name`.
+    public func table(_ name: String) throws(StoreError) -> Table {
+        try core.ensureOpen()
+        guard let table = state.withLock({ $0.tables[name] }) else { throw .unknownTable(name) }
+        return table
+    }
+
+    /// Names of all tables, sorted.
+    public var tableNames: [String] { state.withLock { $0.tables.keys.sorted() } }
+
+    /// Creates a table, or returns the existing one if it has the same spec. The table
+    /// becomes durable with the next checkpoint.
+    @discardableResult
+    public func createTable(_ name: String, _ spec: TableSpec, budget: TierBudget? = nil) throws(StoreError) -> Table {
+        let allowed = name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x2D || c == 0x2E
+        }
+        guard !name.isEmpty, name.utf8.count <= 64, allowed else {
+            throw .invalidTable(name: name, reason: "names are 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.'")
+        }
+        if let problem = spec.problem { throw .invalidTable(name: name, reason: problem) }
+        return try core.lock.exclusive { () throws(StoreError) -> Table in
+            try core.ensureOpen()
+            if let existing = state.withLock({ $0.tables[name] }) {
+                guard existing.spec == spec else { throw .tableExists(name: name, existing: existing.spec) }
+                return existing
+            }
+            let id = state.withLock { s in
+                s.nextID += 1
+                return s.nextID - 1
+            }
+            let table = try Table(
+                store: core, id: id, name: name, spec: spec, budget: budget ?? options.budget(for: name),
+                databases: nil, persistedRows: 0, warmRows: nil)
+            state.withLock { $0.tables[name] = table }
+            return table
+        }
+    }
+
+    // MARK: Checkpoints
+
+    /// The last completed checkpoint.
+    public var lastCheckpoint: CheckpointInfo { state.withLock { $0.last } }
+
+    /// Makes the current state of every table durable, with `payload`, as one atomic step:
+    /// after a crash at any moment the store reopens at exactly this checkpoint or the one
+    /// before. Costs time in proportion to the rows changed since the last checkpoint. On
+    /// failure (a full disk, say) nothing durable changes and the in-memory state is kept,
+    /// so the call can be retried.
+    @discardableResult
+    public func checkpoint(payload: [UInt8] = []) throws(StoreError) -> CheckpointInfo {
+        try core.lock.exclusive { () throws(StoreError) -> CheckpointInfo in
+            try core.ensureOpen()
+            let started = ContinuousClock.now
+            let time = Date().timeIntervalSince1970
+            let tables = state.withLock { $0.tables.values.sorted { $0.id < $1.id } }
+            let generation = core.generation.load(ordering: .relaxed) + 1
+            var written: [(Table, LMDBDatabase, LMDBDatabase, CheckpointTotals)]
+            while true {
+                do throws(StoreError) {
+                    written = try write(tables, generation: generation, time: time, payload: payload)
+                    break
+                } catch {
+                    guard case .lmdb(let e, _) = error, e.isMapFull else { throw error }
+                    // No transaction is live: we hold the lock exclusively and the pool is idle.
+                    core.readers.drain()
+                    let size = core.environment.mapSize * 2
+                    do throws(SystemError) { try core.environment.reserve(size) } catch { throw core.fileFailure(error) }
+                    do throws(LMDBError) { try core.environment.setMapSize(size) } catch { throw core.lmdbFailure(error) }
+                    core.refreshMapRegion()
+                }
+            }
+            core.trimMap()
+            let elapsed = started.duration(to: .now)
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+
+            var total = CheckpointTotals()
+            for (table, rows, deletions, totals) in written {
+                table.withEachShard { $0.checkpointCommitted(table) }
+                var entries = table.persistedRows.load(ordering: .relaxed)
+                do throws(LMDBError) {
+                    let txn = try core.readers.acquire()
+                    entries = try txn.statistics(rows).entries
+                    core.readers.release(txn)
+                } catch {
+                    throw core.lmdbFailure(error)
+                }
+                table.adopt(rows: rows, deletions: deletions, persistedRows: entries, totals: totals)
+                do throws(SystemError) { try table.spill.reset() } catch { throw core.fileFailure(error) }
+                total.written += totals.written
+                total.deleted += totals.deleted
+                total.bytes += totals.bytes
+            }
+            core.generation.store(generation, ordering: .relaxed)
+            let info = CheckpointInfo(
+                generation: generation, time: time, durationSeconds: seconds, rowsWritten: total.written,
+                rowsDeleted: total.deleted, bytesWritten: total.bytes, payload: payload)
+            state.withLock {
+                $0.last = info
+                $0.durableIDs = Set(tables.map(\.id))
+            }
+            return info
+        }
+    }
+
+    /// One write transaction with every table's changes and the new catalog; nothing in
+    /// memory changes here.
+    private func write(_ tables: [Table], generation: UInt64, time: Double, payload: [UInt8])
+        throws(StoreError) -> [(Table, LMDBDatabase, LMDBDatabase, CheckpointTotals)]
+    {
+        func lmdb<T: ~Copyable>(_ body: () throws(LMDBError) -> T) throws(StoreError) -> T {
+            do { return try body() } catch { throw core.lmdbFailure(error) }
+        }
+        var written: [(Table, LMDBDatabase, LMDBDatabase, CheckpointTotals)] = []
+        var total = CheckpointTotals()
+        let txn = try lmdb { () throws(LMDBError) in try core.environment.beginWrite() }
+        for table in tables {
+            let rows = try lmdb { () throws(LMDBError) in
+                if let db = table.rowsDatabase { return db }
+                return try txn.createDatabase("rows.\(table.id)", integerKeys: true)
+            }
+            let deletions = try lmdb { () throws(LMDBError) in
+                if let db = table.deletionsDatabase { return db }
+                return try txn.createDatabase("deleted.\(table.id)", integerKeys: true)
+            }
+            var scratch = BatchScratch(table)
+            var totals = CheckpointTotals()
+            try table.withEachShard { (shard) throws(StoreError) in
+                try shard.writeChanges(txn, rows: rows, deletions: deletions, generation: generation, table, &scratch, &totals)
+            }
+            written.append((table, rows, deletions, totals))
+            total.written += totals.written
+            total.deleted += totals.deleted
+            total.bytes += totals.bytes
+        }
+        let catalog = tables.map { CatalogEntry(id: $0.id, name: $0.name, spec: $0.spec) }
+        let info = CheckpointInfo(
+            generation: generation, time: time, durationSeconds: 0, rowsWritten: total.written,
+            rowsDeleted: total.deleted, bytesWritten: total.bytes, payload: payload)
+        try lmdb { () throws(LMDBError) in
+            try txn.put(meta, name: "format", withUnsafeBytes(of: UInt32(Self.formatVersion)) { Array($0) })
+            try txn.put(meta, name: "catalog", Array((try? JSONEncoder().encode(catalog)) ?? Data()))
+            try txn.put(meta, name: "checkpoint", Array((try? JSONEncoder().encode(info)) ?? Data()))
+        }
+        do throws(LMDBError) { try txn.commit() } catch { throw core.lmdbFailure(error) }
+        return written
+    }
+
+    // MARK: Closing
+
+    /// Saves the warm tier's index so the next open keeps it, closes LMDB and releases the
+    /// lock. Changes since the last checkpoint are not kept: call `checkpoint` first.
+    public func close() throws(StoreError) {
+        try core.lock.exclusive { () throws(StoreError) in
+            if core.isClosed { return }
+            let (tables, durable, generation) = state.withLock { s in
+                (Array(s.tables.values), s.durableIDs, s.last.generation)
+            }
+            var failure: StoreError?
+            for table in tables where durable.contains(table.id) {
+                do throws(StoreError) { try table.saveWarmTier(generation: generation) } catch { failure = failure ?? error }
+            }
+            core.shutDown()
+            if let failure { throw failure }
+        }
+    }
+
+    deinit {
+        if !core.isClosed { core.shutDown() }
+    }
+}

@@ -1,0 +1,67 @@
+/// Everything the store reports instead of crashing. Each case says what happened and, where
+/// it concerns a file, which one. Misuse that can only be a bug in the caller (a negative
+/// capacity, say) traps instead.
+public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// No table of this name in the store.
+    case unknownTable(String)
+    /// A table of this name exists with another spec.
+    case tableExists(name: String, existing: TableSpec)
+    /// The name or spec cannot make a table.
+    case invalidTable(name: String, reason: String)
+    /// A buffer's size does not match the keys and the table's dimension.
+    case shapeMismatch(table: String, expected: Int, actual: Int, what: String)
+    /// A gradient holds NaN or infinity. The whole batch was rejected; nothing changed.
+    case nonFiniteGradient(table: String, key: UInt64, element: Int)
+    /// A file was written by a newer Strata than this one.
+    case newerFormat(file: String, found: Int, supported: Int)
+    /// A file does not hold what it should.
+    case corrupted(file: String, detail: String)
+    /// The disk is full (or a size limit or quota was hit). Nothing durable changed: the
+    /// store is still at checkpoint `generation`.
+    case diskFull(path: String, generation: UInt64, detail: String)
+    /// The directory or a file in it cannot be written.
+    case readOnly(path: String, detail: String)
+    /// Another process (or another `Store` in this one) has the store open.
+    case locked(path: String, holder: String)
+    /// The budgets cannot hold even one row per shard.
+    case impossibleBudget(table: String, detail: String)
+    /// The store was closed.
+    case closed
+    /// Any other failed system call.
+    case system(SystemError)
+    /// Any other LMDB failure.
+    case lmdb(LMDBError, file: String)
+
+    public var description: String {
+        switch self {
+        case .unknownTable(let name):
+            "no table named '\(name)'"
+        case .tableExists(let name, let spec):
+            "table '\(name)' exists with a different spec (dimension \(spec.dimension), \(spec.storage.rawValue), \(spec.optimizer.name))"
+        case .invalidTable(let name, let reason):
+            "cannot create table '\(name)': \(reason)"
+        case .shapeMismatch(let table, let expected, let actual, let what):
+            "table '\(table)': \(what) needs \(expected) floats, the buffer has \(actual)"
+        case .nonFiniteGradient(let table, let key, let element):
+            "table '\(table)': gradient of key \(key) is not finite at element \(element); the batch was rejected, nothing was applied"
+        case .newerFormat(let file, let found, let supported):
+            "\(file): written in format version \(found); this build reads up to \(supported)"
+        case .corrupted(let file, let detail):
+            "\(file): corrupted: \(detail)"
+        case .diskFull(let path, let generation, let detail):
+            "\(path): disk full (\(detail)); the store remains at checkpoint \(generation)"
+        case .readOnly(let path, let detail):
+            "\(path): cannot write (\(detail))"
+        case .locked(let path, let holder):
+            "\(path): the store is in use by \(holder)"
+        case .impossibleBudget(let table, let detail):
+            "table '\(table)': impossible memory budget: \(detail)"
+        case .closed:
+            "the store is closed"
+        case .system(let error):
+            error.description
+        case .lmdb(let error, let file):
+            "\(file): \(error)"
+        }
+    }
+}

@@ -1,0 +1,223 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// An `errno` from a POSIX call, with the call and the path it was about.
+public struct SystemError: Error, Sendable, Equatable, CustomStringConvertible {
+    public let code: Int32
+    public let operation: String
+    public let path: String
+
+    init(_ operation: String, _ path: String, code: Int32 = errno) {
+        self.code = code
+        self.operation = operation
+        self.path = path
+    }
+
+    public var description: String {
+        "\(operation) \(path): \(String(cString: strerror(code)))"
+    }
+
+    /// No space left, a file-size limit or a quota: all mean the disk cannot take more.
+    var isDiskFull: Bool { code == ENOSPC || code == EFBIG || code == EDQUOT }
+    /// The directory or file system refuses writes.
+    var isPermission: Bool { code == EROFS || code == EACCES || code == EPERM }
+}
+
+/// An open file descriptor, closed when the value ends. Every call retries on `EINTR`.
+struct OpenFile: ~Copyable {
+    let descriptor: Int32
+    let path: String
+
+    /// Opens with `open(2)`; `flags` as for `open` (`O_CLOEXEC` is always added).
+    init(path: String, flags: Int32, mode: mode_t = 0o644) throws(SystemError) {
+        var fd: Int32
+        repeat { fd = Glibc.open(path, flags | O_CLOEXEC, mode) } while fd < 0 && errno == EINTR
+        guard fd >= 0 else { throw SystemError("open", path) }
+        descriptor = fd
+        self.path = path
+    }
+
+    deinit { _ = Glibc.close(descriptor) }
+
+    /// Reads `buffer.count` bytes at `offset` with `pread(2)`; returns fewer only at end of file.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws(SystemError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(descriptor, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("pread", path)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// Writes all of `bytes` at `offset` with `pwrite(2)`.
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws(SystemError) {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(descriptor, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemError("pwrite", path)
+            }
+            done += n
+        }
+    }
+
+    /// The file's size from `fstat(2)`.
+    func size() throws(SystemError) -> Int {
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else { throw SystemError("fstat", path) }
+        return Int(info.st_size)
+    }
+
+    /// Sets the size with `ftruncate(2)`; growing leaves a hole.
+    func truncate(to length: Int) throws(SystemError) {
+        var rc: Int32
+        repeat { rc = ftruncate(descriptor, off_t(length)) } while rc != 0 && errno == EINTR
+        guard rc == 0 else { throw SystemError("ftruncate", path) }
+    }
+
+    /// Reserves disk blocks for `[0, length)` with `posix_fallocate(3)`, so that writes
+    /// through a mapping can never meet a full disk (which would be SIGBUS, not an error).
+    func reserve(_ length: Int) throws(SystemError) {
+        let rc = posix_fallocate(descriptor, 0, off_t(length))
+        guard rc == 0 else { throw SystemError("posix_fallocate", path, code: rc) }
+    }
+
+    /// Flushes data and metadata with `fsync(2)`.
+    func sync() throws(SystemError) {
+        guard fsync(descriptor) == 0 else { throw SystemError("fsync", path) }
+    }
+
+    /// Takes an exclusive `flock(2)` without waiting; false when another open file holds it.
+    func tryLockExclusive() throws(SystemError) -> Bool {
+        if flock(descriptor, LOCK_EX | LOCK_NB) == 0 { return true }
+        if errno == EWOULDBLOCK { return false }
+        throw SystemError("flock", path)
+    }
+}
+
+/// A `mmap(2)` region, unmapped when the value ends.
+struct Mapping: ~Copyable {
+    let base: UnsafeMutableRawPointer
+    let length: Int
+
+    /// Maps `length` bytes of `file` shared and writable (`mmap(2)` with `MAP_SHARED`).
+    init(length: Int, file: borrowing OpenFile) throws(SystemError) {
+        try self.init(length: length, flags: MAP_SHARED, descriptor: file.descriptor, what: file.path)
+    }
+
+    /// Maps `length` bytes of private anonymous memory; pages cost nothing until touched.
+    init(anonymous length: Int) throws(SystemError) {
+        try self.init(length: length, flags: MAP_PRIVATE | MAP_ANONYMOUS, descriptor: -1, what: "anonymous memory")
+    }
+
+    private init(length: Int, flags: Int32, descriptor: Int32, what: String) throws(SystemError) {
+        precondition(length > 0)
+        let address = mmap(nil, length, PROT_READ | PROT_WRITE, flags, descriptor, 0)
+        guard let address, address != MAP_FAILED else { throw SystemError("mmap", what) }
+        base = address
+        self.length = length
+    }
+
+    deinit { munmap(base, length) }
+
+    /// Writes dirty pages back with `msync(2)` and waits.
+    func sync(path: String) throws(SystemError) {
+        guard msync(base, length, MS_SYNC) == 0 else { throw SystemError("msync", path) }
+    }
+}
+
+/// Drops the pages of `[address, address+length)` from this process's page tables with
+/// `madvise(MADV_DONTNEED)`. For shared file mappings the data stays in the page cache; the
+/// next touch maps it again. Used to keep resident memory within budget.
+func releaseResidentPages(_ address: UnsafeMutableRawPointer, _ length: Int) {
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = Int(bitPattern: address) & ~(page - 1)
+    let end = Int(bitPattern: address) + length
+    _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED)
+}
+
+/// Creates `path` and its parents like `mkdir -p`.
+func makeDirectories(_ path: String) throws(SystemError) {
+    var prefix = path.hasPrefix("/") ? "/" : ""
+    for part in path.split(separator: "/") {
+        prefix += part
+        if mkdir(prefix, 0o755) != 0 && errno != EEXIST { throw SystemError("mkdir", prefix) }
+        prefix += "/"
+    }
+}
+
+/// `fsync(2)` on a directory, so that a rename or unlink in it is durable.
+func syncDirectory(_ path: String) throws(SystemError) {
+    let dir = try OpenFile(path: path, flags: O_RDONLY | O_DIRECTORY)
+    try dir.sync()
+}
+
+/// `rename(2)`.
+func renameFile(_ from: String, _ to: String) throws(SystemError) {
+    guard rename(from, to) == 0 else { throw SystemError("rename", from) }
+}
+
+/// `unlink(2)`; a missing file is not an error.
+func removeFile(_ path: String) throws(SystemError) {
+    guard unlink(path) == 0 || errno == ENOENT else { throw SystemError("unlink", path) }
+}
+
+func fileExists(_ path: String) -> Bool {
+    access(path, F_OK) == 0
+}
+
+/// Resident set size of this process in bytes, from `/proc/self/statm`.
+public func residentBytes() -> Int {
+    guard let f = fopen("/proc/self/statm", "r") else { return 0 }
+    defer { fclose(f) }
+    var size = 0, resident = 0
+    guard withUnsafeMutablePointer(to: &size, { s in
+        withUnsafeMutablePointer(to: &resident) { r in
+            withVaList([s, r]) { vfscanf(f, "%ld %ld", $0) }
+        }
+    }) == 2 else { return 0 }
+    return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+/// The names in a directory (`opendir`, `readdir`), without "." and "..".
+func directoryEntries(_ path: String) throws(SystemError) -> [String] {
+    guard let dir = opendir(path) else { throw SystemError("opendir", path) }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
+}
+
+/// Deletes a directory and everything under it, like `rm -r`.
+func removeTree(_ path: String) throws(SystemError) {
+    var info = stat()
+    guard lstat(path, &info) == 0 else {
+        if errno == ENOENT { return }
+        throw SystemError("lstat", path)
+    }
+    if info.st_mode & S_IFMT == S_IFDIR {
+        for name in try directoryEntries(path) { try removeTree(path + "/" + name) }
+        guard rmdir(path) == 0 else { throw SystemError("rmdir", path) }
+    } else {
+        try removeFile(path)
+    }
+}
+
+/// The size of the file at `path`, or nil if it does not exist.
+func fileSize(_ path: String) -> Int? {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return nil }
+    return Int(info.st_size)
+}

@@ -1,0 +1,145 @@
+// The per-shard map from key to where the row's newest copy is. Open addressing with linear
+// probing and backward-shift deletion (no tombstones in the table), 16 bytes an entry.
+
+/// Where a row's newest copy lives, and what the next checkpoint owes it.
+@usableFromInline
+struct IndexEntry {
+    @usableFromInline var key: UInt64
+    @usableFromInline var location: UInt32
+    @usableFromInline var flags: UInt32
+
+    static let vacant: UInt32 = .max
+
+    // location: tier in the top two bits, slot below.
+    @usableFromInline static let tierShift: UInt32 = 30
+    @usableFromInline static let slotMask: UInt32 = (1 << 30) - 1
+
+    /// The next checkpoint must write or delete this row in LMDB.
+    static let dirty: UInt32 = 1
+    /// LMDB holds a record of this key (from the last checkpoint).
+    static let persisted: UInt32 = 2
+    /// The row reads as its initializer: never written, or removed since the checkpoint.
+    static let virgin: UInt32 = 4
+
+    @inlinable var tier: Tier { Tier(rawValue: UInt8(location >> Self.tierShift))! }
+    @inlinable var slot: Int { Int(location & Self.slotMask) }
+
+    @inlinable static func location(_ tier: Tier, _ slot: Int) -> UInt32 {
+        UInt32(tier.rawValue) << tierShift | UInt32(slot)
+    }
+
+    func has(_ flag: UInt32) -> Bool { flags & flag != 0 }
+}
+
+/// Where an indexed row is.
+@usableFromInline
+enum Tier: UInt8 {
+    case hot = 0, warm = 1, spill = 2
+    /// No copy in memory or files: a removed row, whose LMDB record must go at the next checkpoint.
+    case none = 3
+}
+
+struct KeyIndex: ~Copyable {
+    private(set) var entries: UnsafeMutablePointer<IndexEntry>
+    private(set) var mask: Int
+    private(set) var count = 0
+
+    init(expected: Int) {
+        var capacity = 16
+        while capacity * 3 < expected * 4 { capacity <<= 1 }
+        entries = .allocate(capacity: capacity)
+        mask = capacity - 1
+        Self.clear(entries, capacity)
+    }
+
+    deinit { entries.deallocate() }
+
+    var capacity: Int { mask + 1 }
+    var bytes: Int { capacity * MemoryLayout<IndexEntry>.stride }
+
+    private static func clear(_ p: UnsafeMutablePointer<IndexEntry>, _ n: Int) {
+        p.initialize(repeating: IndexEntry(key: 0, location: IndexEntry.vacant, flags: 0), count: n)
+    }
+
+    /// The bucket a hash starts probing at, for prefetching.
+    @inline(__always)
+    func bucket(_ hash: UInt64) -> UnsafeMutablePointer<IndexEntry> { entries + (Int(truncatingIfNeeded: hash) & mask) }
+
+    /// The position of `key`, or nil.
+    @inline(__always)
+    func find(_ key: UInt64, hash: UInt64) -> Int? {
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while true {
+            let e = entries[i]
+            if e.location == IndexEntry.vacant { return nil }
+            if e.key == key { return i }
+            i = (i + 1) & mask
+        }
+    }
+
+    @inline(__always)
+    subscript(position: Int) -> IndexEntry {
+        get { entries[position] }
+        nonmutating set { entries[position] = newValue }
+    }
+
+    /// Adds a key that is not present; returns its position.
+    @discardableResult
+    mutating func insert(_ key: UInt64, hash: UInt64, location: UInt32, flags: UInt32) -> Int {
+        if (count + 1) * 4 > capacity * 3 { grow() }
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while entries[i].location != IndexEntry.vacant {
+            assert(entries[i].key != key, "key inserted twice")
+            i = (i + 1) & mask
+        }
+        entries[i] = IndexEntry(key: key, location: location, flags: flags)
+        count += 1
+        return i
+    }
+
+    /// Removes the entry at `position`, shifting later members of its run back.
+    mutating func remove(at position: Int) {
+        var hole = position
+        var i = (position + 1) & mask
+        while entries[i].location != IndexEntry.vacant {
+            let home = Int(truncatingIfNeeded: KeyHash.of(entries[i].key)) & mask
+            // Move entry i into the hole unless its home lies cyclically in (hole, i].
+            let distanceToHole = (i - hole) & mask
+            let distanceToHome = (i - home) & mask
+            if distanceToHome >= distanceToHole {
+                entries[hole] = entries[i]
+                hole = i
+            }
+            i = (i + 1) & mask
+        }
+        entries[hole].location = IndexEntry.vacant
+        count -= 1
+    }
+
+    private mutating func grow() {
+        let oldEntries = entries, oldCapacity = capacity
+        let newCapacity = oldCapacity * 2
+        entries = .allocate(capacity: newCapacity)
+        mask = newCapacity - 1
+        Self.clear(entries, newCapacity)
+        for j in 0..<oldCapacity where oldEntries[j].location != IndexEntry.vacant {
+            var i = Int(truncatingIfNeeded: KeyHash.of(oldEntries[j].key)) & mask
+            while entries[i].location != IndexEntry.vacant { i = (i + 1) & mask }
+            entries[i] = oldEntries[j]
+        }
+        oldEntries.deallocate()
+    }
+
+    /// Calls `body` with the position of every entry. `body` must not insert or remove.
+    func forEachPosition(_ body: (Int) throws -> Void) rethrows {
+        for i in 0...mask where entries[i].location != IndexEntry.vacant { try body(i) }
+    }
+}
+
+/// The hash every per-key structure uses: the shard from the top bits, the index bucket
+/// from the bottom bits, the frequency sketch from a second mix.
+@usableFromInline
+enum KeyHash {
+    @inline(__always) @usableFromInline
+    static func of(_ key: UInt64) -> UInt64 { mix64(key ^ 0x5851_F42D_4C95_7F2D) }
+}

@@ -1,0 +1,503 @@
+// A named table: the batch API over its shards.
+//
+// A batch flows: keys -> (updates only) duplicates summed -> hashes -> keys grouped by shard
+// -> each shard, under its lock, serves its keys from hot, warm, spill or LMDB.
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Memory a table may use: `hotBytes` of anonymous memory for hot rows and `warmBytes` of
+/// memory-mapped file for warm rows. Index and admission bookkeeping come on top (about
+/// `Table.overheadBytesPerRow` per row of capacity).
+public struct TierBudget: Sendable, Equatable, Codable {
+    public var hotBytes: Int
+    public var warmBytes: Int
+
+    public init(hotBytes: Int, warmBytes: Int) {
+        precondition(hotBytes >= 0 && warmBytes >= 0, "budgets cannot be negative")
+        self.hotBytes = hotBytes
+        self.warmBytes = warmBytes
+    }
+}
+
+/// One table of a store. All methods are safe to call from many threads at once; batches on
+/// different shards run in parallel, and a checkpoint waits for batches in flight.
+///
+/// On error a lookup's output is unspecified. An update batch is checked whole for
+/// non-finite gradients before anything is applied; a later failure (a corrupted record, a
+/// full disk) can leave rows of shards already visited updated, which a checkpoint would
+/// then keep. Durable state only changes at `Store.checkpoint`.
+public final class Table: @unchecked Sendable {
+    // @unchecked: the shards live behind raw pointers, each reached only through its Mutex;
+    // everything else is immutable or atomic.
+
+    public let name: String
+    public let spec: TableSpec
+    public let budget: TierBudget
+    let id: Int
+    let format: RowFormat
+    let store: StoreCore
+    let directory: String
+    let spill: SpillFile
+
+    let shardCount: Int
+    private let shardShift: UInt64
+    private let shards: UnsafeMutablePointer<Mutex<Shard>>
+    private let hotMemory: Mapping
+    private let warm: WarmFile?
+    let hotCapacity: Int
+    let warmCapacity: Int
+
+    /// LMDB handles once a checkpoint has created this table's databases; `.max` before.
+    private let rowsHandle: Atomic<UInt32>
+    private let deletionsHandle: Atomic<UInt32>
+    /// Rows LMDB holds for this table, as of the last checkpoint.
+    let persistedRows: Atomic<Int>
+    let lastCheckpoint = Mutex(CheckpointTotals())
+
+    /// Index, admission lists and frequency sketch, per row of capacity.
+    public static let overheadBytesPerRow = 16 * 4 / 3 + AdmissionPolicy.bytesPerSlot + 16
+
+    var warmPath: String { directory + "/warm.slab" }
+    var warmIndexPath: String { directory + "/warm.index" }
+
+    init(store: StoreCore, id: Int, name: String, spec: TableSpec, budget: TierBudget,
+         databases: (rows: LMDBDatabase, deletions: LMDBDatabase)?, persistedRows: Int,
+         warmRows: WarmIndexFile.Contents?) throws(StoreError) {
+        self.store = store
+        self.id = id
+        self.name = name
+        self.spec = spec
+        self.budget = budget
+        format = RowFormat(spec)
+        let recordSize = format.layout.recordSize
+        directory = store.path + "/tables/\(id)"
+
+        let hotRows = budget.hotBytes / recordSize
+        guard hotRows >= 1 else {
+            throw .impossibleBudget(table: name, detail: "the hot budget of \(budget.hotBytes) bytes holds no row of \(recordSize) bytes")
+        }
+        // Shards of at least 128 hot rows keep admission decisions sound; 64 shards are plenty
+        // for two to dozens of cores.
+        var count = 1
+        while count < 64 && count * 2 * 128 <= hotRows { count *= 2 }
+        shardCount = count
+        shardShift = UInt64(64 - count.trailingZeroBitCount)
+        let hotPerShard = hotRows / count
+        let warmPerShard = budget.warmBytes / recordSize / count
+        hotCapacity = hotPerShard * count
+        warmCapacity = warmPerShard * count
+
+        rowsHandle = Atomic(databases?.rows.handle ?? .max)
+        deletionsHandle = Atomic(databases?.deletions.handle ?? .max)
+        self.persistedRows = Atomic(persistedRows)
+
+        do {
+            try makeDirectories(directory)
+            spill = try SpillFile(path: directory + "/spill.slab", recordSize: recordSize)
+            hotMemory = try Mapping(anonymous: hotCapacity * recordSize)
+        } catch {
+            throw store.fileFailure(error)
+        }
+
+        // Warm rows saved by a clean close come back if the saved index describes this file
+        // exactly; the index is then consumed, as it stops describing the file once rows move.
+        var reused: [[(key: UInt64, slot: Int)]]? = nil
+        if warmCapacity > 0 {
+            let bytes = warmCapacity * recordSize
+            if let warmRows, warmRows.matches(recordSize: recordSize, shards: count, slotsPerShard: warmPerShard),
+               WarmFile.hasSize(directory + "/warm.slab", bytes) {
+                reused = warmRows.rowsByShard
+            }
+            do {
+                warm = try WarmFile(path: directory + "/warm.slab", bytes: bytes, keep: reused != nil)
+            } catch {
+                throw store.fileFailure(error)
+            }
+        } else {
+            warm = nil
+        }
+        do { try removeFile(directory + "/warm.index") } catch { throw store.fileFailure(error) }
+
+        shards = .allocate(capacity: count)
+        let hotBase = hotMemory.base
+        let warmBase = warm?.base
+        for s in 0..<count {
+            let shardWarm = warmBase.map { $0 + s * warmPerShard * recordSize }
+            var shard = Shard(
+                hotCapacity: hotPerShard, hotBase: hotBase + s * hotPerShard * recordSize,
+                warmCapacity: warmPerShard, warmBase: shardWarm, recordSize: recordSize)
+            if let reused, let shardWarm {
+                // Keep only entries that belong to this shard and whose slot holds that key.
+                let rows = reused[s].filter { row in
+                    count == 1 || Int(KeyHash.of(row.key) &>> shardShift) == s
+                } .filter { RowRecord(shardWarm + $0.slot * recordSize).key == $0.key }
+                shard.adoptWarm(rows)
+            }
+            (shards + s).initialize(to: Mutex(shard))
+        }
+    }
+
+    deinit {
+        shards.deinitialize(count: shardCount)
+        shards.deallocate()
+    }
+
+    var rowsDatabase: LMDBDatabase? {
+        let h = rowsHandle.load(ordering: .relaxed)
+        return h == .max ? nil : LMDBDatabase(handle: h)
+    }
+
+    var deletionsDatabase: LMDBDatabase? {
+        let h = deletionsHandle.load(ordering: .relaxed)
+        return h == .max ? nil : LMDBDatabase(handle: h)
+    }
+
+    // MARK: Batch API
+
+    /// Copies the rows of `keys` into `out` (`keys.count × dimension` floats, row after row)
+    /// and brings them to the hot tier. Rows never written read as the initializer's values.
+    public func lookup(_ keys: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>) throws(StoreError) {
+        let d = format.layout.dimension
+        try checkShape(keys.count * d, out.count, "a lookup of \(keys.count) keys")
+        try forEachShard(keys) { (shard, i, hash, scratch) throws(StoreError) in
+            try shard.lookup(keys[i], hash, into: out.baseAddress! + i * d, self, &scratch)
+        }
+    }
+
+    /// Like `lookup`, but for inference: rows stay where they are and no counter changes.
+    public func peek(_ keys: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>) throws(StoreError) {
+        let d = format.layout.dimension
+        try checkShape(keys.count * d, out.count, "a lookup of \(keys.count) keys")
+        try forEachShard(keys) { (shard, i, hash, scratch) throws(StoreError) in
+            try shard.peek(keys[i], hash, into: out.baseAddress! + i * d, self, &scratch)
+        }
+    }
+
+    /// One optimizer step for the rows of `keys`. `gradients` holds `keys.count × dimension`
+    /// floats. A key that appears more than once gets one step with the sum of its gradients
+    /// (summed in batch order). If any gradient is NaN or infinite the whole batch is
+    /// rejected and nothing changes. `learningRate` overrides the table's for this batch.
+    public func applyGradients(_ keys: UnsafeBufferPointer<UInt64>, _ gradients: UnsafeBufferPointer<Float>,
+                               learningRate: Float? = nil) throws(StoreError) {
+        let d = format.layout.dimension
+        try checkShape(keys.count * d, gradients.count, "gradients for \(keys.count) keys")
+        if let bad = firstNonFinite(gradients) {
+            throw .nonFiniteGradient(table: name, key: keys[bad / d], element: bad % d)
+        }
+        let rate = learningRate ?? format.optimizer.learningRate
+        let unique = UniqueKeys(keys, gradients, dimension: d)
+        try unique.withBuffers { (ukeys, ugrads) throws(StoreError) in
+            let stamp = store.generation.load(ordering: .relaxed) + 1
+            try forEachShard(ukeys) { (shard, i, hash, scratch) throws(StoreError) in
+                try shard.apply(ukeys[i], hash, gradient: ugrads + i * d, learningRate: rate, stamp: stamp, self, &scratch)
+            }
+        }
+    }
+
+    /// Removes rows: they read as the initializer's values again, and the next checkpoint
+    /// deletes them from disk and records their keys as deleted.
+    public func remove(_ keys: UnsafeBufferPointer<UInt64>) throws(StoreError) {
+        try forEachShard(keys) { (shard, i, hash, scratch) throws(StoreError) in
+            try shard.remove(keys[i], hash, self, &scratch)
+        }
+    }
+
+    /// Everything about one row, without moving it.
+    public func row(_ key: UInt64) throws(StoreError) -> RowSnapshot {
+        let layout = format.layout
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: layout.recordSize, alignment: 16)
+        defer { buffer.deallocate() }
+        let record = RowRecord(buffer)
+        var placement = RowPlacement.initial
+        try [key].withUnsafeBufferPointer { (keys) throws(StoreError) in
+            try forEachShard(keys) { (shard, _, hash, scratch) throws(StoreError) in
+                placement = try shard.snapshot(key, hash, into: record, self, &scratch)
+            }
+        }
+        return RowSnapshot(
+            key: key, placement: placement,
+            values: Array(UnsafeBufferPointer(start: record.values, count: layout.dimension)),
+            optimizerState: Array(UnsafeBufferPointer(start: record.state(layout), count: layout.stateCount)),
+            updateCount: record.updateCount, changeGeneration: record.changeGeneration)
+    }
+
+    // MARK: Array conveniences
+
+    public func lookup(_ keys: [UInt64]) throws(StoreError) -> [Float] {
+        try withOutput(keys.count) { (out) throws(StoreError) in
+            try keys.withUnsafeBufferPointer { (k) throws(StoreError) in try lookup(k, into: out) }
+        }
+    }
+
+    public func peek(_ keys: [UInt64]) throws(StoreError) -> [Float] {
+        try withOutput(keys.count) { (out) throws(StoreError) in
+            try keys.withUnsafeBufferPointer { (k) throws(StoreError) in try peek(k, into: out) }
+        }
+    }
+
+    public func applyGradients(_ keys: [UInt64], _ gradients: [Float], learningRate: Float? = nil) throws(StoreError) {
+        try keys.withUnsafeBufferPointer { (k) throws(StoreError) in
+            try gradients.withUnsafeBufferPointer { (g) throws(StoreError) in
+                try applyGradients(k, g, learningRate: learningRate)
+            }
+        }
+    }
+
+    public func remove(_ keys: [UInt64]) throws(StoreError) {
+        try keys.withUnsafeBufferPointer { (k) throws(StoreError) in try remove(k) }
+    }
+
+    private func withOutput(_ count: Int, _ body: (UnsafeMutableBufferPointer<Float>) throws(StoreError) -> Void) throws(StoreError) -> [Float] {
+        var out = [Float](repeating: 0, count: count * format.layout.dimension)
+        try out.withUnsafeMutableBufferPointer { (o) throws(StoreError) in try body(o) }
+        return out
+    }
+
+    // MARK: Shard traversal
+
+    private func checkShape(_ expected: Int, _ actual: Int, _ what: String) throws(StoreError) {
+        if expected != actual { throw .shapeMismatch(table: name, expected: expected, actual: actual, what: what) }
+    }
+
+    /// Groups keys by shard and calls `body` for each key under its shard's lock, shard by
+    /// shard, with the store's checkpoint lock held shared throughout.
+    @inline(__always)
+    private func forEachShard(
+        _ keys: UnsafeBufferPointer<UInt64>,
+        _ body: (inout Shard, Int, UInt64, inout BatchScratch) throws(StoreError) -> Void
+    ) throws(StoreError) {
+        try store.lock.shared { () throws(StoreError) in
+            try store.ensureOpen()
+            var scratch = BatchScratch(self)
+            let plan = ShardPlan(keys, shardCount: shardCount, shift: shardShift)
+            for s in 0..<shardCount {
+                let members = plan.members(of: s)
+                if members.isEmpty { continue }
+                try shards[s].withLock { (shard) throws(StoreError) in
+                    for m in members {
+                        let i = Int(plan.order[m])
+                        try body(&shard, i, plan.hashes[i], &scratch)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `body` on every shard in turn (statistics, checkpoints, close).
+    func withEachShard<E: Error>(_ body: (inout Shard) throws(E) -> Void) throws(E) {
+        for s in 0..<shardCount {
+            try shards[s].withLock { (shard) throws(E) in try body(&shard) }
+        }
+    }
+
+    // MARK: Checkpoint and close (called by the store with its lock held exclusively)
+
+    func adopt(rows: LMDBDatabase, deletions: LMDBDatabase, persistedRows count: Int, totals: CheckpointTotals) {
+        rowsHandle.store(rows.handle, ordering: .relaxed)
+        deletionsHandle.store(deletions.handle, ordering: .relaxed)
+        persistedRows.store(count, ordering: .relaxed)
+        lastCheckpoint.withLock { $0 = totals }
+    }
+
+    /// Saves the warm rows that LMDB holds exactly, so the next open starts with them.
+    func saveWarmTier(generation: UInt64) throws(StoreError) {
+        guard let warm else { return }
+        var rows: [[(key: UInt64, slot: Int)]] = []
+        withEachShard { shard in rows.append(shard.cleanWarmRows()) }
+        do {
+            try warm.sync()
+            try WarmIndexFile.write(
+                WarmIndexFile.Contents(
+                    generation: generation, recordSize: format.layout.recordSize, shards: shardCount,
+                    slotsPerShard: warmCapacity / shardCount, rowsByShard: rows),
+                to: warmIndexPath)
+        } catch {
+            throw store.fileFailure(error)
+        }
+    }
+
+    #if STRATA_INVARIANTS
+    /// Recounts every shard (tests call this; it is O(rows in memory)).
+    public func checkInvariants() {
+        withEachShard { $0.checkInvariants(self) }
+    }
+    #endif
+
+    // MARK: Errors with file names
+
+    @inline(__always)
+    func coldGet(_ key: UInt64, _ scratch: inout BatchScratch) throws(StoreError) -> UnsafeRawBufferPointer? {
+        guard let db = rowsDatabase else { return nil }
+        do {
+            let bytes = try scratch.reader.get(db, key)
+            if let bytes { store.noteMapTraffic(bytes.count) }
+            return bytes
+        } catch {
+            throw store.lmdbFailure(error)
+        }
+    }
+
+    func corruptWarmSlot(_ slot: Int, key: UInt64) -> StoreError {
+        .corrupted(file: warmPath, detail: "table '\(name)' slot \(slot) (key \(key)): checksum or key mismatch")
+    }
+
+    func corruptSpillSlot(_ slot: Int, key: UInt64) -> StoreError {
+        .corrupted(file: spill.path, detail: "table '\(name)' slot \(slot) (key \(key)): checksum or key mismatch")
+    }
+
+    func corruptColdRecord(_ key: UInt64, _ problem: RecordProblem) -> StoreError {
+        if case .newerVersion(let v) = problem {
+            return .newerFormat(file: store.dataPath, found: Int(v), supported: Int(ColdRecord.version))
+        }
+        return .corrupted(file: store.dataPath, detail: "table '\(name)' key \(key): \(problem)")
+    }
+
+    func spillFailure(_ error: SystemError) -> StoreError {
+        store.fileFailure(error)
+    }
+}
+
+/// Everything about one row.
+public struct RowSnapshot: Sendable, Equatable, Codable {
+    public var key: UInt64
+    public var placement: RowPlacement
+    public var values: [Float]
+    public var optimizerState: [Float]
+    public var updateCount: UInt64
+    /// The checkpoint generation that holds (or will hold) the row's last change.
+    public var changeGeneration: UInt64
+}
+
+// MARK: - Batch preparation
+
+/// Keys' hashes and their order grouped by shard (a counting sort), in one allocation.
+struct ShardPlan: ~Copyable {
+    let hashes: UnsafeMutablePointer<UInt64>
+    let order: UnsafeMutablePointer<Int32>
+    private let starts: UnsafeMutablePointer<Int>
+    private let memory: UnsafeMutableRawPointer
+
+    @inline(__always)
+    init(_ keys: UnsafeBufferPointer<UInt64>, shardCount: Int, shift: UInt64) {
+        let n = keys.count
+        memory = .allocate(byteCount: n * 8 + n * 4 + (shardCount + 1) * 8 + 16, alignment: 16)
+        hashes = memory.bindMemory(to: UInt64.self, capacity: n)
+        starts = (memory + n * 8).bindMemory(to: Int.self, capacity: shardCount + 1)
+        order = (memory + n * 8 + (shardCount + 1) * 8).bindMemory(to: Int32.self, capacity: n)
+        for i in 0..<n { hashes[i] = KeyHash.of(keys[i]) }
+        if shardCount == 1 {
+            starts[0] = 0
+            starts[1] = n
+            for i in 0..<n { order[i] = Int32(i) }
+            return
+        }
+        starts.initialize(repeating: 0, count: shardCount + 1)
+        for i in 0..<n { starts[Int(hashes[i] &>> shift) + 1] += 1 }
+        for s in 0..<shardCount { starts[s + 1] += starts[s] }
+        // Fill in key order within each shard, using starts[s] as a cursor, then shift back.
+        for i in 0..<n {
+            let s = Int(hashes[i] &>> shift)
+            order[starts[s]] = Int32(i)
+            starts[s] += 1
+        }
+        for s in stride(from: shardCount, to: 0, by: -1) { starts[s] = starts[s - 1] }
+        starts[0] = 0
+    }
+
+    deinit { memory.deallocate() }
+
+    @inline(__always)
+    func members(of shard: Int) -> Range<Int> { starts[shard]..<starts[shard + 1] }
+}
+
+/// An update batch with duplicate keys merged: the keys in order of first appearance and, when
+/// there were duplicates, their gradients summed in batch order.
+struct UniqueKeys: ~Copyable {
+    private let keys: UnsafeBufferPointer<UInt64>
+    private let gradients: UnsafeBufferPointer<Float>
+    private var merged: UnsafeMutableRawPointer?
+    private var uniqueCount: Int
+
+    init(_ keys: UnsafeBufferPointer<UInt64>, _ gradients: UnsafeBufferPointer<Float>, dimension d: Int) {
+        self.keys = keys
+        self.gradients = gradients
+        let n = keys.count
+        uniqueCount = n
+        merged = nil
+        guard n > 1 else { return }
+        var size = 16
+        while size < 2 * n { size <<= 1 }
+        let mask = size - 1
+        // table: key position + 1, 0 empty. first: for each key, the index of its unique row.
+        let scratch = UnsafeMutablePointer<Int32>.allocate(capacity: size + n)
+        defer { scratch.deallocate() }
+        let table = scratch, uniqueOf = scratch + size
+        table.initialize(repeating: 0, count: size)
+        var unique = 0
+        for i in 0..<n {
+            let k = keys[i]
+            var b = Int(truncatingIfNeeded: KeyHash.of(k)) & mask
+            while true {
+                let t = Int(table[b])
+                if t == 0 {
+                    table[b] = Int32(i + 1)
+                    uniqueOf[i] = Int32(unique)
+                    unique += 1
+                    break
+                }
+                if keys[t - 1] == k {
+                    uniqueOf[i] = uniqueOf[t - 1]
+                    break
+                }
+                b = (b + 1) & mask
+            }
+        }
+        guard unique < n else { return }
+        uniqueCount = unique
+        let memory = UnsafeMutableRawPointer.allocate(byteCount: unique * 8 + unique * d * 4, alignment: 16)
+        merged = memory
+        let outKeys = memory.bindMemory(to: UInt64.self, capacity: unique)
+        let outGrads = (memory + unique * 8).bindMemory(to: Float.self, capacity: unique * d)
+        var seen = 0
+        for i in 0..<n {
+            let u = Int(uniqueOf[i])
+            let src = gradients.baseAddress! + i * d, dst = outGrads + u * d
+            if u == seen {
+                outKeys[u] = keys[i]
+                dst.initialize(from: src, count: d)
+                seen += 1
+            } else {
+                for j in 0..<d { dst[j] += src[j] }
+            }
+        }
+    }
+
+    deinit { merged?.deallocate() }
+
+    func withBuffers<R, E: Error>(_ body: (UnsafeBufferPointer<UInt64>, UnsafePointer<Float>) throws(E) -> R) throws(E) -> R {
+        guard let merged else { return try body(keys, gradients.baseAddress ?? UnsafePointer(bitPattern: 16)!) }
+        let k = UnsafeBufferPointer(start: merged.assumingMemoryBound(to: UInt64.self), count: uniqueCount)
+        let g = UnsafePointer((merged + uniqueCount * 8).assumingMemoryBound(to: Float.self))
+        return try body(k, g)
+    }
+}
+
+/// The position of the first NaN or infinity, or nil. Multiplying by zero maps every finite
+/// value to zero and the rest to NaN, so a vector sum finds out in one pass.
+func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
+    guard let base = values.baseAddress else { return nil }
+    let n = values.count
+    var acc = SIMD16<Float>(repeating: 0)
+    var i = 0
+    let raw = UnsafeRawPointer(base)
+    while i + 16 <= n {
+        acc += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * 0
+        i += 16
+    }
+    var tail: Float = 0
+    while i < n { tail += base[i] * 0; i += 1 }
+    if !(acc.sum() + tail).isNaN { return nil }
+    return values.firstIndex { !$0.isFinite }
+}

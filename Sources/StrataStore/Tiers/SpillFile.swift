@@ -1,0 +1,59 @@
+// Where dirty rows go when hot and warm are full before the next checkpoint. They cannot go
+// to LMDB yet, which must hold exactly the last checkpoint, so they wait here in fixed-size
+// slots. The file is never synced and is emptied when the store opens: after a crash its
+// contents belong to no checkpoint.
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class SpillFile: Sendable {
+    let path: String
+    let recordSize: Int
+    private let file: OpenFile
+    private let slots = Mutex<(free: [Int], end: Int)>(([], 0))
+
+    /// Opens the file empty.
+    init(path: String, recordSize: Int) throws(SystemError) {
+        self.path = path
+        self.recordSize = recordSize
+        file = try OpenFile(path: path, flags: O_RDWR | O_CREAT | O_TRUNC)
+    }
+
+    /// Writes a record to a new slot and returns it; on failure no slot is used.
+    func write(_ record: UnsafeRawPointer) throws(SystemError) -> Int {
+        let slot = slots.withLock { s in
+            if let free = s.free.popLast() { return free }
+            s.end += 1
+            return s.end - 1
+        }
+        do {
+            try file.write(UnsafeRawBufferPointer(start: record, count: recordSize), at: slot * recordSize)
+        } catch {
+            release(slot)
+            throw error
+        }
+        return slot
+    }
+
+    /// Reads the record in `slot`.
+    func read(_ slot: Int, into record: UnsafeMutableRawPointer) throws(SystemError) {
+        let n = try file.read(into: UnsafeMutableRawBufferPointer(start: record, count: recordSize), at: slot * recordSize)
+        if n != recordSize { throw SystemError("pread", path, code: EIO) }
+    }
+
+    func release(_ slot: Int) {
+        slots.withLock { $0.free.append(slot) }
+    }
+
+    /// Empties the file once no slot is in use (after a checkpoint moved every row out).
+    func reset() throws(SystemError) {
+        try slots.withLock { (s) throws(SystemError) in
+            s = ([], 0)
+            try file.truncate(to: 0)
+        }
+    }
+
+    /// Bytes the file occupies.
+    var bytes: Int { slots.withLock { $0.end } * recordSize }
+}

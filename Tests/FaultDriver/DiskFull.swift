@@ -1,0 +1,3 @@
+enum DiskFull {
+    static func run(_ args: [String]) throws -> Int32 { fatalError("disk-full mode: not written yet") }
+}
