@@ -14,6 +14,8 @@ let modes: [String: ([String]) throws -> Int32] = [
     "resident-memory": ResidentMemory.run,
     "disk-full": DiskFull.run,
     "read-only": ReadOnly.run,
+    "open-store": OpenStore.run,
+    "resident-memory-peak": PeakMemory.run,
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())

@@ -14,6 +14,9 @@ public final class ChildProcess {
     public init(_ path: String, _ arguments: [String]) throws {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ChildError.spawn("pipe: \(errno)") }
+        // Other children spawned meanwhile must not inherit this pipe (dup2 in the child
+        // clears the flag on its own copies).
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         posix_spawn_file_actions_adddup2(&actions, fds[1], 1)

@@ -83,6 +83,9 @@ final class LMDBEnvironment: @unchecked Sendable {
         }
         handle = env!
         dataPath = path
+        // LMDB leaves its data file open across exec; a child process has no use for it.
+        var fd: Int32 = -1
+        if mdb_env_get_fd(handle, &fd) == 0 && fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
     }
 
     /// Bytes of pages an existing data file's header says are in use, read by opening it
@@ -163,22 +166,32 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// The address range of the data file's memory map, read from `/proc/self/maps`
     /// (LMDB does not expose it without MDB_FIXEDMAP). Nil if not found.
     func mapRegion() -> (base: UnsafeMutableRawPointer, length: Int)? {
-        guard let f = fopen("/proc/self/maps", "r") else { return nil }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 4096)
-        var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        guard realpath(dataPath, &target) != nil else { return nil }
-        let wanted = String(cString: target)
-        while fgets(&line, Int32(line.count), f) != nil {
-            let text = String(cString: line)
-            guard text.hasSuffix(wanted + "\n") || text.hasSuffix(wanted) else { continue }
-            let range = text.prefix { $0 != " " }.split(separator: "-")
-            guard range.count == 2, let lo = UInt(range[0], radix: 16), let hi = UInt(range[1], radix: 16),
+        guard let resolved = realpath(dataPath, nil) else { return nil }
+        let wanted = String(decoding: UnsafeRawBufferPointer(start: resolved, count: strlen(resolved)), as: UTF8.self)
+        free(resolved)
+        let fd = Glibc.open("/proc/self/maps", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        var text: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &chunk, chunk.count)
+            if n <= 0 { break }
+            text.append(contentsOf: chunk[..<n])
+        }
+        for line in text.split(separator: 0x0A) {
+            let fields = line.split(separator: 0x20, omittingEmptySubsequences: true)
+            guard fields.count >= 6, String(decoding: Array(fields[5...].joined(separator: [0x20])), as: UTF8.self) == wanted else { continue }
+            let range = fields[0].split(separator: 0x2D)
+            guard range.count == 2,
+                  let lo = UInt(String(decoding: range[0], as: UTF8.self), radix: 16),
+                  let hi = UInt(String(decoding: range[1], as: UTF8.self), radix: 16),
                   let base = UnsafeMutableRawPointer(bitPattern: lo) else { continue }
             return (base, Int(hi - lo))
         }
         return nil
     }
+
 }
 
 /// What both kinds of transaction can do: read.

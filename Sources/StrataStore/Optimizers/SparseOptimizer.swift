@@ -60,7 +60,9 @@ extension Optimizer {
                 let nOld = n[i]
                 let nNew = nOld + gi * gi
                 let sigma = (nNew.squareRoot() - nOld.squareRoot()) / lr
-                let zi = z[i] + gi - sigma * w[i]
+                // w = 0 is FTRL's usual state; skipping the product keeps a huge sigma from
+                // making 0 × inf = NaN.
+                let zi = z[i] + gi - (w[i] == 0 ? 0 : sigma * w[i])
                 z[i] = zi
                 n[i] = nNew
                 if abs(zi) <= l1 {
@@ -84,9 +86,13 @@ extension Initializer {
         case .constant(let c):
             out.update(repeating: c, count: d)
         case .uniform(let lo, let hi):
+            // In Double, so a wide range cannot overflow; clamped, so rounding to Float cannot
+            // reach `high`.
+            let low = Double(lo), width = Double(hi) - Double(lo)
+            let top = hi > lo ? hi.nextDown : hi
             for i in 0..<d {
-                let u = Float(mix64(base &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15) >> 40) * 0x1p-24
-                out[i] = lo + (hi - lo) * u
+                let u = Double(mix64(base &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15) >> 11) * 0x1p-53
+                out[i] = min(Float(low + width * u), top)
             }
         case .normal(let mean, let sd):
             // Box-Muller over pairs, in Double so the tails are right.
@@ -97,8 +103,8 @@ extension Initializer {
                 let u1 = (Double(h1 >> 11) + 1) * 0x1p-53
                 let u2 = Double(h2 >> 11) * 0x1p-53
                 let r = (-2 * log(u1)).squareRoot()
-                out[i] = mean + sd * Float(r * cos(2 * Double.pi * u2))
-                if i + 1 < d { out[i + 1] = mean + sd * Float(r * sin(2 * Double.pi * u2)) }
+                out[i] = Float(Double(mean) + Double(sd) * r * cos(2 * Double.pi * u2))
+                if i + 1 < d { out[i + 1] = Float(Double(mean) + Double(sd) * r * sin(2 * Double.pi * u2)) }
                 i += 2
             }
         }

@@ -2,14 +2,16 @@
 // slot, so moving a row between them is one copy:
 //
 //   offset  size  field
-//        0     8  key
-//        8     8  update count (also Adam's step)
-//       16     8  generation of the last change: the checkpoint that will hold it
-//       24     4  CRC-32C of the record with this field zero (kept in warm and spill slots)
-//       28     4  zero
-//       32  4*dim values, float32 (rounded to the table's storage type)
-//        .  4*s   optimizer state, float32
-//        .        zero padding to a multiple of 8
+//        0  4*dim values, float32 (rounded to the table's storage type)
+//    4*dim  4*s   optimizer state, float32
+//        h     8  key                         (h: the end of the state rounded up to 8)
+//      h+8     8  update count (also Adam's step)
+//     h+16     8  generation of the last change: the checkpoint that will hold it
+//     h+24     4  CRC-32C of the record with this field zero (kept in warm and spill slots)
+//     h+28     4  zero, then zero padding to the record size
+//
+// Values come first so that, with records of 256 bytes or more padded to a multiple of 64,
+// a lookup touches only the cache lines that hold values.
 import CStrataSupport
 
 /// Where the fields of a table's records are.
@@ -17,61 +19,64 @@ import CStrataSupport
 struct RowLayout: Sendable, Equatable {
     @usableFromInline let dimension: Int
     @usableFromInline let stateCount: Int
+    @usableFromInline let headerOffset: Int
     @usableFromInline let recordSize: Int
 
     static let headerSize = 32
-    @usableFromInline static let valuesOffset = 32
 
     init(dimension: Int, stateCount: Int) {
         self.dimension = dimension
         self.stateCount = stateCount
-        let raw = Self.headerSize + 4 * (dimension + stateCount)
-        recordSize = (raw + 7) & ~7
+        headerOffset = (4 * (dimension + stateCount) + 7) & ~7
+        let raw = headerOffset + Self.headerSize
+        recordSize = raw >= 256 ? (raw + 63) & ~63 : (raw + 7) & ~7
     }
 
     init(_ spec: TableSpec) {
         self.init(dimension: spec.dimension, stateCount: spec.optimizer.stateCount(dimension: spec.dimension))
     }
 
-    var stateOffset: Int { Self.valuesOffset + 4 * dimension }
+    var stateOffset: Int { 4 * dimension }
 }
 
 /// Typed access to one record's fields. A view, not an owner.
 @usableFromInline
 struct RowRecord {
     @usableFromInline let base: UnsafeMutableRawPointer
+    @usableFromInline let header: UnsafeMutableRawPointer
 
-    @inlinable init(_ base: UnsafeMutableRawPointer) { self.base = base }
+    @inlinable init(_ base: UnsafeMutableRawPointer, _ layout: RowLayout) {
+        self.base = base
+        header = base + layout.headerOffset
+    }
 
     var key: UInt64 {
-        get { base.load(as: UInt64.self) }
-        nonmutating set { base.storeBytes(of: newValue, as: UInt64.self) }
+        get { header.load(as: UInt64.self) }
+        nonmutating set { header.storeBytes(of: newValue, as: UInt64.self) }
     }
     var updateCount: UInt64 {
-        get { base.load(fromByteOffset: 8, as: UInt64.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 8, as: UInt64.self) }
+        get { header.load(fromByteOffset: 8, as: UInt64.self) }
+        nonmutating set { header.storeBytes(of: newValue, toByteOffset: 8, as: UInt64.self) }
     }
     var changeGeneration: UInt64 {
-        get { base.load(fromByteOffset: 16, as: UInt64.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 16, as: UInt64.self) }
+        get { header.load(fromByteOffset: 16, as: UInt64.self) }
+        nonmutating set { header.storeBytes(of: newValue, toByteOffset: 16, as: UInt64.self) }
     }
     var checksum: UInt32 {
-        get { base.load(fromByteOffset: 24, as: UInt32.self) }
-        nonmutating set { base.storeBytes(of: newValue, toByteOffset: 24, as: UInt32.self) }
+        get { header.load(fromByteOffset: 24, as: UInt32.self) }
+        nonmutating set { header.storeBytes(of: newValue, toByteOffset: 24, as: UInt32.self) }
     }
-    @inlinable var values: UnsafeMutablePointer<Float> {
-        (base + RowLayout.valuesOffset).assumingMemoryBound(to: Float.self)
-    }
+    @inlinable var values: UnsafeMutablePointer<Float> { base.assumingMemoryBound(to: Float.self) }
     func state(_ layout: RowLayout) -> UnsafeMutablePointer<Float> {
         (base + layout.stateOffset).assumingMemoryBound(to: Float.self)
     }
 
     /// The CRC-32C of the record, taken with the checksum field as zero.
     func computeChecksum(_ layout: RowLayout) -> UInt32 {
-        let head = strata_crc32c(0, base, 24)
+        let head = strata_crc32c(0, base, layout.headerOffset + 24)
         let zero: UInt32 = 0
         let withZero = withUnsafeBytes(of: zero) { strata_crc32c(head, $0.baseAddress, 4) }
-        return strata_crc32c(withZero, base + 28, layout.recordSize - 28)
+        return strata_crc32c(withZero, header + 28, layout.recordSize - layout.headerOffset - 28)
     }
 
     func seal(_ layout: RowLayout) { checksum = computeChecksum(layout) }

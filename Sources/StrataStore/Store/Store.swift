@@ -2,7 +2,7 @@
 // checkpoint of all of them.
 //
 //   STORE/
-//     LOCK               flock(2)ed by the process that has the store open; holds its pid
+//     LOCK               locked (fcntl record lock) by the process that has the store open; holds its pid
 //     rows.mdb           LMDB: databases "meta", "rows.<id>", "deleted.<id>"
 //     rows.mdb-lock      LMDB's reader table
 //     tables/<id>/
@@ -73,7 +73,9 @@ final class StoreCore: Sendable {
     /// in the page cache (dirty ones keep their data and are written back as usual).
     @inline(__always)
     func noteMapTraffic(_ bytes: Int) {
-        let total = mapTraffic.add(bytes + 4096, ordering: .relaxed).newValue
+        // A page fault on a file mapping maps up to 64 KiB of neighbouring cached pages
+        // (the kernel's fault-around), so each access may add that much.
+        let total = mapTraffic.add(bytes + 65536, ordering: .relaxed).newValue
         if total > mapResidentLimit { trimMap() }
     }
 
@@ -111,37 +113,64 @@ final class StoreCore: Sendable {
     }
 }
 
-/// `STORE/LOCK`, held with flock(2) while the store is open.
+/// `STORE/LOCK`, locked while the store is open: with a POSIX record lock (`fcntl`
+/// F_SETLK) against other processes, and in a process-wide set against a second `Store` in
+/// this process. (An `flock` would also be held by any child forked while the store is open,
+/// until it execs, making a quick reopen fail at random; record locks are not inherited.)
 final class StoreLockFile: Sendable {
+    private static let openHere = Mutex<Set<String>>([])
     private let descriptor: Atomic<Int32>
+    private let identity: String
 
-    /// Takes the lock or says who holds it.
+    /// Takes the lock or says who holds it. Runs under the process-wide set's lock from the
+    /// first look at the file to the end: a descriptor of LOCK opened and closed here while
+    /// another `Store` of this process holds it would drop that store's record lock.
     init(path: String) throws(StoreError) {
-        let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            let e = SystemError("open", path)
-            throw e.isPermission ? .readOnly(path: path, detail: e.description) : .system(e)
-        }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            let code = errno
-            var holder = [UInt8](repeating: 0, count: 64)
-            let n = pread(fd, &holder, 63, 0)
-            Glibc.close(fd)
-            if code == EWOULDBLOCK {
-                let text = n > 0 ? String(decoding: holder[..<n].filter { $0 != 0x0A }, as: UTF8.self) : ""
-                throw .locked(path: path, holder: text.isEmpty ? "another process" : text)
+        let result: Result<(Int32, String), StoreError> = Self.openHere.withLock { open in
+            var info = stat()
+            if stat(path, &info) == 0, open.contains(Self.identity(info)) {
+                return .failure(.locked(path: path, holder: "this process (\(getpid())), through another Store"))
             }
-            throw .system(SystemError("flock", path, code: code))
+            let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else {
+                let e = SystemError("open", path)
+                return .failure(e.isPermission ? .readOnly(path: path, detail: e.description) : .system(e))
+            }
+            fstat(fd, &info)
+            var lock = flock()
+            lock.l_type = Int16(F_WRLCK)
+            lock.l_whence = Int16(SEEK_SET)
+            if fcntl(fd, F_SETLK, &lock) != 0 {
+                let code = errno
+                var holder = flock()
+                holder.l_type = Int16(F_WRLCK)
+                holder.l_whence = Int16(SEEK_SET)
+                let who = fcntl(fd, F_GETLK, &holder) == 0 && holder.l_type != Int16(F_UNLCK)
+                    ? "process \(holder.l_pid)" : "another process"
+                Glibc.close(fd)
+                if code == EACCES || code == EAGAIN { return .failure(.locked(path: path, holder: who)) }
+                return .failure(.system(SystemError("fcntl(F_SETLK)", path, code: code)))
+            }
+            open.insert(Self.identity(info))
+            return .success((fd, Self.identity(info)))
         }
+        let (fd, identity) = try result.get()
         let text = Array("process \(getpid())\n".utf8)
         _ = ftruncate(fd, 0)
         _ = pwrite(fd, text, text.count, 0)
         descriptor = Atomic(fd)
+        self.identity = identity
     }
+
+    private static func identity(_ info: stat) -> String { "\(info.st_dev):\(info.st_ino)" }
 
     func release() {
         let fd = descriptor.exchange(-1, ordering: .relaxed)
-        if fd >= 0 { Glibc.close(fd) }
+        guard fd >= 0 else { return }
+        Self.openHere.withLock { open in
+            Glibc.close(fd)
+            open.remove(identity)
+        }
     }
 
     deinit { release() }
@@ -216,7 +245,7 @@ public final class Store: Sendable {
         var report: [String] = []
 
         let dataPath = path + "/rows.mdb"
-        if !fileExists(path + "/LOCK") || !fileExists(dataPath) {
+        if !fileExists(dataPath) {
             if fileExists(path + "/tables") {
                 throw .corrupted(file: dataPath, detail: "missing, though the store has tables")
             }
@@ -320,9 +349,13 @@ public final class Store: Sendable {
                 report.append("tables/\(entry.id)/warm.index is from generation \(s.generation), not \(last.generation); the warm tier starts empty")
                 warmRows = nil
             }
-            tables[entry.name] = try Table(
+            let table = try Table(
                 store: core, id: entry.id, name: entry.name, spec: entry.spec, budget: options.budget(for: entry.name),
                 databases: (rows, deleted), persistedRows: count, warmRows: warmRows)
+            if table.warmSlotsDropped > 0 {
+                report.append("\(table.warmPath): \(table.warmSlotsDropped) saved rows failed their key or checksum check; they are read from LMDB")
+            }
+            tables[entry.name] = table
         }
         state = Mutex(State(tables: tables, nextID: (catalog.map(\.id).max() ?? 0) + 1, durableIDs: known, last: last))
         openReport = report
@@ -466,11 +499,7 @@ public final class Store: Sendable {
                 if let db = table.deletionsDatabase { return db }
                 return try txn.createDatabase("deleted.\(table.id)", integerKeys: true)
             }
-            var scratch = BatchScratch(table)
-            var totals = CheckpointTotals()
-            try table.withEachShard { (shard) throws(StoreError) in
-                try shard.writeChanges(txn, rows: rows, deletions: deletions, generation: generation, table, &scratch, &totals)
-            }
+            let totals = try table.writeChanges(txn, rows: rows, deletions: deletions, generation: generation)
             written.append((table, rows, deletions, totals))
             total.written += totals.written
             total.deleted += totals.deleted

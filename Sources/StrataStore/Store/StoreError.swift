@@ -12,6 +12,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case shapeMismatch(table: String, expected: Int, actual: Int, what: String)
     /// A gradient holds NaN or infinity. The whole batch was rejected; nothing changed.
     case nonFiniteGradient(table: String, key: UInt64, element: Int)
+    /// A batch's learning rate cannot be used with the table's optimizer.
+    case invalidLearningRate(table: String, value: Float, reason: String)
     /// A file was written by a newer Strata than this one.
     case newerFormat(file: String, found: Int, supported: Int)
     /// A file does not hold what it should.
@@ -44,6 +46,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
             "table '\(table)': \(what) needs \(expected) floats, the buffer has \(actual)"
         case .nonFiniteGradient(let table, let key, let element):
             "table '\(table)': gradient of key \(key) is not finite at element \(element); the batch was rejected, nothing was applied"
+        case .invalidLearningRate(let table, let value, let reason):
+            "table '\(table)': learning rate \(value) rejected: \(reason); nothing was applied"
         case .newerFormat(let file, let found, let supported):
             "\(file): written in format version \(found); this build reads up to \(supported)"
         case .corrupted(let file, let detail):

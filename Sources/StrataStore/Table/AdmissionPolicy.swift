@@ -1,19 +1,19 @@
 // Which rows a tier keeps. A small FIFO window takes every new row; a CLOCK-managed main
 // region holds the rest; when the tier is full, the row leaving the window enters main only
 // if it has been used more often than the row CLOCK would evict (TinyLFU admission,
-// Einziger et al. 2017). Frequencies come from a count-min sketch that is halved every
+// Einziger et al. 2017). The shard supplies the frequencies: exact counts kept in the index
+// entries of rows it holds, and a count-min sketch for rows it does not, all halved every
 // `50 × capacity` accesses, long enough to tell apart rows near the cache boundary of a Zipf
 // workload. On Zipf traces this lands within about 1.5 points of the best static cache
 // (`strata bench` measures it), where LRU is 10-15 points away.
 //
-// A hit only sets a bit and bumps the sketch: no list is touched on the lookup path.
+// A hit only sets a bit here: no list is touched on the lookup path.
 
-/// Four 8-bit counters per key inside one 64-byte block, so an update touches one cache line.
+/// Estimated access counts of keys the shard does not hold: four 8-bit counters per key
+/// inside one 64-byte block, so an update touches one cache line.
 struct FrequencySketch: ~Copyable {
     private let words: UnsafeMutablePointer<UInt64>
     private let blockMask: Int
-    private let sampleSize: Int
-    private var additions = 0
 
     init(capacity: Int) {
         var blocks = 1
@@ -21,7 +21,6 @@ struct FrequencySketch: ~Copyable {
         words = .allocate(capacity: blocks * 8)
         words.initialize(repeating: 0, count: blocks * 8)
         blockMask = blocks - 1
-        sampleSize = 50 * max(capacity, 16)
     }
 
     deinit { words.deallocate() }
@@ -35,16 +34,15 @@ struct FrequencySketch: ~Copyable {
         return (block.assumingMemoryBound(to: UInt8.self), h)
     }
 
-    /// Where `hash`'s block is, for prefetching.
     @inline(__always)
-    func block(_ hash: UInt64) -> UnsafeRawPointer { UnsafeRawPointer(positions(hash).block) }
+    private static func offset(_ i: Int, _ h: UInt64) -> Int { i * 16 + Int((h >> (4 * UInt64(i))) & 15) }
 
     /// The estimated recent count of a key (0...255).
     @inline(__always)
     func estimate(_ hash: UInt64) -> Int {
         let (b, h) = positions(hash)
         var least = 255
-        for i in 0..<4 { least = min(least, Int(b[i * 16 + Int((h >> (4 * UInt64(i))) & 15)])) }
+        for i in 0..<4 { least = min(least, Int(b[Self.offset(i, h)])) }
         return least
     }
 
@@ -53,20 +51,22 @@ struct FrequencySketch: ~Copyable {
     mutating func increment(_ hash: UInt64) {
         let (b, h) = positions(hash)
         var least: UInt8 = 255
-        for i in 0..<4 { least = min(least, b[i * 16 + Int((h >> (4 * UInt64(i))) & 15)]) }
+        for i in 0..<4 { least = min(least, b[Self.offset(i, h)]) }
         if least < 255 {
-            for i in 0..<4 {
-                let p = i * 16 + Int((h >> (4 * UInt64(i))) & 15)
-                if b[p] == least { b[p] = least + 1 }
-            }
+            for i in 0..<4 where b[Self.offset(i, h)] == least { b[Self.offset(i, h)] = least + 1 }
         }
-        additions += 1
-        if additions >= sampleSize { halve() }
     }
 
-    private mutating func halve() {
+    /// Remembers a count kept elsewhere: each counter becomes at least `count` (capped at 255).
+    mutating func raise(_ hash: UInt64, to count: Int) {
+        let (b, h) = positions(hash)
+        let c = UInt8(min(count, 255))
+        for i in 0..<4 where b[Self.offset(i, h)] < c { b[Self.offset(i, h)] = c }
+    }
+
+    /// Halves every counter, so old accesses fade.
+    mutating func halve() {
         for i in 0..<(blockMask + 1) * 8 { words[i] = (words[i] >> 1) & 0x7F7F_7F7F_7F7F_7F7F }
-        additions /= 2
     }
 }
 
@@ -82,8 +82,8 @@ struct AdmissionPolicy: ~Copyable {
     // Per slot. `links` holds (previous, next) in the slot's list.
     private let links: UnsafeMutablePointer<(UInt32, UInt32)>
     private let marks: UnsafeMutablePointer<UInt8>
-    /// The key hash of each occupied slot, for admission decisions.
-    private let hashes: UnsafeMutablePointer<UInt64>
+    /// The key of each occupied slot, for admission decisions.
+    private let keys: UnsafeMutablePointer<UInt64>
     private let freeSlots: UnsafeMutablePointer<UInt32>
     private var freeCount: Int
 
@@ -98,7 +98,7 @@ struct AdmissionPolicy: ~Copyable {
         links = .allocate(capacity: n)
         marks = .allocate(capacity: n)
         marks.initialize(repeating: Self.free, count: n)
-        hashes = .allocate(capacity: n)
+        keys = .allocate(capacity: n)
         freeSlots = .allocate(capacity: n)
         // Hand out low slots first, so a tier that is never full touches few pages.
         for i in 0..<capacity { freeSlots[i] = UInt32(capacity - 1 - i) }
@@ -108,7 +108,7 @@ struct AdmissionPolicy: ~Copyable {
     deinit {
         links.deallocate()
         marks.deallocate()
-        hashes.deallocate()
+        keys.deallocate()
         freeSlots.deallocate()
     }
 
@@ -131,8 +131,8 @@ struct AdmissionPolicy: ~Copyable {
 
     /// Puts a row into a slot taken with `takeFree` or released by `evict`: it joins the
     /// window; if the window overflows, its oldest row moves to main, which has room.
-    mutating func insert(_ slot: Int, hash: UInt64) {
-        hashes[slot] = hash
+    mutating func insert(_ slot: Int, key: UInt64) {
+        keys[slot] = key
         marks[slot] = Self.window
         Self.append(slot, to: &windowList, links)
         if windowList.count > windowCapacity {
@@ -145,11 +145,11 @@ struct AdmissionPolicy: ~Copyable {
 
     /// Fills a fresh policy with rows already in their slots (a tier reloaded after a clean
     /// close): main first, then the window.
-    mutating func adopt(_ rows: [(slot: Int, hash: UInt64)]) {
+    mutating func adopt(_ rows: [(slot: Int, key: UInt64)]) {
         precondition(freeCount == capacity && rows.count <= capacity)
-        for (slot, hash) in rows {
+        for (slot, key) in rows {
             precondition(marks[slot] == Self.free, "slot adopted twice")
-            hashes[slot] = hash
+            keys[slot] = key
             if mainList.count < mainCapacity {
                 marks[slot] = Self.main
                 Self.append(slot, to: &mainList, links)
@@ -175,7 +175,7 @@ struct AdmissionPolicy: ~Copyable {
 
     /// Chooses which row leaves a full tier, without changing membership, so the caller can
     /// move that row out first and give up if that fails.
-    mutating func chooseEviction(_ sketch: borrowing FrequencySketch) -> Eviction {
+    mutating func chooseEviction(frequency: (UInt64) -> Int) -> Eviction {
         precondition(isFull && capacity > 0)
         let candidate = Int(windowList.head)
         if mainList.count == 0 { return Eviction(slot: candidate, admitsCandidate: false) }
@@ -187,7 +187,7 @@ struct AdmissionPolicy: ~Copyable {
             Self.append(victim, to: &mainList, links)
             victim = Int(mainList.head)
         }
-        if sketch.estimate(hashes[candidate]) > sketch.estimate(hashes[victim]) {
+        if frequency(keys[candidate]) > frequency(keys[victim]) {
             return Eviction(slot: victim, admitsCandidate: true)
         }
         return Eviction(slot: candidate, admitsCandidate: false)

@@ -20,6 +20,12 @@ struct IndexEntry {
     static let persisted: UInt32 = 2
     /// The row reads as its initializer: never written, or removed since the checkpoint.
     static let virgin: UInt32 = 4
+    /// The low bits hold the flags above; the high 16 bits count recent accesses (halved as
+    /// they age), which admission compares.
+    static let flagMask: UInt32 = 0xFFFF
+    static let countUnit: UInt32 = 1 << 16
+
+    @inlinable var count: Int { Int(flags >> 16) }
 
     @inlinable var tier: Tier { Tier(rawValue: UInt8(location >> Self.tierShift))! }
     @inlinable var slot: Int { Int(location & Self.slotMask) }
@@ -29,6 +35,10 @@ struct IndexEntry {
     }
 
     func has(_ flag: UInt32) -> Bool { flags & flag != 0 }
+
+    /// One more access, saturating.
+    @inline(__always)
+    mutating func countAccess() { if flags < 0xFFFF_0000 { flags &+= Self.countUnit } }
 }
 
 /// Where an indexed row is.
@@ -67,13 +77,30 @@ struct KeyIndex: ~Copyable {
 
     /// The position of `key`, or nil.
     @inline(__always)
-    func find(_ key: UInt64, hash: UInt64) -> Int? {
-        var i = Int(truncatingIfNeeded: hash) & mask
-        while true {
-            let e = entries[i]
-            if e.location == IndexEntry.vacant { return nil }
-            if e.key == key { return i }
-            i = (i + 1) & mask
+    func find(_ key: UInt64, hash: UInt64) -> Int? { reader.find(key, hash: hash) }
+
+    /// A copyable view for reading while another part of the shard is being changed.
+    var reader: Reader { Reader(entries: entries, mask: mask) }
+
+    struct Reader {
+        let entries: UnsafeMutablePointer<IndexEntry>
+        let mask: Int
+
+        @inline(__always)
+        func find(_ key: UInt64, hash: UInt64) -> Int? {
+            var i = Int(truncatingIfNeeded: hash) & mask
+            while true {
+                let e = entries[i]
+                if e.location == IndexEntry.vacant { return nil }
+                if e.key == key { return i }
+                i = (i + 1) & mask
+            }
+        }
+
+        /// The access count of an indexed key (0 if absent).
+        @inline(__always)
+        func count(_ key: UInt64) -> Int {
+            find(key, hash: KeyHash.of(key)).map { entries[$0].count } ?? 0
         }
     }
 
@@ -116,9 +143,18 @@ struct KeyIndex: ~Copyable {
         count -= 1
     }
 
-    private mutating func grow() {
+    private mutating func grow() { rehash(capacity * 2) }
+
+    /// Gives memory back after a burst (spilled rows leave at a checkpoint): shrinks to twice
+    /// what `floor` entries need when the table is four times larger than that.
+    mutating func shrink(keepingRoomFor floor: Int) {
+        var target = 16
+        while target * 3 < max(count, floor) * 4 * 2 { target <<= 1 }
+        if capacity >= 4 * target { rehash(target) }
+    }
+
+    private mutating func rehash(_ newCapacity: Int) {
         let oldEntries = entries, oldCapacity = capacity
-        let newCapacity = oldCapacity * 2
         entries = .allocate(capacity: newCapacity)
         mask = newCapacity - 1
         Self.clear(entries, newCapacity)
@@ -128,6 +164,14 @@ struct KeyIndex: ~Copyable {
             entries[i] = oldEntries[j]
         }
         oldEntries.deallocate()
+    }
+
+    /// Halves every entry's access count.
+    mutating func halveCounts() {
+        for i in 0...mask where entries[i].location != IndexEntry.vacant {
+            let f = entries[i].flags
+            entries[i].flags = ((f >> 17) << 16) | (f & IndexEntry.flagMask)
+        }
     }
 
     /// Calls `body` with the position of every entry. `body` must not insert or remove.

@@ -57,19 +57,37 @@ struct ShardCounters {
     }
 }
 
-/// Per-batch working memory: one record buffer, the cold codec and a lazily begun LMDB read.
+/// Per-batch working memory: one record buffer, the hot slot and index position found for
+/// each key, the cold codec and a lazily begun LMDB read.
 struct BatchScratch: ~Copyable {
     let record: UnsafeMutableRawPointer
+    let slots: UnsafeMutablePointer<Int32>
+    let positions: UnsafeMutablePointer<Int32>
     var codec: ColdRecord
     var reader: LMDBLazyReader
 
-    init(_ table: Table) {
-        record = .allocate(byteCount: table.format.layout.recordSize, alignment: 16)
+    init(_ table: Table, keys: Int = 1) {
+        record = .allocate(byteCount: table.format.layout.recordSize, alignment: 64)
+        slots = .allocate(capacity: 2 * max(keys, 1))
+        positions = slots + max(keys, 1)
         codec = ColdRecord(format: table.format)
         reader = LMDBLazyReader(pool: table.store.readers)
     }
 
-    deinit { record.deallocate() }
+    deinit {
+        record.deallocate()
+        slots.deallocate()
+    }
+}
+
+/// A shard's share of a batch: positions `members` of the plan's order.
+struct ShardGroup {
+    let keys: UnsafePointer<UInt64>
+    let hashes: UnsafePointer<UInt64>
+    let order: UnsafePointer<Int32>
+    let members: Range<Int>
+
+    @inline(__always) func index(_ m: Int) -> Int { Int(order[m]) }
 }
 
 /// @unchecked Sendable: its memory is reached only while holding the shard's Mutex.
@@ -80,31 +98,36 @@ struct Shard: ~Copyable, @unchecked Sendable {
     var sketch: FrequencySketch
     let hotBase: UnsafeMutableRawPointer
     let warmBase: UnsafeMutableRawPointer?
-    let recordSize: Int
+    let layout: RowLayout
+    var recordSize: Int { layout.recordSize }
     /// Keys whose entries became dirty since the last checkpoint (may repeat).
     var dirtyKeys: [UInt64] = []
     var counters = ShardCounters()
+    /// Accesses since access counts were last halved, and how many between halvings.
+    private var accesses = 0
+    private let agingPeriod: Int
 
     init(hotCapacity: Int, hotBase: UnsafeMutableRawPointer, warmCapacity: Int,
-         warmBase: UnsafeMutableRawPointer?, recordSize: Int) {
+         warmBase: UnsafeMutableRawPointer?, layout: RowLayout) {
         index = KeyIndex(expected: hotCapacity + warmCapacity)
         hot = AdmissionPolicy(capacity: hotCapacity)
         warm = AdmissionPolicy(capacity: warmCapacity)
         sketch = FrequencySketch(capacity: hotCapacity + warmCapacity)
+        agingPeriod = 50 * max(hotCapacity + warmCapacity, 16)
         self.hotBase = hotBase
         self.warmBase = warmBase
-        self.recordSize = recordSize
+        self.layout = layout
     }
 
-    @inline(__always) func hotRecord(_ slot: Int) -> RowRecord { RowRecord(hotBase + slot &* recordSize) }
-    @inline(__always) func warmRecord(_ slot: Int) -> RowRecord { RowRecord(warmBase! + slot &* recordSize) }
+    @inline(__always) func hotRecord(_ slot: Int) -> RowRecord { RowRecord(hotBase + slot &* layout.recordSize, layout) }
+    @inline(__always) func warmRecord(_ slot: Int) -> RowRecord { RowRecord(warmBase! + slot &* layout.recordSize, layout) }
 
     // MARK: Making a row resident
 
     /// Brings `key`'s row into hot and returns its slot.
     mutating func resident(_ key: UInt64, _ hash: UInt64, _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) -> Int {
-        sketch.increment(hash)
         if let p = index.find(key, hash: hash) {
+            countAccess(at: p)
             let e = index[p]
             switch e.tier {
             case .hot:
@@ -114,7 +137,11 @@ struct Shard: ~Copyable, @unchecked Sendable {
             case .warm:
                 let source = warmRecord(e.slot)
                 guard source.key == key, source.isIntact(t.format.layout) else {
-                    throw t.corruptWarmSlot(e.slot, key: key)
+                    guard Self.lmdbHoldsExactly(e) else { throw t.corruptWarmSlot(e.slot, key: key) }
+                    // LMDB holds this row's bytes: drop the damaged copy and read it there.
+                    warm.release(e.slot)
+                    removeEntry(at: p)
+                    return try resident(key, hash, t, &scratch)
                 }
                 scratch.record.copyMemory(from: source.base, byteCount: recordSize)
                 // The slot just freed takes hot's victim, so making room needs no I/O.
@@ -124,9 +151,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
                 counters.warmHits += 1
                 return place(key, hash, copying: scratch.record, into: slot)
             case .spill:
-                do { try t.spill.read(e.slot, into: scratch.record) } catch { throw t.spillFailure(error) }
-                let copy = RowRecord(scratch.record)
-                guard copy.key == key, copy.isIntact(t.format.layout) else { throw t.corruptSpillSlot(e.slot, key: key) }
+                try readSpill(e.slot, key: key, into: RowRecord(scratch.record, layout), t)
                 let slot = try makeHotRoom(t)
                 t.spill.release(e.slot)
                 counters.spillHits += 1
@@ -134,25 +159,27 @@ struct Shard: ~Copyable, @unchecked Sendable {
             case .none:
                 let slot = try makeHotRoom(t)
                 t.format.initialize(hotRecord(slot), key: key)
-                hot.insert(slot, hash: hash)
+                hot.insert(slot, key: key)
                 relocate(key, hash, to: .hot, slot)
                 counters.initialHits += 1
                 return slot
             }
         }
+        sketch.increment(hash)
+        tick()
         if let bytes = try t.coldGet(key, &scratch) {
-            do { try scratch.codec.decode(bytes, into: RowRecord(scratch.record)) } catch { throw t.corruptColdRecord(key, error) }
-            RowRecord(scratch.record).key = key
+            do { try scratch.codec.decode(bytes, into: RowRecord(scratch.record, layout)) } catch { throw t.corruptColdRecord(key, error) }
+            RowRecord(scratch.record, layout).key = key
             let slot = try makeHotRoom(t)
             hotRecord(slot).base.copyMemory(from: scratch.record, byteCount: recordSize)
-            hot.insert(slot, hash: hash)
+            hot.insert(slot, key: key)
             insertEntry(key, hash, IndexEntry.location(.hot, slot), IndexEntry.persisted)
             counters.coldHits += 1
             return slot
         }
         let slot = try makeHotRoom(t)
         t.format.initialize(hotRecord(slot), key: key)
-        hot.insert(slot, hash: hash)
+        hot.insert(slot, key: key)
         insertEntry(key, hash, IndexEntry.location(.hot, slot), IndexEntry.virgin)
         counters.initialHits += 1
         return slot
@@ -160,7 +187,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
 
     private mutating func place(_ key: UInt64, _ hash: UInt64, copying source: UnsafeRawPointer, into slot: Int) -> Int {
         hotRecord(slot).base.copyMemory(from: source, byteCount: recordSize)
-        hot.insert(slot, hash: hash)
+        hot.insert(slot, key: key)
         relocate(key, hash, to: .hot, slot)
         return slot
     }
@@ -168,7 +195,8 @@ struct Shard: ~Copyable, @unchecked Sendable {
     /// A hot slot for a new row, moving the admission policy's victim down first.
     private mutating func makeHotRoom(_ t: Table) throws(StoreError) -> Int {
         if let slot = hot.takeFree() { return slot }
-        let eviction = hot.chooseEviction(sketch)
+        let counts = index.reader
+        let eviction = hot.chooseEviction { counts.count($0) }
         try demoteFromHot(eviction.slot, t)
         hot.evict(eviction)
         return eviction.slot
@@ -192,7 +220,8 @@ struct Shard: ~Copyable, @unchecked Sendable {
         if let free = warm.takeFree() {
             target = free
         } else {
-            let eviction = warm.chooseEviction(sketch)
+            let counts = index.reader
+            let eviction = warm.chooseEviction { counts.count($0) }
             try demoteToDisk(warmRecord(eviction.slot), t)
             warm.evict(eviction)
             target = eviction.slot
@@ -200,7 +229,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
         let copy = warmRecord(target)
         copy.base.copyMemory(from: record.base, byteCount: recordSize)
         copy.seal(t.format.layout)
-        warm.insert(target, hash: hash)
+        warm.insert(target, key: key)
         relocate(key, hash, to: .warm, target)
         counters.hotToWarm += 1
     }
@@ -235,56 +264,144 @@ struct Shard: ~Copyable, @unchecked Sendable {
         counters.account(new, 1)
     }
 
+    /// Sets the flag bits of an entry, keeping its access count.
     private mutating func setFlags(at p: Int, _ flags: UInt32) {
         let old = index[p]
         var new = old
-        new.flags = flags
+        new.flags = (old.flags & ~IndexEntry.flagMask) | (flags & IndexEntry.flagMask)
         index[p] = new
         counters.account(old, -1)
         counters.account(new, 1)
         if flags & IndexEntry.dirty != 0 && !old.has(IndexEntry.dirty) { dirtyKeys.append(old.key) }
     }
 
+    /// Adds an entry whose access count starts from the sketch's memory of the key.
     private mutating func insertEntry(_ key: UInt64, _ hash: UInt64, _ location: UInt32, _ flags: UInt32) {
-        let e = IndexEntry(key: key, location: location, flags: flags)
-        index.insert(key, hash: hash, location: location, flags: flags)
+        let e = IndexEntry(key: key, location: location, flags: flags | UInt32(sketch.estimate(hash)) << 16)
+        index.insert(key, hash: hash, location: location, flags: e.flags)
         counters.account(e, 1)
         if flags & IndexEntry.dirty != 0 { dirtyKeys.append(key) }
     }
 
+    /// Removes an entry; the sketch keeps its access count.
     private mutating func removeEntry(at p: Int) {
-        counters.account(index[p], -1)
+        let e = index[p]
+        counters.account(e, -1)
+        sketch.raise(KeyHash.of(e.key), to: e.count)
         index.remove(at: p)
+    }
+
+    /// Counts an access to an indexed row.
+    @inline(__always)
+    private mutating func countAccess(at p: Int) {
+        index.entries[p].countAccess()
+        tick()
+    }
+
+    /// Every `agingPeriod` accesses, all counts halve, so admission follows recent use.
+    @inline(__always)
+    private mutating func tick() {
+        accesses &+= 1
+        if accesses >= agingPeriod {
+            sketch.halve()
+            index.halveCounts()
+            accesses = agingPeriod / 2
+        }
     }
 
     // MARK: Batch operations (the table calls these with the shard's share of a batch)
 
-    /// Copies the row's values into `out`, bringing the row to hot.
+    /// Finds which of a group's keys are in hot, prefetching as it goes: first every index
+    /// bucket, then, for each hot key, its row, so the memory latencies overlap instead of
+    /// adding up. Fills `slots[m]` (-1 when not hot) and `positions[m]`. A hit touches only
+    /// its index entry (which also holds its access count), its slot's CLOCK bit and its row.
     @inline(__always)
-    mutating func lookup(_ key: UInt64, _ hash: UInt64, into out: UnsafeMutablePointer<Float>,
-                         _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) {
-        let slot = try resident(key, hash, t, &scratch)
-        out.update(from: hotRecord(slot).values, count: t.format.layout.dimension)
+    private func findHot(_ g: ShardGroup, _ scratch: borrowing BatchScratch, rowBytes: Int) {
+        for m in g.members { strata_prefetch(index.bucket(g.hashes[g.index(m)])) }
+        for m in g.members {
+            let i = g.index(m)
+            let hash = g.hashes[i]
+            if let p = index.find(g.keys[i], hash: hash), index[p].tier == .hot {
+                let slot = index[p].slot
+                scratch.slots[m] = Int32(slot)
+                scratch.positions[m] = Int32(p)
+                let row = hotBase + slot &* recordSize
+                var offset = 0
+                while offset < rowBytes {
+                    strata_prefetch(row + offset)
+                    offset &+= 64
+                }
+            } else {
+                scratch.slots[m] = -1
+            }
+        }
     }
 
-    /// One optimizer step on the row.
+    /// Copies each key's values to `out` (row `i` of the batch at `out + i * d`), bringing
+    /// rows to hot. Hot keys are served first: a miss may evict rows found hot. The order
+    /// changes only where rows end up, never a value.
+    mutating func lookup(_ g: ShardGroup, into out: UnsafeMutablePointer<Float>, _ t: Table,
+                         _ scratch: inout BatchScratch) throws(StoreError) {
+        let d = t.format.layout.dimension
+        findHot(g, scratch, rowBytes: 4 * d)
+        for m in g.members where scratch.slots[m] >= 0 {
+            let i = g.index(m), slot = Int(scratch.slots[m])
+            hot.touch(slot)
+            countAccess(at: Int(scratch.positions[m]))
+            (out + i &* d).update(from: hotRecord(slot).values, count: d)
+        }
+        counters.hotHits += g.members.count(where: { scratch.slots[$0] >= 0 })
+        for m in g.members where scratch.slots[m] < 0 {
+            let i = g.index(m)
+            let slot = try resident(g.keys[i], g.hashes[i], t, &scratch)
+            (out + i &* d).update(from: hotRecord(slot).values, count: d)
+        }
+    }
+
+    /// One optimizer step for each (distinct) key; gradients row `i` at `gradients + i * d`.
+    mutating func apply(_ g: ShardGroup, gradients: UnsafePointer<Float>, learningRate: Float, stamp: UInt64,
+                        _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) {
+        let d = t.format.layout.dimension
+        findHot(g, scratch, rowBytes: t.format.layout.recordSize)
+        for m in g.members where scratch.slots[m] >= 0 {
+            let i = g.index(m), slot = Int(scratch.slots[m])
+            hot.touch(slot)
+            countAccess(at: Int(scratch.positions[m]))
+            step(slot, position: Int(scratch.positions[m]), gradients + i &* d, learningRate, stamp, t.format)
+        }
+        counters.hotHits += g.members.count(where: { scratch.slots[$0] >= 0 })
+        for m in g.members where scratch.slots[m] < 0 {
+            let i = g.index(m)
+            let slot = try resident(g.keys[i], g.hashes[i], t, &scratch)
+            step(slot, position: index.find(g.keys[i], hash: g.hashes[i])!, gradients + i &* d, learningRate, stamp, t.format)
+        }
+    }
+
     @inline(__always)
-    mutating func apply(_ key: UInt64, _ hash: UInt64, gradient: UnsafePointer<Float>, learningRate: Float,
-                        stamp: UInt64, _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) {
-        let slot = try resident(key, hash, t, &scratch)
+    private mutating func step(_ slot: Int, position p: Int, _ gradient: UnsafePointer<Float>, _ learningRate: Float,
+                               _ stamp: UInt64, _ format: RowFormat) {
         let record = hotRecord(slot)
-        let format = t.format
         let d = format.layout.dimension
-        let step = record.updateCount &+ 1
-        record.updateCount = step
+        let count = record.updateCount &+ 1
+        record.updateCount = count
         format.optimizer.apply(values: record.values, state: record.state(format.layout), gradient: gradient,
-                               dimension: d, step: step, learningRate: learningRate)
+                               dimension: d, step: count, learningRate: learningRate)
         format.storage.round(record.values, count: d)
         record.changeGeneration = stamp
-        let p = index.find(key, hash: hash)!
         let flags = index[p].flags
         let written = (flags & ~IndexEntry.virgin) | IndexEntry.dirty
         if written != flags { setFlags(at: p, written) }
+    }
+
+    /// Copies each key's values to `out` without moving rows or counting accesses.
+    func peek(_ g: ShardGroup, into out: UnsafeMutablePointer<Float>, _ t: Table,
+              _ scratch: inout BatchScratch) throws(StoreError) {
+        let d = t.format.layout.dimension
+        for m in g.members { strata_prefetch(index.bucket(g.hashes[g.index(m)])) }
+        for m in g.members {
+            let i = g.index(m)
+            try peek(g.keys[i], g.hashes[i], into: out + i &* d, t, &scratch)
+        }
     }
 
     /// Copies the row's values into `out` without moving it or counting the access.
@@ -298,23 +415,42 @@ struct Shard: ~Copyable, @unchecked Sendable {
                 out.update(from: hotRecord(e.slot).values, count: d)
             case .warm:
                 let source = warmRecord(e.slot)
-                guard source.key == key, source.isIntact(t.format.layout) else { throw t.corruptWarmSlot(e.slot, key: key) }
+                guard source.key == key, source.isIntact(t.format.layout) else {
+                    guard Self.lmdbHoldsExactly(e) else { throw t.corruptWarmSlot(e.slot, key: key) }
+                    return try peekCold(key, into: out, t, &scratch)
+                }
                 out.update(from: source.values, count: d)
             case .spill:
-                do { try t.spill.read(e.slot, into: scratch.record) } catch { throw t.spillFailure(error) }
-                let copy = RowRecord(scratch.record)
-                guard copy.key == key, copy.isIntact(t.format.layout) else { throw t.corruptSpillSlot(e.slot, key: key) }
+                let copy = RowRecord(scratch.record, layout)
+                try readSpill(e.slot, key: key, into: copy, t)
                 out.update(from: copy.values, count: d)
             case .none:
                 t.format.initialValues(out, key: key)
             }
             return
         }
+        try peekCold(key, into: out, t, &scratch)
+    }
+
+    private func peekCold(_ key: UInt64, into out: UnsafeMutablePointer<Float>, _ t: Table,
+                          _ scratch: inout BatchScratch) throws(StoreError) {
         if let bytes = try t.coldGet(key, &scratch) {
             do { try scratch.codec.decodeValues(bytes, into: out) } catch { throw t.corruptColdRecord(key, error) }
             return
         }
         t.format.initialValues(out, key: key)
+    }
+
+    /// Whether LMDB's record of this row has the same bytes as its copy here (so a damaged
+    /// copy can be dropped and the row read from LMDB).
+    private static func lmdbHoldsExactly(_ e: IndexEntry) -> Bool {
+        e.has(IndexEntry.persisted) && !e.has(IndexEntry.dirty) && !e.has(IndexEntry.virgin)
+    }
+
+    /// Reads a spilled row into `record` and checks it.
+    private func readSpill(_ slot: Int, key: UInt64, into record: RowRecord, _ t: Table) throws(StoreError) {
+        do { try t.spill.read(slot, into: record.base) } catch { throw t.spillFailure(error) }
+        guard record.key == key, record.isIntact(layout) else { throw t.corruptSpillSlot(slot, key: key) }
     }
 
     /// The whole record (values, state, counts) and where it is, without moving it. Returns
@@ -329,9 +465,15 @@ struct Shard: ~Copyable, @unchecked Sendable {
             }
             switch e.tier {
             case .hot: record.base.copyMemory(from: hotRecord(e.slot).base, byteCount: recordSize); return .hot
-            case .warm: record.base.copyMemory(from: warmRecord(e.slot).base, byteCount: recordSize); return .warm
+            case .warm:
+                let source = warmRecord(e.slot)
+                if source.key == key && source.isIntact(layout) {
+                    record.base.copyMemory(from: source.base, byteCount: recordSize)
+                    return .warm
+                }
+                guard Self.lmdbHoldsExactly(e) else { throw t.corruptWarmSlot(e.slot, key: key) }
             case .spill:
-                do { try t.spill.read(e.slot, into: record.base) } catch { throw t.spillFailure(error) }
+                try readSpill(e.slot, key: key, into: record, t)
                 return .spill
             case .none: preconditionFailure("a written row always has a copy")
             }
@@ -370,40 +512,43 @@ struct Shard: ~Copyable, @unchecked Sendable {
 
     // MARK: Checkpoint
 
-    /// Writes every change since the last checkpoint into the open LMDB transaction. Changes
-    /// nothing in memory: `checkpointCommitted` does that once the commit is durable.
-    func writeChanges(_ txn: borrowing LMDBWriteTransaction, rows: LMDBDatabase, deletions: LMDBDatabase,
-                      generation: UInt64, _ t: Table, _ scratch: inout BatchScratch,
-                      _ totals: inout CheckpointTotals) throws(StoreError) {
-        var stamp = generation
-        for key in dirtyKeys {
-            guard let p = index.find(key, hash: KeyHash.of(key)) else { continue }
-            let e = index[p]
-            guard e.has(IndexEntry.dirty) else { continue }
-            if e.has(IndexEntry.virgin) {
-                do throws(LMDBError) {
-                    try txn.delete(rows, key)
-                    try withUnsafeBytes(of: &stamp) { (b) throws(LMDBError) in try txn.put(deletions, key, b) }
-                } catch { throw t.store.lmdbFailure(error) }
-                totals.deleted += 1
-                totals.bytes += 16
-                continue
-            }
-            let record: RowRecord
-            switch e.tier {
-            case .hot: record = hotRecord(e.slot)
-            case .warm: record = warmRecord(e.slot)
-            case .spill:
-                do { try t.spill.read(e.slot, into: scratch.record) } catch { throw t.spillFailure(error) }
-                record = RowRecord(scratch.record)
-            case .none: preconditionFailure("a written row always has a copy")
-            }
-            let bytes = scratch.codec.encode(record)
-            do throws(LMDBError) { try txn.put(rows, key, bytes) } catch { throw t.store.lmdbFailure(error) }
-            t.store.noteMapTraffic(bytes.count)
-            totals.written += 1
-            totals.bytes += bytes.count + 8
+    /// Writes the change to `key` since the last checkpoint, if any, into the open LMDB
+    /// transaction. Changes nothing in memory: `checkpointCommitted` does that once the commit
+    /// is durable.
+    func writeChange(_ key: UInt64, _ txn: borrowing LMDBWriteTransaction, rows: LMDBDatabase, deletions: LMDBDatabase,
+                     generation: UInt64, _ t: Table, _ scratch: inout BatchScratch,
+                     _ totals: inout CheckpointTotals) throws(StoreError) {
+        guard let p = index.find(key, hash: KeyHash.of(key)) else { return }
+        let e = index[p]
+        guard e.has(IndexEntry.dirty) else { return }
+        if e.has(IndexEntry.virgin) {
+            var stamp = generation
+            do throws(LMDBError) {
+                try txn.delete(rows, key)
+                try withUnsafeBytes(of: &stamp) { (b) throws(LMDBError) in try txn.put(deletions, key, b) }
+            } catch { throw t.store.lmdbFailure(error) }
+            t.store.noteMapTraffic(16)
+            totals.deleted += 1
+            totals.bytes += 16
+            return
         }
+        let record: RowRecord
+        switch e.tier {
+        case .hot: record = hotRecord(e.slot)
+        case .warm:
+            record = warmRecord(e.slot)
+            // A damaged copy must not become durable with a fresh checksum.
+            guard record.key == key, record.isIntact(layout) else { throw t.corruptWarmSlot(e.slot, key: key) }
+        case .spill:
+            record = RowRecord(scratch.record, layout)
+            try readSpill(e.slot, key: key, into: record, t)
+        case .none: preconditionFailure("a written row always has a copy")
+        }
+        let bytes = scratch.codec.encode(record)
+        do throws(LMDBError) { try txn.put(rows, key, bytes) } catch { throw t.store.lmdbFailure(error) }
+        t.store.noteMapTraffic(bytes.count)
+        totals.written += 1
+        totals.bytes += bytes.count + 8
     }
 
     /// After a durable commit: changed rows are now clean copies of LMDB; spilled rows and
@@ -423,7 +568,8 @@ struct Shard: ~Copyable, @unchecked Sendable {
                 setFlags(at: p, IndexEntry.persisted)
             }
         }
-        dirtyKeys.removeAll(keepingCapacity: true)
+        dirtyKeys.removeAll(keepingCapacity: dirtyKeys.capacity <= 4096)
+        index.shrink(keepingRoomFor: hot.capacity + warm.capacity)
     }
 
     // MARK: Warm tier across a clean close
@@ -440,7 +586,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
 
     /// Takes back warm rows saved by a clean close.
     mutating func adoptWarm(_ rows: [(key: UInt64, slot: Int)]) {
-        warm.adopt(rows.map { ($0.slot, KeyHash.of($0.key)) })
+        warm.adopt(rows.map { ($0.slot, $0.key) })
         for (key, slot) in rows {
             insertEntry(key, KeyHash.of(key), IndexEntry.location(.warm, slot), IndexEntry.persisted)
         }

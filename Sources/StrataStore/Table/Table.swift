@@ -8,8 +8,8 @@ import Glibc
 #endif
 
 /// Memory a table may use: `hotBytes` of anonymous memory for hot rows and `warmBytes` of
-/// memory-mapped file for warm rows. Index and admission bookkeeping come on top (about
-/// `Table.overheadBytesPerRow` per row of capacity).
+/// memory-mapped file for warm rows. Index and admission bookkeeping come on top
+/// (`TableStatistics.bytes.overhead` reports it).
 public struct TierBudget: Sendable, Equatable, Codable {
     public var hotBytes: Int
     public var warmBytes: Int
@@ -48,6 +48,8 @@ public final class Table: @unchecked Sendable {
     private let warm: WarmFile?
     let hotCapacity: Int
     let warmCapacity: Int
+    /// Saved warm rows not taken back at open because their slot did not check out.
+    let warmSlotsDropped: Int
 
     /// LMDB handles once a checkpoint has created this table's databases; `.max` before.
     private let rowsHandle: Atomic<UInt32>
@@ -55,9 +57,6 @@ public final class Table: @unchecked Sendable {
     /// Rows LMDB holds for this table, as of the last checkpoint.
     let persistedRows: Atomic<Int>
     let lastCheckpoint = Mutex(CheckpointTotals())
-
-    /// Index, admission lists and frequency sketch, per row of capacity.
-    public static let overheadBytesPerRow = 16 * 4 / 3 + AdmissionPolicy.bytesPerSlot + 16
 
     var warmPath: String { directory + "/warm.slab" }
     var warmIndexPath: String { directory + "/warm.index" }
@@ -121,22 +120,29 @@ public final class Table: @unchecked Sendable {
         do { try removeFile(directory + "/warm.index") } catch { throw store.fileFailure(error) }
 
         shards = .allocate(capacity: count)
+        var dropped = 0
         let hotBase = hotMemory.base
         let warmBase = warm?.base
         for s in 0..<count {
             let shardWarm = warmBase.map { $0 + s * warmPerShard * recordSize }
             var shard = Shard(
                 hotCapacity: hotPerShard, hotBase: hotBase + s * hotPerShard * recordSize,
-                warmCapacity: warmPerShard, warmBase: shardWarm, recordSize: recordSize)
+                warmCapacity: warmPerShard, warmBase: shardWarm, layout: format.layout)
             if let reused, let shardWarm {
-                // Keep only entries that belong to this shard and whose slot holds that key.
+                // Keep only entries that belong to this shard and whose slot holds that key,
+                // intact.
+                let (layout, shift) = (format.layout, shardShift)
                 let rows = reused[s].filter { row in
-                    count == 1 || Int(KeyHash.of(row.key) &>> shardShift) == s
-                } .filter { RowRecord(shardWarm + $0.slot * recordSize).key == $0.key }
+                    let record = RowRecord(shardWarm + row.slot * recordSize, layout)
+                    return (count == 1 || Int(KeyHash.of(row.key) &>> shift) == s)
+                        && record.key == row.key && record.isIntact(layout)
+                }
+                dropped += reused[s].count - rows.count
                 shard.adoptWarm(rows)
             }
             (shards + s).initialize(to: Mutex(shard))
         }
+        warmSlotsDropped = dropped
     }
 
     deinit {
@@ -161,8 +167,8 @@ public final class Table: @unchecked Sendable {
     public func lookup(_ keys: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>) throws(StoreError) {
         let d = format.layout.dimension
         try checkShape(keys.count * d, out.count, "a lookup of \(keys.count) keys")
-        try forEachShard(keys) { (shard, i, hash, scratch) throws(StoreError) in
-            try shard.lookup(keys[i], hash, into: out.baseAddress! + i * d, self, &scratch)
+        try forEachGroup(keys) { (shard, group, scratch) throws(StoreError) in
+            try shard.lookup(group, into: out.baseAddress!, self, &scratch)
         }
     }
 
@@ -170,8 +176,8 @@ public final class Table: @unchecked Sendable {
     public func peek(_ keys: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableBufferPointer<Float>) throws(StoreError) {
         let d = format.layout.dimension
         try checkShape(keys.count * d, out.count, "a lookup of \(keys.count) keys")
-        try forEachShard(keys) { (shard, i, hash, scratch) throws(StoreError) in
-            try shard.peek(keys[i], hash, into: out.baseAddress! + i * d, self, &scratch)
+        try forEachGroup(keys) { (shard, group, scratch) throws(StoreError) in
+            try shard.peek(group, into: out.baseAddress!, self, &scratch)
         }
     }
 
@@ -187,11 +193,18 @@ public final class Table: @unchecked Sendable {
             throw .nonFiniteGradient(table: name, key: keys[bad / d], element: bad % d)
         }
         let rate = learningRate ?? format.optimizer.learningRate
+        if let reason = format.optimizer.learningRateProblem(rate) {
+            throw .invalidLearningRate(table: name, value: rate, reason: reason)
+        }
         let unique = UniqueKeys(keys, gradients, dimension: d)
         try unique.withBuffers { (ukeys, ugrads) throws(StoreError) in
+            // Finite gradients of a repeated key can still sum to infinity.
+            if unique.hasDuplicates, let bad = firstNonFinite(UnsafeBufferPointer(start: ugrads, count: ukeys.count * d)) {
+                throw .nonFiniteGradient(table: name, key: ukeys[bad / d], element: bad % d)
+            }
             let stamp = store.generation.load(ordering: .relaxed) + 1
-            try forEachShard(ukeys) { (shard, i, hash, scratch) throws(StoreError) in
-                try shard.apply(ukeys[i], hash, gradient: ugrads + i * d, learningRate: rate, stamp: stamp, self, &scratch)
+            try forEachGroup(ukeys) { (shard, group, scratch) throws(StoreError) in
+                try shard.apply(group, gradients: ugrads, learningRate: rate, stamp: stamp, self, &scratch)
             }
         }
     }
@@ -199,8 +212,11 @@ public final class Table: @unchecked Sendable {
     /// Removes rows: they read as the initializer's values again, and the next checkpoint
     /// deletes them from disk and records their keys as deleted.
     public func remove(_ keys: UnsafeBufferPointer<UInt64>) throws(StoreError) {
-        try forEachShard(keys) { (shard, i, hash, scratch) throws(StoreError) in
-            try shard.remove(keys[i], hash, self, &scratch)
+        try forEachGroup(keys) { (shard, group, scratch) throws(StoreError) in
+            for m in group.members {
+                let i = group.index(m)
+                try shard.remove(group.keys[i], group.hashes[i], self, &scratch)
+            }
         }
     }
 
@@ -209,11 +225,11 @@ public final class Table: @unchecked Sendable {
         let layout = format.layout
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: layout.recordSize, alignment: 16)
         defer { buffer.deallocate() }
-        let record = RowRecord(buffer)
+        let record = RowRecord(buffer, layout)
         var placement = RowPlacement.initial
         try [key].withUnsafeBufferPointer { (keys) throws(StoreError) in
-            try forEachShard(keys) { (shard, _, hash, scratch) throws(StoreError) in
-                placement = try shard.snapshot(key, hash, into: record, self, &scratch)
+            try forEachGroup(keys) { (shard, group, scratch) throws(StoreError) in
+                placement = try shard.snapshot(key, group.hashes[0], into: record, self, &scratch)
             }
         }
         return RowSnapshot(
@@ -261,26 +277,23 @@ public final class Table: @unchecked Sendable {
         if expected != actual { throw .shapeMismatch(table: name, expected: expected, actual: actual, what: what) }
     }
 
-    /// Groups keys by shard and calls `body` for each key under its shard's lock, shard by
-    /// shard, with the store's checkpoint lock held shared throughout.
+    /// Groups keys by shard and calls `body` once per shard that has keys, under that shard's
+    /// lock, with the store's checkpoint lock held shared throughout.
     @inline(__always)
-    private func forEachShard(
+    private func forEachGroup(
         _ keys: UnsafeBufferPointer<UInt64>,
-        _ body: (inout Shard, Int, UInt64, inout BatchScratch) throws(StoreError) -> Void
+        _ body: (inout Shard, ShardGroup, inout BatchScratch) throws(StoreError) -> Void
     ) throws(StoreError) {
+        guard let base = keys.baseAddress, !keys.isEmpty else { return }
         try store.lock.shared { () throws(StoreError) in
             try store.ensureOpen()
-            var scratch = BatchScratch(self)
+            var scratch = BatchScratch(self, keys: keys.count)
             let plan = ShardPlan(keys, shardCount: shardCount, shift: shardShift)
             for s in 0..<shardCount {
                 let members = plan.members(of: s)
                 if members.isEmpty { continue }
-                try shards[s].withLock { (shard) throws(StoreError) in
-                    for m in members {
-                        let i = Int(plan.order[m])
-                        try body(&shard, i, plan.hashes[i], &scratch)
-                    }
-                }
+                let group = ShardGroup(keys: base, hashes: plan.hashes, order: plan.order, members: members)
+                try shards[s].withLock { (shard) throws(StoreError) in try body(&shard, group, &scratch) }
             }
         }
     }
@@ -293,6 +306,27 @@ public final class Table: @unchecked Sendable {
     }
 
     // MARK: Checkpoint and close (called by the store with its lock held exclusively)
+
+    /// Writes every change since the last checkpoint into the open transaction, in key order:
+    /// LMDB then fills pages in sequence instead of splitting pages all over the tree.
+    func writeChanges(_ txn: borrowing LMDBWriteTransaction, rows: LMDBDatabase, deletions: LMDBDatabase,
+                      generation: UInt64) throws(StoreError) -> CheckpointTotals {
+        var keys: [UInt64] = []
+        withEachShard { keys.append(contentsOf: $0.dirtyKeys) }
+        keys.sort()
+        var scratch = BatchScratch(self)
+        var totals = CheckpointTotals()
+        var previous: UInt64? = nil
+        for key in keys where key != previous {
+            previous = key
+            let s = shardCount == 1 ? 0 : Int(KeyHash.of(key) &>> shardShift)
+            try shards[s].withLock { (shard) throws(StoreError) in
+                try shard.writeChange(key, txn, rows: rows, deletions: deletions, generation: generation,
+                                      self, &scratch, &totals)
+            }
+        }
+        return totals
+    }
 
     func adopt(rows: LMDBDatabase, deletions: LMDBDatabase, persistedRows count: Int, totals: CheckpointTotals) {
         rowsHandle.store(rows.handle, ordering: .relaxed)
@@ -332,7 +366,7 @@ public final class Table: @unchecked Sendable {
         guard let db = rowsDatabase else { return nil }
         do {
             let bytes = try scratch.reader.get(db, key)
-            if let bytes { store.noteMapTraffic(bytes.count) }
+            store.noteMapTraffic(bytes?.count ?? 0)
             return bytes
         } catch {
             throw store.lmdbFailure(error)
@@ -476,6 +510,9 @@ struct UniqueKeys: ~Copyable {
 
     deinit { merged?.deallocate() }
 
+    /// Whether duplicates were summed (else the caller's buffers are used as they are).
+    var hasDuplicates: Bool { merged != nil }
+
     func withBuffers<R, E: Error>(_ body: (UnsafeBufferPointer<UInt64>, UnsafePointer<Float>) throws(E) -> R) throws(E) -> R {
         guard let merged else { return try body(keys, gradients.baseAddress ?? UnsafePointer(bitPattern: 16)!) }
         let k = UnsafeBufferPointer(start: merged.assumingMemoryBound(to: UInt64.self), count: uniqueCount)
@@ -500,4 +537,29 @@ func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
     while i < n { tail += base[i] * 0; i += 1 }
     if !(acc.sum() + tail).isNaN { return nil }
     return values.firstIndex { !$0.isFinite }
+}
+
+extension Table {
+    /// The baseline that benchmarks compare cold reads with: for each key, `mdb_get` and a copy
+    /// of `bytesPerRow` bytes of the stored value, in one read transaction, with no checksum,
+    /// decompression or decoding. It ignores hot, warm and spill, so it is not a way to read
+    /// rows. Returns how many keys LMDB held.
+    public func rawColdGather(_ keys: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableRawPointer,
+                              bytesPerRow: Int) throws(StoreError) -> Int {
+        try store.lock.shared { () throws(StoreError) -> Int in
+            try store.ensureOpen()
+            guard let db = rowsDatabase else { return 0 }
+            var reader = LMDBLazyReader(pool: store.readers)
+            var found = 0
+            for (i, key) in keys.enumerated() {
+                let value: UnsafeRawBufferPointer?
+                do throws(LMDBError) { value = try reader.get(db, key) } catch { throw store.lmdbFailure(error) }
+                if let value {
+                    (out + i * bytesPerRow).copyMemory(from: value.baseAddress!, byteCount: min(bytesPerRow, value.count))
+                    found += 1
+                }
+            }
+            return found
+        }
+    }
 }

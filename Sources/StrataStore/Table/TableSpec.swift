@@ -71,7 +71,10 @@ public struct Initializer: Sendable, Codable, Equatable, Hashable {
         case .uniform(let lo, let hi):
             lo.isFinite && hi.isFinite && lo <= hi ? nil : "uniform initializer needs finite low <= high"
         case .normal(let m, let s):
-            m.isFinite && s.isFinite && s >= 0 ? nil : "normal initializer needs a finite mean and a standard deviation >= 0"
+            // Box-Muller draws stay within 8.6 standard deviations (its uniform is at least 2^-53).
+            m.isFinite && s.isFinite && s >= 0
+                && Double(abs(m)) + 8.6 * Double(s) <= Double(Float.greatestFiniteMagnitude)
+                ? nil : "normal initializer needs a finite mean and a standard deviation >= 0 whose draws fit in a Float"
         }
     }
 }
@@ -121,6 +124,18 @@ public enum Optimizer: Sendable, Codable, Equatable, Hashable {
         }
     }
 
+    /// Why `rate` cannot be a batch's learning rate, or nil.
+    func learningRateProblem(_ rate: Float) -> String? {
+        switch self {
+        case .ftrl:
+            return rate.isFinite && rate > 0 ? nil : "ftrl's alpha must be finite and positive"
+        case .rowwiseAdagrad(_, let e, _) where rate.isFinite && !(rate / e).isFinite:
+            return "the learning rate / epsilon overflows"
+        default:
+            return rate.isFinite && rate >= 0 ? nil : "the learning rate must be finite and non-negative"
+        }
+    }
+
     /// The learning rate (FTRL's alpha), which a batch may override.
     public var learningRate: Float {
         switch self {
@@ -139,9 +154,20 @@ public enum Optimizer: Sendable, Codable, Equatable, Hashable {
         if values.contains(where: { !$0.isFinite || $0 < 0 }) {
             return "optimizer \(name) parameters must be finite and non-negative"
         }
-        if case .adam(_, let b1, let b2, _) = self, b1 >= 1 || b2 >= 1 {
+        switch self {
+        case .adam(_, let b1, let b2, _) where b1 >= 1 || b2 >= 1:
             return "adam betas must be below 1"
+        case .rowwiseAdagrad(let lr, let e, _):
+            // The row's step is lr / (sqrt(a) + eps); it must stay finite even when a = 0.
+            if !(e > 0) { return "\(name) epsilon must be positive" }
+            return (lr / e).isFinite ? nil : "\(name) learning rate / epsilon overflows"
+        case .adagrad(_, let e, _), .adam(_, _, _, let e):
+            // A zero gradient on a fresh row would divide zero by zero.
+            return e > 0 ? nil : "\(name) epsilon must be positive"
+        case .ftrl(let alpha, _, _, _):
+            return alpha > 0 ? nil : "ftrl alpha must be positive"
+        case .sgd:
+            return nil
         }
-        return nil
     }
 }

@@ -1,0 +1,395 @@
+import ArgumentParser
+import Foundation
+import StrataStore
+
+/// `strata bench`: lookup and update speed per tier against plain baselines measured in the
+/// same run, batch latency on a Zipf mix, and the hot tier's hit ratio against the best
+/// static cache.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure each tier against plain baselines on this machine.",
+        discussion: """
+            Builds a table of --rows rows (row-wise Adagrad) in a scratch store, then measures, in one run:
+              hot lookups vs a gather from one flat array holding as many rows as the hot tier;
+              warm and cold reads (the read-only path) vs hot lookups and raw LMDB (mdb_get + copy);
+              row-wise Adagrad updates on hot rows vs the same arithmetic on flat arrays;
+              batch latency on a Zipf 1.0 mix with hot at 1% and warm at 10% of the rows;
+              the hot tier's hit ratio on Zipf traces vs the best static cache of the same size.
+            Ratios, not absolute times, are what compare across machines.
+            """)
+
+    @Option(help: "Rows in the benchmark table.") var rows = 1_000_000
+    @Option(help: "Floats per row.") var dim = 64
+    @Option(help: "Keys per batch.") var batch = 1024
+    @Option(help: "Rows in the hot tier for the hot, update and warm measurements.") var hotRows = 100_000
+    @Option(help: "Seconds spent on each timed measurement.") var seconds = 1.0
+    @Option(help: "Directory for the scratch store (default: a new temporary directory, removed afterwards).")
+    var dir: String?
+    @Option(help: "Measurements to run, comma-separated: hot, update, warm, cold, latency, policy.")
+    var only = "hot,update,warm,cold,latency,policy"
+    @Flag(help: "Print one JSON object instead of text.") var json = false
+    @Flag(help: "Tiny sizes and short timings: checks that the benchmark runs; its figures mean nothing.")
+    var quick = false
+
+    func run() throws {
+        // Plain copies: reading an @Option in a loop costs a metadata lookup each time.
+        let (dim, batch, json) = (self.dim, self.batch, self.json)
+        let r = quick ? 12_000 : rows
+        let h = min(quick ? 2_000 : hotRows, r)
+        let perMeasure = quick ? 0.02 : seconds
+        let path = dir ?? temporaryPath()
+        defer { if dir == nil { try? FileManager.default.removeItem(atPath: path) } }
+        try? FileManager.default.removeItem(atPath: path)
+
+        var report = BenchReport(dim: dim, batch: batch, rows: r, hotRows: h)
+        let spec = TableSpec(dimension: dim, initializer: .init(.uniform(low: -0.05, high: 0.05), seed: 1),
+                             optimizer: .rowwiseAdagrad(learningRate: 0.01))
+        let keys = (0..<r).map(scrambledKey)
+        let log: (String) -> Void = { if !json { print($0) } }
+
+        // Build: every row written once, then one checkpoint.
+        var store = try open(path, hot: 64 << 20, warm: 0)
+        var table = try store.createTable("bench", spec)
+        let recordBytes = try table.statistics().recordBytes
+        var started = now()
+        var grads = [Float](repeating: 0, count: batch * dim)
+        for i in grads.indices { grads[i] = Float(i % 97 - 48) / 1000 }
+        for start in stride(from: 0, to: r, by: batch) {
+            let n = min(batch, r - start)
+            try table.applyGradients(Array(keys[start..<(start + n)]), Array(grads[..<(n * dim)]))
+        }
+        report.buildSeconds = now() - started
+        started = now()
+        try store.checkpoint()
+        report.checkpointSeconds = now() - started
+        let built = try table.statistics()
+        report.diskBytesPerRow = Double(built.bytes.coldOnDisk) / Double(r)
+        report.diskVsRaw = Double(built.bytes.coldOnDisk) / Double(r * 4 * (dim + 1))
+        log("built \(r) rows of \(dim) floats in \(fmt(report.buildSeconds)) s, checkpoint \(fmt(report.checkpointSeconds)) s, "
+            + "\(fmt(report.diskBytesPerRow)) bytes per row in LMDB (\(fmt(report.diskVsRaw))x the raw values and state)")
+        try store.close()
+
+        let phases = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        let hotKeys = Array(keys[..<h])
+        var rng = SplitMix(seed: 42)
+        let uniform = (0..<64).map { _ in (0..<batch).map { _ in Int(rng.next() % UInt64(h)) } }
+        let uniformKeys = uniform.map { $0.map { hotKeys[$0] } }
+        let distinct = (0..<64).map { _ in distinctSample(batch, from: h, &rng) }
+        let distinctKeys = distinct.map { $0.map { hotKeys[$0] } }
+        var out = [Float](repeating: 0, count: batch * dim)
+
+        // Hot: the first h rows, all in the hot tier; the flat baseline holds the same rows.
+        if !phases.isDisjoint(with: ["hot", "update"]) {
+            store = try open(path, hot: (h + h / 8 + 1024) * recordBytes, warm: 0)
+            table = try store.table("bench")
+            for _ in 0..<2 { for s in stride(from: 0, to: h, by: batch) { _ = try table.lookup(Array(hotKeys[s..<min(s + batch, h)])) } }
+            let flat = try table.peek(hotKeys)
+            report.hotResident = Double(try table.statistics().rows.hot) / Double(h)
+            if phases.contains("hot") {
+                let gather = FlatRows(values: flat, dim: dim)
+                let pairs = try compare(seconds: perMeasure, batches: uniform.count, rowsPerBatch: batch,
+                    baseline: { b in gather.gather(uniform[b], into: &out) },
+                    subject: { b in try lookup(table, uniformKeys[b], &out) })
+                report.flatGatherNsPerRow = pairs.baseline
+                report.hotNsPerRow = pairs.subject
+                log("hot lookup \(fmt(report.hotNsPerRow)) ns/row; flat gather \(fmt(report.flatGatherNsPerRow)) ns/row "
+                    + "(\(fmt(report.hotNsPerRow / report.flatGatherNsPerRow))x; \(Int(report.hotResident * 100))% of rows hot)")
+            }
+            if phases.contains("update") {
+                var updater = FlatAdagrad(values: flat, dim: dim, learningRate: 0.01, epsilon: 1e-8)
+                let updates = try compare(seconds: perMeasure, batches: distinct.count, rowsPerBatch: batch,
+                    baseline: { b in updater.step(distinct[b], grads) },
+                    subject: { b in try table.applyGradients(distinctKeys[b], grads) })
+                report.updateFlatNsPerRow = updates.baseline
+                report.updateNsPerRow = updates.subject
+                log("row-wise Adagrad on hot rows \(fmt(report.updateNsPerRow)) ns/row; on flat arrays "
+                    + "\(fmt(report.updateFlatNsPerRow)) ns/row (\(fmt(report.updateNsPerRow / report.updateFlatNsPerRow))x)")
+            }
+            try store.close()
+        }
+
+        // Warm: the same rows pushed into the warm tier by a tiny hot tier; read without moving them.
+        if phases.contains("warm") {
+            store = try open(path, hot: 1024 * recordBytes, warm: (h + h / 8 + 1024) * recordBytes)
+            table = try store.table("bench")
+            for s in stride(from: 0, to: h, by: batch) { _ = try table.lookup(Array(hotKeys[s..<min(s + batch, h)])) }
+            report.warmResident = Double(try table.statistics().rows.warm) / Double(h)
+            report.warmNsPerRow = try time(seconds: perMeasure, batches: uniform.count, rowsPerBatch: batch) { b in
+                try peek(table, uniformKeys[b], &out)
+            }
+            log("warm read \(fmt(report.warmNsPerRow)) ns/row (\(Int(report.warmResident * 100))% of rows warm; "
+                + "\(fmt(report.warmNsPerRow / report.hotNsPerRow))x hot)")
+            try store.close()
+        }
+
+        // Cold: every row only in LMDB, its pages in the page cache and, like raw LMDB's, mapped.
+        if phases.contains("cold") {
+            store = try open(path, hot: 1024 * recordBytes, warm: 0, mapResident: Int.max / 2)
+            table = try store.table("bench")
+            for s in stride(from: 0, to: r, by: batch) { _ = try table.peek(Array(keys[s..<min(s + batch, r)])) }
+            let spread = (0..<64).map { _ in (0..<batch).map { _ in keys[Int(rng.next() % UInt64(r))] } }
+            var raw = [UInt8](repeating: 0, count: batch * dim * 4)
+            let cold = try compare(seconds: perMeasure, batches: spread.count, rowsPerBatch: batch,
+                baseline: { b in
+                    _ = try spread[b].withUnsafeBufferPointer { k in
+                        try raw.withUnsafeMutableBytes { try table.rawColdGather(k, into: $0.baseAddress!, bytesPerRow: dim * 4) }
+                    }
+                },
+                subject: { b in try peek(table, spread[b], &out) })
+            report.rawLmdbNsPerRow = cold.baseline
+            report.coldNsPerRow = cold.subject
+            log("cold read \(fmt(report.coldNsPerRow)) ns/row; raw LMDB get + copy \(fmt(report.rawLmdbNsPerRow)) ns/row "
+                + "(\(fmt(report.coldNsPerRow / report.rawLmdbNsPerRow))x)")
+            try store.close()
+
+            // Again with the default cap on LMDB's resident pages: the store drops them from its
+            // page tables as reads go, so reads fault them back in.
+            store = try open(path, hot: 1024 * recordBytes, warm: 0)
+            table = try store.table("bench")
+            report.mapResidentBytes = store.options.mapResidentBytes
+            report.coldCappedNsPerRow = try time(seconds: perMeasure, batches: spread.count, rowsPerBatch: batch) { b in
+                try peek(table, spread[b], &out)
+            }
+            log("cold read with LMDB's resident pages capped at \(store.options.mapResidentBytes >> 20) MiB: "
+                + "\(fmt(report.coldCappedNsPerRow)) ns/row")
+            try store.close()
+        }
+
+        let order = permutation(r, &rng)
+
+        // Latency of one batch lookup on a Zipf 1.0 mix, hot 1% and warm 10% of the rows.
+        if phases.contains("latency") {
+            store = try open(path, hot: max(r / 100, 1) * recordBytes, warm: max(r / 10, 1) * recordBytes)
+            table = try store.table("bench")
+            var zipf = Zipf(count: r, exponent: 1.0)
+            let warmupBatches = quick ? 20 : max(200, 20 * r / batch)
+            for _ in 0..<warmupBatches { try lookup(table, (0..<batch).map { _ in keys[order[zipf.draw(&rng)]] }, &out) }
+            var latencies: [Double] = []
+            for _ in 0..<(quick ? 50 : 2000) {
+                let k = (0..<batch).map { _ in keys[order[zipf.draw(&rng)]] }
+                let t0 = now()
+                try lookup(table, k, &out)
+                latencies.append((now() - t0) * 1e6)
+            }
+            latencies.sort()
+            report.p50Us = quantile(latencies, 0.5)
+            report.p99Us = quantile(latencies, 0.99)
+            let mix = try table.statistics()
+            log("Zipf 1.0 batch of \(batch): p50 \(fmt(report.p50Us)) us, p99 \(fmt(report.p99Us)) us "
+                + "(hot hit ratio \(fmt(mix.traffic.hotHitRatio * 100))%)")
+            try store.close()
+        }
+
+        // Hit ratio of the hot tier against the best static cache of the same size.
+        if phases.contains("policy") {
+            for exponent in [0.9, 1.0, 1.1] {
+                var z = Zipf(count: r, exponent: exponent)
+                for fraction in [0.01, 0.1] {
+                    store = try open(path, hot: max(Int(Double(r) * fraction), 1) * recordBytes, warm: 0)
+                    table = try store.table("bench")
+                    let capacity = try table.statistics().hotCapacityRows
+                    let warmup = quick ? 20_000 : max(60 * capacity, 2 * r)
+                    let measured = quick ? 20_000 : max(20 * capacity, r)
+                    var done = 0
+                    while done < warmup {
+                        try lookup(table, (0..<batch).map { _ in keys[order[z.draw(&rng)]] }, &out)
+                        done += batch
+                    }
+                    let before = try table.statistics().traffic
+                    done = 0
+                    while done < measured {
+                        try lookup(table, (0..<batch).map { _ in keys[order[z.draw(&rng)]] }, &out)
+                        done += batch
+                    }
+                    let after = try table.statistics().traffic
+                    let ratio = Double(after.hotHits - before.hotHits) / Double(after.accesses - before.accesses)
+                    let entry = PolicyEntry(zipf: exponent, cacheFraction: fraction, hitRatio: ratio,
+                                            staticOptimum: z.topMass(capacity), capacityRows: capacity)
+                    report.policy.append(entry)
+                    log("Zipf \(exponent), hot \(Int(fraction * 100))% (\(capacity) rows): hit ratio "
+                        + "\(fmt(ratio * 100))%, best static \(fmt(entry.staticOptimum * 100))%")
+                    try store.close()
+                }
+            }
+        }
+
+        report.finish()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        } else {
+            print("hot_vs_flat \(fmt(report.hotVsFlat))  warm_vs_hot \(fmt(report.warmVsHot))  "
+                  + "cold_vs_raw_lmdb \(fmt(report.coldVsRawLmdb))  update_vs_flat \(fmt(report.updateVsFlat))")
+        }
+    }
+
+    private func open(_ path: String, hot: Int, warm: Int, mapResident: Int? = nil) throws -> Store {
+        var options = Store.Options()
+        options.budget = TierBudget(hotBytes: hot, warmBytes: warm)
+        if let mapResident { options.mapResidentBytes = mapResident }
+        return try Store(path: path, options: options)
+    }
+}
+
+/// Median nanoseconds per row of `body` over all batches, in rounds until `seconds` is spent.
+private func time(seconds: Double, batches: Int, rowsPerBatch: Int, _ body: (Int) throws -> Void) throws -> Double {
+    try compare(seconds: seconds, batches: batches, rowsPerBatch: rowsPerBatch, baseline: { _ in }, subject: body).subject
+}
+
+/// Runs baseline and subject in alternating rounds over the same batches until `seconds` is
+/// spent on each, and returns each one's median nanoseconds per row.
+private func compare(seconds: Double, batches: Int, rowsPerBatch: Int,
+                     baseline: (Int) throws -> Void, subject: (Int) throws -> Void) throws -> (baseline: Double, subject: Double) {
+    var base: [Double] = [], sub: [Double] = []
+    var spent = 0.0
+    var round = 0
+    // One untimed pass of each warms caches and page tables.
+    for b in 0..<batches { try baseline(b); try subject(b) }
+    while spent < 2 * seconds || round < 3 {
+        var t0 = now()
+        for b in 0..<batches { try baseline(b) }
+        let t1 = now()
+        for b in 0..<batches { try subject(b) }
+        let t2 = now()
+        base.append((t1 - t0) * 1e9 / Double(batches * rowsPerBatch))
+        sub.append((t2 - t1) * 1e9 / Double(batches * rowsPerBatch))
+        spent += t2 - t0
+        round += 1
+        t0 = t2
+    }
+    return (median(base), median(sub))
+}
+
+private func lookup(_ table: Table, _ keys: [UInt64], _ out: inout [Float]) throws {
+    try keys.withUnsafeBufferPointer { k in
+        try out.withUnsafeMutableBufferPointer { o in
+            try table.lookup(k, into: UnsafeMutableBufferPointer(rebasing: o[..<(k.count * table.spec.dimension)]))
+        }
+    }
+}
+
+private func peek(_ table: Table, _ keys: [UInt64], _ out: inout [Float]) throws {
+    try keys.withUnsafeBufferPointer { k in
+        try out.withUnsafeMutableBufferPointer { o in
+            try table.peek(k, into: UnsafeMutableBufferPointer(rebasing: o[..<(k.count * table.spec.dimension)]))
+        }
+    }
+}
+
+/// The flat baseline: rows in one contiguous array, gathered by row number.
+private struct FlatRows {
+    let values: [Float]
+    let dim: Int
+
+    func gather(_ ids: [Int], into out: inout [Float]) {
+        values.withUnsafeBufferPointer { v in
+            out.withUnsafeMutableBufferPointer { o in
+                for (j, id) in ids.enumerated() {
+                    (o.baseAddress! + j * dim).update(from: v.baseAddress! + id * dim, count: dim)
+                }
+            }
+        }
+    }
+}
+
+/// Row-wise Adagrad on flat arrays: the same arithmetic as the store's.
+private struct FlatAdagrad {
+    var values: [Float]
+    var accumulators: [Float]
+    let dim: Int
+    let learningRate: Float
+    let epsilon: Float
+
+    init(values: [Float], dim: Int, learningRate: Float, epsilon: Float) {
+        self.values = values
+        accumulators = [Float](repeating: 0, count: values.count / dim)
+        self.dim = dim
+        self.learningRate = learningRate
+        self.epsilon = epsilon
+    }
+
+    mutating func step(_ ids: [Int], _ gradients: [Float]) {
+        let d = dim, lr = learningRate, eps = epsilon
+        values.withUnsafeMutableBufferPointer { v in
+            accumulators.withUnsafeMutableBufferPointer { a in
+                gradients.withUnsafeBufferPointer { g in
+                    for (j, id) in ids.enumerated() {
+                        let w = v.baseAddress! + id * d, gj = g.baseAddress! + j * d
+                        var sum: Float = 0
+                        for i in 0..<d { sum += gj[i] * gj[i] }
+                        let acc = a[id] + sum / Float(d)
+                        a[id] = acc
+                        let rate = lr / (acc.squareRoot() + eps)
+                        for i in 0..<d { w[i] -= rate * gj[i] }
+                    }
+                }
+            }
+        }
+    }
+}
+
+private func distinctSample(_ n: Int, from range: Int, _ rng: inout SplitMix) -> [Int] {
+    var seen = Set<Int>()
+    var out: [Int] = []
+    while out.count < min(n, range) {
+        let x = Int(rng.next() % UInt64(range))
+        if seen.insert(x).inserted { out.append(x) }
+    }
+    return out
+}
+
+private func permutation(_ n: Int, _ rng: inout SplitMix) -> [Int] {
+    var p = Array(0..<n)
+    for i in stride(from: n - 1, to: 0, by: -1) { p.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
+    return p
+}
+
+private func temporaryPath() -> String {
+    NSTemporaryDirectory() + "strata-bench-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+}
+
+func fmt(_ x: Double) -> String {
+    if !x.isFinite { return "n/a" }
+    if abs(x) >= 100 { return String(format: "%.0f", x) }
+    if abs(x) >= 10 { return String(format: "%.1f", x) }
+    return String(format: "%.2f", x)
+}
+
+struct PolicyEntry: Codable {
+    var zipf: Double
+    var cacheFraction: Double
+    var hitRatio: Double
+    var staticOptimum: Double
+    var capacityRows: Int
+}
+
+struct BenchReport: Codable {
+    var dim: Int
+    var batch: Int
+    var rows: Int
+    var hotRows: Int
+    var buildSeconds = 0.0, checkpointSeconds = 0.0, diskBytesPerRow = 0.0, diskVsRaw = 0.0
+    var hotResident = 0.0, warmResident = 0.0
+    var flatGatherNsPerRow = 0.0, hotNsPerRow = 0.0, warmNsPerRow = 0.0, coldNsPerRow = 0.0, rawLmdbNsPerRow = 0.0
+    var coldCappedNsPerRow = 0.0, mapResidentBytes = 0
+    var updateNsPerRow = 0.0, updateFlatNsPerRow = 0.0
+    var hotVsFlat = 0.0, warmVsHot = 0.0, coldVsRawLmdb = 0.0, updateVsFlat = 0.0
+    var p50Us = 0.0, p99Us = 0.0
+    var policy: [PolicyEntry] = []
+
+    init(dim: Int, batch: Int, rows: Int, hotRows: Int) {
+        self.dim = dim
+        self.batch = batch
+        self.rows = rows
+        self.hotRows = hotRows
+    }
+
+    mutating func finish() {
+        hotVsFlat = hotNsPerRow / flatGatherNsPerRow
+        warmVsHot = warmNsPerRow / hotNsPerRow
+        coldVsRawLmdb = coldNsPerRow / rawLmdbNsPerRow
+        updateVsFlat = updateNsPerRow / updateFlatNsPerRow
+    }
+}

@@ -1,2 +1,0 @@
-import StrataStore
-print("strata")
