@@ -21,7 +21,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Rows in the benchmark table.") var rows = 1_000_000
     @Option(help: "Floats per row.") var dim = 64
     @Option(help: "Keys per batch.") var batch = 1024
-    @Option(help: "Rows in the hot tier for the hot, update and warm measurements.") var hotRows = 100_000
+    @Option(help: "Rows in the hot tier for the hot, update and warm measurements (default: all rows).")
+    var hotRows: Int?
     @Option(help: "Seconds spent on each timed measurement.") var seconds = 1.0
     @Option(help: "Directory for the scratch store (default: a new temporary directory, removed afterwards).")
     var dir: String?
@@ -35,7 +36,7 @@ struct Bench: ParsableCommand {
         // Plain copies: reading an @Option in a loop costs a metadata lookup each time.
         let (dim, batch, json) = (self.dim, self.batch, self.json)
         let r = quick ? 12_000 : rows
-        let h = min(quick ? 2_000 : hotRows, r)
+        let h = min(quick ? 2_000 : hotRows ?? r, r)
         let perMeasure = quick ? 0.02 : seconds
         let path = dir ?? temporaryPath()
         defer { if dir == nil { try? FileManager.default.removeItem(atPath: path) } }
@@ -162,7 +163,7 @@ struct Bench: ParsableCommand {
             store = try open(path, hot: max(r / 100, 1) * recordBytes, warm: max(r / 10, 1) * recordBytes)
             table = try store.table("bench")
             var zipf = Zipf(count: r, exponent: 1.0)
-            let warmupBatches = quick ? 20 : max(200, 20 * r / batch)
+            let warmupBatches = quick ? 20 : max(200, 5 * r / batch)
             for _ in 0..<warmupBatches { try lookup(table, (0..<batch).map { _ in keys[order[zipf.draw(&rng)]] }, &out) }
             var latencies: [Double] = []
             for _ in 0..<(quick ? 50 : 2000) {

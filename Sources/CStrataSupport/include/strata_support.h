@@ -12,6 +12,12 @@ static inline void strata_prefetch(const void *address) {
     __builtin_prefetch(address, 0, 3);
 }
 
+/// Hints the CPU to bring the cache line holding `address` into the second-level cache only,
+/// which leaves the first level's few fill buffers to the loads that need them now.
+static inline void strata_prefetch_far(const void *address) {
+    __builtin_prefetch(address, 0, 1);
+}
+
 /// Hints the CPU to bring the cache line holding `address` into cache for writing.
 static inline void strata_prefetch_write(const void *address) {
     __builtin_prefetch(address, 1, 3);

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 // The per-shard map from key to where the row's newest copy is. Open addressing with linear
 // probing and backward-shift deletion (no tombstones in the table), 16 bytes an entry.
 
@@ -57,14 +61,32 @@ struct KeyIndex: ~Copyable {
     init(expected: Int) {
         var capacity = 16
         while capacity * 3 < expected * 4 { capacity <<= 1 }
-        entries = .allocate(capacity: capacity)
+        entries = Self.allocate(capacity)
         mask = capacity - 1
         Self.clear(entries, capacity)
     }
 
-    deinit { entries.deallocate() }
+    deinit { Self.free(entries, capacity) }
 
     var capacity: Int { mask + 1 }
+
+    /// Tables of 2 MiB or more come straight from mmap with transparent huge pages asked
+    /// for: probes land anywhere in them, and 4 KiB pages would make most of them TLB misses.
+    private static let hugeThreshold = 2 << 20
+
+    private static func allocate(_ capacity: Int) -> UnsafeMutablePointer<IndexEntry> {
+        let bytes = capacity * MemoryLayout<IndexEntry>.stride
+        guard bytes >= hugeThreshold else { return .allocate(capacity: capacity) }
+        guard let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              memory != MAP_FAILED else { fatalError("out of memory for a key index of \(bytes) bytes") }
+        _ = madvise(memory, bytes, MADV_HUGEPAGE)
+        return memory.bindMemory(to: IndexEntry.self, capacity: capacity)
+    }
+
+    private static func free(_ entries: UnsafeMutablePointer<IndexEntry>, _ capacity: Int) {
+        let bytes = capacity * MemoryLayout<IndexEntry>.stride
+        if bytes >= hugeThreshold { munmap(entries, bytes) } else { entries.deallocate() }
+    }
     var bytes: Int { capacity * MemoryLayout<IndexEntry>.stride }
 
     private static func clear(_ p: UnsafeMutablePointer<IndexEntry>, _ n: Int) {
@@ -155,7 +177,7 @@ struct KeyIndex: ~Copyable {
 
     private mutating func rehash(_ newCapacity: Int) {
         let oldEntries = entries, oldCapacity = capacity
-        entries = .allocate(capacity: newCapacity)
+        entries = Self.allocate(newCapacity)
         mask = newCapacity - 1
         Self.clear(entries, newCapacity)
         for j in 0..<oldCapacity where oldEntries[j].location != IndexEntry.vacant {
@@ -163,7 +185,7 @@ struct KeyIndex: ~Copyable {
             while entries[i].location != IndexEntry.vacant { i = (i + 1) & mask }
             entries[i] = oldEntries[j]
         }
-        oldEntries.deallocate()
+        Self.free(oldEntries, oldCapacity)
     }
 
     /// Halves every entry's access count.

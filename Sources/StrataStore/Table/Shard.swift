@@ -311,46 +311,63 @@ struct Shard: ~Copyable, @unchecked Sendable {
 
     // MARK: Batch operations (the table calls these with the shard's share of a batch)
 
-    /// Finds which of a group's keys are in hot, prefetching as it goes: first every index
-    /// bucket, then, for each hot key, its row, so the memory latencies overlap instead of
-    /// adding up. Fills `slots[m]` (-1 when not hot) and `positions[m]`. A hit touches only
-    /// its index entry (which also holds its access count), its slot's CLOCK bit and its row.
+    // The hit path is software-pipelined: while member m is probed, the index bucket of
+    // member m + 16 is being fetched and the row of member m - 6 is served, so the memory
+    // latencies of many keys overlap as they do in a plain gather, instead of adding up. A hit
+    // touches only its index entry (which also holds its access count), its slot's CLOCK bit
+    // and its row; nothing moves, so the slots found stay valid until the misses are served,
+    // after every hit. The order changes only where rows end up, never a value.
+
+    private static let bucketDistance = 16, rowDistance = 6
+
+    /// The hot slot and index position of member `m`, or slot -1; prefetches its first
+    /// `rowBytes` bytes of row.
     @inline(__always)
-    private func findHot(_ g: ShardGroup, _ scratch: borrowing BatchScratch, rowBytes: Int) {
-        for m in g.members { strata_prefetch(index.bucket(g.hashes[g.index(m)])) }
-        for m in g.members {
-            let i = g.index(m)
-            let hash = g.hashes[i]
-            if let p = index.find(g.keys[i], hash: hash), index[p].tier == .hot {
-                let slot = index[p].slot
-                scratch.slots[m] = Int32(slot)
-                scratch.positions[m] = Int32(p)
-                let row = hotBase + slot &* recordSize
-                var offset = 0
-                while offset < rowBytes {
-                    strata_prefetch(row + offset)
-                    offset &+= 64
-                }
-            } else {
-                scratch.slots[m] = -1
+    private func probe(_ g: ShardGroup, _ m: Int, rowBytes: Int, _ scratch: borrowing BatchScratch) {
+        let i = g.index(m)
+        if let p = index.find(g.keys[i], hash: g.hashes[i]), index[p].location >> IndexEntry.tierShift == 0 {
+            let slot = index[p].slot
+            scratch.slots[m] = Int32(truncatingIfNeeded: slot)
+            scratch.positions[m] = Int32(truncatingIfNeeded: p)
+            let row = hotBase + slot &* recordSize
+            var offset = 0
+            while offset < rowBytes {
+                strata_prefetch(row + offset)
+                offset &+= 64
             }
+        } else {
+            scratch.slots[m] = -1
         }
     }
 
+    @inline(__always)
+    private func prefetchBucket(_ g: ShardGroup, _ m: Int) {
+        if m < g.members.upperBound { strata_prefetch(index.bucket(g.hashes[g.index(m)])) }
+    }
+
     /// Copies each key's values to `out` (row `i` of the batch at `out + i * d`), bringing
-    /// rows to hot. Hot keys are served first: a miss may evict rows found hot. The order
-    /// changes only where rows end up, never a value.
+    /// rows to hot.
     mutating func lookup(_ g: ShardGroup, into out: UnsafeMutablePointer<Float>, _ t: Table,
                          _ scratch: inout BatchScratch) throws(StoreError) {
         let d = t.format.layout.dimension
-        findHot(g, scratch, rowBytes: 4 * d)
-        for m in g.members where scratch.slots[m] >= 0 {
-            let i = g.index(m), slot = Int(scratch.slots[m])
-            hot.touch(slot)
-            countAccess(at: Int(scratch.positions[m]))
-            (out + i &* d).update(from: hotRecord(slot).values, count: d)
+        let first = g.members.lowerBound, end = g.members.upperBound
+        for m in first..<min(first + Self.bucketDistance, end) { prefetchBucket(g, m) }
+        var hits = 0
+        for m in first..<(end + Self.rowDistance) {
+            if m < end {
+                prefetchBucket(g, m + Self.bucketDistance)
+                probe(g, m, rowBytes: 4 * d, scratch)
+            }
+            let k = m - Self.rowDistance
+            if k >= first, scratch.slots[k] >= 0 {
+                let slot = Int(scratch.slots[k])
+                hot.touch(slot)
+                countAccess(at: Int(scratch.positions[k]))
+                (out + g.index(k) &* d).update(from: hotRecord(slot).values, count: d)
+                hits += 1
+            }
         }
-        counters.hotHits += g.members.count(where: { scratch.slots[$0] >= 0 })
+        counters.hotHits += hits
         for m in g.members where scratch.slots[m] < 0 {
             let i = g.index(m)
             let slot = try resident(g.keys[i], g.hashes[i], t, &scratch)
@@ -362,14 +379,24 @@ struct Shard: ~Copyable, @unchecked Sendable {
     mutating func apply(_ g: ShardGroup, gradients: UnsafePointer<Float>, learningRate: Float, stamp: UInt64,
                         _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) {
         let d = t.format.layout.dimension
-        findHot(g, scratch, rowBytes: t.format.layout.recordSize)
-        for m in g.members where scratch.slots[m] >= 0 {
-            let i = g.index(m), slot = Int(scratch.slots[m])
-            hot.touch(slot)
-            countAccess(at: Int(scratch.positions[m]))
-            step(slot, position: Int(scratch.positions[m]), gradients + i &* d, learningRate, stamp, t.format)
+        let first = g.members.lowerBound, end = g.members.upperBound
+        for m in first..<min(first + Self.bucketDistance, end) { prefetchBucket(g, m) }
+        var hits = 0
+        for m in first..<(end + Self.rowDistance) {
+            if m < end {
+                prefetchBucket(g, m + Self.bucketDistance)
+                probe(g, m, rowBytes: t.format.layout.recordSize, scratch)
+            }
+            let k = m - Self.rowDistance
+            if k >= first, scratch.slots[k] >= 0 {
+                let slot = Int(scratch.slots[k]), p = Int(scratch.positions[k])
+                hot.touch(slot)
+                countAccess(at: p)
+                step(slot, position: p, gradients + g.index(k) &* d, learningRate, stamp, t.format)
+                hits += 1
+            }
         }
-        counters.hotHits += g.members.count(where: { scratch.slots[$0] >= 0 })
+        counters.hotHits += hits
         for m in g.members where scratch.slots[m] < 0 {
             let i = g.index(m)
             let slot = try resident(g.keys[i], g.hashes[i], t, &scratch)
@@ -393,12 +420,53 @@ struct Shard: ~Copyable, @unchecked Sendable {
         if written != flags { setFlags(at: p, written) }
     }
 
-    /// Copies each key's values to `out` without moving rows or counting accesses.
+    /// Copies each key's values to `out` without moving rows or counting accesses. Rows in
+    /// hot and warm are served by the same pipeline as lookups. Warm slots are checked in
+    /// full (checksum) when a clean close's warm tier is taken back and when a row is
+    /// promoted; a read here checks the key.
     func peek(_ g: ShardGroup, into out: UnsafeMutablePointer<Float>, _ t: Table,
               _ scratch: inout BatchScratch) throws(StoreError) {
         let d = t.format.layout.dimension
-        for m in g.members { strata_prefetch(index.bucket(g.hashes[g.index(m)])) }
-        for m in g.members {
+        let first = g.members.lowerBound, end = g.members.upperBound
+        for m in first..<min(first + Self.bucketDistance, end) { prefetchBucket(g, m) }
+        for m in first..<(end + Self.rowDistance) {
+            if m < end {
+                prefetchBucket(g, m + Self.bucketDistance)
+                let i = g.index(m)
+                scratch.slots[m] = -1
+                if let p = index.find(g.keys[i], hash: g.hashes[i]) {
+                    let e = index[p]
+                    let row: UnsafeMutableRawPointer?
+                    switch e.tier {
+                    case .hot: row = hotRecord(e.slot).base
+                    case .warm:
+                        row = warmRecord(e.slot).base
+                        strata_prefetch(warmRecord(e.slot).header)
+                    default: row = nil
+                    }
+                    if let row {
+                        scratch.slots[m] = Int32(e.slot)
+                        scratch.positions[m] = Int32(e.tier.rawValue)
+                        var offset = 0
+                        while offset < 4 * d {
+                            strata_prefetch(row + offset)
+                            offset &+= 64
+                        }
+                    }
+                }
+            }
+            let k = m - Self.rowDistance
+            if k >= first, scratch.slots[k] >= 0 {
+                let slot = Int(scratch.slots[k])
+                let record = scratch.positions[k] == Int32(Tier.hot.rawValue) ? hotRecord(slot) : warmRecord(slot)
+                if scratch.positions[k] == Int32(Tier.hot.rawValue) || record.key == g.keys[g.index(k)] {
+                    (out + g.index(k) &* d).update(from: record.values, count: d)
+                } else {
+                    scratch.slots[k] = -1  // the careful path below says what is wrong
+                }
+            }
+        }
+        for m in g.members where scratch.slots[m] < 0 {
             let i = g.index(m)
             try peek(g.keys[i], g.hashes[i], into: out + i &* d, t, &scratch)
         }

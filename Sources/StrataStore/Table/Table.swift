@@ -77,10 +77,12 @@ public final class Table: @unchecked Sendable {
         guard hotRows >= 1 else {
             throw .impossibleBudget(table: name, detail: "the hot budget of \(budget.hotBytes) bytes holds no row of \(recordSize) bytes")
         }
-        // Shards of at least 128 hot rows keep admission decisions sound; 64 shards are plenty
-        // for two to dozens of cores.
+        // Enough shards that threads rarely meet on a lock (four per core, at most 64), few
+        // enough that a batch's share of each is large; at least 128 hot rows a shard keeps
+        // admission decisions sound. The count only decides placement, never a value.
+        let wanted = min(64, 4 * max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
         var count = 1
-        while count < 64 && count * 2 * 128 <= hotRows { count *= 2 }
+        while count < wanted && count * 2 * 128 <= hotRows { count *= 2 }
         shardCount = count
         shardShift = UInt64(64 - count.trailingZeroBitCount)
         let hotPerShard = hotRows / count
