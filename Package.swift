@@ -56,7 +56,8 @@ let package = Package(
             swiftSettings: strictness),
         .testTarget(
             name: "StrataStoreTests",
-            dependencies: ["StrataStore", "StrataTestSupport", "strata-fault-driver"],
+            // The executables are dependencies so that they are built for the tests that run them.
+            dependencies: ["StrataStore", "StrataTestSupport", "strata-fault-driver", "StrataCLI"],
             swiftSettings: strictness),
     ]
 )

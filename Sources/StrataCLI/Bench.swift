@@ -26,6 +26,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Seconds spent on each timed measurement.") var seconds = 1.0
     @Option(help: "Directory for the scratch store (default: a new temporary directory, removed afterwards).")
     var dir: String?
+    @Option(help: """
+        Measure this existing store instead of building one (with --table). It is never \
+        checkpointed, so nothing the benchmark does to it lasts; it must not be open elsewhere.
+        """)
+    var store: String?
+    @Option(help: "The table of --store to measure.") var table: String?
     @Option(help: "Measurements to run, comma-separated: hot, update, warm, cold, latency, policy.")
     var only = "hot,update,warm,cold,latency,policy"
     @Flag(help: "Print one JSON object instead of text.") var json = false
@@ -34,39 +40,61 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         // Plain copies: reading an @Option in a loop costs a metadata lookup each time.
-        let (dim, batch, json) = (self.dim, self.batch, self.json)
-        let r = quick ? 12_000 : rows
-        let h = min(quick ? 2_000 : hotRows ?? r, r)
-        let perMeasure = quick ? 0.02 : seconds
-        let path = dir ?? temporaryPath()
-        defer { if dir == nil { try? FileManager.default.removeItem(atPath: path) } }
-        try? FileManager.default.removeItem(atPath: path)
-
-        var report = BenchReport(dim: dim, batch: batch, rows: r, hotRows: h)
-        let spec = TableSpec(dimension: dim, initializer: .init(.uniform(low: -0.05, high: 0.05), seed: 1),
-                             optimizer: .rowwiseAdagrad(learningRate: 0.01))
-        let keys = (0..<r).map(scrambledKey)
+        let (batch, json) = (self.batch, self.json)
         let log: (String) -> Void = { if !json { print($0) } }
+        let perMeasure = quick ? 0.02 : seconds
+        var grads: [Float] = []
+        var store: Store
+        var table: Table
 
-        // Build: every row written once, then one checkpoint.
-        var store = try open(path, hot: 64 << 20, warm: 0)
-        var table = try store.createTable("bench", spec)
-        let recordBytes = try table.statistics().recordBytes
-        var started = now()
-        var grads = [Float](repeating: 0, count: batch * dim)
-        for i in grads.indices { grads[i] = Float(i % 97 - 48) / 1000 }
-        for start in stride(from: 0, to: r, by: batch) {
-            let n = min(batch, r - start)
-            try table.applyGradients(Array(keys[start..<(start + n)]), Array(grads[..<(n * dim)]))
+        // The table: an existing one (never checkpointed here), or one built now with every
+        // row written once, then checkpointed.
+        let path: String, tableName: String, spec: TableSpec, keys: [UInt64]
+        var buildSeconds = 0.0, checkpointSeconds = 0.0
+        if let existing = self.store {
+            guard let name = self.table else { throw ValidationError("--store needs --table") }
+            (path, tableName) = (existing, name)
+            store = try open(path, hot: 1 << 20, warm: 0, create: false)
+            table = try store.table(name)
+            spec = table.spec
+            keys = try table.storedKeys(limit: quick ? 12_000 : rows)
+            try store.close()
+            guard !keys.isEmpty else { throw ValidationError("table '\(name)' has no checkpointed rows") }
+            grads = gradients(batch * spec.dimension)
+        } else {
+            (path, tableName) = (dir ?? temporaryPath(), "bench")
+            try? FileManager.default.removeItem(atPath: path)
+            spec = TableSpec(dimension: dim, initializer: .init(.uniform(low: -0.05, high: 0.05), seed: 1),
+                             optimizer: .rowwiseAdagrad(learningRate: 0.01))
+            keys = (0..<(quick ? 12_000 : rows)).map(scrambledKey)
+            grads = gradients(batch * spec.dimension)
+            store = try open(path, hot: 64 << 20, warm: 0)
+            table = try store.createTable(tableName, spec)
+            var started = now()
+            for start in stride(from: 0, to: keys.count, by: batch) {
+                let n = min(batch, keys.count - start)
+                try table.applyGradients(Array(keys[start..<(start + n)]), Array(grads[..<(n * spec.dimension)]))
+            }
+            buildSeconds = now() - started
+            started = now()
+            try store.checkpoint()
+            checkpointSeconds = now() - started
+            try store.close()
         }
-        report.buildSeconds = now() - started
-        started = now()
-        try store.checkpoint()
-        report.checkpointSeconds = now() - started
-        let built = try table.statistics()
-        report.diskBytesPerRow = Double(built.bytes.coldOnDisk) / Double(r)
-        report.diskVsRaw = Double(built.bytes.coldOnDisk) / Double(r * 4 * (dim + 1))
-        log("built \(r) rows of \(dim) floats in \(fmt(report.buildSeconds)) s, checkpoint \(fmt(report.checkpointSeconds)) s, "
+        defer { if self.store == nil && dir == nil { try? FileManager.default.removeItem(atPath: path) } }
+        let dim = spec.dimension
+        let r = keys.count
+        let h = min(quick ? 2_000 : hotRows ?? r, r)
+        var report = BenchReport(dim: dim, batch: batch, rows: r, hotRows: h)
+        report.buildSeconds = buildSeconds
+        report.checkpointSeconds = checkpointSeconds
+        store = try open(path, hot: 1 << 20, warm: 0)
+        let built = try store.table(tableName).statistics()
+        let recordBytes = built.recordBytes
+        report.diskBytesPerRow = Double(built.bytes.coldOnDisk) / Double(max(built.rows.total, 1))
+        report.diskVsRaw = report.diskBytesPerRow / Double(4 * (dim + spec.optimizer.stateCount(dimension: dim)))
+        let origin = self.store == nil ? "built in \(fmt(buildSeconds)) s, checkpoint \(fmt(checkpointSeconds)) s" : path
+        log("\(tableName): \(built.rows.total) rows of \(dim) floats, \(spec.optimizer.name) (\(origin)); "
             + "\(fmt(report.diskBytesPerRow)) bytes per row in LMDB (\(fmt(report.diskVsRaw))x the raw values and state)")
         try store.close()
 
@@ -82,7 +110,7 @@ struct Bench: ParsableCommand {
         // Hot: the first h rows, all in the hot tier; the flat baseline holds the same rows.
         if !phases.isDisjoint(with: ["hot", "update"]) {
             store = try open(path, hot: (h + h / 8 + 1024) * recordBytes, warm: 0)
-            table = try store.table("bench")
+            table = try store.table(tableName)
             for _ in 0..<2 { for s in stride(from: 0, to: h, by: batch) { _ = try table.lookup(Array(hotKeys[s..<min(s + batch, h)])) } }
             let flat = try table.peek(hotKeys)
             report.hotResident = Double(try table.statistics().rows.hot) / Double(h)
@@ -97,13 +125,13 @@ struct Bench: ParsableCommand {
                     + "(\(fmt(report.hotNsPerRow / report.flatGatherNsPerRow))x; \(Int(report.hotResident * 100))% of rows hot)")
             }
             if phases.contains("update") {
-                var updater = FlatAdagrad(values: flat, dim: dim, learningRate: 0.01, epsilon: 1e-8)
+                var updater = FlatOptimizer(values: flat, spec: spec)
                 let updates = try compare(seconds: perMeasure, batches: distinct.count, rowsPerBatch: batch,
                     baseline: { b in updater.step(distinct[b], grads) },
                     subject: { b in try table.applyGradients(distinctKeys[b], grads) })
                 report.updateFlatNsPerRow = updates.baseline
                 report.updateNsPerRow = updates.subject
-                log("row-wise Adagrad on hot rows \(fmt(report.updateNsPerRow)) ns/row; on flat arrays "
+                log("\(spec.optimizer.name) on hot rows \(fmt(report.updateNsPerRow)) ns/row; on flat arrays "
                     + "\(fmt(report.updateFlatNsPerRow)) ns/row (\(fmt(report.updateNsPerRow / report.updateFlatNsPerRow))x)")
             }
             try store.close()
@@ -112,7 +140,7 @@ struct Bench: ParsableCommand {
         // Warm: the same rows pushed into the warm tier by a tiny hot tier; read without moving them.
         if phases.contains("warm") {
             store = try open(path, hot: 1024 * recordBytes, warm: (h + h / 8 + 1024) * recordBytes)
-            table = try store.table("bench")
+            table = try store.table(tableName)
             for s in stride(from: 0, to: h, by: batch) { _ = try table.lookup(Array(hotKeys[s..<min(s + batch, h)])) }
             report.warmResident = Double(try table.statistics().rows.warm) / Double(h)
             report.warmNsPerRow = try time(seconds: perMeasure, batches: uniform.count, rowsPerBatch: batch) { b in
@@ -126,7 +154,7 @@ struct Bench: ParsableCommand {
         // Cold: every row only in LMDB, its pages in the page cache and, like raw LMDB's, mapped.
         if phases.contains("cold") {
             store = try open(path, hot: 1024 * recordBytes, warm: 0, mapResident: Int.max / 2)
-            table = try store.table("bench")
+            table = try store.table(tableName)
             for s in stride(from: 0, to: r, by: batch) { _ = try table.peek(Array(keys[s..<min(s + batch, r)])) }
             let spread = (0..<64).map { _ in (0..<batch).map { _ in keys[Int(rng.next() % UInt64(r))] } }
             var raw = [UInt8](repeating: 0, count: batch * dim * 4)
@@ -146,7 +174,7 @@ struct Bench: ParsableCommand {
             // Again with the default cap on LMDB's resident pages: the store drops them from its
             // page tables as reads go, so reads fault them back in.
             store = try open(path, hot: 1024 * recordBytes, warm: 0)
-            table = try store.table("bench")
+            table = try store.table(tableName)
             report.mapResidentBytes = store.options.mapResidentBytes
             report.coldCappedNsPerRow = try time(seconds: perMeasure, batches: spread.count, rowsPerBatch: batch) { b in
                 try peek(table, spread[b], &out)
@@ -161,7 +189,7 @@ struct Bench: ParsableCommand {
         // Latency of one batch lookup on a Zipf 1.0 mix, hot 1% and warm 10% of the rows.
         if phases.contains("latency") {
             store = try open(path, hot: max(r / 100, 1) * recordBytes, warm: max(r / 10, 1) * recordBytes)
-            table = try store.table("bench")
+            table = try store.table(tableName)
             var zipf = Zipf(count: r, exponent: 1.0)
             let warmupBatches = quick ? 20 : max(200, 5 * r / batch)
             for _ in 0..<warmupBatches { try lookup(table, (0..<batch).map { _ in keys[order[zipf.draw(&rng)]] }, &out) }
@@ -187,7 +215,7 @@ struct Bench: ParsableCommand {
                 var z = Zipf(count: r, exponent: exponent)
                 for fraction in [0.01, 0.1] {
                     store = try open(path, hot: max(Int(Double(r) * fraction), 1) * recordBytes, warm: 0)
-                    table = try store.table("bench")
+                    table = try store.table(tableName)
                     let capacity = try table.statistics().hotCapacityRows
                     let warmup = quick ? 20_000 : max(60 * capacity, 2 * r)
                     let measured = quick ? 20_000 : max(20 * capacity, r)
@@ -226,8 +254,9 @@ struct Bench: ParsableCommand {
         }
     }
 
-    private func open(_ path: String, hot: Int, warm: Int, mapResident: Int? = nil) throws -> Store {
+    private func open(_ path: String, hot: Int, warm: Int, mapResident: Int? = nil, create: Bool = true) throws -> Store {
         var options = Store.Options()
+        options.create = create && self.store == nil
         options.budget = TierBudget(hotBytes: hot, warmBytes: warm)
         if let mapResident { options.mapResidentBytes = mapResident }
         return try Store(path: path, options: options)
@@ -295,40 +324,48 @@ private struct FlatRows {
     }
 }
 
-/// Row-wise Adagrad on flat arrays: the same arithmetic as the store's.
-private struct FlatAdagrad {
+/// The table's optimizer on flat arrays (values, state, step counts), calling the very
+/// function the store calls, so the arithmetic is the same.
+private struct FlatOptimizer {
     var values: [Float]
-    var accumulators: [Float]
-    let dim: Int
-    let learningRate: Float
-    let epsilon: Float
+    var state: [Float]
+    var steps: [UInt64]
+    let spec: TableSpec
 
-    init(values: [Float], dim: Int, learningRate: Float, epsilon: Float) {
+    init(values: [Float], spec: TableSpec) {
         self.values = values
-        accumulators = [Float](repeating: 0, count: values.count / dim)
-        self.dim = dim
-        self.learningRate = learningRate
-        self.epsilon = epsilon
+        self.spec = spec
+        let rows = values.count / spec.dimension
+        let s = spec.optimizer.stateCount(dimension: spec.dimension)
+        state = [Float](repeating: 0, count: max(rows * s, 1))
+        steps = [UInt64](repeating: 0, count: rows)
+        state.withUnsafeMutableBufferPointer { p in
+            for row in 0..<rows where s > 0 { spec.optimizer.initializeState(p.baseAddress! + row * s, dimension: spec.dimension) }
+        }
     }
 
     mutating func step(_ ids: [Int], _ gradients: [Float]) {
-        let d = dim, lr = learningRate, eps = epsilon
+        let d = spec.dimension, s = spec.optimizer.stateCount(dimension: d)
+        let optimizer = spec.optimizer, rate = optimizer.learningRate
         values.withUnsafeMutableBufferPointer { v in
-            accumulators.withUnsafeMutableBufferPointer { a in
-                gradients.withUnsafeBufferPointer { g in
-                    for (j, id) in ids.enumerated() {
-                        let w = v.baseAddress! + id * d, gj = g.baseAddress! + j * d
-                        var sum: Float = 0
-                        for i in 0..<d { sum += gj[i] * gj[i] }
-                        let acc = a[id] + sum / Float(d)
-                        a[id] = acc
-                        let rate = lr / (acc.squareRoot() + eps)
-                        for i in 0..<d { w[i] -= rate * gj[i] }
+            state.withUnsafeMutableBufferPointer { a in
+                steps.withUnsafeMutableBufferPointer { t in
+                    gradients.withUnsafeBufferPointer { g in
+                        for (j, id) in ids.enumerated() {
+                            t[id] += 1
+                            optimizer.apply(values: v.baseAddress! + id * d, state: a.baseAddress! + id * s,
+                                            gradient: g.baseAddress! + j * d, dimension: d, step: t[id], learningRate: rate)
+                            spec.storage.round(v.baseAddress! + id * d, count: d)
+                        }
                     }
                 }
             }
         }
     }
+}
+
+private func gradients(_ count: Int) -> [Float] {
+    (0..<count).map { Float($0 % 97 - 48) / 1000 }
 }
 
 private func distinctSample(_ n: Int, from range: Int, _ rng: inout SplitMix) -> [Int] {

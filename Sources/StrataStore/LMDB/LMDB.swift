@@ -243,8 +243,8 @@ extension LMDBReading where Self: ~Copyable {
     /// `body` returns false to stop.
     func forEach(
         _ db: LMDBDatabase, from start: UInt64 = 0,
-        _ body: (UInt64, UnsafeRawBufferPointer) throws -> Bool
-    ) throws {
+        _ body: (UInt64, UnsafeRawBufferPointer) -> Bool
+    ) throws(LMDBError) {
         var cursor: OpaquePointer?
         try check(mdb_cursor_open(txn, db.handle, &cursor), "mdb_cursor_open")
         defer { mdb_cursor_close(cursor) }
@@ -257,7 +257,7 @@ extension LMDBReading where Self: ~Copyable {
         }
         while rc == 0 {
             let key = UnsafeRawPointer(keyVal.mv_data!).loadUnaligned(as: UInt64.self)
-            if try !body(key, UnsafeRawBufferPointer(start: dataVal.mv_data, count: dataVal.mv_size)) { return }
+            if !body(key, UnsafeRawBufferPointer(start: dataVal.mv_data, count: dataVal.mv_size)) { return }
             rc = mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_NEXT)
         }
         if rc != MDB_NOTFOUND { try check(rc, "mdb_cursor_get") }

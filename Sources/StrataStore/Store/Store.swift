@@ -249,7 +249,7 @@ public final class Store: Sendable {
             if fileExists(path + "/tables") {
                 throw .corrupted(file: dataPath, detail: "missing, though the store has tables")
             }
-            guard options.create else { throw .corrupted(file: dataPath, detail: "no store here") }
+            guard options.create else { throw .noStore(path: path) }
             do { try makeDirectories(path) } catch { throw Self.openFailure(error) }
         }
         let lockFile = try StoreLockFile(path: path + "/LOCK")

@@ -14,6 +14,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case nonFiniteGradient(table: String, key: UInt64, element: Int)
     /// A batch's learning rate cannot be used with the table's optimizer.
     case invalidLearningRate(table: String, value: Float, reason: String)
+    /// There is no store at this path (and the options did not ask to create one).
+    case noStore(path: String)
     /// A file was written by a newer Strata than this one.
     case newerFormat(file: String, found: Int, supported: Int)
     /// A file does not hold what it should.
@@ -48,6 +50,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
             "table '\(table)': gradient of key \(key) is not finite at element \(element); the batch was rejected, nothing was applied"
         case .invalidLearningRate(let table, let value, let reason):
             "table '\(table)': learning rate \(value) rejected: \(reason); nothing was applied"
+        case .noStore(let path):
+            "\(path): no Strata store here"
         case .newerFormat(let file, let found, let supported):
             "\(file): written in format version \(found); this build reads up to \(supported)"
         case .corrupted(let file, let detail):

@@ -542,6 +542,28 @@ func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
 }
 
 extension Table {
+    /// Keys LMDB holds for this table as of the last checkpoint, in key order, at most
+    /// `limit` of them (an LMDB cursor walk).
+    public func storedKeys(limit: Int = .max) throws(StoreError) -> [UInt64] {
+        try store.lock.shared { () throws(StoreError) -> [UInt64] in
+            try store.ensureOpen()
+            guard let db = rowsDatabase else { return [] }
+            var keys: [UInt64] = []
+            let txn: LMDBReadTransaction
+            do throws(LMDBError) { txn = try store.readers.acquire() } catch { throw store.lmdbFailure(error) }
+            var failure: LMDBError?
+            do throws(LMDBError) {
+                try txn.forEach(db) { key, _ in
+                    keys.append(key)
+                    return keys.count < limit
+                }
+            } catch { failure = error }
+            store.readers.release(txn)
+            if let failure { throw store.lmdbFailure(failure) }
+            return keys
+        }
+    }
+
     /// The baseline that benchmarks compare cold reads with: for each key, `mdb_get` and a copy
     /// of `bytesPerRow` bytes of the stored value, in one read transaction, with no checksum,
     /// decompression or decoding. It ignores hot, warm and spill, so it is not a way to read

@@ -115,7 +115,7 @@ public enum Optimizer: Sendable, Codable, Equatable, Hashable {
     }
 
     /// Floats of state per row.
-    func stateCount(dimension: Int) -> Int {
+    public func stateCount(dimension: Int) -> Int {
         switch self {
         case .sgd: 0
         case .adagrad: dimension

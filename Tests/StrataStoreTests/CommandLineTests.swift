@@ -1,0 +1,51 @@
+// The `strata` command, run as a user runs it. Timings are printed by the commands, never
+// asserted here: these tests only check that the commands work and report what they should.
+import Foundation
+import Testing
+import StrataTestSupport
+
+@Suite struct CommandLineTests {
+    static let strata = productsDirectory() + "/strata"
+
+    static func run(_ arguments: [String]) throws -> (status: Int32, lines: [String]) {
+        let child = try ChildProcess(strata, arguments)
+        let lines = child.readAll(timeout: 600)
+        return (try child.wait(), lines)
+    }
+
+    @Test func benchQuickReportsEveryFigureAsJSON() throws {
+        let (status, lines) = try Self.run(["bench", "--quick", "--json"])
+        #expect(status == 0, "\(lines.suffix(5))")
+        let json = try #require(lines.last { $0.hasPrefix("{") }, "no JSON in \(lines.suffix(5))")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any])
+        for key in ["dim", "batch", "rows", "flat_gather_ns_per_row", "hot_ns_per_row", "warm_ns_per_row",
+                    "cold_ns_per_row", "raw_lmdb_ns_per_row", "hot_vs_flat", "warm_vs_hot", "cold_vs_raw_lmdb",
+                    "update_ns_per_row", "update_vs_flat", "p50_us", "p99_us"] {
+            let value = try #require(object[key] as? Double, "\(key) missing from \(json)")
+            #expect(value.isFinite && value > 0, "\(key) = \(value)")
+        }
+        let policy = try #require(object["policy"] as? [[String: Any]])
+        #expect(policy.count == 6)
+        for entry in policy {
+            let hit = try #require(entry["hit_ratio"] as? Double), best = try #require(entry["static_optimum"] as? Double)
+            #expect(hit > 0 && hit <= 1 && best > 0 && best <= 1, "\(entry)")
+            #expect(entry["zipf"] is Double && entry["cache_fraction"] is Double)
+        }
+    }
+
+    @Test func roundtripReadsEveryRowBack() throws {
+        let directory = temporaryDirectory("strata-roundtrip")
+        defer { removeDirectory(directory) }
+        let (status, lines) = try Self.run(["roundtrip", "--store", directory + "/store", "--rows", "30000",
+                                            "--hot-mb", "1", "--warm-mb", "2"])
+        #expect(status == 0, "\(lines.suffix(5))")
+        #expect(lines.contains { $0.hasPrefix("checkpoint 1: 30000 rows") }, "\(lines)")
+        #expect(lines.contains("all 30000 rows read back bit-identical, twice"), "\(lines.suffix(5))")
+    }
+
+    @Test func benchOnAMissingStoreSaysSo() throws {
+        let (status, lines) = try Self.run(["bench", "--store", "/nonexistent/strata", "--table", "t"])
+        #expect(status != 0)
+        #expect(lines.contains { $0.contains("no Strata store here") }, "\(lines)")
+    }
+}
