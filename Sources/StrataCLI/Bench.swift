@@ -100,7 +100,7 @@ struct Bench: ParsableCommand {
 
         let phases = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
         let hotKeys = Array(keys[..<h])
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         let uniform = (0..<64).map { _ in (0..<batch).map { _ in Int(rng.next() % UInt64(h)) } }
         let uniformKeys = uniform.map { $0.map { hotKeys[$0] } }
         let distinct = (0..<64).map { _ in distinctSample(batch, from: h, &rng) }
@@ -368,7 +368,7 @@ private func gradients(_ count: Int) -> [Float] {
     (0..<count).map { Float($0 % 97 - 48) / 1000 }
 }
 
-private func distinctSample(_ n: Int, from range: Int, _ rng: inout SplitMix) -> [Int] {
+private func distinctSample(_ n: Int, from range: Int, _ rng: inout SplitMix64) -> [Int] {
     var seen = Set<Int>()
     var out: [Int] = []
     while out.count < min(n, range) {
@@ -378,7 +378,7 @@ private func distinctSample(_ n: Int, from range: Int, _ rng: inout SplitMix) ->
     return out
 }
 
-private func permutation(_ n: Int, _ rng: inout SplitMix) -> [Int] {
+private func permutation(_ n: Int, _ rng: inout SplitMix64) -> [Int] {
     var p = Array(0..<n)
     for i in stride(from: n - 1, to: 0, by: -1) { p.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
     return p

@@ -1,3 +1,4 @@
+import StrataStore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,19 +19,6 @@ func quantile(_ sorted: [Double], _ q: Double) -> Double {
 
 func median(_ values: [Double]) -> Double { quantile(values.sorted(), 0.5) }
 
-/// SplitMix64, for reproducible keys and traces.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Ranks 0..<n drawn with probability proportional to 1/(rank+1)^s, by inverting the CDF.
 struct Zipf {
     let exponent: Double
@@ -48,7 +36,7 @@ struct Zipf {
         cdf = c
     }
 
-    mutating func draw(_ rng: inout SplitMix) -> Int {
+    mutating func draw(_ rng: inout SplitMix64) -> Int {
         let u = Double(rng.next() >> 11) * 0x1p-53
         var lo = 0, hi = cdf.count - 1
         while lo < hi {
@@ -65,6 +53,6 @@ struct Zipf {
 
 /// A fixed scramble of row numbers into keys, so keys look like hashed ids.
 func scrambledKey(_ i: Int) -> UInt64 {
-    var rng = SplitMix(seed: UInt64(i) ^ 0x5EED_0F_4B1D)
+    var rng = SplitMix64(seed: UInt64(i) ^ 0x5EED_0F_4B1D)
     return rng.next()
 }

@@ -13,9 +13,9 @@
 // that it may be partly applied), retries the checkpoint (--path checkpoint: it must fail the
 // same way, or with --recover 1 succeed once the limit is lifted), and closes.
 //
-// Lines: `workload F`, `checkpoint G N` (checkpoint G holds batches 0..<N), `limit BYTES`,
-// `failed-in apply B` or `failed-in checkpoint N`, `error-*` (see report), `last G N`,
-// `memory-check OK BAD`, `retry-*`, `recovered G N`, `closed` or `close-error-*`.
+// Lines: `checkpoint G N` (checkpoint G holds batches 0..<N), `limit BYTES`, `failed-in
+// apply B` or `failed-in checkpoint N`, `error-*` (see report), `last G N`, `memory-check
+// OK BAD`, `retry-*`, `recovered G N`, `closed` or `close-error-*`.
 import StrataStore
 import StrataTestSupport
 #if canImport(Glibc)
@@ -36,8 +36,6 @@ enum DiskFull {
         let store = try Store(path: path, options: DiskFullWorkload.options(kind))
         let table = try store.createTable("rows", spec)
         var reference = ReferenceTable(spec: spec)
-        let first = DiskFullWorkload.batch(0), second = DiskFullWorkload.batch(1)
-        say("workload \(fingerprint(first.keys + second.keys, first.gradients + second.gradients))")
 
         // Before the limit: everything succeeds.
         let before = 3
@@ -45,7 +43,7 @@ enum DiskFull {
             let (keys, g) = DiskFullWorkload.batch(b)
             try table.applyGradients(keys, g)
             reference.apply(keys, g)
-            let info = try store.checkpoint(payload: countPayload(b + 1))
+            let info = try store.checkpoint(payload: CheckpointCount.payload(b + 1))
             say("checkpoint \(info.generation) \(b + 1)")
         }
 
@@ -75,7 +73,7 @@ enum DiskFull {
             b += 1
             if kind == "checkpoint" {
                 do throws(StoreError) {
-                    let info = try store.checkpoint(payload: countPayload(b))
+                    let info = try store.checkpoint(payload: CheckpointCount.payload(b))
                     say("checkpoint \(info.generation) \(b)")
                 } catch {
                     failure = error
@@ -90,7 +88,7 @@ enum DiskFull {
         say(interrupted.map { "failed-in apply \($0)" } ?? "failed-in checkpoint \(b)")
         report(failure)
         let last = store.lastCheckpoint
-        say("last \(last.generation) \(count(in: last.payload))")
+        say("last \(last.generation) \(CheckpointCount.count(in: last.payload))")
 
         // Rows written so far still read right from memory and the spill file (peek moves
         // nothing, so it needs no room; lookup too when nothing has to be spilled).
@@ -115,7 +113,7 @@ enum DiskFull {
 
         if kind == "checkpoint" {
             do throws(StoreError) {
-                let info = try store.checkpoint(payload: countPayload(b))
+                let info = try store.checkpoint(payload: CheckpointCount.payload(b))
                 say("retry-ok \(info.generation)")
             } catch {
                 report(error, prefix: "retry")
@@ -126,7 +124,7 @@ enum DiskFull {
                     say("setrlimit failed: errno \(errno)")
                     return 1
                 }
-                let info = try store.checkpoint(payload: countPayload(b))
+                let info = try store.checkpoint(payload: CheckpointCount.payload(b))
                 say("recovered \(info.generation) \(b)")
             }
         }

@@ -1,7 +1,6 @@
 // What the fault modes share: printing a StoreError so the parent can parse it, dropping
-// root's privileges, and the small deterministic workloads that a mode and its test replay
-// independently (Tests/StrataStoreTests/FaultScenarios.swift holds the same definitions;
-// the two must agree, and the tests fail loudly when they do not).
+// root's privileges, and finding the largest file of a store. The workloads a mode runs and
+// its test replays are in StrataTestSupport (Tests/Support/FaultScenarios.swift).
 import StrataStore
 #if canImport(Glibc)
 import Glibc
@@ -67,72 +66,4 @@ func largestFile(under path: String) -> Int {
         }
     }
     return largest
-}
-
-/// A checkpoint payload holding one count.
-func countPayload(_ n: Int) -> [UInt8] { withUnsafeBytes(of: UInt64(n)) { Array($0) } }
-
-func count(in payload: [UInt8]) -> Int {
-    payload.count == 8 ? Int(payload.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }) : -1
-}
-
-/// The disk-full run: batch `b` updates 64 new rows and revisits 8 earlier ones (duplicates
-/// included), 296-byte records (dimension 64, row-wise AdaGrad).
-enum DiskFullWorkload {
-    static let spec = TableSpec(dimension: 64, initializer: .init(.uniform(low: -0.1, high: 0.1), seed: 11),
-                                optimizer: .rowwiseAdagrad(learningRate: 0.05))
-    static let newRowsPerBatch = 64
-
-    static func key(_ n: Int) -> UInt64 { UInt64(n) &* 0x9E37_79B9_7F4A_7C15 }
-
-    static func batch(_ b: Int) -> (keys: [UInt64], gradients: [Float]) {
-        var keys = (0..<newRowsPerBatch).map { key(b * newRowsPerBatch + $0) }
-        let written = (b + 1) * newRowsPerBatch
-        keys += (0..<8).map { key((b * 37 + $0 * 101) % written) }
-        let d = spec.dimension
-        var g = [Float](repeating: 0, count: keys.count * d)
-        for (i, k) in keys.enumerated() {
-            for j in 0..<d { g[i * d + j] = Float(Int((k &* 31 &+ UInt64(j) &+ UInt64(b) &* 7) % 201) - 100) / 1000 }
-        }
-        return (keys, g)
-    }
-
-    /// `checkpoint`: everything fits in hot memory, so only a checkpoint growing LMDB's
-    /// preallocated map can meet the limit. `spill`: a few dozen rows of memory, so changed
-    /// rows go to the spill file between checkpoints.
-    static func options(_ path: String) -> Store.Options {
-        var o = Store.Options()
-        o.initialMapBytes = 1 << 20
-        o.mapResidentBytes = 1 << 20
-        o.budget = path == "spill" ? TierBudget(hotBytes: 8 << 10, warmBytes: 16 << 10)
-                                   : TierBudget(hotBytes: 4 << 20, warmBytes: 0)
-        return o
-    }
-}
-
-/// The read-only runs: 200 rows of dimension 8 under SGD; application `n` adds the same
-/// gradient again.
-enum SmallWorkload {
-    static let spec = TableSpec(dimension: 8, initializer: .init(.uniform(low: -1, high: 1), seed: 5),
-                                optimizer: .sgd(learningRate: 0.1))
-    static let keys: [UInt64] = (0..<200).map { UInt64($0) &* 0x9E37_79B9_7F4A_7C15 }
-    static var gradients: [Float] {
-        keys.flatMap { k in (0..<8).map { j in Float(Int((k &+ UInt64(j) &* 7) % 13) - 6) / 10 } }
-    }
-
-    static func options() -> Store.Options {
-        var o = Store.Options()
-        o.initialMapBytes = 1 << 20
-        o.budget = TierBudget(hotBytes: 16 << 10, warmBytes: 16 << 10)
-        return o
-    }
-}
-
-/// FNV-1a over keys and gradient bits, printed by the modes so a test can check that its copy
-/// of a workload is the same as the driver's.
-func fingerprint(_ keys: [UInt64], _ gradients: [Float]) -> UInt64 {
-    var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    for k in keys { h = (h ^ k) &* 0x100_0000_01b3 }
-    for g in gradients { h = (h ^ UInt64(g.bitPattern)) &* 0x100_0000_01b3 }
-    return h
 }

@@ -6,6 +6,7 @@
 // --hold it then keeps the store open for that long (or until killed), printing `holding`
 // first, so that a test can try to open it from elsewhere.
 import StrataStore
+import StrataTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -12,6 +12,7 @@
 // Lines: `dropped 0|1`, `opened` or `error-*` (see report); for while-open also
 // `checkpoint G N`, `create-table-*`, `checkpoint-after-*`, `close-*`, `last G N`.
 import StrataStore
+import StrataTestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -45,7 +46,7 @@ enum ReadOnly {
         let store = try Store(path: path, options: SmallWorkload.options())
         let table = try store.createTable("rows", SmallWorkload.spec)
         try table.applyGradients(SmallWorkload.keys, SmallWorkload.gradients)
-        let info = try store.checkpoint(payload: countPayload(1))
+        let info = try store.checkpoint(payload: CheckpointCount.payload(1))
         say("checkpoint \(info.generation) 1")
         try table.applyGradients(SmallWorkload.keys, SmallWorkload.gradients)
 
@@ -64,13 +65,13 @@ enum ReadOnly {
         // The files are open already, so a checkpoint may well succeed; either way it must
         // leave the store at a checkpoint that reopens.
         do throws(StoreError) {
-            let info = try store.checkpoint(payload: countPayload(2))
+            let info = try store.checkpoint(payload: CheckpointCount.payload(2))
             say("checkpoint-after-ok \(info.generation) 2")
         } catch {
             report(error, prefix: "checkpoint-after")
         }
         let last = store.lastCheckpoint
-        say("last \(last.generation) \(count(in: last.payload))")
+        say("last \(last.generation) \(CheckpointCount.count(in: last.payload))")
         do throws(StoreError) {
             try store.close()
             say("close-ok")

@@ -84,7 +84,7 @@ import StrataTestSupport
     /// Long random sequences, for small capacities and ones with a window of several rows.
     @Test(arguments: [0, 1, 2, 3, 4, 5, 6, 150, 420])
     func randomSequences(capacity: Int) {
-        var rng = SeededGenerator(seed: UInt64(capacity) &+ 77)
+        var rng = SplitMix64(seed: UInt64(capacity) &+ 77)
         let runs = capacity <= 6 ? 150 : 3
         let length = capacity <= 6 ? 80 : 2 * capacity
         for run in 0..<runs {
@@ -118,7 +118,7 @@ import StrataTestSupport
     /// fills first, then the window; the free slots are handed out lowest first.
     @Test(arguments: 0...6)
     func adoptEverySubset(capacity: Int) {
-        var rng = SeededGenerator(seed: 5)
+        var rng = SplitMix64(seed: 5)
         for subset in 0..<(1 << capacity) {
             let slots = (0..<capacity).filter { subset & (1 << $0) != 0 }
             for order in [slots, slots.reversed(), slots.shuffled(using: &rng)] {
@@ -161,7 +161,7 @@ import StrataTestSupport
     @Test(arguments: [0, 1, 6, 16, 64, 1000])
     func sketchNeverUndercountsOrDecays(capacity: Int) {
         var sketch = FrequencySketch(capacity: capacity)
-        var rng = SeededGenerator(seed: UInt64(capacity) + 3)
+        var rng = SplitMix64(seed: UInt64(capacity) + 3)
         let keys = (0..<UInt64(max(40, capacity / 4))).map { $0 &* 7919 }
         var counts = [Int](repeating: 0, count: keys.count)
         var previous = [Int](repeating: 0, count: keys.count)
@@ -213,7 +213,7 @@ import StrataTestSupport
     /// `keys` were incremented, `others` not (they read whatever they share with `keys`).
     static func load(_ sketch: inout FrequencySketch, seed: UInt64) -> (keys: [UInt64], others: [UInt64]) {
         let capacity = sketch.bytes / 16  // four counters of the sketch's per row of capacity
-        var rng = SeededGenerator(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let keys = (0..<UInt64(2 * max(capacity, 16))).map { $0 &* 0x9E37_79B9 &+ 17 }
         let chosen = [0, 1, 2, 3, 127, 128, 255, 256, 300]
         for (n, k) in keys.enumerated() {
@@ -276,7 +276,7 @@ import StrataTestSupport
         var sketch = FrequencySketch(capacity: capacity)
         let (keys, others) = Self.load(&sketch, seed: UInt64(capacity) &+ 23)
         let universe = keys + others
-        var rng = SeededGenerator(seed: UInt64(capacity) &+ 29)
+        var rng = SplitMix64(seed: UInt64(capacity) &+ 29)
         var before = universe.map { sketch.estimate(KeyHash.of($0)) }
         let targets: [Int] = [0, 1, 2, 7, 100, 254, 255, 256, 1000, 65535]
         var raisedToTop = false
@@ -368,7 +368,7 @@ import StrataTestSupport
 
     /// An index of `n` keys with random flags and counts, and what each entry should hold.
     static func fill(_ index: inout KeyIndex, _ n: Int, seed: UInt64) -> [UInt64: IndexEntry] {
-        var rng = SeededGenerator(seed: seed)
+        var rng = SplitMix64(seed: seed)
         var expected: [UInt64: IndexEntry] = [:]
         let edges: [UInt32] = [0, 1, 2, 3, 65_534, 65_535]
         for i in 0..<n {

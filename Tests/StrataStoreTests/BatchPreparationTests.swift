@@ -77,7 +77,7 @@ import StrataTestSupport
     /// Larger batches: many duplicates, keys crowding a few buckets of the merge's table,
     /// the extreme keys.
     @Test func largeRandomBatches() {
-        var rng = SeededGenerator(seed: 404)
+        var rng = SplitMix64(seed: 404)
         for round in 0..<60 {
             let n = Int.random(in: 2...600, using: &rng)
             let d = Int.random(in: 1...5, using: &rng)

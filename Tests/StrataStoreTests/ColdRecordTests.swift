@@ -44,7 +44,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
         }
     }
 
-    static func randomFinite(_ rng: inout SeededGenerator) -> Float {
+    static func randomFinite(_ rng: inout SplitMix64) -> Float {
         while true {
             let x = Float(bitPattern: UInt32(truncatingIfNeeded: rng.next()))
             if x.isFinite { return x }
@@ -53,7 +53,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
 
     /// A record of the given kind, with values already rounded to the storage type (as every
     /// record in the store is).
-    static func makeRecord(_ format: RowFormat, _ kind: Row, _ rng: inout SeededGenerator) -> RecordBuffer {
+    static func makeRecord(_ format: RowFormat, _ kind: Row, _ rng: inout SplitMix64) -> RecordBuffer {
         let layout = format.layout
         let buffer = RecordBuffer(layout)
         let r = buffer.record
@@ -125,7 +125,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
         let format = RowFormat(c.spec)
         let layout = format.layout
         var codec = ColdRecord(format: format)
-        var rng = SeededGenerator(seed: UInt64(c.dimension) &* 31 &+ UInt64(format.optimizer.code) &* 7 &+ UInt64(format.storage.code))
+        var rng = SplitMix64(seed: UInt64(c.dimension) &* 31 &+ UInt64(format.optimizer.code) &* 7 &+ UInt64(format.storage.code))
         let payloadSize = c.dimension * c.storage.byteWidth + 4 * layout.stateCount
         for kind in Row.allCases {
             let source = Self.makeRecord(format, kind, &rng)
@@ -186,7 +186,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
     func corruptionIsDetected(_ c: Case) throws {
         let format = RowFormat(c.spec)
         var codec = ColdRecord(format: format)
-        var rng = SeededGenerator(seed: UInt64(c.dimension) &+ 1000)
+        var rng = SplitMix64(seed: UInt64(c.dimension) &+ 1000)
         let target = RecordBuffer(format.layout)
         var values = [Float](repeating: 0, count: c.dimension)
         var failures = 0
@@ -227,7 +227,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
     func newerVersionIsReported(_ version: UInt8) throws {
         let format = RowFormat(TableSpec(dimension: 16, storage: .float16, optimizer: .adam()))
         var codec = ColdRecord(format: format)
-        var rng = SeededGenerator(seed: 1)
+        var rng = SplitMix64(seed: 1)
         for kind in Row.allCases {
             var bytes = Self.encode(&codec, Self.makeRecord(format, kind, &rng).record)
             bytes[0] = version
@@ -254,7 +254,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
     @Test func olderVersionIsRejected() {
         let format = RowFormat(TableSpec(dimension: 4))
         var codec = ColdRecord(format: format)
-        var rng = SeededGenerator(seed: 2)
+        var rng = SplitMix64(seed: 2)
         var bytes = Self.encode(&codec, Self.makeRecord(format, .random, &rng).record)
         bytes[0] = 0
         bytes.replaceSubrange(8..<12, with: [0, 0, 0, 0])
@@ -264,7 +264,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
 
     /// A well-formed record of another table's format is a mismatch, not garbage.
     @Test func otherFormatsAreMismatches() {
-        var rng = SeededGenerator(seed: 3)
+        var rng = SplitMix64(seed: 3)
         let specs = [
             TableSpec(dimension: 8, storage: .float32, optimizer: .adagrad()),
             TableSpec(dimension: 9, storage: .float32, optimizer: .adagrad()),
@@ -315,7 +315,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
         #expect(r.base == buffer.base && r.header == buffer.base + h)
         #expect(UnsafeMutableRawPointer(r.values) == buffer.base, "\(what): values are not at offset 0")
         #expect(UnsafeMutableRawPointer(r.state(layout)) == buffer.base + 4 * dimension)
-        var rng = SeededGenerator(seed: UInt64(dimension &* 1000 &+ stateCount))
+        var rng = SplitMix64(seed: UInt64(dimension &* 1000 &+ stateCount))
         let key = rng.next(), count = rng.next(), generation = rng.next()
         r.key = key
         r.updateCount = count

@@ -20,7 +20,7 @@ import Glibc
         var workload = CrashScenario.workload(seed: seed)
         var references = CrashScenario.tables.map { ReferenceTable(spec: $0.spec) }
         var replayed = 0
-        var rng = SeededGenerator(seed: 7)
+        var rng = SplitMix64(seed: 7)
         var rolledBack = 0, completedUnreported = 0, generations = 0
 
         for kill in 0..<Self.kills {

@@ -214,7 +214,7 @@ enum Differential {
         var lockRetries = 0
         /// Traffic summed over every opening of the store (statistics restart at each open).
         var traffic = Traffic()
-        var sampler = SeededGenerator(seed: 99)
+        var sampler = SplitMix64(seed: 99)
         /// The operation being checked, for failure messages.
         var context = "start"
 

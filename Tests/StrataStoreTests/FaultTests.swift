@@ -492,16 +492,16 @@ import Glibc
         let store = try FaultKit.open(path, SmallWorkload.options())
         let table = try store.createTable("rows", SmallWorkload.spec)
         try table.applyGradients(SmallWorkload.keys, SmallWorkload.gradients)
-        try store.checkpoint(payload: FaultKit.payload(1))
+        try store.checkpoint(payload: CheckpointCount.payload(1))
 
         try Self.expectChildLockedOut(path)
         try Self.expectChildLockedOut(path)
         // The failed openers changed nothing: the store goes on.
         try table.applyGradients(SmallWorkload.keys, SmallWorkload.gradients)
-        try store.checkpoint(payload: FaultKit.payload(2))
+        try store.checkpoint(payload: CheckpointCount.payload(2))
         try store.close()
         let reopened = try FaultKit.open(path, SmallWorkload.options())
-        #expect(FaultKit.count(in: reopened.lastCheckpoint.payload) == 2)
+        #expect(CheckpointCount.count(in: reopened.lastCheckpoint.payload) == 2)
         #expect(try FaultKit.wrongRows(reopened.table("rows"), SmallWorkload.reference(applications: 2), SmallWorkload.keys).isEmpty)
         try reopened.close()
     }

@@ -245,7 +245,7 @@ import StrataTestSupport
     @Test func growthRedistributesCollidingKeys() {
         let same = Self.keys(homing: 7, count: 16)
         #expect(Set(same.map { Self.home($0, mask: 31) }).count == 2, "want keys that split on growth")
-        var rng = SeededGenerator(seed: 11)
+        var rng = SplitMix64(seed: 11)
         for _ in 0..<200 {
             let inserts = same.shuffled(using: &rng)
             let removals = inserts.shuffled(using: &rng)
@@ -264,7 +264,7 @@ import StrataTestSupport
     /// A long random walk over a universe large enough to grow several times, keys drawn
     /// mostly from a few buckets so runs are long.
     @Test func randomWalkAgainstDictionary() {
-        var rng = SeededGenerator(seed: 2024)
+        var rng = SplitMix64(seed: 2024)
         let clustered = (0..<6).flatMap { Self.keys(homing: $0 * 5, mask: 63, count: 20, from: 1) }
         let scattered = (0..<100).map { _ in rng.next() }
         let universe = Array(Set(clustered + scattered))

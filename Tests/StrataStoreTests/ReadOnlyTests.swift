@@ -18,13 +18,13 @@ import Glibc
         let store = try FaultKit.open(path, SmallWorkload.options())
         let table = try store.createTable("rows", SmallWorkload.spec)
         try table.applyGradients(SmallWorkload.keys, SmallWorkload.gradients)
-        try store.checkpoint(payload: FaultKit.payload(1))
+        try store.checkpoint(payload: CheckpointCount.payload(1))
         try store.close()
     }
 
     func expectIntact(_ path: String, applications: Int, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let store = try FaultKit.open(path, SmallWorkload.options())
-        #expect(FaultKit.count(in: store.lastCheckpoint.payload) == applications, sourceLocation: sourceLocation)
+        #expect(CheckpointCount.count(in: store.lastCheckpoint.payload) == applications, sourceLocation: sourceLocation)
         #expect(store.tableNames == ["rows"], sourceLocation: sourceLocation)
         let wrong = try FaultKit.wrongRows(store.table("rows"), SmallWorkload.reference(applications: applications), SmallWorkload.keys)
         #expect(wrong.isEmpty, "\(wrong.count) rows differ", sourceLocation: sourceLocation)

@@ -2,19 +2,6 @@
 // agree on what was done without talking.
 public import StrataStore
 
-/// SplitMix64: small, fast, and the same everywhere.
-public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 public enum Operation: Sendable, Equatable {
     case lookup([UInt64])
     case peek([UInt64])
@@ -32,10 +19,10 @@ public struct Workload: Sendable {
     public let keySpace: UInt64
     public var allowReopen: Bool
     public var checkpointEvery: Int
-    private var rng: SeededGenerator
+    private var rng: SplitMix64
 
     public init(seed: UInt64, dimension: Int, keySpace: UInt64 = 2000, checkpointEvery: Int = 40, allowReopen: Bool = true) {
-        rng = SeededGenerator(seed: seed)
+        rng = SplitMix64(seed: seed)
         self.dimension = dimension
         self.keySpace = keySpace
         self.checkpointEvery = checkpointEvery

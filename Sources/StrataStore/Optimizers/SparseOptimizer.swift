@@ -111,6 +111,20 @@ extension Initializer {
     }
 }
 
+/// SplitMix64 (Steele, Lea and Flood 2014): a small, fast generator that gives the same
+/// sequence for a seed everywhere. The store's initializers hash with its finalizer; data
+/// generators, benchmarks and tests draw from it so their streams can be replayed.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        return mix64(state)
+    }
+}
+
 /// SplitMix64's finalizer: a bijective mix of 64 bits.
 @inline(__always)
 func mix64(_ x: UInt64) -> UInt64 {

@@ -345,29 +345,40 @@ struct Shard: ~Copyable, @unchecked Sendable {
         if m < g.members.upperBound { strata_prefetch(index.bucket(g.hashes[g.index(m)])) }
     }
 
-    /// Copies each key's values to `out` (row `i` of the batch at `out + i * d`), bringing
-    /// rows to hot.
-    mutating func lookup(_ g: ShardGroup, into out: UnsafeMutablePointer<Float>, _ t: Table,
-                         _ scratch: inout BatchScratch) throws(StoreError) {
-        let d = t.format.layout.dimension
+    /// The hit pipeline: probes member m while member m + 16's bucket is fetched and member
+    /// m - 6, found hot, is counted and handed to `serve(&shard, member, slot, position)`.
+    /// Members not in hot keep slot -1 in `scratch.slots` for the caller to serve after.
+    @inline(__always)
+    private mutating func serveHits(_ g: ShardGroup, rowBytes: Int, _ scratch: borrowing BatchScratch,
+                                    _ serve: (inout Shard, Int, Int, Int) -> Void) {
         let first = g.members.lowerBound, end = g.members.upperBound
         for m in first..<min(first + Self.bucketDistance, end) { prefetchBucket(g, m) }
         var hits = 0
         for m in first..<(end + Self.rowDistance) {
             if m < end {
                 prefetchBucket(g, m + Self.bucketDistance)
-                probe(g, m, rowBytes: 4 * d, scratch)
+                probe(g, m, rowBytes: rowBytes, scratch)
             }
             let k = m - Self.rowDistance
             if k >= first, scratch.slots[k] >= 0 {
-                let slot = Int(scratch.slots[k])
+                let slot = Int(scratch.slots[k]), p = Int(scratch.positions[k])
                 hot.touch(slot)
-                countAccess(at: Int(scratch.positions[k]))
-                (out + g.index(k) &* d).update(from: hotRecord(slot).values, count: d)
+                countAccess(at: p)
+                serve(&self, k, slot, p)
                 hits += 1
             }
         }
         counters.hotHits += hits
+    }
+
+    /// Copies each key's values to `out` (row `i` of the batch at `out + i * d`), bringing
+    /// rows to hot.
+    mutating func lookup(_ g: ShardGroup, into out: UnsafeMutablePointer<Float>, _ t: Table,
+                         _ scratch: inout BatchScratch) throws(StoreError) {
+        let d = t.format.layout.dimension
+        serveHits(g, rowBytes: 4 * d, scratch) { shard, k, slot, _ in
+            (out + g.index(k) &* d).update(from: shard.hotRecord(slot).values, count: d)
+        }
         for m in g.members where scratch.slots[m] < 0 {
             let i = g.index(m)
             let slot = try resident(g.keys[i], g.hashes[i], t, &scratch)
@@ -378,29 +389,15 @@ struct Shard: ~Copyable, @unchecked Sendable {
     /// One optimizer step for each (distinct) key; gradients row `i` at `gradients + i * d`.
     mutating func apply(_ g: ShardGroup, gradients: UnsafePointer<Float>, learningRate: Float, stamp: UInt64,
                         _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) {
-        let d = t.format.layout.dimension
-        let first = g.members.lowerBound, end = g.members.upperBound
-        for m in first..<min(first + Self.bucketDistance, end) { prefetchBucket(g, m) }
-        var hits = 0
-        for m in first..<(end + Self.rowDistance) {
-            if m < end {
-                prefetchBucket(g, m + Self.bucketDistance)
-                probe(g, m, rowBytes: t.format.layout.recordSize, scratch)
-            }
-            let k = m - Self.rowDistance
-            if k >= first, scratch.slots[k] >= 0 {
-                let slot = Int(scratch.slots[k]), p = Int(scratch.positions[k])
-                hot.touch(slot)
-                countAccess(at: p)
-                step(slot, position: p, gradients + g.index(k) &* d, learningRate, stamp, t.format)
-                hits += 1
-            }
+        let format = t.format
+        let d = format.layout.dimension
+        serveHits(g, rowBytes: format.layout.recordSize, scratch) { shard, k, slot, p in
+            shard.step(slot, position: p, gradients + g.index(k) &* d, learningRate, stamp, format)
         }
-        counters.hotHits += hits
         for m in g.members where scratch.slots[m] < 0 {
             let i = g.index(m)
             let slot = try resident(g.keys[i], g.hashes[i], t, &scratch)
-            step(slot, position: index.find(g.keys[i], hash: g.hashes[i])!, gradients + i &* d, learningRate, stamp, t.format)
+            step(slot, position: index.find(g.keys[i], hash: g.hashes[i])!, gradients + i &* d, learningRate, stamp, format)
         }
     }
 
