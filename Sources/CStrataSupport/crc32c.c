@@ -52,10 +52,6 @@ __attribute__((constructor)) static void detect(void) {
 #endif
 }
 
-int strata_crc32c_is_hardware(void) {
-    return hardware;
-}
-
 uint32_t strata_crc32c(uint32_t crc, const void *bytes, size_t count) {
 #if defined(__x86_64__)
     if (hardware) return crc_hardware(crc, (const unsigned char *)bytes, count);

@@ -28,7 +28,8 @@ struct Bench: ParsableCommand {
     var dir: String?
     @Option(help: """
         Measure this existing store instead of building one (with --table). It is never \
-        checkpointed, so nothing the benchmark does to it lasts; it must not be open elsewhere.
+        checkpointed: its rows and last checkpoint stay as they were (its warm tier is rebuilt). \
+        It must not be open elsewhere.
         """)
     var store: String?
     @Option(help: "The table of --store to measure.") var table: String?

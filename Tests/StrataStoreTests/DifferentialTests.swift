@@ -211,7 +211,6 @@ enum Differential {
         var digest = ReadDigest()
         var reopenings = 0
         /// Opens that found the store still locked by this process (see `open`).
-        var lockRetries = 0
         /// Traffic summed over every opening of the store (statistics restart at each open).
         var traffic = Traffic()
         var sampler = SplitMix64(seed: 99)
@@ -244,23 +243,8 @@ enum Differential {
         func open() throws {
             precondition(store == nil && tables.isEmpty)
             let opened: Store
-            var attempts = 0
-            while true {
-                do throws(StoreError) {
-                    opened = try Store(path: directory, options: options)
-                    break
-                } catch .locked(_, let holder) where holder == "process \(getpid())" && attempts < 3000 {
-                    // Our own lock, closed or dropped just before, yet held: a child process
-                    // that another thread is spawning right now (another test's, or
-                    // `removeDirectory`'s) holds a copy of its descriptor until its exec.
-                    // `reopeningIsNotBlockedByAChildBeingSpawned` shows the bug on its own; it
-                    // is not what this test is about, so wait it out.
-                    attempts += 1
-                    lockRetries += 1
-                    usleep(1000)
-                } catch {
-                    throw Divergence("\(context): opening the store failed: \(error)")
-                }
+            do { opened = try Store(path: directory, options: options) } catch {
+                throw Divergence("\(context): opening the store failed: \(error)")
             }
             for line in opened.openReport {
                 // The only repair a run may need: dropping tables that no checkpoint held.
@@ -280,7 +264,7 @@ enum Differential {
             try collectTraffic()
             if clean { try store!.close() }
             tables = []
-            // The old instance must be gone (its flock released) before the new one opens.
+            // The old instance must be gone (its lock released) before the new one opens.
             store = nil
             try open()
             references = checkpoint.references
@@ -464,7 +448,7 @@ enum Differential {
         let run = try Differential.Run(budget)
         let outcome = try run.run()
         print("differential \(budget.name): \(Differential.operations) operations, \(outcome.reads) reads, "
-              + "\(run.generation) checkpoints, \(run.reopenings) reopenings (\(run.lockRetries) opens retried); "
+              + "\(run.generation) checkpoints, \(run.reopenings) reopenings; "
               + "traffic \(run.traffic)")
 
         // The run went where its budget says.
@@ -507,56 +491,4 @@ enum Differential {
         }
     }
 
-    // MARK: A bug found while writing this test
-
-    final class SpawnerFlags: Sendable {
-        let stop = Atomic<Bool>(false)
-        let spawned = Atomic<Int>(0)
-    }
-
-    /// `Store.close()` (or dropping a store) releases its flock, but while any thread of the
-    /// process is spawning a child, the child holds a copy of the LOCK file's descriptor from
-    /// fork to exec (O_CLOEXEC closes it only at the exec), and a flock belongs to the open
-    /// file description, not to the descriptor. `Store(path:)` in that window throws
-    /// `.locked`, naming this very process, though no store is open. With one thread spawning
-    /// `/bin/true` in a loop, nearly every reopening fails.
-    @Test func reopeningIsNotBlockedByAChildBeingSpawned() throws {
-        let directory = temporaryDirectory("strata-lock-race")
-        defer { removeDirectory(directory) }
-        try Store(path: directory).close()
-
-        let flags = SpawnerFlags()
-        let spawner = DispatchGroup()
-        DispatchQueue.global().async(group: spawner) {
-            while !flags.stop.load(ordering: .relaxed) {
-                let child = try? ChildProcess("/bin/true", [])
-                _ = try? child?.wait()
-                flags.spawned.add(1, ordering: .relaxed)
-            }
-        }
-        defer {
-            flags.stop.store(true, ordering: .relaxed)
-            spawner.wait()
-        }
-        // Start once the other thread is spawning.
-        var waited = 0
-        while flags.spawned.load(ordering: .relaxed) < 2 && waited < 10_000 {
-            usleep(1000)
-            waited += 1
-        }
-        try #require(flags.spawned.load(ordering: .relaxed) >= 2, "no child process could be spawned")
-
-        var failures = 0
-        var first: StoreError?
-        for _ in 0..<200 {
-            do throws(StoreError) {
-                try Store(path: directory).close()
-            } catch {
-                failures += 1
-                first = first ?? error
-            }
-        }
-        #expect(failures == 0,
-                "\(failures) of 200 opens of a closed store failed while children were spawned; the first: \(first.map { "\($0)" } ?? "-")")
-    }
 }

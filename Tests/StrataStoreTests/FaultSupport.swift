@@ -87,22 +87,10 @@ enum FaultKit {
 
     // MARK: Opening stores
 
-    /// `Store(path:options:)`, tried again for up to 10 s while it fails with `.locked` by
-    /// "process <this pid>" although nothing here holds the store any more. A store that
-    /// locked with flock(2) did that whenever another test's thread was spawning a child at
-    /// the time (the child holds a copy of the LOCK descriptor, and the flock, until it
-    /// execs); `FaultTests.reopenRightAfterCloseWhileAnotherThreadSpawns` checks the store
-    /// no longer does, and this keeps the other tests from failing by it if it comes back.
+    /// `Store(path:options:)`, with no retry: a store this process just closed must open at
+    /// once (`FaultTests.reopenRightAfterCloseWhileAnotherThreadSpawns`).
     static func open(_ path: String, _ options: Store.Options) throws -> Store {
-        let deadline = ChildProcess.now() + 10
-        while true {
-            do throws(StoreError) {
-                return try Store(path: path, options: options)
-            } catch {
-                guard case .locked(_, "process \(getpid())") = error, ChildProcess.now() < deadline else { throw error }
-                usleep(2_000)
-            }
-        }
+        try Store(path: path, options: options)
     }
 
     /// The StoreError opening fails with (through `open`).

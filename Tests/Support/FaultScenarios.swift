@@ -15,7 +15,7 @@ public enum CheckpointCount {
 }
 
 /// The disk-full run: batch `b` updates 64 new rows and revisits 8 earlier ones (duplicates
-/// included), 296-byte records (dimension 64, row-wise AdaGrad).
+/// included), 320-byte records (dimension 64, row-wise AdaGrad).
 public enum DiskFullWorkload {
     public static let spec = TableSpec(dimension: 64, initializer: .init(.uniform(low: -0.1, high: 0.1), seed: 11),
                                        optimizer: .rowwiseAdagrad(learningRate: 0.05))

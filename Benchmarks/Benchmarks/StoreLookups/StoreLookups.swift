@@ -182,73 +182,32 @@ let benchmarks: @Sendable () -> Void = {
         maxDuration: .seconds(6),
         maxIterations: 20_000)
 
-    let hot = Holder<StoreFixture>()
-    Benchmark("Hot lookup (1024 keys, dim 64)") { (benchmark: Benchmark, f: StoreFixture) in
-        for _ in benchmark.scaledIterations {
-            let keys = f.nextKeys()
-            try keys.withUnsafeBufferPointer { k in
-                try f.output.withUnsafeMutableBufferPointer { o in try f.table.lookup(k, into: o) }
+    /// A read benchmark: `lookup` (moves rows to hot) or `peek` (read-only) over a fixture.
+    func reads(_ name: String, peek: Bool, _ fixture: @escaping @Sendable () throws -> StoreFixture) {
+        let holder = Holder<StoreFixture>()
+        Benchmark(name) { (benchmark: Benchmark, f: StoreFixture) in
+            for _ in benchmark.scaledIterations {
+                let keys = f.nextKeys()
+                try keys.withUnsafeBufferPointer { k in
+                    try f.output.withUnsafeMutableBufferPointer { o in
+                        if peek { try f.table.peek(k, into: o) } else { try f.table.lookup(k, into: o) }
+                    }
+                }
+                blackHole(f.output[0])
             }
-            blackHole(f.output[0])
+        } setup: {
+            holder.value = try fixture()
+            return holder.value!
+        } teardown: {
+            holder.value?.tearDown()
+            holder.value = nil
         }
-    } setup: {
-        hot.value = try hotFixture()
-        return hot.value!
-    } teardown: {
-        hot.value?.tearDown()
-        hot.value = nil
     }
 
-    let warm = Holder<StoreFixture>()
-    Benchmark("Warm peek (1024 keys, dim 64)") { (benchmark: Benchmark, f: StoreFixture) in
-        for _ in benchmark.scaledIterations {
-            let keys = f.nextKeys()
-            try keys.withUnsafeBufferPointer { k in
-                try f.output.withUnsafeMutableBufferPointer { o in try f.table.peek(k, into: o) }
-            }
-            blackHole(f.output[0])
-        }
-    } setup: {
-        warm.value = try warmFixture()
-        return warm.value!
-    } teardown: {
-        warm.value?.tearDown()
-        warm.value = nil
-    }
-
-    let cold = Holder<StoreFixture>()
-    Benchmark("Cold peek (1024 keys, dim 64)") { (benchmark: Benchmark, f: StoreFixture) in
-        for _ in benchmark.scaledIterations {
-            let keys = f.nextKeys()
-            try keys.withUnsafeBufferPointer { k in
-                try f.output.withUnsafeMutableBufferPointer { o in try f.table.peek(k, into: o) }
-            }
-            blackHole(f.output[0])
-        }
-    } setup: {
-        cold.value = try coldFixture()
-        return cold.value!
-    } teardown: {
-        cold.value?.tearDown()
-        cold.value = nil
-    }
-
-    let coldResident = Holder<StoreFixture>()
-    Benchmark("Cold peek, LMDB map kept resident (1024 keys, dim 64)") { (benchmark: Benchmark, f: StoreFixture) in
-        for _ in benchmark.scaledIterations {
-            let keys = f.nextKeys()
-            try keys.withUnsafeBufferPointer { k in
-                try f.output.withUnsafeMutableBufferPointer { o in try f.table.peek(k, into: o) }
-            }
-            blackHole(f.output[0])
-        }
-    } setup: {
-        coldResident.value = try coldFixture(mapResident: true)
-        return coldResident.value!
-    } teardown: {
-        coldResident.value?.tearDown()
-        coldResident.value = nil
-    }
+    reads("Hot lookup (1024 keys, dim 64)", peek: false) { try hotFixture() }
+    reads("Warm peek (1024 keys, dim 64)", peek: true) { try warmFixture() }
+    reads("Cold peek (1024 keys, dim 64)", peek: true) { try coldFixture() }
+    reads("Cold peek, LMDB map kept resident (1024 keys, dim 64)", peek: true) { try coldFixture(mapResident: true) }
 
     let update = Holder<StoreFixture>()
     Benchmark("Hot applyGradients (1024 keys, dim 64, row-wise Adagrad)") { (benchmark: Benchmark, f: StoreFixture) in

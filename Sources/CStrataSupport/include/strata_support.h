@@ -12,23 +12,9 @@ static inline void strata_prefetch(const void *address) {
     __builtin_prefetch(address, 0, 3);
 }
 
-/// Hints the CPU to bring the cache line holding `address` into the second-level cache only,
-/// which leaves the first level's few fill buffers to the loads that need them now.
-static inline void strata_prefetch_far(const void *address) {
-    __builtin_prefetch(address, 0, 1);
-}
-
-/// Hints the CPU to bring the cache line holding `address` into cache for writing.
-static inline void strata_prefetch_write(const void *address) {
-    __builtin_prefetch(address, 1, 3);
-}
-
 /// CRC-32C (Castagnoli), the checksum of iSCSI, ext4 and RocksDB. `crc` is the value of
 /// the bytes before (0 to start). Uses the SSE4.2 `crc32` instruction where the CPU has it,
 /// else an 8-slice table.
 uint32_t strata_crc32c(uint32_t crc, const void *bytes, size_t count);
-
-/// True when `strata_crc32c` runs on the SSE4.2 instruction.
-int strata_crc32c_is_hardware(void);
 
 #endif

@@ -58,7 +58,8 @@ final class LMDBEnvironment: @unchecked Sendable {
 
     /// Creates and opens an environment (`mdb_env_create`, `mdb_env_set_mapsize`,
     /// `mdb_env_set_maxdbs`, `mdb_env_set_maxreaders`, `mdb_env_open`) at the file `path`
-    /// (MDB_NOSUBDIR: the lock file is `path-lock`), then reserves the map's disk blocks.
+    /// (MDB_NOSUBDIR: the lock file is `path-lock`). The caller then reserves the map's disk
+    /// blocks with `reserve`.
     ///
     /// Flags, and why:
     /// - MDB_WRITEMAP: a write transaction's dirty pages are pages of the file mapping, which
@@ -129,24 +130,10 @@ final class LMDBEnvironment: @unchecked Sendable {
         return info.me_mapsize
     }
 
-    /// Bytes of the data file that hold pages (`mdb_env_info`: last page number + 1).
-    var usedBytes: Int {
-        var info = MDB_envinfo()
-        var stat = MDB_stat()
-        mdb_env_info(handle, &info)
-        mdb_env_stat(handle, &stat)
-        return (info.me_last_pgno + 1) * Int(stat.ms_psize)
-    }
-
     /// Grows the map (`mdb_env_set_mapsize`). The caller guarantees that no transaction of
     /// this process is live: LMDB does not check, and live readers would keep stale pointers.
     func setMapSize(_ bytes: Int) throws(LMDBError) {
         try check(mdb_env_set_mapsize(handle, bytes), "mdb_env_set_mapsize")
-    }
-
-    /// Flushes the data file to disk (`mdb_env_sync` with force).
-    func sync() throws(LMDBError) {
-        try check(mdb_env_sync(handle, 1), "mdb_env_sync")
     }
 
     /// Begins the single write transaction (`mdb_txn_begin`).
@@ -154,13 +141,6 @@ final class LMDBEnvironment: @unchecked Sendable {
         var txn: OpaquePointer?
         try check(mdb_txn_begin(handle, nil, 0, &txn), "mdb_txn_begin")
         return LMDBWriteTransaction(txn!)
-    }
-
-    /// Begins a read-only transaction (`mdb_txn_begin` with MDB_RDONLY).
-    func beginRead() throws(LMDBError) -> LMDBReadTransaction {
-        var txn: OpaquePointer?
-        try check(mdb_txn_begin(handle, nil, UInt32(MDB_RDONLY), &txn), "mdb_txn_begin")
-        return LMDBReadTransaction(txn!)
     }
 
     /// The address range of the data file's memory map, read from `/proc/self/maps`

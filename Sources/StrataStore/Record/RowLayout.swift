@@ -8,7 +8,7 @@
 //      h+8     8  update count (also Adam's step)
 //     h+16     8  generation of the last change: the checkpoint that will hold it
 //     h+24     4  CRC-32C of the record with this field zero (kept in warm and spill slots)
-//     h+28     4  zero, then zero padding to the record size
+//     h+28     4  zero, then padding to the record size (covered by the checksum)
 //
 // Values come first so that, with records of 256 bytes or more padded to a multiple of 64,
 // a lookup touches only the cache lines that hold values.

@@ -36,6 +36,7 @@ public struct TableStatistics: Sendable, Codable, Equatable {
         public var generation: UInt64 = 0
         /// This table's part of the last checkpoint this process took.
         public var rowsWritten = 0, rowsDeleted = 0, bytesWritten = 0
+        /// How long that whole checkpoint (all tables) took.
         public var durationSeconds = 0.0
     }
 
@@ -88,7 +89,8 @@ extension Table {
                               hotToWarm: sum.hotToWarm, toSpill: sum.toSpill, dropped: sum.dropped)
             let last = lastCheckpoint.withLock { $0 }
             s.checkpoint = .init(generation: store.generation.load(ordering: .relaxed), rowsWritten: last.written,
-                                 rowsDeleted: last.deleted, bytesWritten: last.bytes)
+                                 rowsDeleted: last.deleted, bytesWritten: last.bytes,
+                                 durationSeconds: Double(bitPattern: store.lastCheckpointSeconds.load(ordering: .relaxed)))
             return s
         }
     }

@@ -34,6 +34,8 @@ final class StoreCore: Sendable {
     let readers: LMDBReaderPool
     /// Checkpoints completed in this store's life; rows changed now get `generation + 1`.
     let generation: Atomic<UInt64>
+    /// How long the last checkpoint took (a Double's bits).
+    let lastCheckpointSeconds = Atomic<UInt64>(0)
     private let closed = Atomic<Bool>(false)
     private let lockFile: StoreLockFile
 
@@ -224,8 +226,6 @@ public final class Store: Sendable {
     private struct State: ~Copyable {
         var tables: [String: Table] = [:]
         var nextID = 1
-        /// Tables the last checkpoint holds.
-        var durableIDs: Set<Int> = []
         var last: CheckpointInfo
     }
 
@@ -357,7 +357,7 @@ public final class Store: Sendable {
             }
             tables[entry.name] = table
         }
-        state = Mutex(State(tables: tables, nextID: (catalog.map(\.id).max() ?? 0) + 1, durableIDs: known, last: last))
+        state = Mutex(State(tables: tables, nextID: (catalog.map(\.id).max() ?? 0) + 1, last: last))
         openReport = report
     }
 
@@ -431,7 +431,7 @@ public final class Store: Sendable {
             let time = Date().timeIntervalSince1970
             let tables = state.withLock { $0.tables.values.sorted { $0.id < $1.id } }
             let generation = core.generation.load(ordering: .relaxed) + 1
-            var written: [(Table, LMDBDatabase, LMDBDatabase, CheckpointTotals)]
+            var written: [Written]
             while true {
                 do throws(StoreError) {
                     written = try write(tables, generation: generation, time: time, payload: payload)
@@ -446,48 +446,50 @@ public final class Store: Sendable {
                     core.refreshMapRegion()
                 }
             }
+            // Durable now. Nothing below can fail, so memory never disagrees with LMDB.
             core.trimMap()
             let elapsed = started.duration(to: .now)
             let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-
             var total = CheckpointTotals()
-            for (table, rows, deletions, totals) in written {
-                table.withEachShard { $0.checkpointCommitted(table) }
-                var entries = table.persistedRows.load(ordering: .relaxed)
-                do throws(LMDBError) {
-                    let txn = try core.readers.acquire()
-                    entries = try txn.statistics(rows).entries
-                    core.readers.release(txn)
-                } catch {
-                    throw core.lmdbFailure(error)
-                }
-                table.adopt(rows: rows, deletions: deletions, persistedRows: entries, totals: totals)
-                do throws(SystemError) { try table.spill.reset() } catch { throw core.fileFailure(error) }
-                total.written += totals.written
-                total.deleted += totals.deleted
-                total.bytes += totals.bytes
+            for w in written {
+                w.table.withEachShard { $0.checkpointCommitted(w.table) }
+                w.table.adopt(rows: w.rows, deletions: w.deletions, persistedRows: w.entries, totals: w.totals)
+                // Every spilled row was just written to LMDB; an error emptying the file only
+                // leaves dead bytes, which the next open truncates.
+                try? w.table.spill.reset()
+                total.written += w.totals.written
+                total.deleted += w.totals.deleted
+                total.bytes += w.totals.bytes
             }
             core.generation.store(generation, ordering: .relaxed)
+            core.lastCheckpointSeconds.store(seconds.bitPattern, ordering: .relaxed)
             let info = CheckpointInfo(
                 generation: generation, time: time, durationSeconds: seconds, rowsWritten: total.written,
                 rowsDeleted: total.deleted, bytesWritten: total.bytes, payload: payload)
-            state.withLock {
-                $0.last = info
-                $0.durableIDs = Set(tables.map(\.id))
-            }
+            state.withLock { $0.last = info }
             return info
         }
+    }
+
+    /// What one table's part of a checkpoint wrote, and the LMDB handles it used.
+    private struct Written {
+        let table: Table
+        let rows: LMDBDatabase
+        let deletions: LMDBDatabase
+        let totals: CheckpointTotals
+        /// Rows LMDB holds for the table once the transaction commits.
+        let entries: Int
     }
 
     /// One write transaction with every table's changes and the new catalog; nothing in
     /// memory changes here.
     private func write(_ tables: [Table], generation: UInt64, time: Double, payload: [UInt8])
-        throws(StoreError) -> [(Table, LMDBDatabase, LMDBDatabase, CheckpointTotals)]
+        throws(StoreError) -> [Written]
     {
         func lmdb<T: ~Copyable>(_ body: () throws(LMDBError) -> T) throws(StoreError) -> T {
             do { return try body() } catch { throw core.lmdbFailure(error) }
         }
-        var written: [(Table, LMDBDatabase, LMDBDatabase, CheckpointTotals)] = []
+        var written: [Written] = []
         var total = CheckpointTotals()
         let txn = try lmdb { () throws(LMDBError) in try core.environment.beginWrite() }
         for table in tables {
@@ -500,7 +502,8 @@ public final class Store: Sendable {
                 return try txn.createDatabase("deleted.\(table.id)", integerKeys: true)
             }
             let totals = try table.writeChanges(txn, rows: rows, deletions: deletions, generation: generation)
-            written.append((table, rows, deletions, totals))
+            let entries = try lmdb { () throws(LMDBError) in try txn.statistics(rows).entries }
+            written.append(Written(table: table, rows: rows, deletions: deletions, totals: totals, entries: entries))
             total.written += totals.written
             total.deleted += totals.deleted
             total.bytes += totals.bytes
@@ -509,10 +512,17 @@ public final class Store: Sendable {
         let info = CheckpointInfo(
             generation: generation, time: time, durationSeconds: 0, rowsWritten: total.written,
             rowsDeleted: total.deleted, bytesWritten: total.bytes, payload: payload)
+        let catalogJSON: Data, infoJSON: Data
+        do {
+            catalogJSON = try JSONEncoder().encode(catalog)
+            infoJSON = try JSONEncoder().encode(info)
+        } catch {
+            throw .corrupted(file: core.dataPath, detail: "cannot encode the catalog: \(error)")
+        }
         try lmdb { () throws(LMDBError) in
             try txn.put(meta, name: "format", withUnsafeBytes(of: UInt32(Self.formatVersion)) { Array($0) })
-            try txn.put(meta, name: "catalog", Array((try? JSONEncoder().encode(catalog)) ?? Data()))
-            try txn.put(meta, name: "checkpoint", Array((try? JSONEncoder().encode(info)) ?? Data()))
+            try txn.put(meta, name: "catalog", Array(catalogJSON))
+            try txn.put(meta, name: "checkpoint", Array(infoJSON))
         }
         do throws(LMDBError) { try txn.commit() } catch { throw core.lmdbFailure(error) }
         return written
@@ -525,11 +535,10 @@ public final class Store: Sendable {
     public func close() throws(StoreError) {
         try core.lock.exclusive { () throws(StoreError) in
             if core.isClosed { return }
-            let (tables, durable, generation) = state.withLock { s in
-                (Array(s.tables.values), s.durableIDs, s.last.generation)
-            }
+            let (tables, generation) = state.withLock { s in (Array(s.tables.values), s.last.generation) }
             var failure: StoreError?
-            for table in tables where durable.contains(table.id) {
+            // Only tables the last checkpoint holds: the others vanish at the next open.
+            for table in tables where table.rowsDatabase != nil {
                 do throws(StoreError) { try table.saveWarmTier(generation: generation) } catch { failure = failure ?? error }
             }
             core.shutDown()
@@ -538,6 +547,7 @@ public final class Store: Sendable {
     }
 
     deinit {
-        if !core.isClosed { core.shutDown() }
+        // Tables keep the core alive, not the store: a batch may still be running.
+        core.lock.exclusive { if !core.isClosed { core.shutDown() } }
     }
 }

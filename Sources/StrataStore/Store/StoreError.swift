@@ -27,7 +27,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case readOnly(path: String, detail: String)
     /// Another process (or another `Store` in this one) has the store open.
     case locked(path: String, holder: String)
-    /// The budgets cannot hold even one row per shard.
+    /// The budgets cannot work: no room for a single hot row, or more rows in a shard than a
+    /// slot number can name.
     case impossibleBudget(table: String, detail: String)
     /// The store was closed.
     case closed

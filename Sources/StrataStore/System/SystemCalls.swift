@@ -95,13 +95,6 @@ struct OpenFile: ~Copyable {
     func sync() throws(SystemError) {
         guard fsync(descriptor) == 0 else { throw SystemError("fsync", path) }
     }
-
-    /// Takes an exclusive `flock(2)` without waiting; false when another open file holds it.
-    func tryLockExclusive() throws(SystemError) -> Bool {
-        if flock(descriptor, LOCK_EX | LOCK_NB) == 0 { return true }
-        if errno == EWOULDBLOCK { return false }
-        throw SystemError("flock", path)
-    }
 }
 
 /// A `mmap(2)` region, unmapped when the value ends.

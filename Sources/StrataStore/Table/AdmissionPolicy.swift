@@ -2,9 +2,9 @@
 // region holds the rest; when the tier is full, the row leaving the window enters main only
 // if it has been used more often than the row CLOCK would evict (TinyLFU admission,
 // Einziger et al. 2017). The shard supplies the frequencies: exact counts kept in the index
-// entries of rows it holds, and a count-min sketch for rows it does not, all halved every
-// `50 × capacity` accesses, long enough to tell apart rows near the cache boundary of a Zipf
-// workload. On Zipf traces this lands within about 1.5 points of the best static cache
+// entries of rows it holds, and a count-min sketch for rows it does not, all halved after
+// `50 × capacity` accesses and every `25 × capacity` after that (TinyLFU's reset), long
+// enough to tell apart rows near the cache boundary of a Zipf workload. On Zipf traces this lands within about 1.5 points of the best static cache
 // (`strata bench` measures it), where LRU is 10-15 points away.
 //
 // A hit only sets a bit here: no list is touched on the lookup path.
@@ -117,6 +117,10 @@ struct AdmissionPolicy: ~Copyable {
 
     var count: Int { capacity - freeCount }
     var isFull: Bool { freeCount == 0 }
+
+    /// The key of the row in an occupied slot (kept here, in memory, not read from the slot).
+    @inline(__always)
+    func key(at slot: Int) -> UInt64 { keys[slot] }
 
     /// Marks a slot as used since CLOCK last passed it.
     @inline(__always)

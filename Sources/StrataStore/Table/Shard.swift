@@ -1,5 +1,5 @@
 // One shard of a table: the rows whose key hash falls in its range, with their index, hot
-// slots, warm slots and counters. A shard is only ever reached through its table's Mutex.
+// slots, warm slots and counters. A shard is only ever reached through its own Mutex.
 //
 // How a row moves:
 //   lookup or update  -> the row comes to hot (from warm, spill, LMDB, or the initializer)
@@ -9,15 +9,17 @@
 //                        else written to the spill file until the next checkpoint
 //   checkpoint        -> every changed row is written to LMDB; spilled rows are then
 //                        dropped from the spill file, as LMDB holds them
-// Each step that can fail (a spill write, a cold read) runs before anything changes, so an
-// error leaves the shard as it was.
+// Each step that can fail (a spill write, a cold read) runs before any row moves, so an
+// error leaves every row where it was (access counts and CLOCK bits may have changed). The
+// exception is a warm slot found damaged: its row is dropped first, then the error says so.
 import CStrataSupport
 
 /// Counters of one shard; the table sums them.
 struct ShardCounters {
     // Rows by where their newest copy is.
     var hotRows = 0, hotVirgins = 0, warmRows = 0, spillRows = 0
-    /// Written rows in hot, warm or spill that LMDB also holds (at the checkpoint's value).
+    /// Written rows in hot, warm or spill that LMDB also holds (at the last checkpoint's value,
+    /// which may be older).
     var persistedResident = 0
     /// Removed rows whose LMDB record the next checkpoint deletes.
     var tombstones = 0
@@ -195,8 +197,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
     /// A hot slot for a new row, moving the admission policy's victim down first.
     private mutating func makeHotRoom(_ t: Table) throws(StoreError) -> Int {
         if let slot = hot.takeFree() { return slot }
-        let counts = index.reader
-        let eviction = hot.chooseEviction { counts.count($0) }
+        let eviction = hot.chooseEviction { [counts = index.reader] in counts.count($0) }
         try demoteFromHot(eviction.slot, t)
         hot.evict(eviction)
         return eviction.slot
@@ -205,7 +206,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
     /// Moves the row in hot slot `slot` to warm (or further down), leaving the slot unused.
     private mutating func demoteFromHot(_ slot: Int, _ t: Table) throws(StoreError) {
         let record = hotRecord(slot)
-        let key = record.key, hash = KeyHash.of(key)
+        let key = hot.key(at: slot), hash = KeyHash.of(key)
         let p = index.find(key, hash: hash)!
         let e = index[p]
         if e.has(IndexEntry.virgin) {
@@ -215,14 +216,30 @@ struct Shard: ~Copyable, @unchecked Sendable {
             counters.dropped += 1
             return
         }
-        guard warm.capacity > 0 else { return try demoteToDisk(record, t) }
+        guard warm.capacity > 0 else {
+            record.seal(t.format.layout)
+            return try demoteToDisk(record, key: key, t)
+        }
         let target: Int
         if let free = warm.takeFree() {
             target = free
         } else {
-            let counts = index.reader
-            let eviction = warm.chooseEviction { counts.count($0) }
-            try demoteToDisk(warmRecord(eviction.slot), t)
+            let eviction = warm.chooseEviction { [counts = index.reader] in counts.count($0) }
+            let victimKey = warm.key(at: eviction.slot)
+            let victim = warmRecord(eviction.slot)
+            if victim.key == victimKey && victim.isIntact(layout) {
+                try demoteToDisk(victim, key: victimKey, t)
+            } else {
+                // A damaged warm slot: its row leaves without being copied anywhere.
+                let q = index.find(victimKey, hash: KeyHash.of(victimKey))!
+                let lost = !Self.lmdbHoldsExactly(index[q])
+                removeEntry(at: q)
+                if lost {
+                    warm.evict(eviction)
+                    warm.returnEvicted(eviction.slot)
+                    throw t.lostWarmRow(eviction.slot, key: victimKey)
+                }
+            }
             warm.evict(eviction)
             target = eviction.slot
         }
@@ -234,20 +251,22 @@ struct Shard: ~Copyable, @unchecked Sendable {
         counters.hotToWarm += 1
     }
 
-    /// Takes a written row out of memory and the warm file: dropped when LMDB holds the same
-    /// bytes, else spilled.
-    private mutating func demoteToDisk(_ record: RowRecord, _ t: Table) throws(StoreError) {
-        let key = record.key, hash = KeyHash.of(key)
+    /// Takes a written row, already sealed, out of memory and the warm file: dropped when
+    /// LMDB holds the same bytes, else spilled.
+    private mutating func demoteToDisk(_ record: RowRecord, key: UInt64, _ t: Table) throws(StoreError) {
+        let hash = KeyHash.of(key)
         let p = index.find(key, hash: hash)!
-        let e = index[p]
-        if !e.has(IndexEntry.dirty) {
+        if !index[p].has(IndexEntry.dirty) {
             removeEntry(at: p)
             counters.dropped += 1
             return
         }
-        record.seal(t.format.layout)
         let slot: Int
         do { slot = try t.spill.write(record.base) } catch { throw t.spillFailure(error) }
+        guard slot <= Int(IndexEntry.slotMask) else {
+            t.spill.release(slot)
+            throw .impossibleBudget(table: t.name, detail: "more than 2^30 changed rows spilled since the last checkpoint; checkpoint more often")
+        }
         relocate(key, hash, to: .spill, slot)
         counters.toSpill += 1
     }

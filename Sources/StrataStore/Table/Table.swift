@@ -77,16 +77,19 @@ public final class Table: @unchecked Sendable {
         guard hotRows >= 1 else {
             throw .impossibleBudget(table: name, detail: "the hot budget of \(budget.hotBytes) bytes holds no row of \(recordSize) bytes")
         }
-        // Enough shards that threads rarely meet on a lock (four per core, at most 64), few
-        // enough that a batch's share of each is large; at least 128 hot rows a shard keeps
-        // admission decisions sound. The count only decides placement, never a value.
-        let wanted = min(64, 4 * max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))))
+        // Up to 16 shards: threads rarely meet on a lock, and a batch's share of each stays
+        // large enough to pipeline; at least 128 hot rows a shard keep admission decisions
+        // sound. The count follows from the budget alone, so a store reopened on another
+        // machine keeps its warm tier; it decides placement, never a value.
         var count = 1
-        while count < wanted && count * 2 * 128 <= hotRows { count *= 2 }
+        while count < 16 && count * 2 * 128 <= hotRows { count *= 2 }
         shardCount = count
         shardShift = UInt64(64 - count.trailingZeroBitCount)
         let hotPerShard = hotRows / count
         let warmPerShard = budget.warmBytes / recordSize / count
+        guard hotPerShard <= Int(IndexEntry.slotMask), warmPerShard <= Int(IndexEntry.slotMask) else {
+            throw .impossibleBudget(table: name, detail: "more than 2^30 rows per shard in one tier")
+        }
         hotCapacity = hotPerShard * count
         warmCapacity = warmPerShard * count
 
@@ -106,20 +109,26 @@ public final class Table: @unchecked Sendable {
         // exactly; the index is then consumed, as it stops describing the file once rows move.
         var reused: [[(key: UInt64, slot: Int)]]? = nil
         if warmCapacity > 0 {
-            let bytes = warmCapacity * recordSize
-            if let warmRows, warmRows.matches(recordSize: recordSize, shards: count, slotsPerShard: warmPerShard),
-               WarmFile.hasSize(directory + "/warm.slab", bytes) {
-                reused = warmRows.rowsByShard
-            }
+            let fits = warmRows?.matches(recordSize: recordSize, shards: count, slotsPerShard: warmPerShard) == true
             do {
-                warm = try WarmFile(path: directory + "/warm.slab", bytes: bytes, keep: reused != nil)
+                let file = try WarmFile(path: directory + "/warm.slab", bytes: warmCapacity * recordSize, keep: fits)
+                if file.kept { reused = warmRows?.rowsByShard }
+                warm = file
             } catch {
                 throw store.fileFailure(error)
             }
         } else {
             warm = nil
         }
-        do { try removeFile(directory + "/warm.index") } catch { throw store.fileFailure(error) }
+        // Gone for good before any row moves, even across a power cut.
+        if fileExists(directory + "/warm.index") {
+            do {
+                try removeFile(directory + "/warm.index")
+                try syncDirectory(directory)
+            } catch {
+                throw store.fileFailure(error)
+            }
+        }
 
         shards = .allocate(capacity: count)
         var dropped = 0
@@ -204,8 +213,9 @@ public final class Table: @unchecked Sendable {
             if unique.hasDuplicates, let bad = firstNonFinite(UnsafeBufferPointer(start: ugrads, count: ukeys.count * d)) {
                 throw .nonFiniteGradient(table: name, key: ukeys[bad / d], element: bad % d)
             }
-            let stamp = store.generation.load(ordering: .relaxed) + 1
             try forEachGroup(ukeys) { (shard, group, scratch) throws(StoreError) in
+                // Read under the checkpoint lock, which holds the generation still.
+                let stamp = store.generation.load(ordering: .relaxed) + 1
                 try shard.apply(group, gradients: ugrads, learningRate: rate, stamp: stamp, self, &scratch)
             }
         }
@@ -377,6 +387,11 @@ public final class Table: @unchecked Sendable {
 
     func corruptWarmSlot(_ slot: Int, key: UInt64) -> StoreError {
         .corrupted(file: warmPath, detail: "table '\(name)' slot \(slot) (key \(key)): checksum or key mismatch")
+    }
+
+    func lostWarmRow(_ slot: Int, key: UInt64) -> StoreError {
+        .corrupted(file: warmPath, detail: "table '\(name)' slot \(slot) (key \(key)) failed its checksum; the row's "
+            + "changes since the last checkpoint are lost and it reads as it was then")
     }
 
     func corruptSpillSlot(_ slot: Int, key: UInt64) -> StoreError {

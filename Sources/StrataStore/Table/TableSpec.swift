@@ -39,11 +39,6 @@ public enum StorageType: String, Sendable, Codable, CaseIterable {
         case .bfloat16: 2
         }
     }
-
-    init?(code: UInt8) {
-        guard let match = Self.allCases.first(where: { $0.code == code }) else { return nil }
-        self = match
-    }
 }
 
 /// A row's value before its first update: a function of (seed, key) alone, so it is the same

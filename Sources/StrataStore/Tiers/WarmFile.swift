@@ -16,6 +16,8 @@ final class WarmFile: @unchecked Sendable {
     private let memory: Mapping
 
     var base: UnsafeMutableRawPointer { memory.base }
+    /// Whether the file's contents were kept (asked for, and it had the expected size).
+    let kept: Bool
 
     /// Opens the slot file at `bytes` long. With `keep` its contents stay; otherwise it starts
     /// empty. Its blocks are reserved so that writes through the mapping never meet a full
@@ -24,18 +26,13 @@ final class WarmFile: @unchecked Sendable {
         self.path = path
         file = try OpenFile(path: path, flags: O_RDWR | O_CREAT)
         let size = try file.size()
-        if !keep || size != bytes {
+        kept = keep && size == bytes
+        if !kept {
             try file.truncate(to: 0)
             try file.truncate(to: bytes)
         }
         try file.reserve(bytes)
         memory = try Mapping(length: bytes, file: file)
-    }
-
-    /// Whether the file on disk is `bytes` long (so a saved index can describe it).
-    static func hasSize(_ path: String, _ bytes: Int) -> Bool {
-        guard let file = try? OpenFile(path: path, flags: O_RDONLY) else { return false }
-        return (try? file.size()) == bytes
     }
 
     /// Writes dirty pages to disk (`msync`).
@@ -119,31 +116,33 @@ enum WarmIndexFile {
             return (nil, "\(path): short read; the warm tier starts empty")
         }
         return bytes.withUnsafeBytes { b -> (Contents?, String?) in
-            guard b.load(fromByteOffset: 0, as: UInt64.self) == magic else { return (nil, "\(path): not a warm index") }
-            guard b.load(fromByteOffset: 8, as: UInt32.self) == version else {
-                return (nil, "\(path): warm index version \(b.load(fromByteOffset: 8, as: UInt32.self)) not read by this build")
-            }
-            let count = Int(b.load(fromByteOffset: 48, as: UInt64.self))
-            guard size == 56 + 16 * count + 4,
-                  b.load(fromByteOffset: size - 4, as: UInt32.self) == strata_crc32c(0, b.baseAddress, size - 4) else {
+            // The checksum first: nothing below trusts a field it does not cover.
+            guard b.loadUnaligned(fromByteOffset: size - 4, as: UInt32.self) == strata_crc32c(0, b.baseAddress, size - 4) else {
                 return (nil, "\(path): checksum mismatch or truncated; the warm tier starts empty")
             }
-            let shards = Int(b.load(fromByteOffset: 32, as: UInt64.self))
-            let slotsPerShard = Int(b.load(fromByteOffset: 40, as: UInt64.self))
+            guard b.loadUnaligned(fromByteOffset: 0, as: UInt64.self) == magic else { return (nil, "\(path): not a warm index") }
+            guard b.loadUnaligned(fromByteOffset: 8, as: UInt32.self) == version else {
+                return (nil, "\(path): warm index version \(b.loadUnaligned(fromByteOffset: 8, as: UInt32.self)) not read by this build")
+            }
+            func field(_ offset: Int) -> Int? { Int(exactly: b.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
+            guard let count = field(48), count <= (size - 60) / 16, size == 56 + 16 * count + 4,
+                  let recordSize = field(24), let shards = field(32), let slotsPerShard = field(40),
+                  shards >= 1, shards <= 1 << 16 else {
+                return (nil, "\(path): header fields out of range; the warm tier starts empty")
+            }
             var rows = [[(key: UInt64, slot: Int)]](repeating: [], count: shards)
             var seen = Set<Int>()
             for i in 0..<count {
                 let at = 56 + 16 * i
-                let shard = Int(b.load(fromByteOffset: at + 8, as: UInt32.self))
-                let slot = Int(b.load(fromByteOffset: at + 12, as: UInt32.self))
+                let shard = Int(b.loadUnaligned(fromByteOffset: at + 8, as: UInt32.self))
+                let slot = Int(b.loadUnaligned(fromByteOffset: at + 12, as: UInt32.self))
                 guard shard < shards, slot < slotsPerShard, seen.insert(shard * slotsPerShard + slot).inserted else {
                     return (nil, "\(path): entry \(i) names slot \(slot) of shard \(shard), outside the file or twice")
                 }
-                rows[shard].append((b.load(fromByteOffset: at, as: UInt64.self), slot))
+                rows[shard].append((b.loadUnaligned(fromByteOffset: at, as: UInt64.self), slot))
             }
             return (Contents(
-                generation: b.load(fromByteOffset: 16, as: UInt64.self),
-                recordSize: Int(b.load(fromByteOffset: 24, as: UInt64.self)),
+                generation: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self), recordSize: recordSize,
                 shards: shards, slotsPerShard: slotsPerShard, rowsByShard: rows), nil)
         }
     }
