@@ -16,6 +16,7 @@ let modes: [String: ([String]) throws -> Int32] = [
     "read-only": ReadOnly.run,
     "open-store": OpenStore.run,
     "resident-memory-peak": PeakMemory.run,
+    "store-teardown": StoreTeardown.run,
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())
