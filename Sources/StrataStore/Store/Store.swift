@@ -188,8 +188,35 @@ public struct CheckpointInfo: Sendable, Codable, Equatable {
     public var rowsWritten: Int
     public var rowsDeleted: Int
     public var bytesWritten: Int
-    /// The caller's bytes stored with the checkpoint (a trainer's dense state, say).
+    /// The caller's bytes stored with the checkpoint (a trainer's dense state, say). Kept in
+    /// LMDB as raw bytes under `payload`, beside this record's JSON.
     public var payload: [UInt8]
+
+    private enum CodingKeys: String, CodingKey {
+        case generation, time, durationSeconds, rowsWritten, rowsDeleted, bytesWritten
+    }
+
+    public init(generation: UInt64, time: Double, durationSeconds: Double, rowsWritten: Int,
+                rowsDeleted: Int, bytesWritten: Int, payload: [UInt8]) {
+        self.generation = generation
+        self.time = time
+        self.durationSeconds = durationSeconds
+        self.rowsWritten = rowsWritten
+        self.rowsDeleted = rowsDeleted
+        self.bytesWritten = bytesWritten
+        self.payload = payload
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        generation = try c.decode(UInt64.self, forKey: .generation)
+        time = try c.decode(Double.self, forKey: .time)
+        durationSeconds = try c.decode(Double.self, forKey: .durationSeconds)
+        rowsWritten = try c.decode(Int.self, forKey: .rowsWritten)
+        rowsDeleted = try c.decode(Int.self, forKey: .rowsDeleted)
+        bytesWritten = try c.decode(Int.self, forKey: .bytesWritten)
+        payload = []
+    }
 }
 
 public final class Store: Sendable {
@@ -302,6 +329,7 @@ public final class Store: Sendable {
                     throw StoreError.corrupted(file: dataPath, detail: "the store's catalog or checkpoint record is unreadable")
                 }
                 last = decoded
+                last.payload = try txn.get(metaDB, name: "payload") ?? []
                 catalog = entries
                 for entry in entries {
                     guard let rows = try txn.openDatabase("rows.\(entry.id)", integerKeys: true),
@@ -523,6 +551,7 @@ public final class Store: Sendable {
             try txn.put(meta, name: "format", withUnsafeBytes(of: UInt32(Self.formatVersion)) { Array($0) })
             try txn.put(meta, name: "catalog", Array(catalogJSON))
             try txn.put(meta, name: "checkpoint", Array(infoJSON))
+            try txn.put(meta, name: "payload", payload)
         }
         do throws(LMDBError) { try txn.commit() } catch { throw core.lmdbFailure(error) }
         return written
