@@ -2,8 +2,15 @@
 // Strata: an out-of-core embedding store and recommender trainer.
 //
 // Modules follow the data flow, each using only the ones above it in this list:
-//   CLMDB, CLZ4, CStrataSupport   C libraries and the two helpers Swift cannot write
+//   CLMDB, CLZ4, COpenBLAS,       C libraries, and the pieces Swift cannot write: CRC-32C and
+//     CStrataSupport,             prefetch hints; an AVX-512 matrix-product kernel
+//     CStrataKernels
 //   StrataStore                   the tiered store: lookup, sparse optimizer step, checkpoints
+//   StrataNN                      tensors, layers with their backward passes, losses, dense
+//                                 optimizers, the store-backed embedding layer
+//   StrataModels                  the model zoo (DLRM first)
+//   StrataTraining                data (Criteo TSV, synthetic), the prefetch pipeline, the
+//                                 training loop with checkpoints and exact resume
 //   StrataCLI (`strata`)          the command-line tool
 import PackageDescription
 
@@ -18,6 +25,7 @@ let package = Package(
     name: "Strata",
     products: [
         .library(name: "StrataStore", targets: ["StrataStore"]),
+        .library(name: "StrataTraining", targets: ["StrataTraining"]),
         .executable(name: "strata", targets: ["StrataCLI"]),
     ],
     dependencies: [
@@ -30,15 +38,32 @@ let package = Package(
         .systemLibrary(
             name: "CLZ4", pkgConfig: "liblz4",
             providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(
+            name: "COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
         .target(name: "CStrataSupport"),
+        .target(name: "CStrataKernels"),
         .target(
             name: "StrataStore",
             dependencies: ["CLMDB", "CLZ4", "CStrataSupport"],
+            swiftSettings: strictness),
+        .target(
+            name: "StrataNN",
+            dependencies: ["StrataStore", "COpenBLAS", "CStrataKernels"],
+            swiftSettings: strictness),
+        .target(
+            name: "StrataModels",
+            dependencies: ["StrataNN"],
+            swiftSettings: strictness),
+        .target(
+            name: "StrataTraining",
+            dependencies: ["StrataModels"],
             swiftSettings: strictness),
         .executableTarget(
             name: "StrataCLI",
             dependencies: [
                 "StrataStore",
+                "StrataTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness),
@@ -53,6 +78,10 @@ let package = Package(
             name: "StrataTestSupport",
             dependencies: ["StrataStore"],
             path: "Tests/Support",
+            swiftSettings: strictness),
+        .testTarget(
+            name: "StrataTrainingTests",
+            dependencies: ["StrataTraining", "StrataTestSupport", "StrataCLI"],
             swiftSettings: strictness),
         .testTarget(
             name: "StrataStoreTests",

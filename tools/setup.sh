@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Installs what Strata needs beyond the Swift toolchain: Debian's LMDB and LZ4 development
-# packages (found through pkg-config) and, for the Python-side checks, numpy. Safe to rerun.
+# Installs what Strata needs beyond the Swift toolchain: Debian's LMDB, LZ4 and OpenBLAS
+# development packages, found through pkg-config. Safe to rerun.
 set -euo pipefail
 
-debian=(liblmdb-dev liblz4-dev pkg-config)
+debian=(liblmdb-dev liblz4-dev libopenblas-dev pkg-config)
 missing=()
 for p in "${debian[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -123,6 +123,10 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         state &+= 0x9E37_79B9_7F4A_7C15
         return mix64(state)
     }
+
+    /// The generator's output function on its own: a bijective mix of 64 bits, for hashing.
+    @inline(__always)
+    public static func mix(_ x: UInt64) -> UInt64 { mix64(x) }
 }
 
 /// SplitMix64's finalizer: a bijective mix of 64 bits.

@@ -217,3 +217,18 @@ func fileSize(_ path: String) -> Int? {
     guard stat(path, &info) == 0 else { return nil }
     return Int(info.st_size)
 }
+
+/// `count` zeroed values of `T` in anonymous memory (`mmap`): pages cost nothing until used,
+/// so bookkeeping sized for a large capacity costs memory only as the capacity fills.
+func zeroedPages<T>(_ count: Int, of: T.Type) -> UnsafeMutablePointer<T> {
+    let bytes = max(count * MemoryLayout<T>.stride, 1)
+    guard let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), memory != MAP_FAILED else {
+        fatalError("out of address space for \(bytes) bytes of bookkeeping")
+    }
+    return memory.bindMemory(to: T.self, capacity: count)
+}
+
+/// Returns memory from `zeroedPages`.
+func freePages<T>(_ pointer: UnsafeMutablePointer<T>, _ count: Int) {
+    munmap(pointer, max(count * MemoryLayout<T>.stride, 1))
+}

@@ -18,12 +18,11 @@ struct FrequencySketch: ~Copyable {
     init(capacity: Int) {
         var blocks = 1
         while blocks * 4 < capacity { blocks <<= 1 }
-        words = .allocate(capacity: blocks * 8)
-        words.initialize(repeating: 0, count: blocks * 8)
+        words = zeroedPages(blocks * 8, of: UInt64.self)
         blockMask = blocks - 1
     }
 
-    deinit { words.deallocate() }
+    deinit { freePages(words, (blockMask + 1) * 8) }
 
     var bytes: Int { (blockMask + 1) * 64 }
 
@@ -79,13 +78,17 @@ struct AdmissionPolicy: ~Copyable {
     private static let nil32 = UInt32.max
     private static let free: UInt8 = 0, window: UInt8 = 1, main: UInt8 = 2, referenced: UInt8 = 4
 
-    // Per slot. `links` holds (previous, next) in the slot's list.
+    // Per slot, in pages that cost nothing until the tier fills. `links` holds (previous,
+    // next) in the slot's list.
     private let links: UnsafeMutablePointer<(UInt32, UInt32)>
     private let marks: UnsafeMutablePointer<UInt8>
     /// The key of each occupied slot, for admission decisions.
     private let keys: UnsafeMutablePointer<UInt64>
+    /// Slots released since they were first used, reused last-in first-out.
     private let freeSlots: UnsafeMutablePointer<UInt32>
-    private var freeCount: Int
+    private var freeCount = 0
+    /// Slots at or above this have never been used.
+    private var neverUsed = 0
 
     private var windowList = (head: nil32, tail: nil32, count: 0)
     private var mainList = (head: nil32, tail: nil32, count: 0)
@@ -95,28 +98,25 @@ struct AdmissionPolicy: ~Copyable {
         windowCapacity = capacity == 0 ? 0 : max(1, capacity / 100)
         mainCapacity = capacity - windowCapacity
         let n = max(capacity, 1)
-        links = .allocate(capacity: n)
-        marks = .allocate(capacity: n)
-        marks.initialize(repeating: Self.free, count: n)
-        keys = .allocate(capacity: n)
-        freeSlots = .allocate(capacity: n)
-        // Hand out low slots first, so a tier that is never full touches few pages.
-        for i in 0..<capacity { freeSlots[i] = UInt32(capacity - 1 - i) }
-        freeCount = capacity
+        links = zeroedPages(n, of: (UInt32, UInt32).self)
+        marks = zeroedPages(n, of: UInt8.self)  // zero is `free`
+        keys = zeroedPages(n, of: UInt64.self)
+        freeSlots = zeroedPages(n, of: UInt32.self)
     }
 
     deinit {
-        links.deallocate()
-        marks.deallocate()
-        keys.deallocate()
-        freeSlots.deallocate()
+        let n = max(capacity, 1)
+        freePages(links, n)
+        freePages(marks, n)
+        freePages(keys, n)
+        freePages(freeSlots, n)
     }
 
     /// Bytes of bookkeeping per slot.
     static let bytesPerSlot = MemoryLayout<(UInt32, UInt32)>.stride + 1 + 8 + 4
 
-    var count: Int { capacity - freeCount }
-    var isFull: Bool { freeCount == 0 }
+    var count: Int { neverUsed - freeCount }
+    var isFull: Bool { count == capacity }
 
     /// The key of the row in an occupied slot (kept here, in memory, not read from the slot).
     @inline(__always)
@@ -126,11 +126,16 @@ struct AdmissionPolicy: ~Copyable {
     @inline(__always)
     func touch(_ slot: Int) { marks[slot] |= Self.referenced }
 
-    /// Takes a free slot, or nil when the tier is full.
+    /// Takes a free slot, or nil when the tier is full: a released one first, else the lowest
+    /// never used, so a tier that is never full touches few pages.
     mutating func takeFree() -> Int? {
-        guard freeCount > 0 else { return nil }
-        freeCount -= 1
-        return Int(freeSlots[freeCount])
+        if freeCount > 0 {
+            freeCount -= 1
+            return Int(freeSlots[freeCount])
+        }
+        guard neverUsed < capacity else { return nil }
+        neverUsed += 1
+        return neverUsed - 1
     }
 
     /// Puts a row into a slot taken with `takeFree` or released by `evict`: it joins the
@@ -150,7 +155,7 @@ struct AdmissionPolicy: ~Copyable {
     /// Fills a fresh policy with rows already in their slots (a tier reloaded after a clean
     /// close): main first, then the window.
     mutating func adopt(_ rows: [(slot: Int, key: UInt64)]) {
-        precondition(freeCount == capacity && rows.count <= capacity)
+        precondition(count == 0 && rows.count <= capacity)
         for (slot, key) in rows {
             precondition(marks[slot] == Self.free, "slot adopted twice")
             keys[slot] = key
@@ -162,8 +167,10 @@ struct AdmissionPolicy: ~Copyable {
                 Self.append(slot, to: &windowList, links)
             }
         }
+        // Free slots below the highest adopted one go on the stack, lowest on top.
+        neverUsed = (rows.map(\.slot).max() ?? -1) + 1
         freeCount = 0
-        for slot in stride(from: capacity - 1, through: 0, by: -1) where marks[slot] == Self.free {
+        for slot in stride(from: neverUsed - 1, through: 0, by: -1) where marks[slot] == Self.free {
             freeSlots[freeCount] = UInt32(slot)
             freeCount += 1
         }
@@ -265,7 +272,7 @@ struct AdmissionPolicy: ~Copyable {
             seen += n
         }
         precondition(windowList.count <= windowCapacity && mainList.count <= mainCapacity, "region over capacity")
-        precondition(seen + freeCount <= capacity, "slots double counted")
+        precondition(seen + freeCount == neverUsed && neverUsed <= capacity, "slots lost or double counted")
     }
     #endif
 }

@@ -98,7 +98,10 @@ struct Shard: ~Copyable, @unchecked Sendable {
     var hot: AdmissionPolicy
     var warm: AdmissionPolicy
     var sketch: FrequencySketch
-    let hotBase: UnsafeMutableRawPointer
+    /// Addresses of this shard's hot chunks (0 until used); slot s is record s % 512 of
+    /// chunk s / 512.
+    private let hotChunks: UnsafeMutablePointer<UInt>
+    private let hotChunkCount: Int
     let warmBase: UnsafeMutableRawPointer?
     let layout: RowLayout
     var recordSize: Int { layout.recordSize }
@@ -109,19 +112,27 @@ struct Shard: ~Copyable, @unchecked Sendable {
     private var accesses = 0
     private let agingPeriod: Int
 
-    init(hotCapacity: Int, hotBase: UnsafeMutableRawPointer, warmCapacity: Int,
+    init(hotCapacity: Int, warmCapacity: Int,
          warmBase: UnsafeMutableRawPointer?, layout: RowLayout) {
-        index = KeyIndex(expected: hotCapacity + warmCapacity)
+        // The index starts small and doubles as rows arrive.
+        index = KeyIndex(expected: min(hotCapacity + warmCapacity, 1024))
         hot = AdmissionPolicy(capacity: hotCapacity)
         warm = AdmissionPolicy(capacity: warmCapacity)
         sketch = FrequencySketch(capacity: hotCapacity + warmCapacity)
         agingPeriod = 50 * max(hotCapacity + warmCapacity, 16)
-        self.hotBase = hotBase
+        hotChunkCount = HotArena.chunksPerShard(hotCapacity)
+        hotChunks = zeroedPages(max(hotChunkCount, 1), of: UInt.self)
         self.warmBase = warmBase
         self.layout = layout
     }
 
-    @inline(__always) func hotRecord(_ slot: Int) -> RowRecord { RowRecord(hotBase + slot &* layout.recordSize, layout) }
+    deinit { freePages(hotChunks, max(hotChunkCount, 1)) }
+
+    @inline(__always) func hotRecord(_ slot: Int) -> RowRecord {
+        let chunk = hotChunks[slot &>> HotArena.chunkShift]
+        let offset = UInt(slot & (HotArena.slotsPerChunk - 1)) &* UInt(layout.recordSize)
+        return RowRecord(UnsafeMutableRawPointer(bitPattern: chunk &+ offset)!, layout)
+    }
     @inline(__always) func warmRecord(_ slot: Int) -> RowRecord { RowRecord(warmBase! + slot &* layout.recordSize, layout) }
 
     // MARK: Making a row resident
@@ -196,7 +207,11 @@ struct Shard: ~Copyable, @unchecked Sendable {
 
     /// A hot slot for a new row, moving the admission policy's victim down first.
     private mutating func makeHotRoom(_ t: Table) throws(StoreError) -> Int {
-        if let slot = hot.takeFree() { return slot }
+        if let slot = hot.takeFree() {
+            let chunk = slot &>> HotArena.chunkShift
+            if hotChunks[chunk] == 0 { hotChunks[chunk] = t.hotArena.takeChunk() }
+            return slot
+        }
         let eviction = hot.chooseEviction { [counts = index.reader] in counts.count($0) }
         try demoteFromHot(eviction.slot, t)
         hot.evict(eviction)
@@ -348,7 +363,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
             let slot = index[p].slot
             scratch.slots[m] = Int32(truncatingIfNeeded: slot)
             scratch.positions[m] = Int32(truncatingIfNeeded: p)
-            let row = hotBase + slot &* recordSize
+            let row = hotRecord(slot).base
             var offset = 0
             while offset < rowBytes {
                 strata_prefetch(row + offset)
@@ -653,7 +668,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
             }
         }
         dirtyKeys.removeAll(keepingCapacity: dirtyKeys.capacity <= 4096)
-        index.shrink(keepingRoomFor: hot.capacity + warm.capacity)
+        index.shrink(keepingRoomFor: hot.count + warm.count)
     }
 
     // MARK: Warm tier across a clean close

@@ -44,7 +44,7 @@ public final class Table: @unchecked Sendable {
     let shardCount: Int
     private let shardShift: UInt64
     private let shards: UnsafeMutablePointer<Mutex<Shard>>
-    private let hotMemory: Mapping
+    let hotArena: HotArena
     private let warm: WarmFile?
     let hotCapacity: Int
     let warmCapacity: Int
@@ -100,7 +100,7 @@ public final class Table: @unchecked Sendable {
         do {
             try makeDirectories(directory)
             spill = try SpillFile(path: directory + "/spill.slab", recordSize: recordSize)
-            hotMemory = try Mapping(anonymous: hotCapacity * recordSize)
+            hotArena = try HotArena(recordSize: recordSize, shards: count, slotsPerShard: hotPerShard)
         } catch {
             throw store.fileFailure(error)
         }
@@ -132,12 +132,11 @@ public final class Table: @unchecked Sendable {
 
         shards = .allocate(capacity: count)
         var dropped = 0
-        let hotBase = hotMemory.base
         let warmBase = warm?.base
         for s in 0..<count {
             let shardWarm = warmBase.map { $0 + s * warmPerShard * recordSize }
             var shard = Shard(
-                hotCapacity: hotPerShard, hotBase: hotBase + s * hotPerShard * recordSize,
+                hotCapacity: hotPerShard,
                 warmCapacity: warmPerShard, warmBase: shardWarm, layout: format.layout)
             if let reused, let shardWarm {
                 // Keep only entries that belong to this shard and whose slot holds that key,
@@ -478,33 +477,8 @@ struct UniqueKeys: ~Copyable {
         uniqueCount = n
         merged = nil
         guard n > 1 else { return }
-        var size = 16
-        while size < 2 * n { size <<= 1 }
-        let mask = size - 1
-        // table: key position + 1, 0 empty. first: for each key, the index of its unique row.
-        let scratch = UnsafeMutablePointer<Int32>.allocate(capacity: size + n)
-        defer { scratch.deallocate() }
-        let table = scratch, uniqueOf = scratch + size
-        table.initialize(repeating: 0, count: size)
-        var unique = 0
-        for i in 0..<n {
-            let k = keys[i]
-            var b = Int(truncatingIfNeeded: KeyHash.of(k)) & mask
-            while true {
-                let t = Int(table[b])
-                if t == 0 {
-                    table[b] = Int32(i + 1)
-                    uniqueOf[i] = Int32(unique)
-                    unique += 1
-                    break
-                }
-                if keys[t - 1] == k {
-                    uniqueOf[i] = uniqueOf[t - 1]
-                    break
-                }
-                b = (b + 1) & mask
-            }
-        }
+        var distinct = KeyDeduplicator()
+        let unique = distinct.run(keys)
         guard unique < n else { return }
         uniqueCount = unique
         let memory = UnsafeMutableRawPointer.allocate(byteCount: unique * 8 + unique * d * 4, alignment: 16)
@@ -513,7 +487,7 @@ struct UniqueKeys: ~Copyable {
         let outGrads = (memory + unique * 8).bindMemory(to: Float.self, capacity: unique * d)
         var seen = 0
         for i in 0..<n {
-            let u = Int(uniqueOf[i])
+            let u = Int(distinct.positions[i])
             let src = gradients.baseAddress! + i * d, dst = outGrads + u * d
             if u == seen {
                 outKeys[u] = keys[i]

@@ -1,0 +1,70 @@
+// The one place that multiplies matrices.
+//
+// Debian 12's OpenBLAS (0.3.21) does not know recent Xeons (family 6, model 207, this
+// project's machines) and falls back to its Prescott kernels: about 40 GFLOPS on two cores
+// where the hardware does several times that. Where the CPU has AVX-512, products run on
+// Strata's own kernel (CStrataKernels), split by rows over `threads` threads; elsewhere on
+// OpenBLAS with its own threads. The kernel computes each element of C the same way however
+// the rows are split, so results do not depend on the thread count.
+import COpenBLAS
+import CStrataKernels
+import Dispatch
+import Synchronization
+
+public enum BLAS {
+    /// Whether products run on Strata's AVX-512 kernel (else OpenBLAS).
+    public static let usesOwnKernel = strata_sgemm_available() != 0
+
+    /// C = alpha · op(A) · op(B) + beta · C, all row-major (`strata_sgemm`, or
+    /// `cblas_sgemm`). `op` transposes when asked. A is m×k after op, B is k×n after op, C
+    /// is m×n; `lda`, `ldb`, `ldc` are the row strides of the matrices as stored.
+    @inline(__always)
+    public static func gemm(
+        _ transA: Bool, _ transB: Bool, m: Int, n: Int, k: Int,
+        alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, _ c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        guard m > 0 && n > 0 else { return }
+        if k == 0 {
+            for i in 0..<m {
+                let row = c + i * ldc
+                if beta == 0 { row.update(repeating: 0, count: n) } else { for j in 0..<n { row[j] *= beta } }
+            }
+            return
+        }
+        guard usesOwnKernel else {
+            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                        blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+            return
+        }
+        let parts = m >= 64 && threads > 1 ? min(threads, m / 32) : 1
+        let (ta, tb) = (Int32(transA ? 1 : 0), Int32(transB ? 1 : 0))
+        if parts == 1 {
+            _ = strata_sgemm(ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+            return
+        }
+        // Row ranges in multiples of the kernel's 14-row panels, so no panel is split.
+        let panels = (m + 13) / 14
+        let (ua, ub, uc) = (UInt(bitPattern: a), UInt(bitPattern: b), UInt(bitPattern: c))
+        DispatchQueue.concurrentPerform(iterations: parts) { part in
+            let first = panels * part / parts * 14, last = min(m, panels * (part + 1) / parts * 14)
+            guard first < last, let a = UnsafePointer<Float>(bitPattern: ua), let b = UnsafePointer<Float>(bitPattern: ub),
+                  let c = UnsafeMutablePointer<Float>(bitPattern: uc) else { return }
+            let rowsOfA = transA ? a + first : a + first * lda
+            _ = strata_sgemm(ta, tb, Int32(last - first), Int32(n), Int32(k), alpha, rowsOfA, Int32(lda), b, Int32(ldb),
+                             beta, c + first * ldc, Int32(ldc))
+        }
+    }
+
+    /// Threads for one product. With the own kernel, products split their rows over this
+    /// many threads; with OpenBLAS it is `openblas_set_num_threads` (its pthreads build
+    /// starts one per core; set 1 when the caller runs threads of its own).
+    private static let ownThreads = Atomic<Int>(2)
+    public static var threads: Int {
+        get { usesOwnKernel ? ownThreads.load(ordering: .relaxed) : Int(openblas_get_num_threads()) }
+        set {
+            ownThreads.store(max(1, newValue), ordering: .relaxed)
+            openblas_set_num_threads(Int32(max(1, newValue)))
+        }
+    }
+}

@@ -1,0 +1,110 @@
+/// y = x · Wᵀ + b, with W stored out × in as in PyTorch.
+public final class Linear {
+    public let inputs: Int
+    public let outputs: Int
+    public let weight: Parameter
+    public let bias: Parameter
+    public let output: Tensor
+    /// Gradient with respect to the input, when asked for.
+    public let inputGradient: Tensor
+    private var input: Tensor?
+
+    public init(_ name: String, inputs: Int, outputs: Int) {
+        self.inputs = inputs
+        self.outputs = outputs
+        weight = Parameter("\(name).weight", rows: outputs, columns: inputs)
+        bias = Parameter("\(name).bias", rows: 1, columns: outputs)
+        output = Tensor(rows: 0, columns: outputs)
+        inputGradient = Tensor(rows: 0, columns: inputs)
+    }
+
+    public var parameters: [Parameter] { [weight, bias] }
+
+    /// DLRM's initialization: W ~ N(0, sqrt(2 / (in + out))), b ~ N(0, sqrt(1 / out)).
+    public func initialize(_ w: inout WeightInitializer) {
+        w.normal(weight, standardDeviation: (2.0 / Double(inputs + outputs)).squareRoot())
+        w.normal(bias, standardDeviation: (1.0 / Double(outputs)).squareRoot())
+    }
+
+    @discardableResult
+    public func forward(_ x: Tensor) -> Tensor {
+        precondition(x.columns == inputs, "linear layer of \(inputs) inputs given \(x.columns)")
+        input = x
+        let b = x.rows
+        output.resize(rows: b)
+        for r in 0..<b { output.row(r).update(from: bias.value.data, count: outputs) }
+        BLAS.gemm(false, true, m: b, n: outputs, k: inputs, x.data, lda: inputs, weight.value.data, ldb: inputs,
+                  beta: 1, output.data, ldc: outputs)
+        return output
+    }
+
+    /// Sets the weight and bias gradients from `dy` (overwriting them) and, if asked, the
+    /// input gradient.
+    public func backward(_ dy: Tensor, needInputGradient: Bool = true) {
+        guard let x = input else { preconditionFailure("backward before forward") }
+        let b = x.rows
+        BLAS.gemm(true, false, m: outputs, n: inputs, k: b, dy.data, lda: outputs, x.data, ldb: inputs,
+                  beta: 0, weight.gradient.data, ldc: inputs)
+        let db = bias.gradient.data
+        db.update(repeating: 0, count: outputs)
+        for r in 0..<b {
+            let g = dy.row(r)
+            for j in 0..<outputs { db[j] += g[j] }
+        }
+        if needInputGradient {
+            inputGradient.resize(rows: b)
+            BLAS.gemm(false, false, m: b, n: inputs, k: outputs, dy.data, lda: outputs, weight.value.data, ldb: inputs,
+                      beta: 0, inputGradient.data, ldc: inputs)
+        }
+    }
+}
+
+/// Linear layers, each followed by an activation: DLRM's bottom and top MLPs.
+public final class MLP {
+    public let layers: [Linear]
+    public let activations: [Activation]
+    private let activated: [Tensor]
+    private let gradients: [Tensor]
+
+    /// `sizes` from input to output (13-512-256-64-16 is four layers); `activations` one per
+    /// layer.
+    public init(_ name: String, sizes: [Int], activations: [Activation]) {
+        precondition(sizes.count >= 2 && activations.count == sizes.count - 1, "an MLP needs sizes and one activation per layer")
+        layers = (0..<(sizes.count - 1)).map { Linear("\(name).\($0)", inputs: sizes[$0], outputs: sizes[$0 + 1]) }
+        self.activations = activations
+        activated = sizes.dropFirst().map { Tensor(rows: 0, columns: $0) }
+        gradients = sizes.dropFirst().map { Tensor(rows: 0, columns: $0) }
+    }
+
+    public var parameters: [Parameter] { layers.flatMap(\.parameters) }
+    public var inputs: Int { layers[0].inputs }
+    public var outputs: Int { layers.last!.outputs }
+
+    public func initialize(_ w: inout WeightInitializer) { for l in layers { l.initialize(&w) } }
+
+    @discardableResult
+    public func forward(_ x: Tensor) -> Tensor {
+        var h = x
+        for (i, layer) in layers.enumerated() {
+            let z = layer.forward(h)
+            activated[i].resize(rows: z.rows)
+            activations[i].forward(z.data, activated[i].data, count: z.count)
+            h = activated[i]
+        }
+        return h
+    }
+
+    /// Backward from the gradient of the output; returns the input gradient if asked.
+    @discardableResult
+    public func backward(_ dy: Tensor, needInputGradient: Bool = true) -> Tensor? {
+        var g = dy
+        for i in stride(from: layers.count - 1, through: 0, by: -1) {
+            gradients[i].resize(rows: g.rows)
+            activations[i].backward(output: activated[i].data, g.data, gradients[i].data, count: g.count)
+            let first = i == 0
+            layers[i].backward(gradients[i], needInputGradient: !first || needInputGradient)
+            g = layers[i].inputGradient
+        }
+        return needInputGradient ? layers[0].inputGradient : nil
+    }
+}

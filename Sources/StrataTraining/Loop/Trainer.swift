@@ -1,0 +1,258 @@
+// The training loop: batches from a source (read ahead on a thread of its own), DLRM's
+// forward and backward passes, the dense optimizer step, the store's sparse steps, periodic
+// evaluation, and checkpoints that hold everything a run needs to continue exactly: the
+// store's rows and their optimizer state, the dense weights and their optimizer state, the
+// step, and the data position, all in one store checkpoint.
+import Foundation
+public import StrataModels
+public import StrataNN
+public import StrataStore
+
+/// What happened, for progress lines and the metrics file.
+public enum TrainingEvent: Sendable {
+    case progress(Progress)
+    case evaluation(Evaluation)
+    case checkpoint(step: Int, generation: UInt64, seconds: Double)
+
+    public struct Progress: Sendable, Codable {
+        public var step: Int
+        public var samples: Int64
+        public var samplesPerSecond: Double
+        /// Mean training loss since the last progress event.
+        public var loss: Double
+        /// Share of lookups and updates served by each tier since the start, over all tables.
+        public var hotHitRatio: Double
+        public var warmHitRatio: Double
+        public var coldHitRatio: Double
+    }
+
+    public struct Evaluation: Sendable, Codable {
+        public var step: Int
+        public var samples: Int
+        public var auc: Double
+        public var logloss: Double
+        public var accuracy: Double
+    }
+}
+
+/// The end of a run.
+public struct TrainingSummary: Sendable, Codable {
+    public var steps: Int
+    public var samples: Int64
+    public var seconds: Double
+    public var samplesPerSecond: Double
+    public var finalLoss: Double
+    public var evaluation: TrainingEvent.Evaluation?
+    public var resumedFromStep: Int?
+}
+
+public enum TrainingError: Error, CustomStringConvertible {
+    case mismatch(String)
+    case checkpoint(String)
+
+    public var description: String {
+        switch self {
+        case .mismatch(let s): "the model does not fit the data: \(s)"
+        case .checkpoint(let s): "cannot resume: \(s)"
+        }
+    }
+}
+
+/// The part of a checkpoint's payload that is not dense weights.
+struct TrainerState: Codable {
+    var options: TrainingOptions
+    var step: Int
+    var samples: Int64
+    var position: SourcePosition
+}
+
+public final class Trainer {
+    public let store: Store
+    public let options: TrainingOptions
+    public let resources: TrainingResources
+    public let model: DLRM
+    public private(set) var step = 0
+    public private(set) var samples: Int64 = 0
+    public private(set) var resumedFromStep: Int?
+
+    private var source: any ClickSource
+    private let evaluationSource: (any ClickSource)?
+    private let tables: [Table]
+
+    /// Builds the model over `store` (creating one table per categorical feature, `c0`,
+    /// `c1`, ...). With `resume`, continues from the store's last checkpoint if it holds a
+    /// run (the options must then be the same).
+    public init(store: Store, options: TrainingOptions, resources: TrainingResources,
+                train: any ClickSource, evaluate: (any ClickSource)?, resume: Bool) throws {
+        let schema = train.schema
+        guard schema.dense == options.model.denseFeatures, schema.sparse == options.model.sparseFeatures else {
+            throw TrainingError.mismatch("the data has \(schema.dense) dense and \(schema.sparse) categorical features, "
+                + "the model expects \(options.model.denseFeatures) and \(options.model.sparseFeatures)")
+        }
+        if let e = evaluate, e.schema != schema {
+            throw TrainingError.mismatch("the evaluation data's features differ from the training data's")
+        }
+        self.store = store
+        self.options = options
+        self.resources = resources
+        source = train
+        evaluationSource = evaluate
+        let spec = TableSpec(dimension: options.model.embeddingDimension,
+                             initializer: Initializer(options.embeddingInitializer, seed: options.seed),
+                             optimizer: options.sparseOptimizer)
+        tables = try (0..<options.model.sparseFeatures).map { try store.createTable("c\($0)", spec, budget: resources.budget) }
+        BLAS.threads = resources.threads
+        model = DLRM(config: options.model, tables: tables, seed: options.seed)
+        options.denseOptimizer.prepare(model.parameters)
+        if resume { try restore() }
+    }
+
+    /// Restores the run the store's last checkpoint holds, if any.
+    private func restore() throws {
+        let payload = store.lastCheckpoint.payload
+        guard !payload.isEmpty else { return }
+        guard payload.count >= 8, Array(payload[0..<4]) == Array("STRN".utf8) else {
+            throw TrainingError.checkpoint("the store's last checkpoint does not hold a training run")
+        }
+        let length = Int(payload[4]) | Int(payload[5]) << 8 | Int(payload[6]) << 16 | Int(payload[7]) << 24
+        guard payload.count >= 8 + length,
+              let state = try? JSONDecoder().decode(TrainerState.self, from: Data(payload[8..<(8 + length)])) else {
+            throw TrainingError.checkpoint("the training state in the last checkpoint is unreadable")
+        }
+        guard state.options == options else {
+            throw TrainingError.checkpoint("the last checkpoint was made with other options; resume with the same ones")
+        }
+        try ParameterArchive.decode(payload[(8 + length)...], into: model.parameters)
+        try source.seek(to: state.position)
+        step = state.step
+        samples = state.samples
+        resumedFromStep = state.step
+    }
+
+    private func payload(position: SourcePosition) -> [UInt8] {
+        let state = TrainerState(options: options, step: step, samples: samples, position: position)
+        let json = (try? JSONEncoder().encode(state)) ?? Data()
+        var out = Array("STRN".utf8)
+        withUnsafeBytes(of: UInt32(json.count).littleEndian) { out += $0 }
+        out += json
+        out += ParameterArchive.encode(model.parameters)
+        return out
+    }
+
+    /// Trains to the end (steps or epochs), reporting as it goes.
+    public func run(report: (TrainingEvent) -> Void) throws -> TrainingSummary {
+        let batchSize = options.batchSize
+        let dense = Tensor(rows: batchSize, columns: options.model.denseFeatures)
+        let dLogits = Tensor(rows: batchSize, columns: 1)
+        let started = Date()
+        let startSamples = samples
+        var lossSum = 0.0, lossCount = 0, lastLoss = Double.nan
+        var lastReport = Date(), samplesAtReport = samples
+        var epochsDone = 0
+        var position = source.position
+        var lastEvaluation: TrainingEvent.Evaluation?
+        let prefetcher = resources.lookahead > 0
+            ? Prefetcher(source: source, batchSize: batchSize, depth: resources.lookahead, warming: tables) : nil
+        defer { prefetcher?.stop() }
+        var local = ClickBatch(schema: source.schema)
+
+        func nextBatch() throws -> PositionedBatch {
+            if let prefetcher { return try prefetcher.next() }
+            let n = try source.next(batchSize, into: &local)
+            return PositionedBatch(batch: local, after: source.position, endOfEpoch: n == 0)
+        }
+
+        while true {
+            if let steps = options.steps, step >= steps { break }
+            if options.steps == nil && epochsDone >= options.epochs { break }
+            let item = try nextBatch()
+            if item.endOfEpoch {
+                epochsDone += 1
+                position = item.after
+                continue
+            }
+            let batch = item.batch
+            dense.resize(rows: batch.count)
+            batch.dense.withUnsafeBufferPointer { dense.data.update(from: $0.baseAddress!, count: $0.count) }
+            let logits = try batch.keys.withUnsafeBufferPointer { keys in
+                try model.forward(dense: dense, keys: keys, training: true)
+            }
+            let loss = batch.labels.withUnsafeBufferPointer { options.loss.evaluate(logits, targets: $0.baseAddress!, gradient: dLogits) }
+            try model.backward(dLogits)
+            options.denseOptimizer.step(model.parameters, step: step + 1)
+            step += 1
+            samples += Int64(batch.count)
+            position = item.after
+            lossSum += loss
+            lossCount += 1
+            lastLoss = loss
+
+            let now = Date()
+            if now.timeIntervalSince(lastReport) >= 1 {
+                report(.progress(progress(lossSum / Double(max(lossCount, 1)),
+                                          rate: Double(samples - samplesAtReport) / now.timeIntervalSince(lastReport))))
+                lastReport = now
+                samplesAtReport = samples
+                lossSum = 0
+                lossCount = 0
+            }
+            let finishing = options.steps.map { step >= $0 } ?? false
+            if options.evaluateEvery > 0 && step % options.evaluateEvery == 0 && !finishing, let e = try evaluate() {
+                lastEvaluation = e
+                report(.evaluation(e))
+            }
+            if options.checkpointEvery > 0 && step % options.checkpointEvery == 0 && !finishing {
+                try checkpoint(position, report)
+            }
+        }
+        if let e = try evaluate() {
+            lastEvaluation = e
+            report(.evaluation(e))
+        }
+        try checkpoint(position, report)
+        let seconds = Date().timeIntervalSince(started)
+        return TrainingSummary(
+            steps: step, samples: samples, seconds: seconds,
+            samplesPerSecond: Double(samples - startSamples) / max(seconds, 1e-9), finalLoss: lastLoss,
+            evaluation: lastEvaluation, resumedFromStep: resumedFromStep)
+    }
+
+    private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) -> Void) throws {
+        let info = try store.checkpoint(payload: payload(position: position))
+        report(.checkpoint(step: step, generation: info.generation, seconds: info.durationSeconds))
+    }
+
+    private func progress(_ loss: Double, rate: Double) -> TrainingEvent.Progress {
+        var hot = 0, warm = 0, cold = 0, all = 0
+        for t in tables {
+            guard let s = try? t.statistics().traffic else { continue }
+            hot += s.hotHits
+            warm += s.warmHits + s.spillHits
+            cold += s.coldHits
+            all += s.accesses
+        }
+        let total = Double(max(all, 1))
+        return .init(step: step, samples: samples, samplesPerSecond: rate, loss: loss,
+                     hotHitRatio: Double(hot) / total, warmHitRatio: Double(warm) / total, coldHitRatio: Double(cold) / total)
+    }
+
+    /// The model on the evaluation data (read-only: nothing moves in the store).
+    public func evaluate() throws -> TrainingEvent.Evaluation? {
+        guard var data = evaluationSource, options.evaluationSamples > 0 else { return nil }
+        try data.seek(to: SourcePosition())
+        var batch = ClickBatch(schema: data.schema)
+        let dense = Tensor(rows: options.batchSize, columns: options.model.denseFeatures)
+        var metrics = Metrics()
+        while metrics.count < options.evaluationSamples {
+            let n = try data.next(min(options.batchSize, options.evaluationSamples - metrics.count), into: &batch)
+            if n == 0 { break }
+            dense.resize(rows: n)
+            batch.dense.withUnsafeBufferPointer { dense.data.update(from: $0.baseAddress!, count: $0.count) }
+            let logits = try batch.keys.withUnsafeBufferPointer { try model.forward(dense: dense, keys: $0, training: false) }
+            metrics.add(logits: UnsafeBufferPointer(start: logits.data, count: n), labels: batch.labels)
+        }
+        guard metrics.count > 0 else { return nil }
+        return .init(step: step, samples: metrics.count, auc: metrics.auc, logloss: metrics.logLoss, accuracy: metrics.accuracy)
+    }
+}
+
