@@ -26,7 +26,10 @@
 #     --threads N               threads on both sides (default 2)
 #     --lookahead N             strata's --lookahead (default 4)
 #     --hot-mb N                strata's --hot-mb, per table (default: room for every row the
-#                               run can touch, x1.5, as a power of two: 64 for the defaults)
+#                               run can touch, x1.5, as a power of two: 64 for the defaults;
+#                               like PyTorch, which holds every row in memory. A far larger
+#                               budget, such as 4096, made strata about half as fast on these
+#                               short runs when measured)
 #     --warm-mb N               strata's --warm-mb (default 0)
 #     --venv DIR                the PyTorch virtual environment, made if missing
 #                               (default ${XDG_CACHE_HOME:-$HOME/.cache}/strata/torch-venv)
@@ -53,6 +56,9 @@
 # (2.2 GB) and generates its data first, which takes ten to twenty seconds outside the timing.
 # Every step that fails stops the script with its log.
 set -euo pipefail
+# All of it in one group, so that bash reads the whole script before running it: editing the
+# file while a benchmark runs cannot change what the run does.
+{
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 batch_sizes="128 2048"
@@ -340,3 +346,5 @@ EOF
 if [ "$busy_runs" -gt 0 ]; then
     echo "warning: $busy_runs run(s) shared the machine with other work (see above): rerun when it is idle" >&2
 fi
+exit 0
+}

@@ -62,6 +62,29 @@ struct Train: ParsableCommand {
     @Option(help: "Synthetic data: Zipf exponent of the categorical ids.") var syntheticZipf = 1.05
     @Option(help: "Criteo data: samples read together and shuffled (0: file order).") var shuffleBlock = 0
 
+    func validate() throws {
+        // Refused here, not trapped on a precondition deep inside.
+        func require(_ ok: Bool, _ message: String) throws { if !ok { throw ValidationError(message) } }
+        let mebibytes = Int.max >> 20
+        try require((0...mebibytes).contains(hotMb), "--hot-mb must be between 0 and \(mebibytes), not \(hotMb)")
+        try require((0...mebibytes).contains(warmMb), "--warm-mb must be between 0 and \(mebibytes), not \(warmMb)")
+        try require(batchSize >= 1, "--batch-size must be at least 1, not \(batchSize)")
+        try require(embeddingDim >= 1, "--embedding-dim: a dimension 0 table holds nothing; give at least 1")
+        try require(steps.map { $0 >= 1 } ?? true, "--steps must be at least 1")
+        try require(epochs >= 1, "--epochs must be at least 1, not \(epochs)")
+        try require(evalEvery >= 0 && evalSamples >= 0 && checkpointEvery >= 0,
+                    "--eval-every, --eval-samples and --checkpoint-every cannot be negative")
+        try require(lookahead >= 0, "--lookahead cannot be negative")
+        try require((1...256).contains(threads), "--threads must be between 1 and 256, not \(threads)")
+        try require(shuffleBlock >= 0, "--shuffle-block cannot be negative")
+        try require(learningRate.isFinite && learningRate > 0, "--learning-rate must be positive, not \(learningRate)")
+        try require(sparseLearningRate.map { $0.isFinite && $0 > 0 } ?? true, "--sparse-learning-rate must be positive")
+        try require(syntheticSamples >= 1, "--synthetic-samples must be at least 1, not \(syntheticSamples)")
+        try require(syntheticKeys >= 10 && syntheticKeys <= Double(Int64.max / 2),
+                    "--synthetic-keys must be at least 10 (the smallest feature's key space), not \(syntheticKeys)")
+        try require(syntheticZipf.isFinite && syntheticZipf > 0, "--synthetic-zipf must be positive, not \(syntheticZipf)")
+    }
+
     func run() throws {
         guard model == "dlrm" else { throw ValidationError("unknown model '\(model)' (this version has dlrm)") }
         let bottom = try sizes(bottomMlp, "--bottom-mlp"), top = try sizes(topMlp, "--top-mlp")
@@ -102,14 +125,26 @@ struct Train: ParsableCommand {
             }
         }
         try db.close()
+        // Synthetic data knows the best reachable AUC: the planted model's, on the very
+        // samples the evaluation used.
+        let planted = (eval as? SyntheticClicks).flatMap { source in
+            summary.evaluation.map { source.plantedAUC(samples: $0.samples) }
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.keyEncodingStrategy = .convertToSnakeCase
             encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+            var object = try JSONSerialization.jsonObject(with: encoder.encode(summary)) as? [String: Any] ?? [:]
+            if let planted { object["planted_auc"] = planted }
+            print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         } else {
+            if let planted, let auc = summary.evaluation?.auc {
+                print("planted model's AUC on the same samples: \(String(format: "%.4f", planted)) "
+                      + "(the model is \(String(format: "%.4f", planted - auc)) below it)")
+            }
+            let skipped = summary.skippedLines > 0 ? "; skipped \(summary.skippedLines) malformed lines" : ""
             print("trained \(summary.steps) steps, \(summary.samples) samples in \(fmt(summary.seconds)) s: "
-                  + "\(fmt(summary.samplesPerSecond)) samples/s; final loss \(String(format: "%.4f", summary.finalLoss))")
+                  + "\(fmt(summary.samplesPerSecond)) samples/s; final loss \(String(format: "%.4f", summary.finalLoss))" + skipped)
         }
     }
 

@@ -11,18 +11,42 @@
 
 /// Estimated access counts of keys the shard does not hold: four 8-bit counters per key
 /// inside one 64-byte block, so an update touches one cache line.
+///
+/// It starts small and doubles as the rows it must tell apart grow, up to `capacity / 4`
+/// blocks: a sketch sized for a large, mostly empty tier would spread its few counts over
+/// pages that every access then faults in.
 struct FrequencySketch: ~Copyable {
-    private let words: UnsafeMutablePointer<UInt64>
-    private let blockMask: Int
+    private var words: UnsafeMutablePointer<UInt64>
+    private var blockMask: Int
+    private let maximumBlocks: Int
 
-    init(capacity: Int) {
+    init(capacity: Int, initial: Int = 1024) {
+        var most = 1
+        while most * 4 < capacity { most <<= 1 }
+        maximumBlocks = most
         var blocks = 1
-        while blocks * 4 < capacity { blocks <<= 1 }
+        while blocks * 4 < min(capacity, initial) { blocks <<= 1 }
         words = zeroedPages(blocks * 8, of: UInt64.self)
         blockMask = blocks - 1
     }
 
     deinit { freePages(words, (blockMask + 1) * 8) }
+
+    /// Rows the sketch is sized for now.
+    var rows: Int { (blockMask + 1) * 4 }
+
+    /// Doubles the width (up to the maximum). Each new block starts as a copy of the block
+    /// its keys used to share, so every estimate stays what it was.
+    mutating func grow() {
+        let blocks = blockMask + 1
+        guard blocks < maximumBlocks else { return }
+        let wider = zeroedPages(blocks * 16, of: UInt64.self)
+        wider.update(from: words, count: blocks * 8)
+        (wider + blocks * 8).update(from: words, count: blocks * 8)
+        freePages(words, blocks * 8)
+        words = wider
+        blockMask = blocks * 2 - 1
+    }
 
     var bytes: Int { (blockMask + 1) * 64 }
 

@@ -311,6 +311,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
 
     /// Adds an entry whose access count starts from the sketch's memory of the key.
     private mutating func insertEntry(_ key: UInt64, _ hash: UInt64, _ location: UInt32, _ flags: UInt32) {
+        if index.count >= sketch.rows { sketch.grow() }
         let e = IndexEntry(key: key, location: location, flags: flags | UInt32(sketch.estimate(hash)) << 16)
         index.insert(key, hash: hash, location: location, flags: e.flags)
         counters.account(e, 1)

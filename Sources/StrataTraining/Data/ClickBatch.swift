@@ -1,3 +1,4 @@
+import Foundation
 public import StrataStore
 
 // Click data in the shape of Criteo's: a label, dense numeric features and categorical
@@ -82,6 +83,12 @@ public struct SourcePosition: Sendable, Codable, Equatable, Hashable {
 /// A stream of click samples that can say where it is and go back there.
 public protocol ClickSource {
     var schema: ClickSchema { get }
+    /// What the stream is, as text: sources with equal identities hand out the same samples in
+    /// the same order. A resume checks it, so that a checkpoint's position is never applied
+    /// to other data.
+    var identity: String { get }
+    /// Malformed input skipped in the current pass (sources that skip nothing: 0).
+    var skippedLines: Int64 { get }
     /// Where the next sample will come from.
     var position: SourcePosition { get }
     /// Resumes at a position this source (or one made the same way) reported.
@@ -89,6 +96,17 @@ public protocol ClickSource {
     /// Fills `batch` with up to `size` samples and returns how many; 0 means the epoch ended
     /// and the next call starts the next one.
     mutating func next(_ size: Int, into batch: inout ClickBatch) throws -> Int
+}
+
+extension ClickSource {
+    public var skippedLines: Int64 { 0 }
+}
+
+/// Options as sorted-key JSON: part of a source's identity.
+func identityText<T: Encodable>(_ value: T) -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "\(value)"
 }
 
 /// The embedding key of a categorical value: the value hashed together with its column, so

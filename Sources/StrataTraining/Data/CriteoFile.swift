@@ -78,6 +78,12 @@ public struct CriteoFile: ClickSource, Sendable {
     public var linesRead: Int64 { frontierLine }
     /// Malformed lines skipped in the same pass, as far as `linesRead`.
     public var skippedLines: Int64 { frontierSkipped }
+    /// The path, the file's size and the options that decide the sample order (not the
+    /// malformed-line policy or buffer sizes, which do not).
+    public var identity: String {
+        let size = (try? file.size()).map(String.init) ?? "?"
+        return "criteo:\(path) (\(size) bytes) schema \(identityText(options.schema)) shuffle block \(options.shuffleBlock) seed \(options.seed)"
+    }
 
     /// Samples per block. Unshuffled reading still parses in blocks, of identity order, so
     /// that the parse loop runs without a per-sample call back into `next`.

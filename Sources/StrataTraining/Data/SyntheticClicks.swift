@@ -108,6 +108,7 @@ public struct SyntheticClicks: ClickSource, Sendable {
 
     public let options: Options
     public let split: Split
+    public var identity: String { "synthetic:\(split) \(identityText(options))" }
     public var schema: ClickSchema { options.schema }
     /// Ids per categorical feature.
     public var keySpaces: [Int64] { model.sparse.map(\.zipf.count) }

@@ -44,16 +44,22 @@ public struct TrainingSummary: Sendable, Codable {
     public var finalLoss: Double
     public var evaluation: TrainingEvent.Evaluation?
     public var resumedFromStep: Int?
+    /// Malformed input lines left out (`--on-malformed skip`), counted from the start of the
+    /// epoch the run resumed in.
+    public var skippedLines: Int64
 }
 
 public enum TrainingError: Error, CustomStringConvertible {
     case mismatch(String)
     case checkpoint(String)
+    /// A pass over the data yielded no sample (an empty file, or every line malformed).
+    case noData(String)
 
     public var description: String {
         switch self {
         case .mismatch(let s): "the model does not fit the data: \(s)"
         case .checkpoint(let s): "cannot resume: \(s)"
+        case .noData(let s): "\(s) holds no usable sample"
         }
     }
 }
@@ -61,6 +67,8 @@ public enum TrainingError: Error, CustomStringConvertible {
 /// The part of a checkpoint's payload that is not dense weights.
 struct TrainerState: Codable {
     var options: TrainingOptions
+    /// The training source's `identity`.
+    var data: String
     var step: Int
     var samples: Int64
     var position: SourcePosition
@@ -92,6 +100,17 @@ public final class Trainer {
         if let e = evaluate, e.schema != schema {
             throw TrainingError.mismatch("the evaluation data's features differ from the training data's")
         }
+        // Checked before any table is created: a resume with other options must say so, not
+        // fail on a table spec.
+        let saved = resume ? try Self.savedRun(store) : nil
+        if let saved {
+            guard saved.state.options == options else {
+                throw TrainingError.checkpoint("the last checkpoint was made with other options (\(options.differences(from: saved.state.options))); resume with the same ones")
+            }
+            guard saved.state.data == train.identity else {
+                throw TrainingError.checkpoint("the last checkpoint was made on other data (\(saved.state.data)), not \(train.identity)")
+            }
+        }
         self.store = store
         self.options = options
         self.resources = resources
@@ -104,13 +123,19 @@ public final class Trainer {
         BLAS.threads = resources.threads
         model = DLRM(config: options.model, tables: tables, seed: options.seed)
         options.denseOptimizer.prepare(model.parameters)
-        if resume { try restore() }
+        if let saved {
+            try ParameterArchive.decode(saved.archive, into: model.parameters)
+            try source.seek(to: saved.state.position)
+            step = saved.state.step
+            samples = saved.state.samples
+            resumedFromStep = saved.state.step
+        }
     }
 
-    /// Restores the run the store's last checkpoint holds, if any.
-    private func restore() throws {
+    /// The run the store's last checkpoint holds, if any: its state and dense archive.
+    private static func savedRun(_ store: Store) throws -> (state: TrainerState, archive: ArraySlice<UInt8>)? {
         let payload = store.lastCheckpoint.payload
-        guard !payload.isEmpty else { return }
+        guard !payload.isEmpty else { return nil }
         guard payload.count >= 8, Array(payload[0..<4]) == Array("STRN".utf8) else {
             throw TrainingError.checkpoint("the store's last checkpoint does not hold a training run")
         }
@@ -119,18 +144,11 @@ public final class Trainer {
               let state = try? JSONDecoder().decode(TrainerState.self, from: Data(payload[8..<(8 + length)])) else {
             throw TrainingError.checkpoint("the training state in the last checkpoint is unreadable")
         }
-        guard state.options == options else {
-            throw TrainingError.checkpoint("the last checkpoint was made with other options; resume with the same ones")
-        }
-        try ParameterArchive.decode(payload[(8 + length)...], into: model.parameters)
-        try source.seek(to: state.position)
-        step = state.step
-        samples = state.samples
-        resumedFromStep = state.step
+        return (state, payload[(8 + length)...])
     }
 
     private func payload(position: SourcePosition) -> [UInt8] {
-        let state = TrainerState(options: options, step: step, samples: samples, position: position)
+        let state = TrainerState(options: options, data: source.identity, step: step, samples: samples, position: position)
         let json = (try? JSONEncoder().encode(state)) ?? Data()
         var out = Array("STRN".utf8)
         withUnsafeBytes(of: UInt32(json.count).littleEndian) { out += $0 }
@@ -159,18 +177,27 @@ public final class Trainer {
         func nextBatch() throws -> PositionedBatch {
             if let prefetcher { return try prefetcher.next() }
             let n = try source.next(batchSize, into: &local)
-            return PositionedBatch(batch: local, after: source.position, endOfEpoch: n == 0)
+            return PositionedBatch(batch: local, after: source.position, endOfEpoch: n == 0,
+                                   skippedLines: source.skippedLines)
         }
+        var skippedBefore: Int64 = 0, skippedThisEpoch: Int64 = 0
 
         while true {
             if let steps = options.steps, step >= steps { break }
             if options.steps == nil && epochsDone >= options.epochs { break }
             let item = try nextBatch()
             if item.endOfEpoch {
+                // Without this, --steps on an empty file would loop forever.
+                guard position.sample > 0 else {
+                    throw TrainingError.noData(source.identity)
+                }
                 epochsDone += 1
                 position = item.after
+                skippedBefore += item.skippedLines
+                skippedThisEpoch = 0
                 continue
             }
+            skippedThisEpoch = item.skippedLines
             let batch = item.batch
             dense.resize(rows: batch.count)
             batch.dense.withUnsafeBufferPointer { dense.data.update(from: $0.baseAddress!, count: $0.count) }
@@ -214,7 +241,7 @@ public final class Trainer {
         return TrainingSummary(
             steps: step, samples: samples, seconds: seconds,
             samplesPerSecond: Double(samples - startSamples) / max(seconds, 1e-9), finalLoss: lastLoss,
-            evaluation: lastEvaluation, resumedFromStep: resumedFromStep)
+            evaluation: lastEvaluation, resumedFromStep: resumedFromStep, skippedLines: skippedBefore + skippedThisEpoch)
     }
 
     private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) -> Void) throws {

@@ -60,3 +60,12 @@ public struct TrainingResources: Sendable {
         self.threads = threads
     }
 }
+
+extension TrainingOptions {
+    /// The names of the options that differ from `other`'s, for an error message.
+    func differences(from other: TrainingOptions) -> String {
+        let mine = Mirror(reflecting: self).children, theirs = Mirror(reflecting: other).children
+        let names = zip(mine, theirs).filter { "\($0.value)" != "\($1.value)" }.compactMap(\.0.label)
+        return names.isEmpty ? "none found" : names.joined(separator: ", ") + " differ"
+    }
+}

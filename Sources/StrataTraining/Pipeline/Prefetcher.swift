@@ -15,6 +15,8 @@ public struct PositionedBatch: Sendable {
     public var after: SourcePosition
     /// The epoch ended before this batch could be filled (`batch.count` is then 0).
     public var endOfEpoch: Bool
+    /// The source's `skippedLines` just after it.
+    public var skippedLines: Int64
 }
 
 /// Reads batches from a source on a background thread, `depth` ahead of the consumer.
@@ -85,7 +87,8 @@ final class Prefetcher: @unchecked Sendable {
             if stop { break }
             do {
                 let n = try source.next(batchSize, into: &batch)
-                let item = PositionedBatch(batch: batch, after: source.position, endOfEpoch: n == 0)
+                let item = PositionedBatch(batch: batch, after: source.position, endOfEpoch: n == 0,
+                                           skippedLines: source.skippedLines)
                 if n > 0 { try warm(batch, &scratch) }
                 pthread_mutex_lock(mutex)
                 queue.append(item)
