@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+// MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6).
+#define STRATA_FTZ_DAZ 0x8040u
+
 enum { MR = 14, NR = 32, KC = 256, MC = 14 * 16 };
 
 static int available = 0;
@@ -19,6 +22,16 @@ __attribute__((constructor)) static void detect(void) {
 }
 
 int strata_sgemm_available(void) { return available; }
+
+int strata_flush_denormals(int on) {
+#if defined(__x86_64__)
+    unsigned csr = _mm_getcsr();
+    _mm_setcsr(on ? csr | STRATA_FTZ_DAZ : csr & ~STRATA_FTZ_DAZ);
+    return (csr & STRATA_FTZ_DAZ) == STRATA_FTZ_DAZ;
+#else
+    return 0;
+#endif
+}
 
 #if defined(__x86_64__)
 
@@ -114,6 +127,9 @@ int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
     float *bp = scratch(&b_buffer, &b_capacity, (size_t)KC * npad);
     float *ap = scratch(&a_buffer, &a_capacity, (size_t)KC * MC);
     if (!bp || !ap) return -1;
+    // Whatever thread runs this part: the same arithmetic as the caller's (see strata_flush_denormals).
+    unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | STRATA_FTZ_DAZ);
     for (int k0 = 0; k0 < k; k0 += KC) {
         int kc = k - k0 < KC ? k - k0 : KC;
         // After the first depth block, later ones add to what is there.
@@ -132,6 +148,7 @@ int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
             }
         }
     }
+    _mm_setcsr(csr);
     return 0;
 }
 

@@ -45,8 +45,10 @@ struct Train: ParsableCommand {
     @Option(help: "Seed of the initial weights and of the data order.") var seed: UInt64 = 1
     @Flag(help: "Continue from the store's last checkpoint.") var resume = false
 
-    @Option(help: "Hot tier budget per table, MiB.") var hotMb = 64
-    @Option(help: "Warm tier budget per table, MiB.") var warmMb = 256
+    @Option(help: "Hot tier budget per table, MiB.") var hotMb: Double = 64
+    @Option(help: "Warm tier budget per table, MiB.") var warmMb: Double = 256
+    @Option(help: "LMDB pages kept mapped in the process before they are dropped (they stay in the page cache), MiB.")
+    var mapResidentMb: Double = 64
     @Option(help: "Batches read and warmed ahead of the step in progress (0: none).") var lookahead = 4
     @Option(help: "Threads for matrix products.") var threads = 2
 
@@ -65,9 +67,10 @@ struct Train: ParsableCommand {
     func validate() throws {
         // Refused here, not trapped on a precondition deep inside.
         func require(_ ok: Bool, _ message: String) throws { if !ok { throw ValidationError(message) } }
-        let mebibytes = Int.max >> 20
-        try require((0...mebibytes).contains(hotMb), "--hot-mb must be between 0 and \(mebibytes), not \(hotMb)")
-        try require((0...mebibytes).contains(warmMb), "--warm-mb must be between 0 and \(mebibytes), not \(warmMb)")
+        let mebibytes = Double(Int.max >> 21)
+        for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb), ("--map-resident-mb", mapResidentMb)] {
+            try require((0...mebibytes).contains(value), "\(flag) must be between 0 and \(Int(mebibytes)), not \(value)")
+        }
         try require(batchSize >= 1, "--batch-size must be at least 1, not \(batchSize)")
         try require(embeddingDim >= 1, "--embedding-dim: a dimension 0 table holds nothing; give at least 1")
         try require(steps.map { $0 >= 1 } ?? true, "--steps must be at least 1")
@@ -97,10 +100,11 @@ struct Train: ParsableCommand {
             sparseOptimizer: try sparseStoreOptimizer(), embeddingInitializer: .uniform(low: -0.01, high: 0.01),
             evaluateEvery: evalEvery, evaluationSamples: evalSamples, checkpointEvery: checkpointEvery, seed: seed)
         let resources = TrainingResources(
-            budget: TierBudget(hotBytes: hotMb << 20, warmBytes: warmMb << 20), lookahead: lookahead, threads: threads)
+            budget: TierBudget(hotBytes: Int(hotMb * 1048576), warmBytes: Int(warmMb * 1048576)), lookahead: lookahead, threads: threads)
 
         var storeOptions = Store.Options()
         storeOptions.budget = resources.budget
+        storeOptions.mapResidentBytes = Int(mapResidentMb * 1048576)
         if !resume { try? FileManager.default.removeItem(atPath: store) }
         let db = try Store(path: store, options: storeOptions)
         let trainer = try Trainer(store: db, options: options, resources: resources, train: train, evaluate: eval, resume: resume)
@@ -123,6 +127,9 @@ struct Train: ParsableCommand {
                 if terminal { print("") }
                 print("checkpoint \(generation) at step \(step) (\(String(format: "%.2f", seconds)) s)")
             }
+            // Into files and pipes too, so that `tail -f` and a watching process see each line
+            // as it happens.
+            fflush(nil)
         }
         try db.close()
         // Synthetic data knows the best reachable AUC: the planted model's, on the very
@@ -142,6 +149,11 @@ struct Train: ParsableCommand {
                 print("planted model's AUC on the same samples: \(String(format: "%.4f", planted)) "
                       + "(the model is \(String(format: "%.4f", planted - auc)) below it)")
             }
+            let t = summary.tables
+            print("tables: \(t.rows) rows, \(megabytes(t.rowBytes)) of records (largest table \(megabytes(t.largestTableBytes)), "
+                  + "budget \(megabytes(t.budgetBytesPerTable)) a table); lookups hot \(pct(t.hotHitRatio)) "
+                  + "warm \(pct(t.warmHitRatio)) cold \(pct(t.coldHitRatio))"
+                  + (summary.peakResidentBytes.map { "; peak resident \(megabytes($0))" } ?? ""))
             let skipped = summary.skippedLines > 0 ? "; skipped \(summary.skippedLines) malformed lines" : ""
             print("trained \(summary.steps) steps, \(summary.samples) samples in \(fmt(summary.seconds)) s: "
                   + "\(fmt(summary.samplesPerSecond)) samples/s; final loss \(String(format: "%.4f", summary.finalLoss))" + skipped)
@@ -211,6 +223,7 @@ struct Train: ParsableCommand {
 }
 
 private func pct(_ x: Double) -> String { String(format: "%.1f%%", x * 100) }
+private func megabytes(_ bytes: Int) -> String { String(format: "%.1f MB", Double(bytes) / 1e6) }
 
 /// The metrics file: one JSON object per line.
 final class MetricsLog {

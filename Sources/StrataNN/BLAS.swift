@@ -68,3 +68,16 @@ public enum BLAS {
         }
     }
 }
+
+/// Denormal floats flushed to zero (`strata_flush_denormals`), as TensorFlow does in its
+/// compute threads: decaying optimizer moments otherwise reach the denormal range, where
+/// every operation takes about a hundred cycles.
+public enum Denormals {
+    /// Runs `body` in this thread with flush-to-zero and denormals-are-zero set, then puts
+    /// the previous mode back.
+    public static func flushed<T>(_ body: () throws -> T) rethrows -> T {
+        let before = strata_flush_denormals(1)
+        defer { _ = strata_flush_denormals(before) }
+        return try body()
+    }
+}

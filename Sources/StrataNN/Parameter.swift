@@ -1,6 +1,6 @@
 // Dense parameters, their gradients and their optimizer state, and the one way they are
 // saved and restored (inside a store checkpoint's payload).
-public import StrataStore
+import StrataStore
 #if canImport(Glibc)
 import Glibc
 #endif

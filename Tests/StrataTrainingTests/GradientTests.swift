@@ -363,8 +363,9 @@ private typealias GC = GradientCheck
         let layer = DotInteraction(vectors: c.vectors, dimension: c.dimension)
         let v = c.vectors, d = c.dimension, pairs = v * (v - 1) / 2
         #expect(layer.pairs == pairs && layer.outputColumns == d + pairs)
-        // Batch sizes that grow and then shrink, through one layer.
-        for b in [1, 5, 3] {
+        // Batch sizes that grow and then shrink, through one layer; 37 and 16 cross and fill the
+        // kernel's 16-sample blocks.
+        for b in [1, 5, 37, 16, 3] {
             let inputs = (0..<v).map { _ in r.tensor(b, d) }
             let weights = r.values(b * (d + pairs))
             let y = layer.forward(inputs)

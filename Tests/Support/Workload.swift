@@ -1,6 +1,6 @@
 // A deterministic stream of store operations from a seed, so a test and a child process can
 // agree on what was done without talking.
-public import StrataStore
+import StrataStore
 
 public enum Operation: Sendable, Equatable {
     case lookup([UInt64])

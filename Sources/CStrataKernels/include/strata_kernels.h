@@ -5,13 +5,36 @@
 /// Whether `strata_sgemm` runs on this CPU (it needs AVX-512F).
 int strata_sgemm_available(void);
 
+/// Sets (on ≠ 0) or clears flush-to-zero and denormals-are-zero in this thread's MXCSR and
+/// returns whether both were set before. Training with them set: optimizer moments and the
+/// gradients of idle units decay into denormals, which cost x86 about a hundred cycles per
+/// operation and slowed Adam runs fivefold. `strata_sgemm` always runs with them set, in
+/// whichever thread, so products do not depend on the calling thread's mode. Does nothing
+/// (returns 0) off x86-64.
+int strata_flush_denormals(int on);
+
 /// C = alpha · op(A) · op(B) + beta · C for row-major matrices, as `cblas_sgemm` with
 /// CblasRowMajor: op(A) is m×k, op(B) is k×n, C is m×n; `lda`, `ldb`, `ldc` are row strides
 /// of the matrices as stored. Single-threaded; callers split C's rows across threads. Every
 /// element of C is computed by one fixed sequence of fused multiply-adds over k, whatever
-/// the split, so results do not depend on the number of threads. Returns 0, or -1 when the
+/// the split, so results do not depend on the number of threads. Denormal inputs and
+/// results are flushed to zero. Returns 0, or -1 when the
 /// CPU lacks AVX-512F (nothing is written then).
 int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+
+/// DLRM's dot interaction for `batch` samples of `vectors` inputs, each `batch × dim`
+/// row-major (`inputs[0]` the bottom MLP's output, then the embeddings): row s of `out`
+/// (stride `ldo`) gets inputs[0]'s row s, then <z_i, z_j> for every pair j < i in order of i
+/// then j. Each product sums over the dimension in order. Single-threaded; uses AVX-512F when
+/// the CPU has it.
+void strata_interaction_forward(int vectors, int dim, int batch, const float *const *inputs, float *out, int ldo);
+
+/// The gradients of the interaction's inputs from `dy` (`batch` rows of dim + pairs columns,
+/// stride `lddy`): gradients[v] (`batch × dim`, overwritten) = Σ over v's pairs of
+/// dy_pair · the other vector, summed in output order, plus dy's first `dim` columns for v = 0.
+void strata_interaction_backward(int vectors, int dim, int batch, const float *const *inputs, const float *dy, int lddy,
+                                 float *const *gradients);
 
 #endif

@@ -184,6 +184,20 @@ public func residentBytes() -> Int {
     return resident * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
+/// The kernel's high-water mark of this process's resident set (VmHWM in
+/// `/proc/self/status`) in bytes, or nil where there is none. Writing "5" to
+/// `/proc/self/clear_refs` resets it.
+public func peakResidentBytes() -> Int? {
+    guard let f = fopen("/proc/self/status", "r") else { return nil }
+    defer { fclose(f) }
+    var line = [CChar](repeating: 0, count: 512)
+    while fgets(&line, Int32(line.count), f) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if text.hasPrefix("VmHWM:") { return Int(text.filter(\.isNumber)).map { $0 * 1024 } }
+    }
+    return nil
+}
+
 /// The names in a directory (`opendir`, `readdir`), without "." and "..".
 func directoryEntries(_ path: String) throws(SystemError) -> [String] {
     guard let dir = opendir(path) else { throw SystemError("opendir", path) }

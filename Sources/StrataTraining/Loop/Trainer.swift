@@ -5,7 +5,7 @@
 // step, and the data position, all in one store checkpoint.
 import Foundation
 public import StrataModels
-public import StrataNN
+import StrataNN
 public import StrataStore
 
 /// What happened, for progress lines and the metrics file.
@@ -41,12 +41,31 @@ public struct TrainingSummary: Sendable, Codable {
     public var samples: Int64
     public var seconds: Double
     public var samplesPerSecond: Double
+    /// The mean training loss of the last 100 steps (fewer if the run made fewer).
     public var finalLoss: Double
     public var evaluation: TrainingEvent.Evaluation?
     public var resumedFromStep: Int?
     /// Malformed input lines left out (`--on-malformed skip`), counted from the start of the
     /// epoch the run resumed in.
     public var skippedLines: Int64
+    public var tables: Tables
+    /// The kernel's high-water mark of the process's resident set (VmHWM), if known.
+    public var peakResidentBytes: Int?
+
+    /// The embedding tables at the end, summed over tables.
+    public struct Tables: Sendable, Codable {
+        public var rows: Int
+        /// Rows × record bytes (values and optimizer state): what all-in-memory would hold.
+        public var rowBytes: Int
+        /// The largest table's rows × record bytes.
+        public var largestTableBytes: Int
+        /// Hot and warm budgets per table.
+        public var budgetBytesPerTable: Int
+        /// Memory beyond the budgets: index, admission state.
+        public var overheadBytes: Int
+        /// Where this run's lookups and updates found their rows.
+        public var hotHitRatio: Double, warmHitRatio: Double, coldHitRatio: Double
+    }
 }
 
 public enum TrainingError: Error, CustomStringConvertible {
@@ -157,14 +176,20 @@ public final class Trainer {
         return out
     }
 
-    /// Trains to the end (steps or epochs), reporting as it goes.
+    /// Trains to the end (steps or epochs), reporting as it goes. Denormals are flushed to
+    /// zero throughout (`Denormals`).
     public func run(report: (TrainingEvent) -> Void) throws -> TrainingSummary {
+        try Denormals.flushed { try train(report: report) }
+    }
+
+    private func train(report: (TrainingEvent) -> Void) throws -> TrainingSummary {
         let batchSize = options.batchSize
         let dense = Tensor(rows: batchSize, columns: options.model.denseFeatures)
         let dLogits = Tensor(rows: batchSize, columns: 1)
         let started = Date()
         let startSamples = samples
-        var lossSum = 0.0, lossCount = 0, lastLoss = Double.nan
+        var lossSum = 0.0, lossCount = 0
+        var recentLosses = [Double](repeating: 0, count: 100), recentCount = 0
         var lastReport = Date(), samplesAtReport = samples
         var epochsDone = 0
         var position = source.position
@@ -212,7 +237,8 @@ public final class Trainer {
             position = item.after
             lossSum += loss
             lossCount += 1
-            lastLoss = loss
+            recentLosses[recentCount % recentLosses.count] = loss
+            recentCount += 1
 
             let now = Date()
             if now.timeIntervalSince(lastReport) >= 1 {
@@ -224,7 +250,7 @@ public final class Trainer {
                 lossCount = 0
             }
             let finishing = options.steps.map { step >= $0 } ?? false
-            if options.evaluateEvery > 0 && step % options.evaluateEvery == 0 && !finishing, let e = try evaluate() {
+            if options.evaluateEvery > 0 && step % options.evaluateEvery == 0 && !finishing, let e = try evaluation() {
                 lastEvaluation = e
                 report(.evaluation(e))
             }
@@ -232,7 +258,7 @@ public final class Trainer {
                 try checkpoint(position, report)
             }
         }
-        if let e = try evaluate() {
+        if let e = try evaluation() {
             lastEvaluation = e
             report(.evaluation(e))
         }
@@ -240,8 +266,9 @@ public final class Trainer {
         let seconds = Date().timeIntervalSince(started)
         return TrainingSummary(
             steps: step, samples: samples, seconds: seconds,
-            samplesPerSecond: Double(samples - startSamples) / max(seconds, 1e-9), finalLoss: lastLoss,
-            evaluation: lastEvaluation, resumedFromStep: resumedFromStep, skippedLines: skippedBefore + skippedThisEpoch)
+            samplesPerSecond: Double(samples - startSamples) / max(seconds, 1e-9), finalLoss: recentCount == 0 ? .nan : recentLosses.prefix(recentCount).reduce(0, +) / Double(min(recentCount, recentLosses.count)),
+            evaluation: lastEvaluation, resumedFromStep: resumedFromStep, skippedLines: skippedBefore + skippedThisEpoch,
+            tables: try tableSummary(), peakResidentBytes: peakResidentBytes())
     }
 
     private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) -> Void) throws {
@@ -250,21 +277,36 @@ public final class Trainer {
     }
 
     private func progress(_ loss: Double, rate: Double) -> TrainingEvent.Progress {
-        var hot = 0, warm = 0, cold = 0, all = 0
-        for t in tables {
-            guard let s = try? t.statistics().traffic else { continue }
-            hot += s.hotHits
-            warm += s.warmHits + s.spillHits
-            cold += s.coldHits
-            all += s.accesses
+        let t = try? tableSummary()
+        return .init(step: step, samples: samples, samplesPerSecond: rate, loss: loss, hotHitRatio: t?.hotHitRatio ?? 0,
+                     warmHitRatio: t?.warmHitRatio ?? 0, coldHitRatio: t?.coldHitRatio ?? 0)
+    }
+
+    private func tableSummary() throws -> TrainingSummary.Tables {
+        var rows = 0, bytes = 0, largest = 0, overhead = 0, hot = 0, warm = 0, cold = 0, all = 0
+        for table in tables {
+            let s = try table.statistics()
+            rows += s.rows.total
+            bytes += s.rows.total * s.recordBytes
+            largest = max(largest, s.rows.total * s.recordBytes)
+            overhead += s.bytes.overhead
+            hot += s.traffic.hotHits
+            warm += s.traffic.warmHits + s.traffic.spillHits
+            cold += s.traffic.coldHits
+            all += s.traffic.accesses
         }
         let total = Double(max(all, 1))
-        return .init(step: step, samples: samples, samplesPerSecond: rate, loss: loss,
+        return .init(rows: rows, rowBytes: bytes, largestTableBytes: largest,
+                     budgetBytesPerTable: resources.budget.hotBytes + resources.budget.warmBytes, overheadBytes: overhead,
                      hotHitRatio: Double(hot) / total, warmHitRatio: Double(warm) / total, coldHitRatio: Double(cold) / total)
     }
 
     /// The model on the evaluation data (read-only: nothing moves in the store).
     public func evaluate() throws -> TrainingEvent.Evaluation? {
+        try Denormals.flushed { try evaluation() }
+    }
+
+    private func evaluation() throws -> TrainingEvent.Evaluation? {
         guard var data = evaluationSource, options.evaluationSamples > 0 else { return nil }
         try data.seek(to: SourcePosition())
         var batch = ClickBatch(schema: data.schema)

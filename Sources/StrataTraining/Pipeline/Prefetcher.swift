@@ -3,7 +3,7 @@
 // stalling it. It only reads: lookups never change a row's value, so results do not depend
 // on how far it looks ahead (or whether it runs at all), only how long they take.
 import Foundation
-public import StrataStore
+import StrataStore
 #if canImport(Glibc)
 import Glibc
 #endif
