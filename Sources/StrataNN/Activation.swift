@@ -1,3 +1,4 @@
+import CStrataKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +12,7 @@ public enum Activation: String, Sendable, Codable, CaseIterable {
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         switch self {
         case .identity: if UnsafePointer(y) != x { y.update(from: x, count: count) }
-        case .relu: for i in 0..<count { y[i] = max(x[i], 0) }
+        case .relu: strata_relu_forward(x, y, count)
         case .sigmoid: for i in 0..<count { y[i] = logistic(x[i]) }
         case .tanh: for i in 0..<count { y[i] = tanhf(x[i]) }
         }
@@ -21,7 +22,7 @@ public enum Activation: String, Sendable, Codable, CaseIterable {
     public func backward(output y: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, count: Int) {
         switch self {
         case .identity: if UnsafePointer(dx) != dy { dx.update(from: dy, count: count) }
-        case .relu: for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : 0 }
+        case .relu: strata_relu_backward(y, dy, dx, count)
         case .sigmoid: for i in 0..<count { dx[i] = dy[i] * y[i] * (1 - y[i]) }
         case .tanh: for i in 0..<count { dx[i] = dy[i] * (1 - y[i] * y[i]) }
         }

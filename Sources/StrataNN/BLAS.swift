@@ -3,12 +3,11 @@
 // Debian 12's OpenBLAS (0.3.21) does not know recent Xeons (family 6, model 207, this
 // project's machines) and falls back to its Prescott kernels: about 40 GFLOPS on two cores
 // where the hardware does several times that. Where the CPU has AVX-512, products run on
-// Strata's own kernel (CStrataKernels), split by rows over `threads` threads; elsewhere on
+// Strata's own kernel (CStrataKernels), split by rows over `threads` threads of its own; elsewhere on
 // OpenBLAS with its own threads. The kernel computes each element of C the same way however
 // the rows are split, so results do not depend on the thread count.
 import COpenBLAS
 import CStrataKernels
-import Dispatch
 import Synchronization
 
 public enum BLAS {
@@ -37,23 +36,11 @@ public enum BLAS {
                         blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
             return
         }
-        let parts = m >= 64 && threads > 1 ? min(threads, m / 32) : 1
         let (ta, tb) = (Int32(transA ? 1 : 0), Int32(transB ? 1 : 0))
-        if parts == 1 {
-            _ = strata_sgemm(ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-            return
-        }
-        // Row ranges in multiples of the kernel's 14-row panels, so no panel is split.
-        let panels = (m + 13) / 14
-        let (ua, ub, uc) = (UInt(bitPattern: a), UInt(bitPattern: b), UInt(bitPattern: c))
-        DispatchQueue.concurrentPerform(iterations: parts) { part in
-            let first = panels * part / parts * 14, last = min(m, panels * (part + 1) / parts * 14)
-            guard first < last, let a = UnsafePointer<Float>(bitPattern: ua), let b = UnsafePointer<Float>(bitPattern: ub),
-                  let c = UnsafeMutablePointer<Float>(bitPattern: uc) else { return }
-            let rowsOfA = transA ? a + first : a + first * lda
-            _ = strata_sgemm(ta, tb, Int32(last - first), Int32(n), Int32(k), alpha, rowsOfA, Int32(lda), b, Int32(ldb),
-                             beta, c + first * ldc, Int32(ldc))
-        }
+        // Splitting fewer than 64 rows costs more than it saves.
+        let parts = m >= 64 ? Int32(threads) : 1
+        _ = strata_sgemm_threaded(parts, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c,
+                                  Int32(ldc))
     }
 
     /// Threads for one product. With the own kernel, products split their rows over this

@@ -1,3 +1,5 @@
+import CStrataKernels
+
 /// y = x · Wᵀ + b, with W stored out × in as in PyTorch.
 public final class Linear {
     public let inputs: Int
@@ -32,7 +34,7 @@ public final class Linear {
         input = x
         let b = x.rows
         output.resize(rows: b)
-        for r in 0..<b { output.row(r).update(from: bias.value.data, count: outputs) }
+        strata_fill_rows(output.data, bias.value.data, Int32(b), Int32(outputs))
         BLAS.gemm(false, true, m: b, n: outputs, k: inputs, x.data, lda: inputs, weight.value.data, ldb: inputs,
                   beta: 1, output.data, ldc: outputs)
         return output
@@ -45,12 +47,7 @@ public final class Linear {
         let b = x.rows
         BLAS.gemm(true, false, m: outputs, n: inputs, k: b, dy.data, lda: outputs, x.data, ldb: inputs,
                   beta: 0, weight.gradient.data, ldc: inputs)
-        let db = bias.gradient.data
-        db.update(repeating: 0, count: outputs)
-        for r in 0..<b {
-            let g = dy.row(r)
-            for j in 0..<outputs { db[j] += g[j] }
-        }
+        strata_column_sums(dy.data, Int32(b), Int32(outputs), bias.gradient.data)
         if needInputGradient {
             inputGradient.resize(rows: b)
             BLAS.gemm(false, false, m: b, n: inputs, k: outputs, dy.data, lda: outputs, weight.value.data, ldb: inputs,

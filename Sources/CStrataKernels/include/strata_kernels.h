@@ -24,6 +24,28 @@ int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
                  const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
 
+/// `strata_sgemm` with C's rows split, in whole 14-row panels, over `threads` threads: the
+/// caller and up to threads - 1 workers the process keeps (started on first use; they spin
+/// for a fraction of a millisecond after each product, then sleep). The result is the same
+/// bits as `strata_sgemm`'s. A call made while another thread's is in flight runs on the
+/// calling thread alone. Returns what `strata_sgemm` returns.
+int strata_sgemm_threaded(int threads, int transA, int transB, int m, int n, int k, float alpha,
+                          const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+/// y = max(x, 0) over `n` floats (y may be x).
+void strata_relu_forward(const float *x, float *y, long n);
+
+/// dx = y > 0 ? dy : 0 over `n` floats, from ReLU's output y (dx may be dy).
+void strata_relu_backward(const float *y, const float *dy, float *dx, long n);
+
+/// Copies `row` (`columns` floats) into each of the `rows` rows of c (a bias before a product
+/// adds to it).
+void strata_fill_rows(float *c, const float *row, int rows, int columns);
+
+/// sums[j] = Σ_r x[r][j] over a row-major `rows × columns` matrix, adding rows in order (a
+/// bias gradient).
+void strata_column_sums(const float *x, int rows, int columns, float *sums);
+
 /// DLRM's dot interaction for `batch` samples of `vectors` inputs, each `batch × dim`
 /// row-major (`inputs[0]` the bottom MLP's output, then the embeddings): row s of `out`
 /// (stride `ldo`) gets inputs[0]'s row s, then <z_i, z_j> for every pair j < i in order of i
