@@ -16,10 +16,6 @@ INLINE void relu_backward_body(const float *y, const float *dy, float *dx, long 
     for (long i = 0; i < n; i++) dx[i] = y[i] > 0 ? dy[i] : 0;
 }
 
-INLINE void fill_rows_body(float *c, const float *row, int rows, int columns) {
-    for (int r = 0; r < rows; r++) memcpy(c + (size_t)r * columns, row, sizeof(float) * columns);
-}
-
 INLINE void column_sums_body(const float *x, int rows, int columns, float *sums) {
     memset(sums, 0, sizeof(float) * columns);
     for (int r = 0; r < rows; r++) {
@@ -48,8 +44,6 @@ void strata_relu_forward(const float *x, float *y, long n) {
 void strata_relu_backward(const float *y, const float *dy, float *dx, long n) {
     DISPATCH(relu_backward_avx512(y, dy, dx, n), relu_backward_body(y, dy, dx, n));
 }
-
-void strata_fill_rows(float *c, const float *row, int rows, int columns) { fill_rows_body(c, row, rows, columns); }
 
 void strata_column_sums(const float *x, int rows, int columns, float *sums) {
     DISPATCH(column_sums_avx512(x, rows, columns, sums), column_sums_body(x, rows, columns, sums));

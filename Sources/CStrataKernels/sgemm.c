@@ -35,43 +35,117 @@ int strata_flush_denormals(int on) {
 
 #if defined(__x86_64__)
 
-// Element (i, kk) of op(A) and (kk, j) of op(B).
-#define A_AT(i, kk) (transA ? a[(size_t)(kk) * lda + (i)] : a[(size_t)(i) * lda + (kk)])
-#define B_AT(kk, j) (transB ? b[(size_t)(j) * ldb + (kk)] : b[(size_t)(kk) * ldb + (j)])
+#define PD(x) _mm512_castps_pd(x)
+#define PS(x) _mm512_castpd_ps(x)
 
-/// Packs rows [i0, i0 + rows) × depths [k0, k0 + kc) of op(A) in panels of MR rows, depth
-/// after depth, zero-padded to a whole panel.
-static void pack_a(int transA, const float *a, int lda, int i0, int rows, int k0, int kc, float *out) {
-    for (int p = 0; p < rows; p += MR) {
-        int h = rows - p < MR ? rows - p : MR;
-        for (int kk = 0; kk < kc; kk++) {
-            for (int r = 0; r < h; r++) out[r] = A_AT(i0 + p + r, k0 + kk);
-            for (int r = h; r < MR; r++) out[r] = 0;
-            out += MR;
-        }
+/// Transposes the 16 × 16 matrix whose rows are r[0..16).
+__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16]) {
+    __m512 t[16], u[16], v[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[4 * i] = PS(_mm512_unpacklo_pd(PD(t[4 * i]), PD(t[4 * i + 2])));
+        u[4 * i + 1] = PS(_mm512_unpackhi_pd(PD(t[4 * i]), PD(t[4 * i + 2])));
+        u[4 * i + 2] = PS(_mm512_unpacklo_pd(PD(t[4 * i + 1]), PD(t[4 * i + 3])));
+        u[4 * i + 3] = PS(_mm512_unpackhi_pd(PD(t[4 * i + 1]), PD(t[4 * i + 3])));
+    }
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0x88);
+        v[i + 4] = _mm512_shuffle_f32x4(u[i], u[i + 4], 0xdd);
+        v[i + 8] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0x88);
+        v[i + 12] = _mm512_shuffle_f32x4(u[i + 8], u[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(v[i], v[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(v[i], v[i + 8], 0xdd);
     }
 }
 
-/// Packs depths [k0, k0 + kc) × columns [j0, j0 + cols) of op(B) in panels of NR columns,
-/// depth after depth, zero-padded to a whole panel.
-static void pack_b(int transB, const float *b, int ldb, int k0, int kc, int j0, int cols, float *out) {
+/// Loads 16 depths (fewer at the end: the rest reads as 0) of `count` ≤ 16 rows of a
+/// row-major matrix, rows past `count` as 0, and transposes them: r[t] holds depth t.
+__attribute__((target("avx512f"))) static inline void load_transposed(const float *first, size_t stride, int count,
+                                                                       int depths, __m512 r[16]) {
+    __mmask16 m = (__mmask16)((1u << depths) - 1);
+    for (int i = 0; i < 16; i++) r[i] = i < count ? _mm512_maskz_loadu_ps(m, first + i * stride) : _mm512_setzero_ps();
+    transpose16(r);
+}
+
+/// pack_a for A as stored (not transposed), 16 depths at a time through registers: each
+/// depth of a panel gathers one element from each of MR rows, which one at a time is a
+/// strided scalar copy.
+__attribute__((target("avx512f")))
+static void pack_a_rows(const float *a, int lda, int i0, int rows, int k0, int kc, float *out) {
+    for (int p = 0; p < rows; p += MR) {
+        int h = rows - p < MR ? rows - p : MR;
+        const float *panel = a + (size_t)(i0 + p) * lda + k0;
+        for (int kk = 0; kk < kc; kk += 16) {
+            int d = kc - kk < 16 ? kc - kk : 16;
+            __m512 r[16];
+            load_transposed(panel + kk, (size_t)lda, h, d, r);
+            for (int t = 0; t < d; t++) _mm512_mask_storeu_ps(out + (size_t)(kk + t) * MR, (1u << MR) - 1, r[t]);
+        }
+        out += (size_t)kc * MR;
+    }
+}
+
+/// pack_b for B stored transposed (n × k), the same way: 16 depths of 16 columns at a time.
+__attribute__((target("avx512f")))
+static void pack_b_columns(const float *b, int ldb, int k0, int kc, int j0, int cols, float *out) {
     for (int q = 0; q < cols; q += NR) {
         int w = cols - q < NR ? cols - q : NR;
-        for (int kk = 0; kk < kc; kk++) {
-            if (!transB && w == NR) {
-                memcpy(out, b + (size_t)(k0 + kk) * ldb + j0 + q, NR * sizeof(float));
-            } else {
-                for (int s = 0; s < w; s++) out[s] = B_AT(k0 + kk, j0 + q + s);
-                for (int s = w; s < NR; s++) out[s] = 0;
+        for (int kk = 0; kk < kc; kk += 16) {
+            int d = kc - kk < 16 ? kc - kk : 16;
+            for (int half = 0; half < NR / 16; half++) {
+                int count = w - half * 16;
+                __m512 r[16];
+                load_transposed(b + (size_t)(j0 + q + half * 16) * ldb + k0 + kk, (size_t)ldb,
+                                count < 0 ? 0 : count > 16 ? 16 : count, d, r);
+                for (int t = 0; t < d; t++) _mm512_storeu_ps(out + (size_t)(kk + t) * NR + half * 16, r[t]);
             }
+        }
+        out += (size_t)kc * NR;
+    }
+}
+
+/// Packs rows [i0, i0 + rows) × depths [k0, k0 + kc) of op(A) for A stored transposed
+/// (k × m): each depth of a panel is MR consecutive floats, zero-padded to a whole panel.
+__attribute__((target("avx512f")))
+static void pack_a_columns(const float *a, int lda, int i0, int rows, int k0, int kc, float *out) {
+    for (int p = 0; p < rows; p += MR) {
+        int h = rows - p < MR ? rows - p : MR;
+        __mmask16 m = (__mmask16)((1u << h) - 1);
+        const float *panel = a + (size_t)k0 * lda + i0 + p;
+        for (int kk = 0; kk < kc; kk++)
+            _mm512_mask_storeu_ps(out + (size_t)kk * MR, (1u << MR) - 1, _mm512_maskz_loadu_ps(m, panel + (size_t)kk * lda));
+        out += (size_t)kc * MR;
+    }
+}
+
+/// Packs depths [k0, k0 + kc) × columns [j0, j0 + cols) of op(B) for B as stored (k × n) in
+/// panels of NR columns, depth after depth, zero-padded to a whole panel.
+__attribute__((target("avx512f")))
+static void pack_b_rows(const float *b, int ldb, int k0, int kc, int j0, int cols, float *out) {
+    for (int q = 0; q < cols; q += NR) {
+        int w = cols - q < NR ? cols - q : NR;
+        __mmask16 m0 = w >= 16 ? 0xFFFF : (__mmask16)((1u << w) - 1);
+        __mmask16 m1 = w <= 16 ? 0 : (__mmask16)((1u << (w - 16)) - 1);
+        if (w == NR) m1 = 0xFFFF;
+        const float *panel = b + (size_t)k0 * ldb + j0 + q;
+        for (int kk = 0; kk < kc; kk++) {
+            const float *row = panel + (size_t)kk * ldb;
+            _mm512_storeu_ps(out, _mm512_maskz_loadu_ps(m0, row));
+            _mm512_storeu_ps(out + 16, _mm512_maskz_loadu_ps(m1, row + 16));
             out += NR;
         }
     }
 }
 
-/// c[0..h) × [0..w) = alpha · (a · b) + beta · c for one MR × NR block.
+/// c[0..h) × [0..w) = alpha · (a · b) + beta · c (+ bias[0..w) when not NULL) for one MR × NR block.
 __attribute__((target("avx512f")))
-static void micro(int kc, const float *ap, const float *bp, float alpha, float beta, float *c, int ldc, int h, int w) {
+static void micro(int kc, const float *ap, const float *bp, float alpha, float beta, const float *bias, float *c,
+                  int ldc, int h, int w) {
     __m512 acc[MR][2];
     for (int r = 0; r < MR; r++) { acc[r][0] = _mm512_setzero_ps(); acc[r][1] = _mm512_setzero_ps(); }
     for (int kk = 0; kk < kc; kk++) {
@@ -88,12 +162,18 @@ static void micro(int kc, const float *ap, const float *bp, float alpha, float b
     __mmask16 m0 = w >= 16 ? 0xFFFF : (__mmask16)((1u << w) - 1);
     __mmask16 m1 = w <= 16 ? 0 : (w >= 32 ? 0xFFFF : (__mmask16)((1u << (w - 16)) - 1));
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
     for (int r = 0; r < h; r++) {
         float *row = c + (size_t)r * ldc;
         __m512 v0 = _mm512_mul_ps(va, acc[r][0]), v1 = _mm512_mul_ps(va, acc[r][1]);
         if (beta != 0) {
             v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, row), v0);
             v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, row + 16), v1);
+        }
+        if (bias) {
+            v0 = _mm512_add_ps(v0, bias0);
+            v1 = _mm512_add_ps(v1, bias1);
         }
         _mm512_mask_storeu_ps(row, m0, v0);
         _mm512_mask_storeu_ps(row + 16, m1, v1);
@@ -115,12 +195,15 @@ static float *scratch(float **buffer, size_t *capacity, size_t floats) {
 }
 
 int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc, const float *bias) {
     if (!available) return -1;
     if (m <= 0 || n <= 0) return 0;
     if (k <= 0) {
         for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) c[(size_t)i * ldc + j] = beta == 0 ? 0 : beta * c[(size_t)i * ldc + j];
+            for (int j = 0; j < n; j++) {
+                float v = beta == 0 ? 0 : beta * c[(size_t)i * ldc + j];
+                c[(size_t)i * ldc + j] = bias ? v + bias[j] : v;
+            }
         return 0;
     }
     int npad = (n + NR - 1) / NR * NR;
@@ -134,16 +217,17 @@ int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
         int kc = k - k0 < KC ? k - k0 : KC;
         // After the first depth block, later ones add to what is there.
         float b_now = k0 == 0 ? beta : 1;
-        pack_b(transB, b, ldb, k0, kc, 0, n, bp);
+        if (transB) pack_b_columns(b, ldb, k0, kc, 0, n, bp); else pack_b_rows(b, ldb, k0, kc, 0, n, bp);
         for (int i0 = 0; i0 < m; i0 += MC) {
             int rows = m - i0 < MC ? m - i0 : MC;
-            pack_a(transA, a, lda, i0, rows, k0, kc, ap);
+            if (transA) pack_a_columns(a, lda, i0, rows, k0, kc, ap); else pack_a_rows(a, lda, i0, rows, k0, kc, ap);
             for (int j = 0; j < n; j += NR) {
                 int w = n - j < NR ? n - j : NR;
                 const float *bpanel = bp + (size_t)(j / NR) * kc * NR;
                 for (int p = 0; p < rows; p += MR) {
                     int h = rows - p < MR ? rows - p : MR;
-                    micro(kc, ap + (size_t)(p / MR) * kc * MR, bpanel, alpha, b_now, c + (size_t)(i0 + p) * ldc + j, ldc, h, w);
+                    micro(kc, ap + (size_t)(p / MR) * kc * MR, bpanel, alpha, b_now, k0 == 0 && bias ? bias + j : NULL,
+                          c + (size_t)(i0 + p) * ldc + j, ldc, h, w);
                 }
             }
         }
@@ -154,7 +238,7 @@ int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
 
 #else
 int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc) {
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc, const float *bias) {
     return -1;
 }
 #endif

@@ -44,6 +44,8 @@ struct Train: ParsableCommand {
     @Option(help: "Checkpoint every N steps (and at the end); 0: only at the end.") var checkpointEvery = 0
     @Option(help: "Seed of the initial weights and of the data order.") var seed: UInt64 = 1
     @Flag(help: "Continue from the store's last checkpoint.") var resume = false
+    @Flag(help: "Delete the store's contents and start over (without it, a store that holds a checkpoint is refused unless --resume).")
+    var overwrite = false
 
     @Option(help: "Hot tier budget per table, MiB.") var hotMb: Double = 64
     @Option(help: "Warm tier budget per table, MiB.") var warmMb: Double = 256
@@ -77,6 +79,7 @@ struct Train: ParsableCommand {
         try require(epochs >= 1, "--epochs must be at least 1, not \(epochs)")
         try require(evalEvery >= 0 && evalSamples >= 0 && checkpointEvery >= 0,
                     "--eval-every, --eval-samples and --checkpoint-every cannot be negative")
+        try require(!(resume && overwrite), "--resume and --overwrite exclude each other")
         try require(lookahead >= 0, "--lookahead cannot be negative")
         try require((1...256).contains(threads), "--threads must be between 1 and 256, not \(threads)")
         try require(shuffleBlock >= 0, "--shuffle-block cannot be negative")
@@ -105,8 +108,13 @@ struct Train: ParsableCommand {
         var storeOptions = Store.Options()
         storeOptions.budget = resources.budget
         storeOptions.mapResidentBytes = Int(mapResidentMb * 1048576)
-        if !resume { try? FileManager.default.removeItem(atPath: store) }
+        if overwrite && !resume { try? FileManager.default.removeItem(atPath: store) }
         let db = try Store(path: store, options: storeOptions)
+        if !resume && db.lastCheckpoint.generation > 0 {
+            let generation = db.lastCheckpoint.generation
+            try db.close()
+            throw ValidationError("the store \(store) holds checkpoint \(generation); --resume continues it, --overwrite starts over")
+        }
         let trainer = try Trainer(store: db, options: options, resources: resources, train: train, evaluate: eval, resume: resume)
         if let from = trainer.resumedFromStep { print("resumed at step \(from) from checkpoint \(db.lastCheckpoint.generation)") }
 
@@ -153,7 +161,8 @@ struct Train: ParsableCommand {
             print("tables: \(t.rows) rows, \(megabytes(t.rowBytes)) of records (largest table \(megabytes(t.largestTableBytes)), "
                   + "budget \(megabytes(t.budgetBytesPerTable)) a table); lookups hot \(pct(t.hotHitRatio)) "
                   + "warm \(pct(t.warmHitRatio)) cold \(pct(t.coldHitRatio))"
-                  + (summary.peakResidentBytes.map { "; peak resident \(megabytes($0))" } ?? ""))
+                  + "; resident \(megabytes(summary.residentBytesBetweenSteps)) between steps"
+                  + (summary.peakResidentBytes.map { ", peak \(megabytes($0))" } ?? ""))
             let skipped = summary.skippedLines > 0 ? "; skipped \(summary.skippedLines) malformed lines" : ""
             print("trained \(summary.steps) steps, \(summary.samples) samples in \(fmt(summary.seconds)) s: "
                   + "\(fmt(summary.samplesPerSecond)) samples/s; final loss \(String(format: "%.4f", summary.finalLoss))" + skipped)

@@ -68,12 +68,11 @@ public final class DLRM {
         precondition(dense.columns == config.denseFeatures && keys.count == b * config.sparseFeatures,
                      "batch shape does not fit the model")
         let x = bottom.forward(dense)
-        var vectors = [x]
-        vectors.reserveCapacity(embeddings.count + 1)
-        for (f, e) in embeddings.enumerated() {
-            vectors.append(try e.forward(keys: UnsafeBufferPointer(rebasing: keys[(f * b)..<((f + 1) * b)]), training: training))
+        // Tables are independent: each is looked up by one thread, in the same order every run.
+        try Parallel.forEach(embeddings.count) { (f) throws(StoreError) in
+            _ = try embeddings[f].forward(keys: UnsafeBufferPointer(rebasing: keys[(f * b)..<((f + 1) * b)]), training: training)
         }
-        return top.forward(interaction.forward(vectors))
+        return top.forward(interaction.forward([x] + embeddings.map(\.output)))
     }
 
     /// Backward from d(loss)/d(logits): dense gradients into the parameters, one sparse
@@ -82,8 +81,8 @@ public final class DLRM {
         let dInteraction = top.backward(dLogits)!
         interaction.backward(dInteraction)
         bottom.backward(interaction.inputGradients[0], needInputGradient: false)
-        for (f, e) in embeddings.enumerated() {
-            try e.backward(interaction.inputGradients[f + 1], learningRate: sparseLearningRate)
+        try Parallel.forEach(embeddings.count) { (f) throws(StoreError) in
+            try embeddings[f].backward(interaction.inputGradients[f + 1], learningRate: sparseLearningRate)
         }
     }
 }

@@ -3,35 +3,45 @@
 // Debian 12's OpenBLAS (0.3.21) does not know recent Xeons (family 6, model 207, this
 // project's machines) and falls back to its Prescott kernels: about 40 GFLOPS on two cores
 // where the hardware does several times that. Where the CPU has AVX-512, products run on
-// Strata's own kernel (CStrataKernels), split by rows over `threads` threads of its own; elsewhere on
+// Strata's own kernel (CStrataKernels), split by rows over `Parallel.threads` threads; elsewhere on
 // OpenBLAS with its own threads. The kernel computes each element of C the same way however
 // the rows are split, so results do not depend on the thread count.
 import COpenBLAS
 import CStrataKernels
-import Synchronization
 
 public enum BLAS {
     /// Whether products run on Strata's AVX-512 kernel (else OpenBLAS).
     public static let usesOwnKernel = strata_sgemm_available() != 0
 
-    /// C = alpha · op(A) · op(B) + beta · C, all row-major (`strata_sgemm`, or
-    /// `cblas_sgemm`). `op` transposes when asked. A is m×k after op, B is k×n after op, C
-    /// is m×n; `lda`, `ldb`, `ldc` are the row strides of the matrices as stored.
+    /// C = alpha · op(A) · op(B) + beta · C (+ `bias`, n floats added to every row), all
+    /// row-major (`strata_sgemm`, or `cblas_sgemm`). `op` transposes when asked. A is m×k
+    /// after op, B is k×n after op, C is m×n; `lda`, `ldb`, `ldc` are the row strides of the
+    /// matrices as stored. `threads` only changes the speed.
     @inline(__always)
     public static func gemm(
         _ transA: Bool, _ transB: Bool, m: Int, n: Int, k: Int,
         alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
-        beta: Float = 0, _ c: UnsafeMutablePointer<Float>, ldc: Int
+        beta: Float = 0, _ c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil,
+        threads: Int = Parallel.threads
     ) {
         guard m > 0 && n > 0 else { return }
-        if k == 0 {
-            for i in 0..<m {
-                let row = c + i * ldc
-                if beta == 0 { row.update(repeating: 0, count: n) } else { for j in 0..<n { row[j] *= beta } }
-            }
-            return
-        }
         guard usesOwnKernel else {
+            var beta = beta
+            if let bias {
+                // OpenBLAS has no bias: put beta · C + bias in C first.
+                for i in 0..<m {
+                    let row = c + i * ldc
+                    for j in 0..<n { row[j] = (beta == 0 ? 0 : beta * row[j]) + bias[j] }
+                }
+                beta = 1
+            }
+            if k == 0 {
+                for i in 0..<m {
+                    let row = c + i * ldc
+                    if beta == 0 { row.update(repeating: 0, count: n) } else { for j in 0..<n { row[j] *= beta } }
+                }
+                return
+            }
             cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
                         blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
             return
@@ -40,19 +50,7 @@ public enum BLAS {
         // Splitting fewer than 64 rows costs more than it saves.
         let parts = m >= 64 ? Int32(threads) : 1
         _ = strata_sgemm_threaded(parts, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c,
-                                  Int32(ldc))
-    }
-
-    /// Threads for one product. With the own kernel, products split their rows over this
-    /// many threads; with OpenBLAS it is `openblas_set_num_threads` (its pthreads build
-    /// starts one per core; set 1 when the caller runs threads of its own).
-    private static let ownThreads = Atomic<Int>(2)
-    public static var threads: Int {
-        get { usesOwnKernel ? ownThreads.load(ordering: .relaxed) : Int(openblas_get_num_threads()) }
-        set {
-            ownThreads.store(max(1, newValue), ordering: .relaxed)
-            openblas_set_num_threads(Int32(max(1, newValue)))
-        }
+                                  Int32(ldc), bias)
     }
 }
 

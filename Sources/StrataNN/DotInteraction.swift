@@ -4,7 +4,8 @@
 // concatenated after the bottom MLP's output.
 //
 // The work is `strata_interaction_forward` / `_backward` (CStrataKernels), which take sixteen
-// samples at a time so that every product runs across samples in one vector register.
+// samples at a time so that every product runs across samples in one vector register; the
+// batch is split over `Parallel.threads`.
 import CStrataKernels
 
 public final class DotInteraction {
@@ -37,8 +38,11 @@ public final class DotInteraction {
         for t in inputs { precondition(t.rows == b && t.columns == d, "interaction inputs must all be \(b)×\(d)") }
         self.inputs = inputs
         output.resize(rows: b)
-        withPointers(inputs, { UnsafePointer($0) }) { pointers in
-            strata_interaction_forward(Int32(vectors), Int32(d), Int32(b), pointers, output.data, Int32(outputColumns))
+        forEachPart(of: b) { first, count in
+            withPointers(inputs, offset: first, { UnsafePointer($0) }) { pointers in
+                strata_interaction_forward(Int32(vectors), Int32(d), Int32(count), pointers,
+                                           output.data + first * outputColumns, Int32(outputColumns))
+            }
         }
         return output
     }
@@ -48,19 +52,30 @@ public final class DotInteraction {
         let b = inputs.first?.rows ?? 0, d = dimension
         precondition(dy.rows == b && dy.columns == outputColumns)
         for t in inputGradients { t.resize(rows: b) }
-        withPointers(inputs, { UnsafePointer($0) }) { pointers in
-            withPointers(inputGradients, { $0 }) { gradients in
-                strata_interaction_backward(Int32(vectors), Int32(d), Int32(b), pointers, dy.data, Int32(outputColumns),
-                                            gradients)
+        forEachPart(of: b) { first, count in
+            withPointers(inputs, offset: first, { UnsafePointer($0) }) { pointers in
+                withPointers(inputGradients, offset: first, { $0 }) { gradients in
+                    strata_interaction_backward(Int32(vectors), Int32(d), Int32(count), pointers,
+                                                dy.data + first * outputColumns, Int32(outputColumns), gradients)
+                }
             }
         }
     }
 
+    /// Splits `batch` samples over the threads in whole 16-sample blocks.
+    private func forEachPart(of batch: Int, _ body: (_ first: Int, _ count: Int) -> Void) {
+        let blocks = (batch + 15) / 16, parts = batch >= 256 ? min(Parallel.threads, blocks) : 1
+        Parallel.forEach(parts) { part in
+            let first = blocks * part / parts * 16, last = min(batch, blocks * (part + 1) / parts * 16)
+            if first < last { body(first, last - first) }
+        }
+    }
+
     /// The tensors' data pointers as a C array, without allocating per call for Criteo's 27.
-    private func withPointers<P, R>(_ tensors: [Tensor], _ pointer: (UnsafeMutablePointer<Float>) -> P,
+    private func withPointers<P, R>(_ tensors: [Tensor], offset row: Int, _ pointer: (UnsafeMutablePointer<Float>) -> P,
                                     _ body: (UnsafePointer<P?>) -> R) -> R {
         withUnsafeTemporaryAllocation(of: P?.self, capacity: tensors.count) { buffer in
-            for (i, t) in tensors.enumerated() { buffer[i] = pointer(t.data) }
+            for (i, t) in tensors.enumerated() { buffer[i] = pointer(t.data + row * t.columns) }
             return body(UnsafePointer(buffer.baseAddress!))
         }
     }

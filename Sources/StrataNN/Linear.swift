@@ -34,9 +34,8 @@ public final class Linear {
         input = x
         let b = x.rows
         output.resize(rows: b)
-        strata_fill_rows(output.data, bias.value.data, Int32(b), Int32(outputs))
         BLAS.gemm(false, true, m: b, n: outputs, k: inputs, x.data, lda: inputs, weight.value.data, ldb: inputs,
-                  beta: 1, output.data, ldc: outputs)
+                  output.data, ldc: outputs, bias: bias.value.data)
         return output
     }
 

@@ -28,7 +28,7 @@
 // by that noise (stated at each), and they are also compared, per coordinate at 1e-3, with
 // central differences of a float64 reimplementation, which has no visible noise.
 //
-// BLAS runs on one thread (`BLAS.threads = 1`): a product then sums in one fixed order, so
+// BLAS runs on one thread (`Parallel.threads = 1`): a product then sums in one fixed order, so
 // rows of the output that a perturbation does not touch come out bit for bit the same and
 // cancel exactly in L(x + h) − L(x − h).
 import Testing
@@ -42,7 +42,7 @@ import Glibc
 private typealias GC = GradientCheck
 
 @Suite struct GradientTests {
-    init() { BLAS.threads = 1 }
+    init() { Parallel.threads = 1 }
 
     /// Floor for a tensor of gradients: 1e-3 of its scale, and at least `minimum`.
     static func floor(_ v: [Double], minimum: Double = 1e-3) -> Double { max(minimum, 1e-3 * GC.scale(v)) }
@@ -131,7 +131,7 @@ private typealias GC = GradientCheck
     /// panels and its 256-deep blocks, and α, β as the layers use them (1, 0 and 1) and not.
     static let gemmCases: [GemmCase] = [(false, false), (false, true), (true, false), (true, true)].flatMap { t in
         [(1, 1, 1, Float(1), Float(0)), (13, 31, 5, 1, 0), (15, 33, 7, 1, 1), (29, 64, 257, 1, 0), (14, 32, 300, 0.5, -2),
-         (3, 70, 1, 1, 1)].map { GemmCase(transA: t.0, transB: t.1, m: $0.0, n: $0.1, k: $0.2, alpha: $0.3, beta: $0.4) }
+         (3, 70, 1, 1, 1), (70, 45, 40, 1, 0), (130, 33, 300, 1, 1)].map { GemmCase(transA: t.0, transB: t.1, m: $0.0, n: $0.1, k: $0.2, alpha: $0.3, beta: $0.4) }
     }
 
     /// BLAS.gemm, which every Linear forward and backward runs on, against float64, with row
@@ -176,6 +176,23 @@ private typealias GC = GradientCheck
             }
         }
         print("reference check gemm \(c): worst error \(worst) of Σ|terms| (own kernel \(BLAS.usesOwnKernel))")
+    }
+
+    /// Products split over threads (in 14-row panels) are the same bits as on one thread.
+    @Test(arguments: gemmCases.filter { $0.m >= 64 })
+    func gemmThreadsDoNotChangeBits(_ c: GemmCase) {
+        var r = GC.Random(seed: UInt64(c.m * 31 + c.n))
+        let (aRows, aColumns) = c.transA ? (c.k, c.m) : (c.m, c.k)
+        let (bRows, bColumns) = c.transB ? (c.n, c.k) : (c.k, c.n)
+        let a = r.values(aRows * aColumns), b = r.values(bRows * bColumns), start = r.values(c.m * c.n)
+        var results: [[UInt32]] = []
+        for threads in [1, 2, 3] {
+            var out = start
+            BLAS.gemm(c.transA, c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha, a, lda: aColumns, b, ldb: bColumns,
+                      beta: c.beta, &out, ldc: c.n, threads: threads)
+            results.append(out.map(\.bitPattern))
+        }
+        #expect(results[1] == results[0] && results[2] == results[0], "\(c): threads change the product")
     }
 
     // MARK: Linear

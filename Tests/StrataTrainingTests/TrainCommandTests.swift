@@ -291,6 +291,20 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         #expect(result.lines.contains { $0.hasPrefix("resumed at step 20 ") }, "\(result.output)")
     }
 
+    /// A store holding a run is never thrown away without being asked.
+    @Test func aStoreWithACheckpointIsKeptUnlessOverwriteIsGiven() throws {
+        let scratch = Scratch()
+        let first = try Command.run(Self.resumable(store: scratch.store))
+        try #require(first.status == 0, "\(first.output)")
+        let again = try Command.run(Self.resumable(store: scratch.store))
+        expectRefusal(again, mentioning: ["holds checkpoint", "--resume", "--overwrite"], "a second run without --resume")
+        // Still resumable: the refusal changed nothing.
+        let resumed = try Command.run(Self.resumable(store: scratch.store) + ["--resume"])
+        #expect(resumed.lines.contains { $0.hasPrefix("resumed at step 20 ") }, "\(resumed.output)")
+        let over = try Command.run(Self.resumable(store: scratch.store) + ["--overwrite"])
+        #expect(over.status == 0 && !over.lines.contains { $0.hasPrefix("resumed") }, "\(over.output)")
+    }
+
     @Test func resumeOfAStoreWithoutATrainingRunIsRefused() throws {
         let scratch = Scratch()
         // A store whose last checkpoint's payload is not a trainer's.

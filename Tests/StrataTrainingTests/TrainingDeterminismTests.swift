@@ -14,7 +14,7 @@ import StrataTestSupport
 import StrataTraining
 import Testing
 
-// Serialized: `BLAS.threads` is process-wide and a trainer sets it.
+// Serialized: `Parallel.threads` is process-wide and a trainer sets it.
 @Suite(.serialized) struct TrainingDeterminismTests {
     static let dimension = 4
 

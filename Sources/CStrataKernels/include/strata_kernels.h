@@ -13,7 +13,8 @@ int strata_sgemm_available(void);
 /// (returns 0) off x86-64.
 int strata_flush_denormals(int on);
 
-/// C = alpha · op(A) · op(B) + beta · C for row-major matrices, as `cblas_sgemm` with
+/// C = alpha · op(A) · op(B) + beta · C (+ bias, one row of n added to every row of C, when
+/// `bias` is not NULL) for row-major matrices, as `cblas_sgemm` with
 /// CblasRowMajor: op(A) is m×k, op(B) is k×n, C is m×n; `lda`, `ldb`, `ldc` are row strides
 /// of the matrices as stored. Single-threaded; callers split C's rows across threads. Every
 /// element of C is computed by one fixed sequence of fused multiply-adds over k, whatever
@@ -21,26 +22,29 @@ int strata_flush_denormals(int on);
 /// results are flushed to zero. Returns 0, or -1 when the
 /// CPU lacks AVX-512F (nothing is written then).
 int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc, const float *bias);
 
 
-/// `strata_sgemm` with C's rows split, in whole 14-row panels, over `threads` threads: the
-/// caller and up to threads - 1 workers the process keeps (started on first use; they spin
-/// for a fraction of a millisecond after each product, then sleep). The result is the same
-/// bits as `strata_sgemm`'s. A call made while another thread's is in flight runs on the
-/// calling thread alone. Returns what `strata_sgemm` returns.
+/// Runs body(context, i) for every i in [0, count) over up to `threads` threads: the caller
+/// and workers the process keeps (started on first use; they spin for a fraction of a
+/// millisecond after each task, then sleep). Returns when every call has returned. Indices
+/// go to threads in no fixed order, so bodies must not depend on which runs first. A call
+/// made while another is in flight (from another thread, or from inside a body) runs every
+/// index on the calling thread, in order. Returns 0.
+int strata_parallel_for(int threads, int count, void (*body)(void *context, int index), void *context);
+
+/// `strata_sgemm` with C's rows split, in whole 14-row panels, over `threads` threads
+/// (`strata_parallel_for`). The result is the same bits as `strata_sgemm`'s. Returns what
+/// `strata_sgemm` returns.
 int strata_sgemm_threaded(int threads, int transA, int transB, int m, int n, int k, float alpha,
-                          const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc);
+                          const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
+                          const float *bias);
 
 /// y = max(x, 0) over `n` floats (y may be x).
 void strata_relu_forward(const float *x, float *y, long n);
 
 /// dx = y > 0 ? dy : 0 over `n` floats, from ReLU's output y (dx may be dy).
 void strata_relu_backward(const float *y, const float *dy, float *dx, long n);
-
-/// Copies `row` (`columns` floats) into each of the `rows` rows of c (a bias before a product
-/// adds to it).
-void strata_fill_rows(float *c, const float *row, int rows, int columns);
 
 /// sums[j] = Σ_r x[r][j] over a row-major `rows × columns` matrix, adding rows in order (a
 /// bias gradient).

@@ -1,5 +1,5 @@
 import Foundation
-public import StrataStore
+import StrataStore
 
 // Click data in the shape of Criteo's: a label, dense numeric features and categorical
 // features that become embedding keys. Batches are columnar so that each categorical

@@ -49,8 +49,12 @@ public struct TrainingSummary: Sendable, Codable {
     /// epoch the run resumed in.
     public var skippedLines: Int64
     public var tables: Tables
-    /// The kernel's high-water mark of the process's resident set (VmHWM), if known.
+    /// The kernel's high-water mark of the process's resident set (VmHWM), if known: it
+    /// includes transients inside calls, such as a checkpoint's commit.
     public var peakResidentBytes: Int?
+    /// The largest resident set seen between steps (sampled every 8 steps and before each
+    /// checkpoint): the memory training holds, without a checkpoint commit's transient.
+    public var residentBytesBetweenSteps: Int
 
     /// The embedding tables at the end, summed over tables.
     public struct Tables: Sendable, Codable {
@@ -101,6 +105,7 @@ public final class Trainer {
     public private(set) var step = 0
     public private(set) var samples: Int64 = 0
     public private(set) var resumedFromStep: Int?
+    private var residentBetweenSteps = 0
 
     private var source: any ClickSource
     private let evaluationSource: (any ClickSource)?
@@ -139,7 +144,7 @@ public final class Trainer {
                              initializer: Initializer(options.embeddingInitializer, seed: options.seed),
                              optimizer: options.sparseOptimizer)
         tables = try (0..<options.model.sparseFeatures).map { try store.createTable("c\($0)", spec, budget: resources.budget) }
-        BLAS.threads = resources.threads
+        Parallel.threads = resources.threads
         model = DLRM(config: options.model, tables: tables, seed: options.seed)
         options.denseOptimizer.prepare(model.parameters)
         if let saved {
@@ -210,7 +215,7 @@ public final class Trainer {
         while true {
             if let steps = options.steps, step >= steps { break }
             if options.steps == nil && epochsDone >= options.epochs { break }
-            let item = try nextBatch()
+            var item = try nextBatch()
             if item.endOfEpoch {
                 // Without this, --steps on an empty file would loop forever.
                 guard position.sample > 0 else {
@@ -223,7 +228,9 @@ public final class Trainer {
                 continue
             }
             skippedThisEpoch = item.skippedLines
+            // Taken out of the item, so that it is the only reference when it goes back.
             let batch = item.batch
+            item.batch = ClickBatch(schema: batch.schema)
             dense.resize(rows: batch.count)
             batch.dense.withUnsafeBufferPointer { dense.data.update(from: $0.baseAddress!, count: $0.count) }
             let logits = try batch.keys.withUnsafeBufferPointer { keys in
@@ -239,6 +246,8 @@ public final class Trainer {
             lossCount += 1
             recentLosses[recentCount % recentLosses.count] = loss
             recentCount += 1
+            prefetcher?.recycle(consume batch)
+            if step % 8 == 0 { residentBetweenSteps = max(residentBetweenSteps, residentBytes()) }
 
             let now = Date()
             if now.timeIntervalSince(lastReport) >= 1 {
@@ -268,10 +277,12 @@ public final class Trainer {
             steps: step, samples: samples, seconds: seconds,
             samplesPerSecond: Double(samples - startSamples) / max(seconds, 1e-9), finalLoss: recentCount == 0 ? .nan : recentLosses.prefix(recentCount).reduce(0, +) / Double(min(recentCount, recentLosses.count)),
             evaluation: lastEvaluation, resumedFromStep: resumedFromStep, skippedLines: skippedBefore + skippedThisEpoch,
-            tables: try tableSummary(), peakResidentBytes: peakResidentBytes())
+            tables: try tableSummary(), peakResidentBytes: peakResidentBytes(),
+            residentBytesBetweenSteps: residentBetweenSteps)
     }
 
     private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) -> Void) throws {
+        residentBetweenSteps = max(residentBetweenSteps, residentBytes())
         let info = try store.checkpoint(payload: payload(position: position))
         report(.checkpoint(step: step, generation: info.generation, seconds: info.durationSeconds))
     }

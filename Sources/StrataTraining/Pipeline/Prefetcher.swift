@@ -28,6 +28,8 @@ final class Prefetcher: @unchecked Sendable {
     private let depth: Int
     private let tables: [Table]
     private var queue: [PositionedBatch] = []
+    /// Batches the consumer is done with, refilled instead of allocating new ones.
+    private var spare: [ClickBatch] = []
     private var failure: (any Error)?
     private var stopping = false
     private var finished = false
@@ -67,6 +69,14 @@ final class Prefetcher: @unchecked Sendable {
         return item
     }
 
+    /// Gives back a batch `next` returned once nothing else refers to it, so that the reader
+    /// fills its buffers again: writing into a batch the queue still shares would copy it.
+    func recycle(_ batch: consuming ClickBatch) {
+        pthread_mutex_lock(mutex)
+        if spare.count <= depth { spare.append(batch) }
+        pthread_mutex_unlock(mutex)
+    }
+
     /// Stops the thread and waits for it; afterwards nothing touches the tables.
     func stop() {
         pthread_mutex_lock(mutex)
@@ -83,6 +93,7 @@ final class Prefetcher: @unchecked Sendable {
             pthread_mutex_lock(mutex)
             while queue.count >= depth && !stopping { pthread_cond_wait(changed, mutex) }
             let stop = stopping
+            if let reused = spare.popLast() { batch = reused }
             pthread_mutex_unlock(mutex)
             if stop { break }
             do {
