@@ -3,6 +3,7 @@
 // of 14 rows that stay in L2, and a 14×32 micro-kernel keeps its 28 accumulators in
 // registers, issuing two fused multiply-adds per broadcast element of A.
 #include "strata_kernels.h"
+#include "sgemm_parts.h"
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,7 @@
 // MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6).
 #define STRATA_FTZ_DAZ 0x8040u
 
-enum { MR = 14, NR = 32, KC = 256, MC = 14 * 16 };
+enum { MR = STRATA_MR, NR = STRATA_NR, KC = STRATA_KC, MC = STRATA_MR * 16 };
 
 static int available = 0;
 
@@ -142,11 +143,15 @@ static void pack_b_rows(const float *b, int ldb, int k0, int kc, int j0, int col
     }
 }
 
-/// c[0..h) × [0..w) = alpha · (a · b) + beta · c (+ bias[0..w) when not NULL) for one MR × NR block.
+/// c[0..h) × [0..w) = alpha · (a · b) + beta · c for one MR × NR block, then the epilogue's
+/// bias (`bias`: this block's columns, or NULL), ReLU and mask (`mask`: this block's first
+/// element, or NULL) when `last` (the sum is complete).
 __attribute__((target("avx512f")))
-static void micro(int kc, const float *ap, const float *bp, float alpha, float beta, const float *bias, float *c,
-                  int ldc, int h, int w) {
+static void micro(int kc, const float *ap, const float *bp, float alpha, float beta, const float *bias, int relu,
+                  const float *mask, int ldm, float *c, int ldc, int h, int w) {
     __m512 acc[MR][2];
+    // Unrolled, so the accumulators start in registers rather than as a zeroed stack array.
+#pragma GCC unroll 14
     for (int r = 0; r < MR; r++) { acc[r][0] = _mm512_setzero_ps(); acc[r][1] = _mm512_setzero_ps(); }
     for (int kk = 0; kk < kc; kk++) {
         __m512 b0 = _mm512_loadu_ps(bp), b1 = _mm512_loadu_ps(bp + 16);
@@ -164,7 +169,10 @@ static void micro(int kc, const float *ap, const float *bp, float alpha, float b
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
     __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
-    for (int r = 0; r < h; r++) {
+    // Unrolled with constant indices, so that no accumulator lives on the stack.
+#pragma GCC unroll 14
+    for (int r = 0; r < MR; r++) {
+        if (r >= h) break;
         float *row = c + (size_t)r * ldc;
         __m512 v0 = _mm512_mul_ps(va, acc[r][0]), v1 = _mm512_mul_ps(va, acc[r][1]);
         if (beta != 0) {
@@ -174,6 +182,15 @@ static void micro(int kc, const float *ap, const float *bp, float alpha, float b
         if (bias) {
             v0 = _mm512_add_ps(v0, bias0);
             v1 = _mm512_add_ps(v1, bias1);
+        }
+        if (relu) {
+            v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
+            v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
+        }
+        if (mask) {
+            const float *mr = mask + (size_t)r * ldm;
+            v0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m0, mr), _mm512_setzero_ps(), _CMP_GT_OQ), v0);
+            v1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m1, mr + 16), _mm512_setzero_ps(), _CMP_GT_OQ), v1);
         }
         _mm512_mask_storeu_ps(row, m0, v0);
         _mm512_mask_storeu_ps(row + 16, m1, v1);
@@ -194,41 +211,37 @@ static float *scratch(float **buffer, size_t *capacity, size_t floats) {
     return *buffer;
 }
 
-int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc, const float *bias) {
-    if (!available) return -1;
-    if (m <= 0 || n <= 0) return 0;
-    if (k <= 0) {
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) {
-                float v = beta == 0 ? 0 : beta * c[(size_t)i * ldc + j];
-                c[(size_t)i * ldc + j] = bias ? v + bias[j] : v;
-            }
-        return 0;
-    }
-    int npad = (n + NR - 1) / NR * NR;
-    float *bp = scratch(&b_buffer, &b_capacity, (size_t)KC * npad);
+void strata_pack_b_block(int transB, const float *b, int ldb, int n, int k0, int kc, int first, int count, float *block) {
+    int j0 = first * NR, cols = (first + count) * NR < n ? count * NR : n - j0;
+    if (cols <= 0) return;
+    float *out = block + (size_t)first * kc * NR;
+    if (transB) pack_b_columns(b, ldb, k0, kc, j0, cols, out); else pack_b_rows(b, ldb, k0, kc, j0, cols, out);
+}
+
+int strata_sgemm_rows(int transA, int first, int rows, int n, int k, int k0, int kc, float alpha, const float *a, int lda,
+                      const float *block, float beta, float *c, int ldc, const strata_epilogue *epilogue) {
     float *ap = scratch(&a_buffer, &a_capacity, (size_t)KC * MC);
-    if (!bp || !ap) return -1;
-    // Whatever thread runs this part: the same arithmetic as the caller's (see strata_flush_denormals).
+    if (!ap) return -1;
+    const float *bias = epilogue ? epilogue->bias : NULL, *mask = epilogue ? epilogue->mask : NULL;
+    int relu = epilogue ? epilogue->relu : 0, ldm = epilogue ? epilogue->ldm : 0;
+    // After the first depth block, later ones add to what is there. The bias goes in with the
+    // first depth block, ReLU and mask on the last.
+    float b_now = k0 == 0 ? beta : 1;
+    int last = k0 + kc == k;
+    // Whatever thread runs this: the same arithmetic as the caller's (see strata_flush_denormals).
     unsigned csr = _mm_getcsr();
     _mm_setcsr(csr | STRATA_FTZ_DAZ);
-    for (int k0 = 0; k0 < k; k0 += KC) {
-        int kc = k - k0 < KC ? k - k0 : KC;
-        // After the first depth block, later ones add to what is there.
-        float b_now = k0 == 0 ? beta : 1;
-        if (transB) pack_b_columns(b, ldb, k0, kc, 0, n, bp); else pack_b_rows(b, ldb, k0, kc, 0, n, bp);
-        for (int i0 = 0; i0 < m; i0 += MC) {
-            int rows = m - i0 < MC ? m - i0 : MC;
-            if (transA) pack_a_columns(a, lda, i0, rows, k0, kc, ap); else pack_a_rows(a, lda, i0, rows, k0, kc, ap);
-            for (int j = 0; j < n; j += NR) {
-                int w = n - j < NR ? n - j : NR;
-                const float *bpanel = bp + (size_t)(j / NR) * kc * NR;
-                for (int p = 0; p < rows; p += MR) {
-                    int h = rows - p < MR ? rows - p : MR;
-                    micro(kc, ap + (size_t)(p / MR) * kc * MR, bpanel, alpha, b_now, k0 == 0 && bias ? bias + j : NULL,
-                          c + (size_t)(i0 + p) * ldc + j, ldc, h, w);
-                }
+    for (int i0 = first; i0 < first + rows; i0 += MC) {
+        int part = first + rows - i0 < MC ? first + rows - i0 : MC;
+        if (transA) pack_a_columns(a, lda, i0, part, k0, kc, ap); else pack_a_rows(a, lda, i0, part, k0, kc, ap);
+        for (int j = 0; j < n; j += NR) {
+            int w = n - j < NR ? n - j : NR;
+            const float *bpanel = block + (size_t)(j / NR) * kc * NR;
+            for (int p = 0; p < part; p += MR) {
+                int h = part - p < MR ? part - p : MR;
+                micro(kc, ap + (size_t)(p / MR) * kc * MR, bpanel, alpha, b_now, k0 == 0 && bias ? bias + j : NULL,
+                      last && relu, last && mask ? mask + (size_t)(i0 + p) * ldm + j : NULL, ldm,
+                      c + (size_t)(i0 + p) * ldc + j, ldc, h, w);
             }
         }
     }
@@ -236,9 +249,44 @@ int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
     return 0;
 }
 
+int strata_sgemm_edge(int m, int n, int k, float beta, float *c, int ldc, const strata_epilogue *epilogue) {
+    if (m <= 0 || n <= 0) return 1;
+    if (k > 0) return 0;
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float v = beta == 0 ? 0 : beta * c[(size_t)i * ldc + j];
+            if (epilogue && epilogue->bias) v += epilogue->bias[j];
+            if (epilogue && epilogue->relu) v = v > 0 ? v : 0;
+            if (epilogue && epilogue->mask && !(epilogue->mask[(size_t)i * epilogue->ldm + j] > 0)) v = 0;
+            c[(size_t)i * ldc + j] = v;
+        }
+    return 1;
+}
+
+int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                 int ldb, float beta, float *c, int ldc, const strata_epilogue *epilogue) {
+    if (!available) return -1;
+    if (strata_sgemm_edge(m, n, k, beta, c, ldc, epilogue)) return 0;
+    int panels = (n + NR - 1) / NR;
+    float *block = scratch(&b_buffer, &b_capacity, (size_t)KC * panels * NR);
+    if (!block) return -1;
+    for (int k0 = 0; k0 < k; k0 += KC) {
+        int kc = k - k0 < KC ? k - k0 : KC;
+        strata_pack_b_block(transB, b, ldb, n, k0, kc, 0, panels, block);
+        if (strata_sgemm_rows(transA, 0, m, n, k, k0, kc, alpha, a, lda, block, beta, c, ldc, epilogue) != 0) return -1;
+    }
+    return 0;
+}
+
 #else
-int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc, const float *bias) {
+int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                 int ldb, float beta, float *c, int ldc, const strata_epilogue *epilogue) {
     return -1;
 }
+void strata_pack_b_block(int transB, const float *b, int ldb, int n, int k0, int kc, int first, int count, float *block) {}
+int strata_sgemm_rows(int transA, int first, int rows, int n, int k, int k0, int kc, float alpha, const float *a, int lda,
+                      const float *block, float beta, float *c, int ldc, const strata_epilogue *epilogue) {
+    return -1;
+}
+int strata_sgemm_edge(int m, int n, int k, float beta, float *c, int ldc, const strata_epilogue *epilogue) { return 1; }
 #endif

@@ -6,6 +6,8 @@
 // that start or wake a thread per call (Dispatch's concurrentPerform here) lost the whole
 // second core: new pool threads also fault in fresh packing buffers.
 #include "strata_kernels.h"
+#include "sgemm_parts.h"
+#include <stdlib.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -17,20 +19,31 @@
 #define PAUSE() ((void)0)
 #endif
 
-enum { MAX_WORKERS = 63, PANEL = 14 };
+enum { MAX_WORKERS = 63 };
 // How long an idle worker spins before it sleeps.
 static const long SPIN_NANOSECONDS = 100000;
 
+typedef void (*task_body)(void *context, int index);
+
+// A task, read by workers while the caller may already be writing the next one: generation
+// is 0 while the fields change, and a reader keeps what it read only if generation was the
+// same before and after (a sequence lock).
 typedef struct {
-    void (*body)(void *context, int index);
-    void *context;
-    int count;
+    _Atomic(task_body) body;
+    _Atomic(void *) context;
+    atomic_int count;
+    atomic_ulong generation;
 } task;
 
-static task job;
-static atomic_ulong generation;  // bumped per task
-static atomic_int next_part;     // indices handed out
-static atomic_int parts_left;    // indices not finished
+// A part is claimed by incrementing `ticket`: generation in the high 32 bits, index in the low
+// ones. A thread that wakes late, or finds nothing left, may increment it while the caller is
+// already publishing the next task; the generation tells it whether its claim was for the
+// task it read, so it never runs an index twice or a finished task's body. Tasks alternate
+// between two slots, so the one being written is never the one being claimed.
+static task tasks[2];
+static atomic_ulong generation;  // the latest task's; wakes the workers
+static atomic_ulong ticket;
+static atomic_int parts_left;    // indices of the current task not finished
 static atomic_int sleepers;
 static int workers;              // started so far
 static pthread_mutex_t callers = PTHREAD_MUTEX_INITIALIZER;  // one task at a time
@@ -46,9 +59,17 @@ static long elapsed(const struct timespec *since) {
 // Runs indices of the current task until none is left to take.
 static void take_parts(void) {
     for (;;) {
-        int index = atomic_fetch_add(&next_part, 1);
-        if (index >= job.count) return;
-        job.body(job.context, index);
+        unsigned long t = atomic_fetch_add(&ticket, 1), g = t >> 32;
+        int index = (int)(t & 0xffffffffUL);
+        task *slot = &tasks[g & 1];
+        unsigned long before = atomic_load_explicit(&slot->generation, memory_order_acquire);
+        task_body body = atomic_load_explicit(&slot->body, memory_order_relaxed);
+        void *context = atomic_load_explicit(&slot->context, memory_order_relaxed);
+        int count = atomic_load_explicit(&slot->count, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        unsigned long after = atomic_load_explicit(&slot->generation, memory_order_relaxed);
+        if (before != after || (before & 0xffffffffUL) != g || index >= count) return;
+        body(context, index);
         atomic_fetch_sub(&parts_left, 1);
     }
 }
@@ -95,10 +116,18 @@ int strata_parallel_for(int threads, int count, void (*body)(void *context, int 
         for (int i = 0; i < count; i++) body(context, i);
         return 0;
     }
-    job = (task){body, context, count};
-    atomic_store(&next_part, 0);
+    unsigned long next = atomic_load(&generation) + 1;
+    if ((next & 0xffffffffUL) == 0) next++;  // 0 marks a slot being written
+    task *slot = &tasks[(next & 0xffffffffUL) & 1];
+    atomic_store_explicit(&slot->generation, 0, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&slot->body, body, memory_order_relaxed);
+    atomic_store_explicit(&slot->context, context, memory_order_relaxed);
+    atomic_store_explicit(&slot->count, count, memory_order_relaxed);
+    atomic_store_explicit(&slot->generation, next & 0xffffffffUL, memory_order_release);
     atomic_store(&parts_left, count);
-    atomic_fetch_add(&generation, 1);
+    atomic_store(&ticket, (next & 0xffffffffUL) << 32);
+    atomic_store(&generation, next);
     if (atomic_load(&sleepers) > 0) {
         pthread_mutex_lock(&sleep_lock);
         pthread_cond_broadcast(&wake);
@@ -115,31 +144,59 @@ int strata_parallel_for(int threads, int count, void (*body)(void *context, int 
 }
 
 typedef struct {
-    int transA, transB, m, n, k, lda, ldb, ldc, parts;
+    int transA, transB, m, n, k, lda, ldb, ldc;
     float alpha, beta;
-    const float *a, *b, *bias;
+    const float *a, *b;
     float *c;
+    const strata_epilogue *epilogue;
+    float *block;                  // this depth block of B, packed once for every thread
+    int k0, kc, panels, pack_parts, rows_per_part;
 } product;
 
-// Part `part` of a product: whole panels of C's rows.
-static void product_part(void *context, int part) {
+static void pack_part(void *context, int part) {
     const product *p = context;
-    int panels = (p->m + PANEL - 1) / PANEL;
-    int first = panels * part / p->parts * PANEL, last = panels * (part + 1) / p->parts * PANEL;
-    if (last > p->m) last = p->m;
-    if (first >= last) return;
-    const float *rows = p->transA ? p->a + first : p->a + (size_t)first * p->lda;
-    strata_sgemm(p->transA, p->transB, last - first, p->n, p->k, p->alpha, rows, p->lda, p->b, p->ldb, p->beta,
-                 p->c + (size_t)first * p->ldc, p->ldc, p->bias);
+    int first = p->panels * part / p->pack_parts, last = p->panels * (part + 1) / p->pack_parts;
+    strata_pack_b_block(p->transB, p->b, p->ldb, p->n, p->k0, p->kc, first, last - first, p->block);
 }
+
+static void rows_part(void *context, int part) {
+    const product *p = context;
+    int first = part * p->rows_per_part, rows = p->m - first < p->rows_per_part ? p->m - first : p->rows_per_part;
+    if (rows > 0)
+        strata_sgemm_rows(p->transA, first, rows, p->n, p->k, p->k0, p->kc, p->alpha, p->a, p->lda, p->block, p->beta,
+                          p->c, p->ldc, p->epilogue);
+}
+
+// The packed block of B: the calling thread's, shared with the workers for one product.
+static __thread float *shared_block;
+static __thread size_t shared_capacity;
 
 int strata_sgemm_threaded(int threads, int transA, int transB, int m, int n, int k, float alpha,
                           const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
-                          const float *bias) {
+                          const strata_epilogue *epilogue) {
     if (!strata_sgemm_available()) return -1;
-    int panels = (m + PANEL - 1) / PANEL;
-    int parts = threads < panels ? threads : panels;
-    if (parts <= 1) return strata_sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias);
-    product p = {transA, transB, m, n, k, lda, ldb, ldc, parts, alpha, beta, a, b, bias, c};
-    return strata_parallel_for(parts, parts, product_part, &p);
+    if (threads <= 1 || m < 4 * STRATA_MR) return strata_sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, epilogue);
+    if (strata_sgemm_edge(m, n, k, beta, c, ldc, epilogue)) return 0;
+    int panels = (n + STRATA_NR - 1) / STRATA_NR;
+    size_t floats = (size_t)STRATA_KC * panels * STRATA_NR;
+    if (floats > shared_capacity) {
+        free(shared_block);
+        shared_block = aligned_alloc(64, floats * sizeof(float));
+        shared_capacity = shared_block ? floats : 0;
+        if (!shared_block) return -1;
+    }
+    // Rows in parts of whole panels, several per thread, so that a thread slowed by another
+    // process (or the look-ahead) leaves its share to the others.
+    int per = (m + 4 * threads - 1) / (4 * threads);
+    per = (per + STRATA_MR - 1) / STRATA_MR * STRATA_MR;
+    if (per < 4 * STRATA_MR) per = 4 * STRATA_MR;
+    product p = {transA, transB, m, n, k, lda, ldb, ldc, alpha, beta, a, b, c, epilogue, shared_block,
+                 0, 0, panels, threads < panels ? threads : panels, per};
+    for (int k0 = 0; k0 < k; k0 += STRATA_KC) {
+        p.k0 = k0;
+        p.kc = k - k0 < STRATA_KC ? k - k0 : STRATA_KC;
+        strata_parallel_for(threads, p.pack_parts, pack_part, &p);
+        strata_parallel_for(threads, (m + per - 1) / per, rows_part, &p);
+    }
+    return 0;
 }

@@ -13,16 +13,17 @@ public enum BLAS {
     /// Whether products run on Strata's AVX-512 kernel (else OpenBLAS).
     public static let usesOwnKernel = strata_sgemm_available() != 0
 
-    /// C = alpha · op(A) · op(B) + beta · C (+ `bias`, n floats added to every row), all
-    /// row-major (`strata_sgemm`, or `cblas_sgemm`). `op` transposes when asked. A is m×k
-    /// after op, B is k×n after op, C is m×n; `lda`, `ldb`, `ldc` are the row strides of the
-    /// matrices as stored. `threads` only changes the speed.
+    /// C = alpha · op(A) · op(B) + beta · C, then + `bias` (n floats added to every row), then
+    /// max(·, 0) if `relu`, then 0 wherever `mask` (m × n, row stride `ldm`) is not > 0; all
+    /// row-major (`strata_sgemm`, or `cblas_sgemm` and a pass over C). `op` transposes when
+    /// asked. A is m×k after op, B is k×n after op, C is m×n; `lda`, `ldb`, `ldc` are the row
+    /// strides of the matrices as stored. `threads` only changes the speed.
     @inline(__always)
     public static func gemm(
         _ transA: Bool, _ transB: Bool, m: Int, n: Int, k: Int,
         alpha: Float = 1, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
         beta: Float = 0, _ c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil,
-        threads: Int = Parallel.threads
+        relu: Bool = false, mask: UnsafePointer<Float>? = nil, ldm: Int = 0, threads: Int = Parallel.threads
     ) {
         guard m > 0 && n > 0 else { return }
         guard usesOwnKernel else {
@@ -40,17 +41,23 @@ public enum BLAS {
                     let row = c + i * ldc
                     if beta == 0 { row.update(repeating: 0, count: n) } else { for j in 0..<n { row[j] *= beta } }
                 }
-                return
+            } else {
+                cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                            blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
             }
-            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                        blasint(m), blasint(n), blasint(k), alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+            for i in 0..<m where relu || mask != nil {
+                let row = c + i * ldc
+                if relu { strata_relu_forward(row, row, n) }
+                if let mask { strata_relu_backward(mask + i * ldm, row, row, n) }
+            }
             return
         }
         let (ta, tb) = (Int32(transA ? 1 : 0), Int32(transB ? 1 : 0))
         // Splitting fewer than 64 rows costs more than it saves.
         let parts = m >= 64 ? Int32(threads) : 1
+        var epilogue = strata_epilogue(bias: bias, relu: relu ? 1 : 0, mask: mask, ldm: Int32(ldm))
         _ = strata_sgemm_threaded(parts, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c,
-                                  Int32(ldc), bias)
+                                  Int32(ldc), &epilogue)
     }
 }
 

@@ -10,6 +10,7 @@ public final class Linear {
     /// Gradient with respect to the input, when asked for.
     public let inputGradient: Tensor
     private var input: Tensor?
+    private let weightGradientTransposed: Tensor
 
     public init(_ name: String, inputs: Int, outputs: Int) {
         self.inputs = inputs
@@ -18,6 +19,7 @@ public final class Linear {
         bias = Parameter("\(name).bias", rows: 1, columns: outputs)
         output = Tensor(rows: 0, columns: outputs)
         inputGradient = Tensor(rows: 0, columns: inputs)
+        weightGradientTransposed = Tensor(rows: 0, columns: outputs)
     }
 
     public var parameters: [Parameter] { [weight, bias] }
@@ -28,29 +30,43 @@ public final class Linear {
         w.normal(bias, standardDeviation: (1.0 / Double(outputs)).squareRoot())
     }
 
+    /// y = x · Wᵀ + b, or max(y, 0) with `relu` (fused into the product).
     @discardableResult
-    public func forward(_ x: Tensor) -> Tensor {
+    public func forward(_ x: Tensor, relu: Bool = false) -> Tensor {
         precondition(x.columns == inputs, "linear layer of \(inputs) inputs given \(x.columns)")
         input = x
         let b = x.rows
         output.resize(rows: b)
         BLAS.gemm(false, true, m: b, n: outputs, k: inputs, x.data, lda: inputs, weight.value.data, ldb: inputs,
-                  output.data, ldc: outputs, bias: bias.value.data)
+                  output.data, ldc: outputs, bias: bias.value.data, relu: relu)
         return output
     }
 
     /// Sets the weight and bias gradients from `dy` (overwriting them) and, if asked, the
-    /// input gradient.
-    public func backward(_ dy: Tensor, needInputGradient: Bool = true) {
+    /// input gradient; with `inputMask` (the input itself, a ReLU's output) the input gradient
+    /// is kept only where the mask is > 0: ReLU's backward, fused into the product.
+    public func backward(_ dy: Tensor, needInputGradient: Bool = true, inputMask: Tensor? = nil) {
         guard let x = input else { preconditionFailure("backward before forward") }
         let b = x.rows
-        BLAS.gemm(true, false, m: outputs, n: inputs, k: b, dy.data, lda: outputs, x.data, ldb: inputs,
-                  beta: 0, weight.gradient.data, ldc: inputs)
+        if inputs < 32 && outputs >= 32 {
+            // A few inputs (13 dense features): the product's 32-column panels would be mostly
+            // padding, so compute dWᵀ = xᵀ · dy and transpose it. Each element is the same sum in
+            // the same order, so the bits are too.
+            weightGradientTransposed.resize(rows: inputs)
+            BLAS.gemm(true, false, m: inputs, n: outputs, k: b, x.data, lda: inputs, dy.data, ldb: outputs,
+                      beta: 0, weightGradientTransposed.data, ldc: outputs)
+            let t = weightGradientTransposed.data, g = weight.gradient.data
+            for i in 0..<inputs { for o in 0..<outputs { g[o * inputs + i] = t[i * outputs + o] } }
+        } else {
+            BLAS.gemm(true, false, m: outputs, n: inputs, k: b, dy.data, lda: outputs, x.data, ldb: inputs,
+                      beta: 0, weight.gradient.data, ldc: inputs)
+        }
         strata_column_sums(dy.data, Int32(b), Int32(outputs), bias.gradient.data)
         if needInputGradient {
             inputGradient.resize(rows: b)
+            if let inputMask { precondition(inputMask.rows == b && inputMask.columns == inputs) }
             BLAS.gemm(false, false, m: b, n: inputs, k: outputs, dy.data, lda: outputs, weight.value.data, ldb: inputs,
-                      beta: 0, inputGradient.data, ldc: inputs)
+                      beta: 0, inputGradient.data, ldc: inputs, mask: inputMask.map { UnsafePointer($0.data) }, ldm: inputs)
         }
     }
 }
@@ -82,6 +98,10 @@ public final class MLP {
     public func forward(_ x: Tensor) -> Tensor {
         var h = x
         for (i, layer) in layers.enumerated() {
+            if activations[i] == .relu {
+                h = layer.forward(h, relu: true)
+                continue
+            }
             let z = layer.forward(h)
             activated[i].resize(rows: z.rows)
             activations[i].forward(z.data, activated[i].data, count: z.count)
@@ -90,16 +110,25 @@ public final class MLP {
         return h
     }
 
+    /// Layer i's activated output (ReLU's is the layer's own output: it is fused).
+    private func output(_ i: Int) -> Tensor { activations[i] == .relu ? layers[i].output : activated[i] }
+
     /// Backward from the gradient of the output; returns the input gradient if asked.
     @discardableResult
     public func backward(_ dy: Tensor, needInputGradient: Bool = true) -> Tensor? {
         var g = dy
+        var masked = false  // g already went through this layer's ReLU (in the layer above's product)
         for i in stride(from: layers.count - 1, through: 0, by: -1) {
-            gradients[i].resize(rows: g.rows)
-            activations[i].backward(output: activated[i].data, g.data, gradients[i].data, count: g.count)
+            if !masked {
+                gradients[i].resize(rows: g.rows)
+                activations[i].backward(output: output(i).data, g.data, gradients[i].data, count: g.count)
+                g = gradients[i]
+            }
             let first = i == 0
-            layers[i].backward(gradients[i], needInputGradient: !first || needInputGradient)
+            let mask = !first && activations[i - 1] == .relu ? output(i - 1) : nil
+            layers[i].backward(g, needInputGradient: !first || needInputGradient, inputMask: mask)
             g = layers[i].inputGradient
+            masked = mask != nil
         }
         return needInputGradient ? layers[0].inputGradient : nil
     }

@@ -211,6 +211,8 @@ private typealias GC = GradientCheck
         LinearCase(batches: [3], inputs: 16, outputs: 1, needInputGradient: true),
         LinearCase(batches: [1], inputs: 4, outputs: 2, needInputGradient: false),
         LinearCase(batches: [6, 3], inputs: 8, outputs: 5, needInputGradient: false),
+        // Few inputs, many outputs: the weight gradient is computed transposed.
+        LinearCase(batches: [5, 70], inputs: 3, outputs: 40, needInputGradient: true),
     ]
 
     @Test(arguments: linearCases)

@@ -13,16 +13,26 @@ int strata_sgemm_available(void);
 /// (returns 0) off x86-64.
 int strata_flush_denormals(int on);
 
-/// C = alpha · op(A) · op(B) + beta · C (+ bias, one row of n added to every row of C, when
-/// `bias` is not NULL) for row-major matrices, as `cblas_sgemm` with
-/// CblasRowMajor: op(A) is m×k, op(B) is k×n, C is m×n; `lda`, `ldb`, `ldc` are row strides
+/// What happens to each element of C once its sum is complete, after alpha and beta: add a
+/// bias (n floats, the same for every row), then ReLU, then keep it only where `mask` (m × n,
+/// row stride `ldm`) is > 0 (ReLU's backward through the layer below). Fusing them saves a
+/// pass over C each.
+typedef struct {
+    const float *bias;
+    int relu;
+    const float *mask;
+    int ldm;
+} strata_epilogue;
+
+/// C = alpha · op(A) · op(B) + beta · C, then `epilogue` (none when NULL), for row-major
+/// matrices, as `cblas_sgemm` with CblasRowMajor: op(A) is m×k, op(B) is k×n, C is m×n; `lda`, `ldb`, `ldc` are row strides
 /// of the matrices as stored. Single-threaded; callers split C's rows across threads. Every
 /// element of C is computed by one fixed sequence of fused multiply-adds over k, whatever
 /// the split, so results do not depend on the number of threads. Denormal inputs and
 /// results are flushed to zero. Returns 0, or -1 when the
 /// CPU lacks AVX-512F (nothing is written then).
-int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha,
-                 const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc, const float *bias);
+int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
+                 int ldb, float beta, float *c, int ldc, const strata_epilogue *epilogue);
 
 
 /// Runs body(context, i) for every i in [0, count) over up to `threads` threads: the caller
@@ -38,7 +48,7 @@ int strata_parallel_for(int threads, int count, void (*body)(void *context, int 
 /// `strata_sgemm` returns.
 int strata_sgemm_threaded(int threads, int transA, int transB, int m, int n, int k, float alpha,
                           const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
-                          const float *bias);
+                          const strata_epilogue *epilogue);
 
 /// y = max(x, 0) over `n` floats (y may be x).
 void strata_relu_forward(const float *x, float *y, long n);
