@@ -281,6 +281,10 @@ if base is not None and base.get("peak_resident_bytes") and disk.get("peak_resid
     print(f"{'baseline peak (fixed memory)':{w}} {'':>22} {mb(fixed):>22}")
     print(f"{'peak - baseline':{w}} {mb(mem['peak_resident_bytes'] - fixed):>22} {mb(growth):>22} "
           f"{ratio(growth, allowed):>8}   (x budget + overhead, {mb(allowed)})")
+    between = disk.get("resident_bytes_between_steps")
+    if between:
+        print(f"{'resident between steps - baseline':{w}} {mb(mem['resident_bytes_between_steps'] - fixed):>22} "
+              f"{mb(between - fixed):>22} {ratio(between - fixed, allowed):>8}   (x budget + overhead)")
 print(f"{'lookups, % hot/warm+spill/LMDB/new':{w}} {pct(mt):>22} {pct(dt):>22}")
 if base is not None and disk.get("peak_resident_bytes") and disk["peak_resident_bytes"] - base["peak_resident_bytes"] > budget + dt["overhead_bytes"]:
     print()
