@@ -81,10 +81,9 @@ build=1
 keep=0
 strata=""
 
-fail() { echo "out-of-core: $*" >&2; exit 1; }
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit "${1:-2}"; }
-number() { [[ "$2" =~ ^[0-9]+$ ]] || fail "$1 wants a whole number, not '$2'"; }
-decimal() { [[ "$2" =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)$ ]] || fail "$1 wants a number of MiB, not '$2'"; }
+script=out-of-core
+# shellcheck source=tools/options.sh
+source "$repo/tools/options.sh"
 
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -161,28 +161,6 @@ enum Differential {
         }
     }
 
-    /// Traffic counters summed over several openings of a store.
-    struct Traffic: CustomStringConvertible {
-        var hotHits = 0, warmHits = 0, spillHits = 0, coldHits = 0, initializerHits = 0
-        var hotToWarm = 0, toSpill = 0, dropped = 0
-
-        mutating func add(_ t: TableStatistics.Traffic) {
-            hotHits += t.hotHits
-            warmHits += t.warmHits
-            spillHits += t.spillHits
-            coldHits += t.coldHits
-            initializerHits += t.initializerHits
-            hotToWarm += t.hotToWarm
-            toSpill += t.toSpill
-            dropped += t.dropped
-        }
-
-        var description: String {
-            "hits hot \(hotHits) warm \(warmHits) spill \(spillHits) cold \(coldHits) initializer \(initializerHits); "
-                + "hot to warm \(hotToWarm), to spill \(toSpill), dropped \(dropped)"
-        }
-    }
-
     /// The size of a file in bytes, or -1.
     static func fileBytes(_ path: String) -> Int {
         let fd = Glibc.open(path, O_RDONLY)
@@ -212,7 +190,7 @@ enum Differential {
         var reopenings = 0
         /// Opens that found the store still locked by this process (see `open`).
         /// Traffic summed over every opening of the store (statistics restart at each open).
-        var traffic = Traffic()
+        var traffic = TrafficTotals()
         var sampler = SplitMix64(seed: 99)
         /// The operation being checked, for failure messages.
         var context = "start"

@@ -191,26 +191,3 @@ struct TrainedState {
         return sections.flatMap { $0.count > limit ? $0.prefix(limit) + ["... \($0.count - limit) more"] : $0 }
     }
 }
-
-/// Traffic summed over a store's tables: evidence that rows really moved between tiers.
-struct Movement: CustomStringConvertible {
-    var hotHits = 0, warmHits = 0, spillHits = 0, coldHits = 0, hotToWarm = 0, toSpill = 0, dropped = 0
-
-    init(_ tables: [Table]) throws {
-        for t in tables {
-            let s = try t.statistics().traffic
-            hotHits += s.hotHits
-            warmHits += s.warmHits
-            spillHits += s.spillHits
-            coldHits += s.coldHits
-            hotToWarm += s.hotToWarm
-            toSpill += s.toSpill
-            dropped += s.dropped
-        }
-    }
-
-    var description: String {
-        "hits hot \(hotHits) warm \(warmHits) spill \(spillHits) cold \(coldHits); moves hot→warm \(hotToWarm) "
-            + "→spill \(toSpill) dropped \(dropped)"
-    }
-}

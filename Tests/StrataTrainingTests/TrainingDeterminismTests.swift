@@ -41,7 +41,7 @@ import Testing
     struct Run {
         var state: TrainedState
         var summary: TrainingSummary
-        var movement: Movement
+        var movement: TrafficTotals
         var events: [String]
     }
 
@@ -65,7 +65,7 @@ import Testing
             }
         }
         let tables = try store.tableNames.map { try store.table($0) }
-        let movement = try Movement(tables)
+        let movement = try TrafficTotals(tables)
         var state = try TrainedState.capture(store)
         state.dense = TrainedState.dense(trainer)
         try store.close()
