@@ -163,7 +163,7 @@ run() {   # name, what, arguments...
     echo "$what: strata $*"
     started=$(date +%s.%N)
     "$strata" "$@" --store "$scratch/store-$name" --metrics "$scratch/$name.metrics.jsonl" >"$scratch/$name.out" 2>&1 || status=$?
-    rm -rf "$scratch/store-$name"
+    [ "$keep" = 1 ] || rm -rf "$scratch/store-$name"
     [ "$status" = 0 ] || step_failed "strata $*" "$status" "$scratch/$name.out"
     grep '^{' "$scratch/$name.out" | tail -n 1 >"$scratch/$name.json" || true
     python3 -c 'import json, sys; json.load(open(sys.argv[1]))["tables"]' "$scratch/$name.json" 2>/dev/null \

@@ -8,9 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-// MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6).
-#define STRATA_FTZ_DAZ 0x8040u
-
 enum { MR = STRATA_MR, NR = STRATA_NR, KC = STRATA_KC, MC = STRATA_MR * 16 };
 
 static int available = 0;
@@ -24,11 +21,19 @@ __attribute__((constructor)) static void detect(void) {
 
 int strata_sgemm_available(void) { return available; }
 
-int strata_flush_denormals(int on) {
+unsigned strata_denormal_mode(void) {
+#if defined(__x86_64__)
+    return _mm_getcsr() & STRATA_FLUSH_DENORMALS;
+#else
+    return 0;
+#endif
+}
+
+unsigned strata_set_denormal_mode(unsigned mode) {
 #if defined(__x86_64__)
     unsigned csr = _mm_getcsr();
-    _mm_setcsr(on ? csr | STRATA_FTZ_DAZ : csr & ~STRATA_FTZ_DAZ);
-    return (csr & STRATA_FTZ_DAZ) == STRATA_FTZ_DAZ;
+    _mm_setcsr((csr & ~STRATA_FLUSH_DENORMALS) | (mode & STRATA_FLUSH_DENORMALS));
+    return csr & STRATA_FLUSH_DENORMALS;
 #else
     return 0;
 #endif
@@ -221,16 +226,16 @@ void strata_pack_b_block(int transB, const float *b, int ldb, int n, int k0, int
 int strata_sgemm_rows(int transA, int first, int rows, int n, int k, int k0, int kc, float alpha, const float *a, int lda,
                       const float *block, float beta, float *c, int ldc, const strata_epilogue *epilogue) {
     float *ap = scratch(&a_buffer, &a_capacity, (size_t)KC * MC);
-    if (!ap) return -1;
+    if (!ap) abort();  // out of memory for a packing buffer of 224 KiB
     const float *bias = epilogue ? epilogue->bias : NULL, *mask = epilogue ? epilogue->mask : NULL;
     int relu = epilogue ? epilogue->relu : 0, ldm = epilogue ? epilogue->ldm : 0;
     // After the first depth block, later ones add to what is there. The bias goes in with the
     // first depth block, ReLU and mask on the last.
     float b_now = k0 == 0 ? beta : 1;
     int last = k0 + kc == k;
-    // Whatever thread runs this: the same arithmetic as the caller's (see strata_flush_denormals).
+    // Products always flush denormals, whatever thread runs them (see strata_set_denormal_mode).
     unsigned csr = _mm_getcsr();
-    _mm_setcsr(csr | STRATA_FTZ_DAZ);
+    _mm_setcsr(csr | STRATA_FLUSH_DENORMALS);
     for (int i0 = first; i0 < first + rows; i0 += MC) {
         int part = first + rows - i0 < MC ? first + rows - i0 : MC;
         if (transA) pack_a_columns(a, lda, i0, part, k0, kc, ap); else pack_a_rows(a, lda, i0, part, k0, kc, ap);
@@ -269,7 +274,7 @@ int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha, const
     if (strata_sgemm_edge(m, n, k, beta, c, ldc, epilogue)) return 0;
     int panels = (n + NR - 1) / NR;
     float *block = scratch(&b_buffer, &b_capacity, (size_t)KC * panels * NR);
-    if (!block) return -1;
+    if (!block) abort();
     for (int k0 = 0; k0 < k; k0 += KC) {
         int kc = k - k0 < KC ? k - k0 : KC;
         strata_pack_b_block(transB, b, ldb, n, k0, kc, 0, panels, block);

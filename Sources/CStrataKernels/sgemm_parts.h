@@ -12,7 +12,7 @@ enum { STRATA_MR = 14, STRATA_NR = 32, STRATA_KC = 256 };
 void strata_pack_b_block(int transB, const float *b, int ldb, int n, int k0, int kc, int first, int count, float *block);
 
 /// Rows [first, first + rows) of C for depth block [k0, k0 + kc) of a product of depth k,
-/// from B's block packed by strata_pack_b_block. Returns 0, or -1 without memory.
+/// from B's block packed by strata_pack_b_block. Returns 0; aborts without memory.
 int strata_sgemm_rows(int transA, int first, int rows, int n, int k, int k0, int kc, float alpha, const float *a, int lda,
                       const float *block, float beta, float *c, int ldc, const strata_epilogue *epilogue);
 

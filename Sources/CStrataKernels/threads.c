@@ -32,6 +32,7 @@ typedef struct {
     _Atomic(task_body) body;
     _Atomic(void *) context;
     atomic_int count;
+    atomic_uint denormals;  // the caller's strata_denormal_mode, which every index runs in
     atomic_ulong generation;
 } task;
 
@@ -66,10 +67,13 @@ static void take_parts(void) {
         task_body body = atomic_load_explicit(&slot->body, memory_order_relaxed);
         void *context = atomic_load_explicit(&slot->context, memory_order_relaxed);
         int count = atomic_load_explicit(&slot->count, memory_order_relaxed);
+        unsigned denormals = atomic_load_explicit(&slot->denormals, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         unsigned long after = atomic_load_explicit(&slot->generation, memory_order_relaxed);
         if (before != after || (before & 0xffffffffUL) != g || index >= count) return;
+        unsigned mine = strata_set_denormal_mode(denormals);
         body(context, index);
+        strata_set_denormal_mode(mine);
         atomic_fetch_sub(&parts_left, 1);
     }
 }
@@ -124,6 +128,7 @@ int strata_parallel_for(int threads, int count, void (*body)(void *context, int 
     atomic_store_explicit(&slot->body, body, memory_order_relaxed);
     atomic_store_explicit(&slot->context, context, memory_order_relaxed);
     atomic_store_explicit(&slot->count, count, memory_order_relaxed);
+    atomic_store_explicit(&slot->denormals, strata_denormal_mode(), memory_order_relaxed);
     atomic_store_explicit(&slot->generation, next & 0xffffffffUL, memory_order_release);
     atomic_store(&parts_left, count);
     atomic_store(&ticket, (next & 0xffffffffUL) << 32);
@@ -164,7 +169,7 @@ static void rows_part(void *context, int part) {
     int first = part * p->rows_per_part, rows = p->m - first < p->rows_per_part ? p->m - first : p->rows_per_part;
     if (rows > 0)
         strata_sgemm_rows(p->transA, first, rows, p->n, p->k, p->k0, p->kc, p->alpha, p->a, p->lda, p->block, p->beta,
-                          p->c, p->ldc, p->epilogue);
+                          p->c, p->ldc, p->epilogue);  // aborts rather than leave rows unwritten
 }
 
 // The packed block of B: the calling thread's, shared with the workers for one product.
@@ -183,7 +188,7 @@ int strata_sgemm_threaded(int threads, int transA, int transB, int m, int n, int
         free(shared_block);
         shared_block = aligned_alloc(64, floats * sizeof(float));
         shared_capacity = shared_block ? floats : 0;
-        if (!shared_block) return -1;
+        if (!shared_block) abort();
     }
     // Rows in parts of whole panels, several per thread, so that a thread slowed by another
     // process (or the look-ahead) leaves its share to the others.

@@ -108,7 +108,7 @@ struct Train: ParsableCommand {
         var storeOptions = Store.Options()
         storeOptions.budget = resources.budget
         storeOptions.mapResidentBytes = Int(mapResidentMb * 1048576)
-        if overwrite && !resume { try? FileManager.default.removeItem(atPath: store) }
+        if overwrite { try removeStore() }
         let db = try Store(path: store, options: storeOptions)
         if !resume && db.lastCheckpoint.generation > 0 {
             let generation = db.lastCheckpoint.generation
@@ -167,6 +167,21 @@ struct Train: ParsableCommand {
             print("trained \(summary.steps) steps, \(summary.samples) samples in \(fmt(summary.seconds)) s: "
                   + "\(fmt(summary.samplesPerSecond)) samples/s; final loss \(String(format: "%.4f", summary.finalLoss))" + skipped)
         }
+    }
+
+    /// Deletes `store` for --overwrite: only a store (or nothing), and only once opening it has
+    /// shown that no other process holds it.
+    private func removeStore() throws {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: store, isDirectory: &isDirectory) else { return }
+        let entries = isDirectory.boolValue ? (try? FileManager.default.contentsOfDirectory(atPath: store)) ?? [] : ["?"]
+        guard entries.isEmpty || entries.contains("rows.mdb") else {
+            throw ValidationError("--overwrite: \(store) is not a Strata store; not deleting it")
+        }
+        var options = Store.Options()
+        options.create = false
+        if !entries.isEmpty { try Store(path: store, options: options).close() }
+        try FileManager.default.removeItem(atPath: store)
     }
 
     private func sizes(_ text: String, _ flag: String) throws -> [Int] {

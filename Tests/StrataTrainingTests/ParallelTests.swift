@@ -26,6 +26,26 @@ import Testing
         #expect(failures.load(ordering: .relaxed) == 0, "indices run other than once")
     }
 
+    /// Indices run in the caller's denormal mode, whichever thread runs them: the workers were
+    /// started by a caller in the other mode.
+    @Test func indicesRunInTheCallersDenormalMode() {
+        let n = 64
+        var halves = [Float](repeating: 1, count: n)
+        let tiny = [Float](repeating: Float.leastNormalMagnitude, count: n)
+        Parallel.forEach(n) { _ in }  // starts the workers, if not yet, outside the flushed mode
+        for flushed in [true, false, true] {
+            halves.withUnsafeMutableBufferPointer { h in
+                tiny.withUnsafeBufferPointer { t in
+                    let (out, input) = (h.baseAddress!, t.baseAddress!)
+                    let body = { Parallel.forEach(n) { i in out[i] = input[i] * 0.5 } }
+                    if flushed { Denormals.flushed(body) } else { body() }
+                }
+            }
+            let zeros = halves.filter { $0 == 0 }.count
+            #expect(zeros == (flushed ? n : 0), "flushed \(flushed): \(zeros) of \(n) halves of the smallest normal are 0")
+        }
+    }
+
     @Test func errorsComeBackFromTheLowestIndex() {
         struct Failure: Error, Equatable { var index: Int }
         #expect(throws: Failure(index: 3)) {

@@ -305,6 +305,15 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         #expect(over.status == 0 && !over.lines.contains { $0.hasPrefix("resumed") }, "\(over.output)")
     }
 
+    /// --overwrite deletes a store, never some other directory given by mistake.
+    @Test func overwriteRefusesADirectoryThatIsNotAStore() throws {
+        let scratch = Scratch()
+        let precious = scratch.file(["keep me"], name: "notes.txt")
+        let result = try Command.run(Self.resumable(store: scratch.directory) + ["--overwrite"])
+        expectRefusal(result, mentioning: ["not a Strata store"], "--overwrite on a directory of other files")
+        #expect(FileManager.default.fileExists(atPath: precious), "--overwrite deleted a file that is not a store's")
+    }
+
     @Test func resumeOfAStoreWithoutATrainingRunIsRefused() throws {
         let scratch = Scratch()
         // A store whose last checkpoint's payload is not a trainer's.

@@ -5,13 +5,19 @@
 /// Whether `strata_sgemm` runs on this CPU (it needs AVX-512F).
 int strata_sgemm_available(void);
 
-/// Sets (on ≠ 0) or clears flush-to-zero and denormals-are-zero in this thread's MXCSR and
-/// returns whether both were set before. Training with them set: optimizer moments and the
-/// gradients of idle units decay into denormals, which cost x86 about a hundred cycles per
-/// operation and slowed Adam runs fivefold. `strata_sgemm` always runs with them set, in
-/// whichever thread, so products do not depend on the calling thread's mode. Does nothing
-/// (returns 0) off x86-64.
-int strata_flush_denormals(int on);
+/// MXCSR's flush-to-zero (bit 15) and denormals-are-zero (bit 6) together.
+#define STRATA_FLUSH_DENORMALS 0x8040u
+
+/// The calling thread's flush-to-zero and denormals-are-zero bits (0 off x86-64). Training
+/// runs with both set: optimizer moments and the gradients of idle units decay into
+/// denormals, which cost x86 about a hundred cycles per operation and slowed Adam runs
+/// fivefold. `strata_parallel_for` runs every index in the caller's mode, and products
+/// always flush, so results never depend on which thread ran what.
+unsigned strata_denormal_mode(void);
+
+/// Sets the calling thread's two bits to those of `mode` (STRATA_FLUSH_DENORMALS, 0, or what
+/// an earlier call returned) and returns the previous ones.
+unsigned strata_set_denormal_mode(unsigned mode);
 
 /// What happens to each element of C once its sum is complete, after alpha and beta: add a
 /// bias (n floats, the same for every row), then ReLU, then keep it only where `mask` (m × n,
@@ -29,7 +35,7 @@ typedef struct {
 /// of the matrices as stored. Single-threaded; callers split C's rows across threads. Every
 /// element of C is computed by one fixed sequence of fused multiply-adds over k, whatever
 /// the split, so results do not depend on the number of threads. Denormal inputs and
-/// results are flushed to zero. Returns 0, or -1 when the
+/// results are flushed to zero. Aborts if it cannot allocate its packing buffers. Returns 0, or -1 when the
 /// CPU lacks AVX-512F (nothing is written then).
 int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha, const float *a, int lda, const float *b,
                  int ldb, float beta, float *c, int ldc, const strata_epilogue *epilogue);

@@ -78,11 +78,10 @@ public struct CriteoFile: ClickSource, Sendable {
     public var linesRead: Int64 { frontierLine }
     /// Malformed lines skipped in the same pass, as far as `linesRead`.
     public var skippedLines: Int64 { frontierSkipped }
-    /// The path, the file's size and the options that decide the sample order (not the
-    /// malformed-line policy or buffer sizes, which do not).
+    /// The file (its full path, size and modification time) and the options that decide the
+    /// sample order (not the malformed-line policy or buffer sizes, which do not).
     public var identity: String {
-        let size = (try? file.size()).map(String.init) ?? "?"
-        return "criteo:\(path) (\(size) bytes) schema \(identityText(options.schema)) shuffle block \(options.shuffleBlock) seed \(options.seed)"
+        "criteo:\(file.identity) schema \(identityText(options.schema)) shuffle block \(options.shuffleBlock) seed \(options.seed)"
     }
 
     /// Samples per block. Unshuffled reading still parses in blocks, of identity order, so
@@ -551,6 +550,15 @@ final class ReadOnlyFile: Sendable {
             done += n
         }
         return done
+    }
+
+    /// The resolved path (`realpath`), size and modification time: the same file however it
+    /// was named, and a different one after it changed.
+    var identity: String {
+        var info = stat()
+        guard fstat(descriptor, &info) == 0 else { return path }
+        let resolved = realpath(path, nil).map { p in defer { free(p) }; return String(cString: p) } ?? path
+        return "\(resolved) (\(info.st_size) bytes, modified \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec))"
     }
 
     func size() throws(DataError) -> Int64 {

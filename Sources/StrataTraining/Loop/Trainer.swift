@@ -90,8 +90,8 @@ public enum TrainingError: Error, CustomStringConvertible {
 /// The part of a checkpoint's payload that is not dense weights.
 struct TrainerState: Codable {
     var options: TrainingOptions
-    /// The training source's `identity`.
-    var data: String
+    /// The training source's `identity` (absent in checkpoints written before it was kept).
+    var data: String?
     var step: Int
     var samples: Int64
     var position: SourcePosition
@@ -131,8 +131,8 @@ public final class Trainer {
             guard saved.state.options == options else {
                 throw TrainingError.checkpoint("the last checkpoint was made with other options (\(options.differences(from: saved.state.options))); resume with the same ones")
             }
-            guard saved.state.data == train.identity else {
-                throw TrainingError.checkpoint("the last checkpoint was made on other data (\(saved.state.data)), not \(train.identity)")
+            if let data = saved.state.data, data != train.identity {
+                throw TrainingError.checkpoint("the last checkpoint was made on other data (\(data)), not \(train.identity)")
             }
         }
         self.store = store
