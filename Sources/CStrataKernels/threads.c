@@ -1,10 +1,10 @@
 // Work split over several threads: the caller and workers kept for the life of the process.
 //
 // A product of the Criteo model's layers takes a few milliseconds at batch 2048, and the
-// steps around it less, so handing out the parts must cost microseconds: workers spin for a while after each product (the next
-// one usually follows at once) and only then sleep on a condition variable. Thread pools
-// that start or wake a thread per call (Dispatch's concurrentPerform here) lost the whole
-// second core: new pool threads also fault in fresh packing buffers.
+// steps around it less, so handing out the parts must cost microseconds: workers spin for a
+// while after each task (the next one usually follows at once) and only then sleep on a
+// condition variable. Dispatch's concurrentPerform, which wakes its pool per call, gained
+// nothing from the second core here.
 #include "strata_kernels.h"
 #include "sgemm_parts.h"
 #include <stdlib.h>

@@ -48,7 +48,8 @@ struct Train: ParsableCommand {
     var overwrite = false
 
     @Option(help: "Hot tier budget per table, MiB.") var hotMb: Double = 64
-    @Option(help: "Warm tier budget per table, MiB.") var warmMb: Double = 256
+    @Option(help: "Warm tier budget per table, MiB: a memory-mapped file reserved on disk for every table when the store opens (0: rows leaving the hot tier go to the spill file, or are dropped when LMDB has them).")
+    var warmMb: Double = 0
     @Option(help: "LMDB pages kept mapped in the process before they are dropped (they stay in the page cache), MiB.")
     var mapResidentMb: Double = 64
     @Option(help: "Batches read and warmed ahead of the step in progress (0: none).") var lookahead = 4
@@ -108,6 +109,9 @@ struct Train: ParsableCommand {
         var storeOptions = Store.Options()
         storeOptions.budget = resources.budget
         storeOptions.mapResidentBytes = Int(mapResidentMb * 1048576)
+        // LMDB's file starts small and doubles as checkpoints fill it, rather than reserving
+        // a gigabyte up front for a short run.
+        storeOptions.initialMapBytes = 64 << 20
         if overwrite { try removeStore() }
         let db = try Store(path: store, options: storeOptions)
         if !resume && db.lastCheckpoint.generation > 0 {
