@@ -109,9 +109,6 @@ struct Train: ParsableCommand {
         var storeOptions = Store.Options()
         storeOptions.budget = resources.budget
         storeOptions.mapResidentBytes = Int(mapResidentMb * 1048576)
-        // LMDB's file starts small and doubles as checkpoints fill it, rather than reserving
-        // a gigabyte up front for a short run.
-        storeOptions.initialMapBytes = 64 << 20
         if overwrite { try removeStore() }
         let db = try Store(path: store, options: storeOptions)
         if !resume && db.lastCheckpoint.generation > 0 {
