@@ -123,6 +123,16 @@ final class LMDBEnvironment: @unchecked Sendable {
         if !closed.exchange(true, ordering: .relaxed) { mdb_env_close(handle) }
     }
 
+    /// Bytes of the map in use: up to the last page ever allocated (`mdb_env_info`,
+    /// `mdb_env_stat`).
+    var bytesInUse: Int {
+        var info = MDB_envinfo()
+        var stat = MDB_stat()
+        mdb_env_info(handle, &info)
+        mdb_env_stat(handle, &stat)
+        return (info.me_last_pgno + 1) * Int(stat.ms_psize)
+    }
+
     /// The size of the memory map (`mdb_env_info`).
     var mapSize: Int {
         var info = MDB_envinfo()

@@ -459,6 +459,12 @@ public final class Store: Sendable {
             let time = Date().timeIntervalSince1970
             let tables = state.withLock { $0.tables.values.sorted { $0.id < $1.id } }
             let generation = core.generation.load(ordering: .relaxed) + 1
+            // Grown before writing when the changes may not fit: a write that meets a full map
+            // is undone and redone whole after the map grows.
+            let changes = tables.reduce(0) { $0 + $1.changedRows * ($1.format.layout.recordSize + 64) } + payload.count
+            // Best effort: the estimate is generous, and a write that does fit must not fail for
+            // want of room for it (a full map below grows again, or reports the full disk).
+            try? growMap(toHold: core.environment.bytesInUse + 2 * changes + (1 << 20))
             var written: [Written]
             while true {
                 do throws(StoreError) {
@@ -466,12 +472,7 @@ public final class Store: Sendable {
                     break
                 } catch {
                     guard case .lmdb(let e, _) = error, e.isMapFull else { throw error }
-                    // No transaction is live: we hold the lock exclusively and the pool is idle.
-                    core.readers.drain()
-                    let size = core.environment.mapSize * 2
-                    do throws(SystemError) { try core.environment.reserve(size) } catch { throw core.fileFailure(error) }
-                    do throws(LMDBError) { try core.environment.setMapSize(size) } catch { throw core.lmdbFailure(error) }
-                    core.refreshMapRegion()
+                    try growMap(toHold: core.environment.mapSize * 2)
                 }
             }
             // Durable now. Nothing below can fail, so memory never disagrees with LMDB.
@@ -511,6 +512,18 @@ public final class Store: Sendable {
 
     /// One write transaction with every table's changes and the new catalog; nothing in
     /// memory changes here.
+    /// Doubles the map until it holds `bytes`, reserving its disk blocks first. Caller holds
+    /// the lock exclusively, so no transaction is live and the reader pool is idle.
+    private func growMap(toHold bytes: Int) throws(StoreError) {
+        var size = core.environment.mapSize
+        guard size < bytes else { return }
+        while size < bytes { size *= 2 }
+        core.readers.drain()
+        do throws(SystemError) { try core.environment.reserve(size) } catch { throw core.fileFailure(error) }
+        do throws(LMDBError) { try core.environment.setMapSize(size) } catch { throw core.lmdbFailure(error) }
+        core.refreshMapRegion()
+    }
+
     private func write(_ tables: [Table], generation: UInt64, time: Double, payload: [UInt8])
         throws(StoreError) -> [Written]
     {

@@ -310,7 +310,14 @@ public final class Table: @unchecked Sendable {
     }
 
     /// Runs `body` on every shard in turn (statistics, checkpoints, close).
-    func withEachShard<E: Error>(_ body: (inout Shard) throws(E) -> Void) throws(E) {
+    /// Rows changed or removed since the last checkpoint.
+    var changedRows: Int {
+        var count = 0
+        withEachShard { count += $0.dirtyKeys.count }
+        return count
+    }
+
+        func withEachShard<E: Error>(_ body: (inout Shard) throws(E) -> Void) throws(E) {
         for s in 0..<shardCount {
             try shards[s].withLock { (shard) throws(E) in try body(&shard) }
         }
