@@ -185,19 +185,10 @@ if run_strata; then
     [ -x "$strata" ] || fail "no strata binary at $strata (run without --skip-build or --strata)"
     echo "Strata: $(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git -C "$repo" status --porcelain 2>/dev/null)" ] && echo ' (with uncommitted changes)')"
 fi
-echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), $(free -g | awk '/^Mem:/ {print $2}') GiB"
+machine_line
 echo
 
-# Strata records of a DLRM row with SGD (no optimizer state): 16 floats and a 32-byte header.
-record_bytes=96
-largest_table=10131227
 default_steps() { local n=$(( (256000 + $1 - 1) / $1 )); [ "$n" -ge 200 ] || n=200; echo "$n"; }
-default_hot_mb() {   # batch, steps: room for every row the run can touch, x1.5, a power of two
-    local rows=$(( $1 * $2 )) mb=16
-    [ "$rows" -le "$largest_table" ] || rows=$largest_table
-    while [ $(( mb << 20 )) -lt $(( rows * record_bytes * 3 / 2 )) ]; do mb=$(( mb * 2 )); done
-    echo "$mb"
-}
 
 # Other work on the machine makes the figures low and noisy, so each run is checked: the
 # CPU time the whole machine used during the run (from /proc/stat, steal included) minus the
@@ -247,7 +238,7 @@ results="$scratch/results.tsv"   # side, batch, repeat, samples/s, samples/s wit
 
 for b in $batch_sizes; do
     n=${steps:-$(default_steps "$b")}
-    hot=${hot_mb:-$(default_hot_mb "$b" "$n")}
+    hot=${hot_mb:-$(all_rows_hot_mb "$b" "$n")}
     for r in $(seq 1 "$repeats"); do
         if run_pytorch; then
             out="$scratch/pytorch-$b-$r.out" err="$scratch/pytorch-$b-$r.err"

@@ -138,19 +138,11 @@ fi
 [ -n "$strata" ] || strata="$(cd "$repo" && swift build -c release --scratch-path .build-release --show-bin-path)/strata"
 [ -x "$strata" ] || fail "no strata binary at $strata (run without --skip-build, or give --strata)"
 echo "strata: $strata ($(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git -C "$repo" status --porcelain 2>/dev/null)" ] && echo ', with uncommitted changes'))"
-echo "machine: $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)), $(free -g | awk '/^Mem:/ {print $2}') GiB"
+machine_line
 echo
 
-# A DLRM row with SGD: 16 float32 values and a 32-byte header, no optimizer state.
-record_bytes=96
-largest_table=10131227
 tables=26
-if [ -z "$memory_hot_mb" ]; then
-    rows=$(( batch * steps ))
-    [ "$rows" -le "$largest_table" ] || rows=$largest_table
-    memory_hot_mb=16
-    while [ $(( memory_hot_mb << 20 )) -lt $(( rows * record_bytes * 3 / 2 )) ]; do memory_hot_mb=$(( memory_hot_mb * 2 )); done
-fi
+[ -n "$memory_hot_mb" ] || memory_hot_mb=$(all_rows_hot_mb "$batch" "$steps")
 
 common=(train --model dlrm --data synthetic:criteo --synthetic-key-spaces kaggle --synthetic-zipf 1.05
         --embedding-dim 16 --bottom-mlp 512-256-64 --top-mlp 512-256 --learning-rate 0.1 --optimizer sgd
