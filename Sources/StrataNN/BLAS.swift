@@ -53,10 +53,9 @@ public enum BLAS {
             return
         }
         let (ta, tb) = (Int32(transA ? 1 : 0), Int32(transB ? 1 : 0))
-        // Splitting fewer than 64 rows costs more than it saves.
-        let parts = m >= 64 ? Int32(threads) : 1
+        // strata_sgemm_threaded keeps small products on one thread.
         var epilogue = strata_epilogue(bias: bias, relu: relu ? 1 : 0, mask: mask, ldm: Int32(ldm))
-        _ = strata_sgemm_threaded(parts, ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c,
+        _ = strata_sgemm_threaded(Int32(threads), ta, tb, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c,
                                   Int32(ldc), &epilogue)
     }
 }

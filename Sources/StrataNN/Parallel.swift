@@ -25,23 +25,22 @@ public enum Parallel {
             for i in 0..<iterations { try body(i) }
             return
         }
-        let errors = UnsafeMutableBufferPointer<E?>.allocate(capacity: iterations)
-        errors.initialize(repeating: nil)
-        defer {
-            _ = errors.deinitialize()
-            errors.deallocate()
-        }
-        withoutActuallyEscaping(body) { body in
-            // Each index writes only its own error slot.
-            var run: (Int) -> Void = { index in
-                do throws(E) { try body(index) } catch { errors[index] = error }
+        // Error slots on the stack: this runs several times a step, and must not allocate.
+        try withUnsafeTemporaryAllocation(of: E?.self, capacity: iterations) { (errors) throws(E) in
+            errors.initialize(repeating: nil)
+            defer { _ = errors.deinitialize() }
+            withoutActuallyEscaping(body) { body in
+                // Each index writes only its own error slot.
+                var run: (Int) -> Void = { index in
+                    do throws(E) { try body(index) } catch { errors[index] = error }
+                }
+                withUnsafeMutablePointer(to: &run) { pointer in
+                    _ = strata_parallel_for(Int32(threads), Int32(iterations), { raw, index in
+                        raw!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(index))
+                    }, pointer)
+                }
             }
-            withUnsafeMutablePointer(to: &run) { pointer in
-                _ = strata_parallel_for(Int32(threads), Int32(iterations), { raw, index in
-                    raw!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(index))
-                }, pointer)
-            }
+            if let error = errors.lazy.compactMap({ $0 }).first { throw error }
         }
-        if let error = errors.lazy.compactMap({ $0 }).first { throw error }
     }
 }

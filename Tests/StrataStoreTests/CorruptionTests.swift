@@ -17,11 +17,7 @@ import Glibc
                                 optimizer: .adagrad(learningRate: 0.05))
 
     static func options(hotKB: Int = 16, warmKB: Int = 16) -> Store.Options {
-        var o = Store.Options()
-        o.initialMapBytes = 1 << 20
-        o.mapResidentBytes = 1 << 20
-        o.budget = TierBudget(hotBytes: hotKB << 10, warmBytes: warmKB << 10)
-        return o
+        .small(TierBudget(hotBytes: hotKB << 10, warmBytes: warmKB << 10))
     }
 
     static func key(_ n: Int) -> UInt64 { UInt64(n) &* 0x9E37_79B9_7F4A_7C15 }

@@ -15,13 +15,9 @@ import Glibc
 
 @Suite struct FaultTests {
     static func options() -> Store.Options {
-        var o = Store.Options()
-        o.initialMapBytes = 1 << 20
-        o.mapResidentBytes = 1 << 20
         // 128-byte Adam records of dimension 8: 32 hot and 32 warm rows, so that a few hundred
         // rows sit in every tier.
-        o.budget = TierBudget(hotBytes: 4 << 10, warmBytes: 4 << 10)
-        return o
+        .small(TierBudget(hotBytes: 4 << 10, warmBytes: 4 << 10))
     }
 
     static let adam = TableSpec(dimension: 8, initializer: .init(.normal(mean: 0, standardDeviation: 0.1), seed: 3),

@@ -50,13 +50,9 @@ import Glibc
     // MARK: 2. A damaged warm row pushed out of warm
 
     static func warmOptions() -> Store.Options {
-        var o = Store.Options()
-        o.initialMapBytes = 1 << 20
-        o.mapResidentBytes = 1 << 20
         // 160-byte records: 6 hot rows and 25 warm rows (one shard), so that a few lookups
         // move a row from hot to warm and a few dozen more push it out of warm.
-        o.budget = TierBudget(hotBytes: 1 << 10, warmBytes: 4 << 10)
-        return o
+        .small(TierBudget(hotBytes: 1 << 10, warmBytes: 4 << 10))
     }
 
     /// The byte offset in warm.slab of the slot holding `key`, or nil when the row is not in

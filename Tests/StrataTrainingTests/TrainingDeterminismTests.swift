@@ -49,10 +49,7 @@ import Testing
     static func train(_ resources: TrainingResources, reopen: Bool = false) throws -> Run {
         let directory = temporaryDirectory("strata-determinism")
         defer { removeDirectory(directory) }
-        var storeOptions = Store.Options()
-        storeOptions.budget = resources.budget
-        storeOptions.initialMapBytes = 1 << 20
-        storeOptions.mapResidentBytes = 1 << 20
+        let storeOptions = Store.Options.small(resources.budget)
         let store = try Store(path: directory, options: storeOptions)
         let trainer = try Trainer(store: store, options: options(), resources: resources,
                                   train: data(.train), evaluate: data(.test), resume: false)

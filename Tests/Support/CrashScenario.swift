@@ -17,11 +17,7 @@ public enum CrashScenario {
     ]
 
     public static func options() -> Store.Options {
-        var o = Store.Options()
-        o.budget = TierBudget(hotBytes: 2048, warmBytes: 6144)
-        o.initialMapBytes = 1 << 20
-        o.mapResidentBytes = 1 << 20
-        return o
+        .small(TierBudget(hotBytes: 2048, warmBytes: 6144))
     }
 
     public static func workload(seed: UInt64) -> Workload {

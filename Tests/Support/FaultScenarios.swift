@@ -39,12 +39,8 @@ public enum DiskFullWorkload {
     /// preallocated map can meet the limit. "spill": a few dozen rows of memory, so changed
     /// rows go to the spill file between checkpoints.
     public static func options(_ kind: String) -> Store.Options {
-        var o = Store.Options()
-        o.initialMapBytes = 1 << 20
-        o.mapResidentBytes = 1 << 20
-        o.budget = kind == "spill" ? TierBudget(hotBytes: 8 << 10, warmBytes: 16 << 10)
-                                   : TierBudget(hotBytes: 4 << 20, warmBytes: 0)
-        return o
+        .small(kind == "spill" ? TierBudget(hotBytes: 8 << 10, warmBytes: 16 << 10)
+                               : TierBudget(hotBytes: 4 << 20, warmBytes: 0))
     }
 }
 

@@ -50,7 +50,8 @@ int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha, const
 int strata_parallel_for(int threads, int count, void (*body)(void *context, int index), void *context);
 
 /// `strata_sgemm` with C's rows split, in whole 14-row panels, over `threads` threads
-/// (`strata_parallel_for`). The result is the same bits as `strata_sgemm`'s. Returns what
+/// (`strata_parallel_for`); products of fewer than 56 rows stay on the calling thread, where
+/// splitting would cost more than it saves. The result is the same bits as `strata_sgemm`'s. Returns what
 /// `strata_sgemm` returns.
 int strata_sgemm_threaded(int threads, int transA, int transB, int m, int n, int k, float alpha,
                           const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,

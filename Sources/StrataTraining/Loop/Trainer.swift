@@ -156,11 +156,15 @@ public final class Trainer {
         }
     }
 
+    /// A checkpoint payload is this, a little-endian UInt32 length, that many bytes of
+    /// `TrainerState` JSON, then the `ParameterArchive` of the dense parameters.
+    private static let payloadMagic = Array("STRN".utf8)
+
     /// The run the store's last checkpoint holds, if any: its state and dense archive.
     private static func savedRun(_ store: Store) throws -> (state: TrainerState, archive: ArraySlice<UInt8>)? {
         let payload = store.lastCheckpoint.payload
         guard !payload.isEmpty else { return nil }
-        guard payload.count >= 8, Array(payload[0..<4]) == Array("STRN".utf8) else {
+        guard payload.count >= 8, payload[0..<4].elementsEqual(Self.payloadMagic) else {
             throw TrainingError.checkpoint("the store's last checkpoint does not hold a training run")
         }
         let length = Int(payload[4]) | Int(payload[5]) << 8 | Int(payload[6]) << 16 | Int(payload[7]) << 24
@@ -174,7 +178,7 @@ public final class Trainer {
     private func payload(position: SourcePosition) -> [UInt8] {
         let state = TrainerState(options: options, data: source.identity, step: step, samples: samples, position: position)
         let json = (try? JSONEncoder().encode(state)) ?? Data()
-        var out = Array("STRN".utf8)
+        var out = Self.payloadMagic
         withUnsafeBytes(of: UInt32(json.count).littleEndian) { out += $0 }
         out += json
         out += ParameterArchive.encode(model.parameters)
