@@ -557,10 +557,21 @@ import Glibc
     @Test func reopenRightAfterCloseWhileAnotherThreadSpawns() throws {
         let path = FaultKit.directory("strata-fault-lock-race")
         defer { FaultKit.remove(path) }
-        let spawner = FaultSpawner()
+        let spawner = BackgroundLoop {
+            let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
+            defer { free(argv[0]) }
+            var pid: pid_t = 0
+            guard posix_spawn(&pid, "/bin/true", nil, nil, argv, environ) == 0 else { return false }
+            var status: Int32 = 0
+            waitpid(pid, &status, 0)
+            return true
+        }
         defer { spawner.stop() }
         var refused: [StoreError] = []
-        for _ in 0..<200 where refused.count < 3 {
+        // Every 10 opens wait for one more child, so children come and go beside the opens
+        // however the threads are scheduled (a count, not a time).
+        for attempt in 0..<200 where refused.count < 3 {
+            if attempt % 10 == 0 { spawner.waitForIteration(after: attempt / 10) }
             do throws(StoreError) {
                 let store = try Store(path: path, options: SmallWorkload.options())
                 try store.close()
@@ -568,44 +579,9 @@ import Glibc
                 refused.append(error)
             }
         }
+        let spawned = spawner.iterations
         spawner.stop()
-        #expect(spawner.spawned > 0)
+        #expect(spawned >= 20, "posix_spawn failed: \(spawned) children")
         #expect(refused.isEmpty, "opens refused right after a close in this process: \(refused.map(\.description))")
-    }
-}
-
-/// A thread that starts /bin/true again and again until stopped.
-final class FaultSpawner: @unchecked Sendable {
-    private var thread = pthread_t()
-    private let stopping = Atomic<Bool>(false)
-    private let count = Atomic<Int>(0)
-    private var joined = false
-
-    init() {
-        let me = Unmanaged.passRetained(self).toOpaque()
-        pthread_create(&thread, nil, { p in
-            let spawner = Unmanaged<FaultSpawner>.fromOpaque(p!).takeRetainedValue()
-            let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/true"), nil]
-            defer { free(argv[0]) }
-            while !spawner.stopping.load(ordering: .relaxed) {
-                var pid: pid_t = 0
-                if posix_spawn(&pid, "/bin/true", nil, nil, argv, environ) == 0 {
-                    var status: Int32 = 0
-                    waitpid(pid, &status, 0)
-                    spawner.count.add(1, ordering: .relaxed)
-                }
-            }
-            return nil
-        }, me)
-    }
-
-    var spawned: Int { count.load(ordering: .relaxed) }
-
-    func stop() {
-        stopping.store(true, ordering: .relaxed)
-        if !joined {
-            joined = true
-            pthread_join(thread, nil)
-        }
     }
 }

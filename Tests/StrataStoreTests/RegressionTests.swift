@@ -11,7 +11,6 @@ import Testing
 @testable import StrataStore
 import StrataTestSupport
 import CStrataSupport
-import Dispatch
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -263,44 +262,32 @@ import Glibc
         let table = try store.createTable("t", spec)
 
         let log = CheckpointLog()
-        let done = DispatchSemaphore(value: 0)
-        DispatchQueue.global().async {
-            while !log.stop.load(ordering: .relaxed) {
-                do {
-                    let info = try store.checkpoint()
-                    log.written.withLock { $0[info.generation] = info.rowsWritten }
-                } catch {
-                    log.failures.withLock { $0.append("\(error)") }
-                    break
-                }
-                usleep(200)
-            }
-            done.signal()
-        }
-        var joined = false
-        defer {
-            if !joined {
-                log.stop.store(true, ordering: .relaxed)
-                done.wait()
+        let checkpointer = BackgroundLoop {
+            do {
+                let info = try store.checkpoint()
+                log.written.withLock { $0[info.generation] = info.rowsWritten }
+                return true
+            } catch {
+                log.failures.withLock { $0.append("\(error)") }
+                return false
             }
         }
+        defer { checkpointer.stop() }
 
-        // Updates go on until checkpoints have come and gone beside them (a count, not a time).
+        // Every 15 calls wait for one more checkpoint, so 20 or more checkpoints run beside
+        // the updates however the threads are scheduled (a count, not a time).
         let perCall = 8
         var brackets: [(keys: [UInt64], before: UInt64, after: UInt64)] = []
-        let start = store.lastCheckpoint.generation
-        var c = 0
-        while c < 300 || (store.lastCheckpoint.generation < start + 20 && c < 50_000) {
-            defer { c += 1 }
+        let calls = 300
+        for c in 0..<calls {
+            if c % 15 == 0 { checkpointer.waitForIteration(after: c / 15) }
             let keys = (0..<perCall).map { Self.key(1 + c * perCall + $0) }
             let before = store.lastCheckpoint.generation
             try table.applyGradients(keys, Self.gradients(keys, dimension: 8))
             let after = store.lastCheckpoint.generation
             brackets.append((keys, before, after))
         }
-        log.stop.store(true, ordering: .relaxed)
-        done.wait()
-        joined = true
+        checkpointer.stop()
         let failures = log.failures.withLock { $0 }
         try #require(failures.isEmpty, "\(failures)")
         var checkpoints = log.written.withLock { $0 }
@@ -319,7 +306,7 @@ import Glibc
                 }
             }
         }
-        print("change generations: \(c) update calls, \(checkpoints.count) checkpoints, \(wrote.count) of them wrote rows")
+        print("change generations: \(calls) update calls, \(checkpoints.count) checkpoints, \(wrote.count) of them wrote rows")
         #expect(outside.isEmpty, "\(outside)")
         #expect(wrote.count >= 2, "the updates met no checkpoint: \(checkpoints.count) checkpoints")
         let mismatched = Set(carried.keys).union(wrote.keys).sorted().filter { carried[$0, default: 0] != wrote[$0, default: 0] }
@@ -334,5 +321,4 @@ import Glibc
 private final class CheckpointLog: Sendable {
     let written = Mutex<[UInt64: Int]>([:])
     let failures = Mutex<[String]>([])
-    let stop = Atomic<Bool>(false)
 }
