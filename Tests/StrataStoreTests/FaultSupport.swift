@@ -61,18 +61,37 @@ enum FaultKit {
         guard lstat(path, &info) == 0 else { return }
         if info.st_mode & S_IFMT == S_IFDIR {
             chmod(path, 0o755)
-            if let dir = opendir(path) {
-                var names: [String] = []
-                while let entry = readdir(dir) {
-                    let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-                    if name != "." && name != ".." { names.append(name) }
-                }
-                closedir(dir)
-                for name in names { remove(path + "/" + name) }
-            }
+            for name in entries(path) { remove(path + "/" + name) }
             rmdir(path)
         } else {
             unlink(path)
+        }
+    }
+
+    /// The names in a directory but `.` and `..`.
+    static func entries(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    /// Copies a directory's files and subdirectories into `to` (created if needed), in this
+    /// process (see `remove`).
+    static func copyTree(_ from: String, _ to: String) throws {
+        if mkdir(to, 0o755) != 0 { try #require(errno == EEXIST, "mkdir \(to): errno \(errno)") }
+        for name in entries(from) {
+            var info = stat()
+            try #require(lstat(from + "/" + name, &info) == 0)
+            if info.st_mode & S_IFMT == S_IFDIR {
+                try copyTree(from + "/" + name, to + "/" + name)
+            } else {
+                try copy(from + "/" + name, to + "/" + name)
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 //   holds its checkpoint lock exclusively, so there is never more than one.
 // - Transactions never cross an `await`: nothing in the store is async.
 import CLMDB
+import CStrataSupport
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -228,6 +229,23 @@ extension LMDBReading where Self: ~Copyable {
             overflowPages: s.ms_overflow_pages, entries: s.ms_entries)
     }
 
+    /// Calls `body` for each entry of an integer-keyed database from the last key down
+    /// (`mdb_cursor_get` with MDB_LAST then MDB_PREV). `body` returns false to stop.
+    func forEachFromLast(_ db: LMDBDatabase, _ body: (UInt64, UnsafeRawBufferPointer) -> Bool) throws(LMDBError) {
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(txn, db.handle, &cursor), "mdb_cursor_open")
+        defer { mdb_cursor_close(cursor) }
+        var keyVal = MDB_val()
+        var dataVal = MDB_val()
+        var rc = mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_LAST)
+        while rc == 0 {
+            let key = UnsafeRawPointer(keyVal.mv_data!).loadUnaligned(as: UInt64.self)
+            if !body(key, UnsafeRawBufferPointer(start: dataVal.mv_data, count: dataVal.mv_size)) { return }
+            rc = mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_PREV)
+        }
+        if rc != MDB_NOTFOUND { try check(rc, "mdb_cursor_get") }
+    }
+
     /// Calls `body` for each entry of an integer-keyed database in key order, starting at
     /// `start` (`mdb_cursor_open`, `mdb_cursor_get` with MDB_SET_RANGE then MDB_NEXT).
     /// `body` returns false to stop.
@@ -273,10 +291,21 @@ struct LMDBReadTransaction: ~Copyable, LMDBReading {
 /// The write transaction; aborted when the value ends unless `commit` consumed it.
 struct LMDBWriteTransaction: ~Copyable, LMDBReading {
     let txn: OpaquePointer
+    /// Pages that integer-keyed values were written to, for `commit`. A pointer, not a class:
+    /// `commit` can only `discard self` with trivially destroyed properties.
+    private let written: UnsafeMutablePointer<WrittenPages>
 
-    fileprivate init(_ txn: OpaquePointer) { self.txn = txn }
+    fileprivate init(_ txn: OpaquePointer) {
+        self.txn = txn
+        written = .allocate(capacity: 1)
+        written.initialize(to: WrittenPages())
+    }
 
-    deinit { mdb_txn_abort(txn) }
+    deinit {
+        mdb_txn_abort(txn)
+        written.deinitialize(count: 1)
+        written.deallocate()
+    }
 
     /// Opens a named database, creating it if needed (`mdb_dbi_open` with MDB_CREATE).
     /// The handle is valid in other transactions once this one commits.
@@ -287,16 +316,20 @@ struct LMDBWriteTransaction: ~Copyable, LMDBReading {
         return LMDBDatabase(handle: dbi)
     }
 
-    /// Stores a value under an integer key, replacing any (`mdb_put`).
+    /// Stores a value under an integer key, replacing any (`mdb_put` with MDB_RESERVE, then a
+    /// copy into the reserved space, whose page `commit` makes present first).
     @inline(__always)
     func put(_ db: LMDBDatabase, _ key: UInt64, _ value: UnsafeRawBufferPointer) throws(LMDBError) {
         var k = key
+        var dataVal = MDB_val(mv_size: value.count, mv_data: nil)
         let rc = withUnsafeMutablePointer(to: &k) { kp in
             var keyVal = MDB_val(mv_size: 8, mv_data: kp)
-            var dataVal = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
-            return mdb_put(txn, db.handle, &keyVal, &dataVal, 0)
+            return mdb_put(txn, db.handle, &keyVal, &dataVal, UInt32(MDB_RESERVE))
         }
         try check(rc, "mdb_put")
+        guard let target = dataVal.mv_data, value.count > 0 else { return }
+        target.copyMemory(from: value.baseAddress!, byteCount: value.count)
+        written.pointee.note(target)
     }
 
     /// Stores a value under a string key (`mdb_put`).
@@ -326,11 +359,70 @@ struct LMDBWriteTransaction: ~Copyable, LMDBReading {
         return true
     }
 
+    /// Deletes a string key (`mdb_del`); false if it was not there.
+    @discardableResult
+    func delete(_ db: LMDBDatabase, name: String) throws(LMDBError) -> Bool {
+        var nameBytes = Array(name.utf8)
+        let rc = nameBytes.withUnsafeMutableBytes { kb in
+            var keyVal = MDB_val(mv_size: kb.count, mv_data: kb.baseAddress)
+            return mdb_del(txn, db.handle, &keyVal, nil)
+        }
+        if rc == MDB_NOTFOUND { return false }
+        try check(rc, "mdb_del(\(name))")
+        return true
+    }
+
+    /// Empties a database, or deletes it and closes its handle when `delete` is true
+    /// (`mdb_drop`). Frees its pages without reading its leaves.
+    func drop(_ db: LMDBDatabase, delete: Bool) throws(LMDBError) {
+        try check(mdb_drop(txn, db.handle, delete ? 1 : 0), "mdb_drop")
+    }
+
+    /// Distinct pages the values of `put` went to so far: what this transaction will hold
+    /// resident while it commits, give or take the branch pages above them.
+    var pagesWritten: Int { written.pointee.count }
+
     /// Makes every change durable (`mdb_txn_commit`, which fsyncs the data file).
+    ///
+    /// With MDB_WRITEMAP the commit clears a flag on every page the transaction dirtied, a
+    /// read-modify-write. The store drops map pages from its page tables as it writes (its
+    /// resident cap), so each such read would be a read fault, and the kernel maps up to 16
+    /// neighbouring cached pages with it: a commit of a few thousand scattered rows mapped
+    /// most of the file. The pages written to are therefore made present first with write
+    /// faults, which map one page each.
     consuming func commit() throws(LMDBError) {
         let raw = txn
+        written.pointee.touchAll()
+        written.deinitialize(count: 1)
+        written.deallocate()
         discard self
         try check(mdb_txn_commit(raw), "mdb_txn_commit")
+    }
+}
+
+/// The pages a write transaction's values went to, once each.
+private struct WrittenPages {
+    private static let pageMask = UInt(sysconf(Int32(_SC_PAGESIZE))) - 1
+    private var pages = Set<UInt>()
+    /// The last page noted, to skip the set for runs of values on one page.
+    private var last: UInt = 0
+
+    var count: Int { pages.count }
+
+    @inline(__always)
+    mutating func note(_ address: UnsafeMutableRawPointer) {
+        let page = UInt(bitPattern: address) & ~Self.pageMask
+        if page != last {
+            pages.insert(page)
+            last = page
+        }
+    }
+
+    /// Write-faults each page in (`strata_touch_for_write`), in address order.
+    mutating func touchAll() {
+        for page in pages.sorted() { strata_touch_for_write(UnsafeMutableRawPointer(bitPattern: page)) }
+        pages = []
+        last = 0
     }
 }
 

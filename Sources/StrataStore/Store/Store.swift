@@ -234,10 +234,17 @@ public final class Store: Sendable {
         public var initialMapBytes = 1 << 30
         /// Create the store if the directory holds none.
         public var create = true
+        /// Tests only: called after each transaction of a checkpoint but its last commits, with
+        /// their count so far; throwing (or ending the process) interrupts the checkpoint there.
+        var afterCheckpointTransaction: (@Sendable (Int) throws(StoreError) -> Void)? = nil
 
         public init() {}
 
         func budget(for table: String) -> TierBudget { tableBudgets[table] ?? budget }
+
+        /// Pages one transaction of a checkpoint may write to: together they stay resident
+        /// while it commits, so they share the map-resident budget with the reads around them.
+        var pagesPerTransaction: Int { max(16, mapResidentBytes / Int(sysconf(Int32(_SC_PAGESIZE))) / 2) }
     }
 
     public let path: String
@@ -254,6 +261,8 @@ public final class Store: Sendable {
         var tables: [String: Table] = [:]
         var nextID = 1
         var last: CheckpointInfo
+        /// A checkpoint failed and so did putting LMDB back: the next one does that first.
+        var interrupted = false
     }
 
     private struct CatalogEntry: Codable {
@@ -305,6 +314,15 @@ public final class Store: Sendable {
             throw error.isDiskFull ? .diskFull(path: dataPath, generation: 0, detail: error.description) : Self.openFailure(error)
         } catch {
             throw .corrupted(file: dataPath, detail: "\(error)")
+        }
+
+        // A checkpoint that stopped part way: put back what it replaced.
+        do throws(LMDBError) {
+            if let restored = try CheckpointJournal.rollBack(environment, entriesPerTransaction: options.pagesPerTransaction) {
+                report.append("rolled back a checkpoint that did not finish: \(restored) values put back")
+            }
+        } catch {
+            throw Self.lmdbOpenFailure(error, dataPath)
         }
 
         var catalog: [CatalogEntry] = []
@@ -464,16 +482,21 @@ public final class Store: Sendable {
             let changes = tables.reduce(0) { $0 + $1.changedRows * ($1.format.layout.recordSize + 64) } + payload.count
             // Best effort: the estimate is generous, and a write that does fit must not fail for
             // want of room for it (a full map below grows again, or reports the full disk).
-            try? growMap(toHold: core.environment.bytesInUse + 2 * changes + (1 << 20))
-            var written: [Written]
-            while true {
-                do throws(StoreError) {
-                    written = try write(tables, generation: generation, time: time, payload: payload)
-                    break
-                } catch {
-                    guard case .lmdb(let e, _) = error, e.isMapFull else { throw error }
-                    try growMap(toHold: core.environment.mapSize * 2)
+            // (3x: the rows, the journal's copies of what they replace, and pages freed meanwhile.)
+            try? growMap(toHold: core.environment.bytesInUse + 3 * changes + (1 << 20))
+            if state.withLock({ $0.interrupted }) {
+                try rollBackInterruptedCheckpoint()
+            }
+            let written: [Written]
+            do throws(StoreError) {
+                written = try write(tables, generation: generation, time: time, payload: payload)
+            } catch {
+                // Put LMDB back at the last checkpoint; if that fails too, the next checkpoint
+                // (or open) finishes it.
+                do throws(StoreError) { try rollBackInterruptedCheckpoint() } catch {
+                    state.withLock { $0.interrupted = true }
                 }
+                throw error
             }
             // Durable now. Nothing below can fail, so memory never disagrees with LMDB.
             core.trimMap()
@@ -510,8 +533,6 @@ public final class Store: Sendable {
         let entries: Int
     }
 
-    /// One write transaction with every table's changes and the new catalog; nothing in
-    /// memory changes here.
     /// Doubles the map until it holds `bytes`, reserving its disk blocks first. Caller holds
     /// the lock exclusively, so no transaction is live and the reader pool is idle.
     private func growMap(toHold bytes: Int) throws(StoreError) {
@@ -524,30 +545,81 @@ public final class Store: Sendable {
         core.refreshMapRegion()
     }
 
+    /// Runs `body` in a write transaction and commits it. When the map fills, the transaction
+    /// is undone, the map doubled, and `body` run again, so it must not change anything
+    /// outside the transaction but what it returns.
+    private func inTransaction<T>(_ body: (borrowing LMDBWriteTransaction) throws(StoreError) -> T) throws(StoreError) -> T {
+        while true {
+            do throws(StoreError) {
+                let txn: LMDBWriteTransaction
+                do throws(LMDBError) { txn = try core.environment.beginWrite() } catch { throw core.lmdbFailure(error) }
+                let result = try body(txn)
+                do throws(LMDBError) { try txn.commit() } catch { throw core.lmdbFailure(error) }
+                return result
+            } catch {
+                guard case .lmdb(let e, _) = error, e.isMapFull else { throw error }
+                try growMap(toHold: core.environment.mapSize * 2)
+            }
+        }
+    }
+
+    /// Writes every table's changes, then the catalog, in transactions of at most
+    /// `options.pagesPerTransaction` pages (see `CheckpointJournal`). Nothing in memory changes here;
+    /// on failure LMDB may hold part of the checkpoint, which the caller rolls back.
     private func write(_ tables: [Table], generation: UInt64, time: Double, payload: [UInt8])
         throws(StoreError) -> [Written]
     {
         func lmdb<T: ~Copyable>(_ body: () throws(LMDBError) -> T) throws(StoreError) -> T {
             do { return try body() } catch { throw core.lmdbFailure(error) }
         }
-        var written: [Written] = []
-        var total = CheckpointTotals()
-        let txn = try lmdb { () throws(LMDBError) in try core.environment.beginWrite() }
-        for table in tables {
-            let rows = try lmdb { () throws(LMDBError) in
-                if let db = table.rowsDatabase { return db }
-                return try txn.createDatabase("rows.\(table.id)", integerKeys: true)
+        let created = tables.filter { $0.rowsDatabase == nil }.map(\.id)
+        let (databases, started) = try inTransaction { (txn) throws(StoreError) in
+            try lmdb { () throws(LMDBError) in
+                var databases: [(rows: LMDBDatabase, deletions: LMDBDatabase)] = []
+                for table in tables {
+                    if let rows = table.rowsDatabase, let deletions = table.deletionsDatabase {
+                        databases.append((rows, deletions))
+                    } else {
+                        databases.append((try txn.createDatabase("rows.\(table.id)", integerKeys: true),
+                                          try txn.createDatabase("deleted.\(table.id)", integerKeys: true)))
+                    }
+                }
+                let journal = try CheckpointJournal.begin(txn, meta: meta, generation: generation, createdTables: created)
+                return (databases, journal)
             }
-            let deletions = try lmdb { () throws(LMDBError) in
-                if let db = table.deletionsDatabase { return db }
-                return try txn.createDatabase("deleted.\(table.id)", integerKeys: true)
+        }
+        var journal = started
+        var committed = 1
+        try options.afterCheckpointTransaction?(committed)
+        var totals: [CheckpointTotals] = []
+        let pageLimit = options.pagesPerTransaction
+        for (table, db) in zip(tables, databases) {
+            let keys = table.changedKeys()
+            var tableTotals = CheckpointTotals()
+            var next = 0
+            while next < keys.count {
+                let (end, advanced, part) = try inTransaction { (txn) throws(StoreError) in
+                    var j = journal
+                    var part = CheckpointTotals()
+                    let end = try table.writeChanges(
+                        keys, from: next, txn, rows: db.rows, deletions: db.deletions, generation: generation,
+                        pageLimit: pageLimit, journal: &j, totals: &part)
+                    return (end, j, part)
+                }
+                next = end
+                journal = advanced
+                committed += 1
+                try options.afterCheckpointTransaction?(committed)
+                tableTotals.written += part.written
+                tableTotals.deleted += part.deleted
+                tableTotals.bytes += part.bytes
             }
-            let totals = try table.writeChanges(txn, rows: rows, deletions: deletions, generation: generation)
-            let entries = try lmdb { () throws(LMDBError) in try txn.statistics(rows).entries }
-            written.append(Written(table: table, rows: rows, deletions: deletions, totals: totals, entries: entries))
-            total.written += totals.written
-            total.deleted += totals.deleted
-            total.bytes += totals.bytes
+            totals.append(tableTotals)
+        }
+        let total = totals.reduce(into: CheckpointTotals()) { t, part in
+            t.written += part.written
+            t.deleted += part.deleted
+            t.bytes += part.bytes
         }
         let catalog = tables.map { CatalogEntry(id: $0.id, name: $0.name, spec: $0.spec) }
         let info = CheckpointInfo(
@@ -560,14 +632,30 @@ public final class Store: Sendable {
         } catch {
             throw .corrupted(file: core.dataPath, detail: "cannot encode the catalog: \(error)")
         }
-        try lmdb { () throws(LMDBError) in
-            try txn.put(meta, name: "format", withUnsafeBytes(of: UInt32(Self.formatVersion)) { Array($0) })
-            try txn.put(meta, name: "catalog", Array(catalogJSON))
-            try txn.put(meta, name: "checkpoint", Array(infoJSON))
-            try txn.put(meta, name: "payload", payload)
+        let entries = try inTransaction { (txn) throws(StoreError) in
+            try lmdb { () throws(LMDBError) in
+                try txn.put(meta, name: "format", withUnsafeBytes(of: UInt32(Self.formatVersion)) { Array($0) })
+                try txn.put(meta, name: "catalog", Array(catalogJSON))
+                try txn.put(meta, name: "checkpoint", Array(infoJSON))
+                try txn.put(meta, name: "payload", payload)
+                try journal.finish(txn, meta: meta)
+                return try databases.map { (db) throws(LMDBError) in try txn.statistics(db.rows).entries }
+            }
         }
-        do throws(LMDBError) { try txn.commit() } catch { throw core.lmdbFailure(error) }
-        return written
+        return tables.indices.map {
+            Written(table: tables[$0], rows: databases[$0].rows, deletions: databases[$0].deletions,
+                    totals: totals[$0], entries: entries[$0])
+        }
+    }
+
+    /// Puts LMDB back at the last checkpoint if a checkpoint's transactions stopped part way.
+    private func rollBackInterruptedCheckpoint() throws(StoreError) {
+        do throws(LMDBError) {
+            _ = try CheckpointJournal.rollBack(core.environment, entriesPerTransaction: options.pagesPerTransaction)
+        } catch {
+            throw core.lmdbFailure(error)
+        }
+        state.withLock { $0.interrupted = false }
     }
 
     // MARK: Closing

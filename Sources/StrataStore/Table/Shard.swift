@@ -613,19 +613,21 @@ struct Shard: ~Copyable, @unchecked Sendable {
     // MARK: Checkpoint
 
     /// Writes the change to `key` since the last checkpoint, if any, into the open LMDB
-    /// transaction. Changes nothing in memory: `checkpointCommitted` does that once the commit
-    /// is durable.
+    /// transaction, journaling what it replaces. Changes nothing in memory:
+    /// `checkpointCommitted` does that once the checkpoint is durable.
     func writeChange(_ key: UInt64, _ txn: borrowing LMDBWriteTransaction, rows: LMDBDatabase, deletions: LMDBDatabase,
                      generation: UInt64, _ t: Table, _ scratch: inout BatchScratch,
-                     _ totals: inout CheckpointTotals) throws(StoreError) {
+                     _ journal: inout CheckpointJournal, _ totals: inout CheckpointTotals) throws(StoreError) {
         guard let p = index.find(key, hash: KeyHash.of(key)) else { return }
         let e = index[p]
         guard e.has(IndexEntry.dirty) else { return }
         if e.has(IndexEntry.virgin) {
             var stamp = generation
             do throws(LMDBError) {
-                try txn.delete(rows, key)
-                try withUnsafeBytes(of: &stamp) { (b) throws(LMDBError) in try txn.put(deletions, key, b) }
+                try journal.delete(txn, rows, .rows, table: t.id, key)
+                try withUnsafeBytes(of: &stamp) { (b) throws(LMDBError) in
+                    try journal.put(txn, deletions, .deletions, table: t.id, key, b)
+                }
             } catch { throw t.store.lmdbFailure(error) }
             t.store.noteMapTraffic(16)
             totals.deleted += 1
@@ -645,7 +647,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
         case .none: preconditionFailure("a written row always has a copy")
         }
         let bytes = scratch.codec.encode(record)
-        do throws(LMDBError) { try txn.put(rows, key, bytes) } catch { throw t.store.lmdbFailure(error) }
+        do throws(LMDBError) { try journal.put(txn, rows, .rows, table: t.id, key, bytes) } catch { throw t.store.lmdbFailure(error) }
         t.store.noteMapTraffic(bytes.count)
         totals.written += 1
         totals.bytes += bytes.count + 8

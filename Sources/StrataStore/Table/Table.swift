@@ -325,25 +325,39 @@ public final class Table: @unchecked Sendable {
 
     // MARK: Checkpoint and close (called by the store with its lock held exclusively)
 
-    /// Writes every change since the last checkpoint into the open transaction, in key order:
-    /// LMDB then fills pages in sequence instead of splitting pages all over the tree.
-    func writeChanges(_ txn: borrowing LMDBWriteTransaction, rows: LMDBDatabase, deletions: LMDBDatabase,
-                      generation: UInt64) throws(StoreError) -> CheckpointTotals {
+    /// Keys changed since the last checkpoint, sorted, each once: the order a checkpoint
+    /// writes them in, so that consecutive writes share LMDB pages.
+    func changedKeys() -> [UInt64] {
         var keys: [UInt64] = []
         withEachShard { keys.append(contentsOf: $0.dirtyKeys) }
         keys.sort()
+        var unique = 0
+        for key in keys where unique == 0 || keys[unique - 1] != key {
+            keys[unique] = key
+            unique += 1
+        }
+        keys.removeLast(keys.count - unique)
+        return keys
+    }
+
+    /// Writes the changes to `keys[start...]` into `txn` through `journal`, until the
+    /// transaction has written to `pageLimit` pages. Returns the index of the first key not
+    /// written. Changes nothing in memory.
+    func writeChanges(_ keys: [UInt64], from start: Int, _ txn: borrowing LMDBWriteTransaction,
+                      rows: LMDBDatabase, deletions: LMDBDatabase, generation: UInt64, pageLimit: Int,
+                      journal: inout CheckpointJournal, totals: inout CheckpointTotals) throws(StoreError) -> Int {
         var scratch = BatchScratch(self)
-        var totals = CheckpointTotals()
-        var previous: UInt64? = nil
-        for key in keys where key != previous {
-            previous = key
+        var i = start
+        while i < keys.count && txn.pagesWritten < pageLimit {
+            let key = keys[i]
             let s = shardCount == 1 ? 0 : Int(KeyHash.of(key) &>> shardShift)
             try shards[s].withLock { (shard) throws(StoreError) in
                 try shard.writeChange(key, txn, rows: rows, deletions: deletions, generation: generation,
-                                      self, &scratch, &totals)
+                                      self, &scratch, &journal, &totals)
             }
+            i += 1
         }
-        return totals
+        return i
     }
 
     func adopt(rows: LMDBDatabase, deletions: LMDBDatabase, persistedRows count: Int, totals: CheckpointTotals) {
