@@ -279,9 +279,10 @@ if base is not None and base.get("peak_resident_bytes") and disk.get("peak_resid
 print(f"{'lookups, % hot/warm+spill/LMDB/new':{w}} {pct(mt):>22} {pct(dt):>22}")
 if base is not None and disk.get("peak_resident_bytes") and disk["peak_resident_bytes"] - base["peak_resident_bytes"] > budget + dt["overhead_bytes"]:
     print()
-    print("note: the out-of-core peak exceeds budget + overhead. It includes the checkpoints' commits, during which")
-    print("LMDB maps back the pages a checkpoint wrote and, through the kernel's fault-around, their neighbours")
-    print("(up to the whole LMDB file) until the store trims its map after the commit (README, Memory).")
+    over = (disk["peak_resident_bytes"] - base["peak_resident_bytes"] - budget - dt["overhead_bytes"]) / 1e6
+    print(f"note: the out-of-core peak exceeds budget + overhead by {over:.1f} MB: memory no budget covers (a checkpoint's")
+    print("sorted copy of a table's change list, LZ4 and journal buffers, freed memory malloc keeps, LMDB pages mapped")
+    print("between two of the store's measurements of them; README, Memory).")
 EOF
 exit 0
 }

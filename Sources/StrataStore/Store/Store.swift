@@ -39,9 +39,12 @@ final class StoreCore: Sendable {
     private let closed = Atomic<Bool>(false)
     private let lockFile: StoreLockFile
 
-    // LMDB's map pages are dropped from the resident set after this much traffic through it.
+    // LMDB's map pages are dropped from the resident set when they pass this much.
     private let mapResidentLimit: Int
+    /// Traffic through the map since its resident pages were last measured.
     private let mapTraffic = Atomic<Int>(0)
+    /// The process's file-backed resident bytes right after the last trim.
+    private let mapBaseline = Mutex<Int>(0)
     private let mapRegion = Mutex<(base: UInt, length: Int)?>(nil)
 
     init(path: String, environment: LMDBEnvironment, lockFile: StoreLockFile, generation: UInt64, mapResidentLimit: Int) {
@@ -53,6 +56,7 @@ final class StoreCore: Sendable {
         self.generation = Atomic(generation)
         self.mapResidentLimit = mapResidentLimit
         refreshMapRegion()
+        trimMap()
     }
 
     @inline(__always)
@@ -70,19 +74,41 @@ final class StoreCore: Sendable {
         lockFile.release()
     }
 
-    /// Counts bytes read or written through LMDB's map; past the limit, drops the map's pages
-    /// from this process's page tables so resident memory stays within budget. The pages stay
-    /// in the page cache (dirty ones keep their data and are written back as usual).
+    /// Counts bytes read or written through LMDB's map. Every `mapResidentLimit / 8` of them
+    /// it measures the process's file-backed resident set, and once that has grown by half
+    /// the limit since the last trim, drops the map's pages from this process's page tables,
+    /// so resident memory stays within budget. The pages stay in the page cache (dirty ones
+    /// keep their data and are written back as usual).
+    ///
+    /// Measured, not estimated from the traffic: a read faults in the B-tree pages above its
+    /// leaf too, and each fault maps up to 16 neighbouring cached pages (the kernel's
+    /// fault-around), so an estimate was off by a factor of four either way.
     @inline(__always)
     func noteMapTraffic(_ bytes: Int) {
-        // A page fault on a file mapping maps up to 64 KiB of neighbouring cached pages
-        // (the kernel's fault-around), so each access may add that much.
         let total = mapTraffic.add(bytes + 65536, ordering: .relaxed).newValue
-        if total > mapResidentLimit { trimMap() }
+        if total > mapResidentLimit / 8 { checkMapResidence() }
     }
 
+    private func checkMapResidence() {
+        mapTraffic.store(0, ordering: .relaxed)
+        mapBaseline.withLock { baseline in
+            if fileResidentBytes() - baseline > mapResidentLimit / 2 {
+                releaseMapPages()
+                baseline = fileResidentBytes()
+            }
+        }
+    }
+
+    /// Drops all of the map's pages from this process's page tables now.
     func trimMap() {
         mapTraffic.store(0, ordering: .relaxed)
+        mapBaseline.withLock { baseline in
+            releaseMapPages()
+            baseline = fileResidentBytes()
+        }
+    }
+
+    private func releaseMapPages() {
         mapRegion.withLock { region in
             if let region, let base = UnsafeMutableRawPointer(bitPattern: region.base) {
                 releaseResidentPages(base, region.length)

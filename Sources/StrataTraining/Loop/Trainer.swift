@@ -65,7 +65,8 @@ public struct TrainingSummary: Sendable, Codable {
         public var largestTableBytes: Int
         /// Hot and warm budgets per table.
         public var budgetBytesPerTable: Int
-        /// Memory beyond the budgets: index, admission state.
+        /// Memory beyond the budgets: index, admission state, the list of rows changed since the
+        /// last checkpoint. The most seen, just before a checkpoint or at the end.
         public var overheadBytes: Int
         /// Where this run's lookups and updates found their rows.
         public var hotHitRatio: Double, warmHitRatio: Double, coldHitRatio: Double
@@ -106,6 +107,8 @@ public final class Trainer {
     public private(set) var samples: Int64 = 0
     public private(set) var resumedFromStep: Int?
     private var residentBetweenSteps = 0
+    /// The tables' overhead just before a checkpoint, when the change lists are longest.
+    private var peakOverhead = 0
 
     private var source: any ClickSource
     private let evaluationSource: (any ClickSource)?
@@ -287,6 +290,7 @@ public final class Trainer {
 
     private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) -> Void) throws {
         residentBetweenSteps = max(residentBetweenSteps, residentBytes())
+        peakOverhead = max(peakOverhead, try tables.reduce(0) { $0 + (try $1.statistics().bytes.overhead) })
         let info = try store.checkpoint(payload: payload(position: position))
         report(.checkpoint(step: step, generation: info.generation, seconds: info.durationSeconds))
     }
@@ -312,7 +316,8 @@ public final class Trainer {
         }
         let total = Double(max(all, 1))
         return .init(rows: rows, rowBytes: bytes, largestTableBytes: largest,
-                     budgetBytesPerTable: resources.budget.hotBytes + resources.budget.warmBytes, overheadBytes: overhead,
+                     budgetBytesPerTable: resources.budget.hotBytes + resources.budget.warmBytes,
+                     overheadBytes: max(overhead, peakOverhead),
                      hotHitRatio: Double(hot) / total, warmHitRatio: Double(warm) / total, coldHitRatio: Double(cold) / total)
     }
 
