@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Strata needs beyond the Swift toolchain: Debian's LMDB, LZ4 and OpenBLAS
-# development packages, found through pkg-config. Safe to rerun.
+# development packages, found through pkg-config; and a Python virtual environment outside
+# the repository (~/.cache/strata/python, or $STRATA_PYTHON_VENV) with numpy and safetensors,
+# which the tests use to load what `strata export` writes, and matplotlib, which draws the
+# pictures of `strata bench --report`. Safe to rerun.
 set -euo pipefail
 
-debian=(liblmdb-dev liblz4-dev libopenblas-dev pkg-config)
+debian=(liblmdb-dev liblz4-dev libopenblas-dev pkg-config python3 python3-venv)
 missing=()
 for p in "${debian[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -14,4 +17,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+venv="${STRATA_PYTHON_VENV:-$HOME/.cache/strata/python}"
+if ! "$venv/bin/python" -c "import numpy, safetensors, matplotlib" 2>/dev/null; then
+    echo "setting up $venv (numpy, safetensors, matplotlib)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check numpy safetensors matplotlib
 fi

@@ -5,5 +5,5 @@ struct Strata: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "strata",
         abstract: "An out-of-core embedding store: tiered tables with in-store sparse optimizers.",
-        subcommands: [Roundtrip.self, Bench.self, Train.self])
+        subcommands: [Train.self, Info.self, Inspect.self, Get.self, Export.self, Import.self, Verify.self, Bench.self, Roundtrip.self])
 }

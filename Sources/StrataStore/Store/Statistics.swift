@@ -29,6 +29,12 @@ public struct TableStatistics: Sendable, Codable, Equatable {
         public var hotToWarm = 0, toSpill = 0, dropped = 0
         public var accesses: Int { hotHits + warmHits + spillHits + coldHits + initializerHits }
         public var hotHitRatio: Double { accesses == 0 ? 0 : Double(hotHits) / Double(accesses) }
+
+        public static func + (a: Traffic, b: Traffic) -> Traffic {
+            Traffic(hotHits: a.hotHits + b.hotHits, warmHits: a.warmHits + b.warmHits, spillHits: a.spillHits + b.spillHits,
+                    coldHits: a.coldHits + b.coldHits, initializerHits: a.initializerHits + b.initializerHits,
+                    hotToWarm: a.hotToWarm + b.hotToWarm, toSpill: a.toSpill + b.toSpill, dropped: a.dropped + b.dropped)
+        }
     }
 
     public struct Checkpoint: Sendable, Codable, Equatable {
@@ -48,11 +54,27 @@ public struct TableStatistics: Sendable, Codable, Equatable {
     public var warmCapacityRows: Int
     public var rows = Rows()
     public var bytes = Bytes()
+    /// Since the store opened.
     public var traffic = Traffic()
+    /// Of every earlier open of the store, as its last checkpoint saved it.
+    public var trafficBeforeOpen = Traffic()
     public var checkpoint = Checkpoint()
 }
 
 extension Table {
+    /// Traffic since the open, summed over shards (each under its lock).
+    func trafficSinceOpen() -> TableStatistics.Traffic {
+        var sum = ShardCounters()
+        withEachShard { sum = sum + $0.counters }
+        return Self.traffic(sum)
+    }
+
+    private static func traffic(_ sum: ShardCounters) -> TableStatistics.Traffic {
+        .init(hotHits: sum.hotHits, warmHits: sum.warmHits, spillHits: sum.spillHits,
+              coldHits: sum.coldHits, initializerHits: sum.initialHits,
+              hotToWarm: sum.hotToWarm, toSpill: sum.toSpill, dropped: sum.dropped)
+    }
+
     /// Counts of rows, bytes and traffic, summed over shards.
     public func statistics() throws(StoreError) -> TableStatistics {
         try store.lock.shared { () throws(StoreError) -> TableStatistics in
@@ -84,9 +106,8 @@ extension Table {
             s.bytes = .init(hotUsed: (sum.hotRows + sum.hotVirgins) * r, hotBudget: budget.hotBytes,
                             warmUsed: sum.warmRows * r, warmFile: warmCapacity * r, spillFile: spill.bytes,
                             coldOnDisk: cold, overhead: overhead)
-            s.traffic = .init(hotHits: sum.hotHits, warmHits: sum.warmHits, spillHits: sum.spillHits,
-                              coldHits: sum.coldHits, initializerHits: sum.initialHits,
-                              hotToWarm: sum.hotToWarm, toSpill: sum.toSpill, dropped: sum.dropped)
+            s.traffic = Self.traffic(sum)
+            s.trafficBeforeOpen = trafficBeforeOpen
             let last = lastCheckpoint.withLock { $0 }
             s.checkpoint = .init(generation: store.generation.load(ordering: .relaxed), rowsWritten: last.written,
                                  rowsDeleted: last.deleted, bytesWritten: last.bytes,

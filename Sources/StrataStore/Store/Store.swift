@@ -354,6 +354,7 @@ public final class Store: Sendable {
         var catalog: [CatalogEntry] = []
         var last = CheckpointInfo(generation: 0, time: 0, durationSeconds: 0, rowsWritten: 0, rowsDeleted: 0, bytesWritten: 0, payload: [])
         var handles: [Int: (LMDBDatabase, LMDBDatabase, Int)] = [:]
+        var traffic: [Int: TableStatistics.Traffic] = [:]
         do {
             let txn = try environment.beginWrite()
             let existingMeta = try txn.openDatabase("meta", integerKeys: false)
@@ -381,6 +382,9 @@ public final class Store: Sendable {
                         throw StoreError.corrupted(file: dataPath, detail: "table '\(entry.name)' has no rows database")
                     }
                     handles[entry.id] = (rows, deleted, try txn.statistics(rows).entries)
+                    if let saved = try txn.get(metaDB, name: "traffic.\(entry.id)") {
+                        traffic[entry.id] = try? JSONDecoder().decode(TableStatistics.Traffic.self, from: Data(saved))
+                    }
                 }
             } else {
                 // A new store: checkpoint 0, empty.
@@ -423,7 +427,8 @@ public final class Store: Sendable {
             }
             let table = try Table(
                 store: core, id: entry.id, name: entry.name, spec: entry.spec, budget: options.budget(for: entry.name),
-                databases: (rows, deleted), persistedRows: count, warmRows: warmRows)
+                databases: (rows, deleted), persistedRows: count, warmRows: warmRows,
+                trafficBeforeOpen: traffic[entry.id] ?? .init())
             if table.warmSlotsDropped > 0 {
                 report.append("\(table.warmPath): \(table.warmSlotsDropped) saved rows failed their key or checksum check; they are read from LMDB")
             }
@@ -658,12 +663,19 @@ public final class Store: Sendable {
         } catch {
             throw .corrupted(file: core.dataPath, detail: "cannot encode the catalog: \(error)")
         }
+        var traffic: [Int: [UInt8]] = [:]
+        for table in tables {
+            traffic[table.id] = (try? JSONEncoder().encode(table.trafficBeforeOpen + table.trafficSinceOpen())).map { Array($0) }
+        }
         let entries = try inTransaction { (txn) throws(StoreError) in
             try lmdb { () throws(LMDBError) in
                 try txn.put(meta, name: "format", withUnsafeBytes(of: UInt32(Self.formatVersion)) { Array($0) })
                 try txn.put(meta, name: "catalog", Array(catalogJSON))
                 try txn.put(meta, name: "checkpoint", Array(infoJSON))
                 try txn.put(meta, name: "payload", payload)
+                for table in tables {
+                    try txn.put(meta, name: "traffic.\(table.id)", traffic[table.id] ?? [])
+                }
                 try journal.finish(txn, meta: meta)
                 return try databases.map { (db) throws(LMDBError) in try txn.statistics(db.rows).entries }
             }

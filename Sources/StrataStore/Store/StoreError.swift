@@ -12,6 +12,9 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case shapeMismatch(table: String, expected: Int, actual: Int, what: String)
     /// A gradient holds NaN or infinity. The whole batch was rejected; nothing changed.
     case nonFiniteGradient(table: String, key: UInt64, element: Int)
+    /// Rows given to `assign` cannot be stored (a repeated key, a value that is not finite).
+    /// Nothing changed.
+    case invalidRows(table: String, reason: String)
     /// A batch's learning rate cannot be used with the table's optimizer.
     case invalidLearningRate(table: String, value: Float, reason: String)
     /// There is no store at this path (and the options did not ask to create one).
@@ -49,6 +52,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
             "table '\(table)': \(what) needs \(expected) floats, the buffer has \(actual)"
         case .nonFiniteGradient(let table, let key, let element):
             "table '\(table)': gradient of key \(key) is not finite at element \(element); the batch was rejected, nothing was applied"
+        case .invalidRows(let table, let reason):
+            "table '\(table)': \(reason); nothing was written"
         case .invalidLearningRate(let table, let value, let reason):
             "table '\(table)': learning rate \(value) rejected: \(reason); nothing was applied"
         case .noStore(let path):

@@ -446,10 +446,36 @@ struct Shard: ~Copyable, @unchecked Sendable {
         format.optimizer.apply(values: record.values, state: record.state(format.layout), gradient: gradient,
                                dimension: d, step: count, learningRate: learningRate)
         format.storage.round(record.values, count: d)
+        markChanged(record, position: p, stamp)
+    }
+
+    @inline(__always)
+    private mutating func markChanged(_ record: RowRecord, position p: Int, _ stamp: UInt64) {
         record.changeGeneration = stamp
         let flags = index[p].flags
         let written = (flags & ~IndexEntry.virgin) | IndexEntry.dirty
         if written != flags { setFlags(at: p, written) }
+    }
+
+    /// Sets each key's row to row `i` of `values` (rounded to the storage type), of `state`
+    /// and `counts` when given, else zero state and count.
+    mutating func assign(_ g: ShardGroup, values: UnsafePointer<Float>, state: UnsafePointer<Float>?,
+                         counts: UnsafePointer<UInt64>?, stamp: UInt64, _ t: Table,
+                         _ scratch: inout BatchScratch) throws(StoreError) {
+        let layout = t.format.layout
+        let (d, n) = (layout.dimension, layout.stateCount)
+        for m in g.members {
+            let i = g.index(m)
+            let slot = try resident(g.keys[i], g.hashes[i], t, &scratch)
+            let record = hotRecord(slot)
+            record.values.update(from: values + i &* d, count: d)
+            t.format.storage.round(record.values, count: d)
+            if let state { record.state(layout).update(from: state + i &* n, count: n) } else {
+                record.state(layout).update(repeating: 0, count: n)
+            }
+            record.updateCount = counts?[i] ?? 0
+            markChanged(record, position: index.find(g.keys[i], hash: g.hashes[i])!, stamp)
+        }
     }
 
     /// Copies each key's values to `out` without moving rows or counting accesses. Rows in
@@ -684,6 +710,25 @@ struct Shard: ~Copyable, @unchecked Sendable {
             if e.tier == .warm && !e.has(IndexEntry.dirty) { rows.append((e.key, e.slot)) }
         }
         return rows
+    }
+
+    /// Hot and warm slots that do not hold the key their index entry names, or (warm) fail
+    /// their checksum: for `Table.verify`.
+    func damagedSlots(_ t: Table) -> [(key: UInt64, tier: Tier, slot: Int)] {
+        var damaged: [(key: UInt64, tier: Tier, slot: Int)] = []
+        index.forEachPosition { p in
+            let e = index[p]
+            switch e.tier {
+            case .hot:
+                if hotRecord(e.slot).key != e.key { damaged.append((e.key, .hot, e.slot)) }
+            case .warm:
+                let record = warmRecord(e.slot)
+                if record.key != e.key || !record.isIntact(layout) { damaged.append((e.key, .warm, e.slot)) }
+            case .spill, .none:
+                break
+            }
+        }
+        return damaged
     }
 
     /// Takes back warm rows saved by a clean close.

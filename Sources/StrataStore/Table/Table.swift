@@ -58,13 +58,17 @@ public final class Table: @unchecked Sendable {
     let persistedRows: Atomic<Int>
     let lastCheckpoint = Mutex(CheckpointTotals())
 
+    /// Traffic of earlier opens, as of the last checkpoint (from `meta/traffic.<id>`).
+    let trafficBeforeOpen: TableStatistics.Traffic
+
     var warmPath: String { directory + "/warm.slab" }
     var warmIndexPath: String { directory + "/warm.index" }
 
     init(store: StoreCore, id: Int, name: String, spec: TableSpec, budget: TierBudget,
          databases: (rows: LMDBDatabase, deletions: LMDBDatabase)?, persistedRows: Int,
-         warmRows: WarmIndexFile.Contents?) throws(StoreError) {
+         warmRows: WarmIndexFile.Contents?, trafficBeforeOpen: TableStatistics.Traffic = .init()) throws(StoreError) {
         self.store = store
+        self.trafficBeforeOpen = trafficBeforeOpen
         self.id = id
         self.name = name
         self.spec = spec
@@ -220,6 +224,34 @@ public final class Table: @unchecked Sendable {
         }
     }
 
+    /// Sets rows outright, as an import of pretrained or exported embeddings does: row `i`
+    /// becomes `values` row `i` (rounded to the storage type), with `state` row `i` and
+    /// `updateCounts[i]` when given, else a fresh optimizer state and count 0. Keys must be
+    /// distinct; values and state finite. The next checkpoint makes the rows durable.
+    public func assign(_ keys: UnsafeBufferPointer<UInt64>, values: UnsafeBufferPointer<Float>,
+                       state: UnsafeBufferPointer<Float>? = nil,
+                       updateCounts: UnsafeBufferPointer<UInt64>? = nil) throws(StoreError) {
+        let layout = format.layout
+        try checkShape(keys.count * layout.dimension, values.count, "values for \(keys.count) keys")
+        if let state { try checkShape(keys.count * layout.stateCount, state.count, "optimizer state for \(keys.count) keys") }
+        if let updateCounts { try checkShape(keys.count, updateCounts.count, "update counts for \(keys.count) keys") }
+        if let bad = firstNonFinite(values) {
+            throw .invalidRows(table: name, reason: "value \(bad % layout.dimension) of key \(keys[bad / layout.dimension]) is not finite")
+        }
+        if let state, layout.stateCount > 0, let bad = firstNonFinite(state) {
+            throw .invalidRows(table: name, reason: "optimizer state \(bad % layout.stateCount) of key \(keys[bad / layout.stateCount]) is not finite")
+        }
+        var seen = Set<UInt64>(minimumCapacity: keys.count)
+        for key in keys where !seen.insert(key).inserted {
+            throw .invalidRows(table: name, reason: "key \(key) appears more than once")
+        }
+        try forEachGroup(keys) { (shard, group, scratch) throws(StoreError) in
+            let stamp = store.generation.load(ordering: .relaxed) + 1
+            try shard.assign(group, values: values.baseAddress!, state: state?.baseAddress, counts: updateCounts?.baseAddress,
+                             stamp: stamp, self, &scratch)
+        }
+    }
+
     /// Removes rows: they read as the initializer's values again, and the next checkpoint
     /// deletes them from disk and records their keys as deleted.
     public func remove(_ keys: UnsafeBufferPointer<UInt64>) throws(StoreError) {
@@ -309,7 +341,6 @@ public final class Table: @unchecked Sendable {
         }
     }
 
-    /// Runs `body` on every shard in turn (statistics, checkpoints, close).
     /// Rows changed or removed since the last checkpoint.
     var changedRows: Int {
         var count = 0
@@ -317,7 +348,8 @@ public final class Table: @unchecked Sendable {
         return count
     }
 
-        func withEachShard<E: Error>(_ body: (inout Shard) throws(E) -> Void) throws(E) {
+    /// Runs `body` on every shard in turn (statistics, checkpoints, close).
+    func withEachShard<E: Error>(_ body: (inout Shard) throws(E) -> Void) throws(E) {
         for s in 0..<shardCount {
             try shards[s].withLock { (shard) throws(E) in try body(&shard) }
         }

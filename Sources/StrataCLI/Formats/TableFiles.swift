@@ -1,0 +1,516 @@
+// The files `strata export` writes and `strata import` reads: a table's keys, values and
+// (optionally) optimizer state and update counts as
+// - npy: a directory of NumPy `.npy` files (format 1.0): keys.npy (uint64, n), values.npy
+//   (float32, n × dim), state.npy (float32, n × state), update_counts.npy (uint64, n), and
+//   for a delta export deleted_keys.npy (uint64);
+// - safetensors: one file with the same tensors by the same names, and the table's name,
+//   spec and generation in `__metadata__`;
+// - tsv: TensorBoard's embedding projector layout, a directory with vectors.tsv (one row a
+//   line, values tab-separated) and metadata.tsv (one key a line, no header: a single
+//   column), and deleted.tsv for a delta export. Values are printed as the shortest decimal
+//   that reads back as the same float, so a round trip is exact.
+// Writers are told the row count first (exports count in a first pass), so every tensor's
+// place in the file is known and rows stream to their places; readers read a batch at a time.
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum TableFileFormat: String, CaseIterable {
+    case npy, safetensors, tsv
+
+    /// The format of an existing path: a `.safetensors` file, or a directory holding
+    /// values.npy or vectors.tsv.
+    static func detect(_ path: String) -> TableFileFormat? {
+        if path.hasSuffix(".safetensors") { return .safetensors }
+        if FileManager.default.fileExists(atPath: path + "/values.npy") { return .npy }
+        if FileManager.default.fileExists(atPath: path + "/vectors.tsv") { return .tsv }
+        return nil
+    }
+}
+
+
+/// The element types the files hold.
+enum ElementType: String {
+    case float32, uint64
+
+    var npyDescr: String { self == .float32 ? "<f4" : "<u8" }
+    var safetensorsName: String { self == .float32 ? "F32" : "U64" }
+    var size: Int { self == .float32 ? 4 : 8 }
+}
+
+/// One tensor of a table file: its name, element type and shape.
+struct TensorShape: Equatable {
+    let name: String
+    let type: ElementType
+    let rows: Int
+    /// Nil for a vector.
+    let width: Int?
+    var isVector: Bool { width == nil }
+    var columns: Int { width ?? 1 }
+    var bytes: Int { rows * columns * type.size }
+
+    init(name: String, type: ElementType, rows: Int, columns: Int?) {
+        self.name = name
+        self.type = type
+        self.rows = rows
+        width = columns
+    }
+}
+
+// MARK: - Files
+
+/// A file written at offsets (`pwrite`), closed when the value ends.
+final class OutputFile {
+    let path: String
+    private let fd: Int32
+
+    init(_ path: String) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ToolError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    deinit { close(fd) }
+
+    func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            guard n > 0 else { throw ToolError("cannot write \(path): \(String(cString: strerror(errno)))") }
+            done += n
+        }
+    }
+
+    func write(_ bytes: [UInt8], at offset: Int) throws { try bytes.withUnsafeBytes { try write($0, at: offset) } }
+
+    func write<T>(_ values: ArraySlice<T>, at offset: Int) throws {
+        try values.withUnsafeBytes { try write($0, at: offset) }
+    }
+
+    /// `fsync(2)`: an export is complete on disk when the command says so.
+    func sync() throws {
+        guard fsync(fd) == 0 else { throw ToolError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    }
+}
+
+/// A file read at offsets (`pread`).
+final class InputFile {
+    let path: String
+    private let fd: Int32
+    let size: Int
+
+    init(_ path: String) throws {
+        self.path = path
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ToolError("cannot read \(path): \(String(cString: strerror(errno)))") }
+        var info = stat()
+        fstat(fd, &info)
+        size = Int(info.st_size)
+    }
+
+    deinit { close(fd) }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            guard n > 0 else { throw ToolError("\(path) ends at \(offset + done) bytes, before its data does") }
+            done += n
+        }
+    }
+
+    func bytes(_ count: Int, at offset: Int) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        try out.withUnsafeMutableBytes { try read(into: $0, at: offset) }
+        return out
+    }
+}
+
+// MARK: - NumPy
+
+enum NPY {
+    /// The header of a `.npy` file (format 1.0) for `shape`, padded so data starts on a
+    /// 64-byte boundary.
+    static func header(_ shape: TensorShape) -> [UInt8] {
+        let dims = shape.isVector ? "(\(shape.rows),)" : "(\(shape.rows), \(shape.columns))"
+        var dict = "{'descr': '\(shape.type.npyDescr)', 'fortran_order': False, 'shape': \(dims), }"
+        let unpadded = 10 + dict.utf8.count + 1
+        dict += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
+        var out: [UInt8] = [0x93] + Array("NUMPY".utf8) + [1, 0]
+        let length = UInt16(dict.utf8.count)
+        out += [UInt8(length & 0xFF), UInt8(length >> 8)]
+        return out + Array(dict.utf8)
+    }
+
+    /// Parses a `.npy` header: element type, shape and where the data starts.
+    static func read(_ file: InputFile, name: String) throws -> (shape: TensorShape, dataOffset: Int) {
+        let start = try file.bytes(min(10, file.size), at: 0)
+        guard start.count == 10, start[0] == 0x93, Array(start[1..<6]) == Array("NUMPY".utf8) else {
+            throw ToolError("\(file.path) is not a .npy file")
+        }
+        let major = start[6]
+        var headerLength = Int(start[8]) | Int(start[9]) << 8
+        var offset = 10
+        if major >= 2 {
+            let more = try file.bytes(2, at: 10)
+            headerLength |= Int(more[0]) << 16 | Int(more[1]) << 24
+            offset = 12
+        }
+        guard offset + headerLength <= file.size else { throw ToolError("\(file.path): header runs past the end") }
+        let text = String(decoding: try file.bytes(headerLength, at: offset), as: UTF8.self)
+        func field(_ key: String) -> String? {
+            guard let r = text.range(of: "'\(key)':") else { return nil }
+            return String(text[r.upperBound...]).trimmingCharacters(in: .whitespaces)
+        }
+        guard let descrField = field("descr"), let descr = descrField.split(separator: "'").first.map(String.init) else {
+            throw ToolError("\(file.path): no 'descr' in the header")
+        }
+        let type: ElementType
+        switch descr {
+        case "<f4": type = .float32
+        case "<u8": type = .uint64
+        default: throw ToolError("\(file.path) holds \(descr) elements; \(name) must be \(name == "keys" ? "uint64 (<u8)" : "float32 (<f4)")")
+        }
+        if let order = field("fortran_order"), order.hasPrefix("True") {
+            throw ToolError("\(file.path) is in Fortran order; save it C-contiguous")
+        }
+        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("), let close = shapeField.firstIndex(of: ")") else {
+            throw ToolError("\(file.path): no 'shape' in the header")
+        }
+        let dims = shapeField[shapeField.index(after: open)..<close].split(separator: ",").compactMap {
+            Int($0.trimmingCharacters(in: .whitespaces))
+        }
+        guard dims.count == 1 || dims.count == 2 else {
+            throw ToolError("\(file.path) has \(dims.count) dimensions; \(name) needs \(name == "keys" ? 1 : 2)")
+        }
+        let shape = TensorShape(name: name, type: type, rows: dims[0], columns: dims.count == 2 ? dims[1] : nil)
+        let dataOffset = offset + headerLength
+        guard dataOffset + shape.bytes <= file.size else {
+            throw ToolError("\(file.path) is \(file.size) bytes; its shape \(dims) needs \(dataOffset + shape.bytes)")
+        }
+        return (shape, dataOffset)
+    }
+}
+
+// MARK: - Writers
+
+/// Writes a table file given every tensor's shape up front; rows arrive in order.
+final class TableFileWriter {
+    let format: TableFileFormat
+    let path: String
+    private var files: [String: (file: OutputFile, offset: Int)] = [:]
+    private var tsv: (vectors: FileHandleWriter, metadata: FileHandleWriter, deleted: FileHandleWriter?)?
+    private var written: [String: Int] = [:]
+    private let shapes: [TensorShape]
+
+    /// Creates the files. `metadata` goes into a safetensors header.
+    init(format: TableFileFormat, path: String, shapes: [TensorShape], metadata: [String: String]) throws {
+        self.format = format
+        self.path = path
+        self.shapes = shapes
+        switch format {
+        case .npy:
+            try Self.makeDirectory(path)
+            try Self.writeMetadata(metadata, path)
+            for shape in shapes {
+                let file = try OutputFile(path + "/\(shape.name).npy")
+                let header = NPY.header(shape)
+                try file.write(header, at: 0)
+                files[shape.name] = (file, header.count)
+            }
+        case .safetensors:
+            let file = try OutputFile(path)
+            var entries: [String] = []
+            var offset = 0
+            for shape in shapes {
+                let dims = shape.isVector ? "[\(shape.rows)]" : "[\(shape.rows),\(shape.columns)]"
+                entries.append("\"\(shape.name)\":{\"dtype\":\"\(shape.type.safetensorsName)\",\"shape\":\(dims),\"data_offsets\":[\(offset),\(offset + shape.bytes)]}")
+                offset += shape.bytes
+            }
+            let meta = try String(decoding: JSONSerialization.data(withJSONObject: metadata, options: [.sortedKeys]), as: UTF8.self)
+            var header = "{\"__metadata__\":\(meta)," + entries.joined(separator: ",") + "}"
+            header += String(repeating: " ", count: (8 - header.utf8.count % 8) % 8)
+            var prefix = withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { Array($0) }
+            prefix += Array(header.utf8)
+            try file.write(prefix, at: 0)
+            var place = prefix.count
+            for shape in shapes {
+                files[shape.name] = (file, place)
+                place += shape.bytes
+            }
+        case .tsv:
+            try Self.makeDirectory(path)
+            try Self.writeMetadata(metadata, path)
+            let deleted = shapes.contains { $0.name == "deleted_keys" }
+            tsv = (try FileHandleWriter(path + "/vectors.tsv"), try FileHandleWriter(path + "/metadata.tsv"),
+                   deleted ? try FileHandleWriter(path + "/deleted.tsv") : nil)
+        }
+    }
+
+    /// Beside the npy and tsv files: what a safetensors file keeps in `__metadata__`.
+    private static func writeMetadata(_ metadata: [String: String], _ directory: String) throws {
+        let file = try OutputFile(directory + "/strata.json")
+        try file.write(Array(try JSONSerialization.data(withJSONObject: metadata, options: [.sortedKeys])) + [0x0A], at: 0)
+    }
+
+    /// The metadata `strata export` wrote with a table file, if any.
+    static func metadata(_ path: String, _ format: TableFileFormat) -> [String: String]? {
+        if format != .safetensors {
+            return (try? Data(contentsOf: URL(fileURLWithPath: path + "/strata.json")))
+                .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: String] }
+        }
+        guard let file = try? InputFile(path), file.size >= 8,
+              let head = try? file.bytes(8, at: 0) else { return nil }
+        let length = Int(head.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
+        guard length > 0, 8 + length <= file.size, let header = try? file.bytes(length, at: 8),
+              let object = try? JSONSerialization.jsonObject(with: Data(header)) as? [String: Any] else { return nil }
+        return object["__metadata__"] as? [String: String]
+    }
+
+    private static func makeDirectory(_ path: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        } catch {
+            throw ToolError("cannot create the directory \(path): \(error.localizedDescription)")
+        }
+        guard access(path, W_OK) == 0 else { throw ToolError("cannot write in \(path): permission denied") }
+    }
+
+    /// Appends rows to the tensor `name` (`values.count` a multiple of its columns).
+    func append<T>(_ name: String, _ values: ArraySlice<T>) throws {
+        switch format {
+        case .npy, .safetensors:
+            guard let (file, base) = files[name] else { return }
+            let size = MemoryLayout<T>.stride
+            try file.write(values, at: base + (written[name] ?? 0) * size)
+            written[name, default: 0] += values.count
+        case .tsv:
+            guard let tsv else { return }
+            if name == "values", let floats = values as? ArraySlice<Float> {
+                let columns = shapes.first { $0.name == "values" }!.columns
+                var line = ""
+                for (i, v) in floats.enumerated() {
+                    line += v.description
+                    line += (i + 1) % columns == 0 ? "\n" : "\t"
+                }
+                try tsv.vectors.write(line)
+            } else if name == "keys" || name == "deleted_keys", let keys = values as? ArraySlice<UInt64> {
+                let text = keys.map { "\($0)\n" }.joined()
+                try (name == "keys" ? tsv.metadata : tsv.deleted!).write(text)
+            }
+        }
+    }
+
+    /// Checks every tensor got its rows and makes the files durable.
+    func finish() throws {
+        if format != .tsv {
+            for shape in shapes where (written[shape.name] ?? 0) != shape.rows * shape.columns {
+                throw ToolError("internal: \(shape.name) got \(written[shape.name] ?? 0) of \(shape.rows * shape.columns) elements")
+            }
+            for (_, entry) in files { try entry.file.sync() }
+        } else if let tsv {
+            try tsv.vectors.finish()
+            try tsv.metadata.finish()
+            try tsv.deleted?.finish()
+        }
+    }
+}
+
+/// Buffered text output.
+final class FileHandleWriter {
+    private let file: OutputFile
+    private var buffer: [UInt8] = []
+    private var offset = 0
+
+    init(_ path: String) throws { file = try OutputFile(path) }
+
+    func write(_ text: String) throws {
+        buffer += text.utf8
+        if buffer.count >= 1 << 20 { try flush() }
+    }
+
+    private func flush() throws {
+        try file.write(buffer, at: offset)
+        offset += buffer.count
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    func finish() throws {
+        try flush()
+        try file.sync()
+    }
+}
+
+// MARK: - Readers
+
+/// Reads a table file a batch of rows at a time.
+final class TableFileReader {
+    let format: TableFileFormat
+    let rows: Int
+    let dimension: Int
+    /// Floats of optimizer state per row, when the file has them.
+    let stateColumns: Int?
+    let hasUpdateCounts: Bool
+    private var tensors: [String: (file: InputFile, offset: Int, shape: TensorShape)] = [:]
+    private var lines: (vectors: LineReader, metadata: LineReader)?
+    private var position = 0
+
+    init(path: String, format: TableFileFormat) throws {
+        self.format = format
+        switch format {
+        case .npy:
+            for name in ["keys", "values", "state", "update_counts"] {
+                let file = path + "/\(name).npy"
+                guard FileManager.default.fileExists(atPath: file) else {
+                    if name == "keys" || name == "values" { throw ToolError("\(path) has no \(name).npy") }
+                    continue
+                }
+                let input = try InputFile(file)
+                let (shape, offset) = try NPY.read(input, name: name)
+                tensors[name] = (input, offset, shape)
+            }
+        case .safetensors:
+            let input = try InputFile(path)
+            guard input.size >= 8 else { throw ToolError("\(path) is not a safetensors file (\(input.size) bytes)") }
+            let length = Int(try input.bytes(8, at: 0).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
+            guard length > 0, 8 + length <= input.size else { throw ToolError("\(path) is not a safetensors file (header length \(length))") }
+            let header = try input.bytes(length, at: 8)
+            guard let object = try? JSONSerialization.jsonObject(with: Data(header)) as? [String: Any] else {
+                throw ToolError("\(path): its header is not JSON")
+            }
+            for name in ["keys", "values", "state", "update_counts"] {
+                guard let entry = object[name] as? [String: Any] else {
+                    if name == "keys" || name == "values" { throw ToolError("\(path) has no tensor '\(name)'") }
+                    continue
+                }
+                guard let dtype = entry["dtype"] as? String, let shape = entry["shape"] as? [Int],
+                      let offsets = entry["data_offsets"] as? [Int], offsets.count == 2 else {
+                    throw ToolError("\(path): tensor '\(name)' lacks dtype, shape or data_offsets")
+                }
+                let type: ElementType
+                switch dtype {
+                case "F32": type = .float32
+                case "U64": type = .uint64
+                default: throw ToolError("\(path): tensor '\(name)' is \(dtype); \(name == "keys" || name == "update_counts" ? "U64" : "F32") expected")
+                }
+                guard shape.count == 1 || shape.count == 2 else { throw ToolError("\(path): tensor '\(name)' has shape \(shape)") }
+                let s = TensorShape(name: name, type: type, rows: shape[0], columns: shape.count == 2 ? shape[1] : nil)
+                guard offsets[1] - offsets[0] == s.bytes, 8 + length + offsets[1] <= input.size else {
+                    throw ToolError("\(path): tensor '\(name)' of shape \(shape) does not fit its data_offsets \(offsets)")
+                }
+                tensors[name] = (input, 8 + length + offsets[0], s)
+            }
+        case .tsv:
+            let vectors = try LineReader(path + "/vectors.tsv")
+            let metadata = try LineReader(path + "/metadata.tsv")
+            // Counted in a first pass: the projector's files carry no shape.
+            var count = 0, columns = 0
+            let counter = try LineReader(path + "/vectors.tsv")
+            while let line = try counter.next() {
+                if count == 0 { columns = line.split(separator: "\t", omittingEmptySubsequences: false).count }
+                count += 1
+            }
+            lines = (vectors, metadata)
+            rows = count
+            dimension = columns
+            stateColumns = nil
+            hasUpdateCounts = false
+            return
+        }
+        let keys = tensors["keys"]!.shape, values = tensors["values"]!.shape
+        guard keys.type == .uint64, keys.isVector else { throw ToolError("keys must be a uint64 vector") }
+        guard values.type == .float32, !values.isVector else { throw ToolError("values must be a float32 matrix, one row per key") }
+        guard keys.rows == values.rows else {
+            throw ToolError("\(keys.rows) keys but \(values.rows) rows of values")
+        }
+        rows = keys.rows
+        dimension = values.columns
+        if let state = tensors["state"]?.shape {
+            guard state.type == .float32, state.rows == rows else {
+                throw ToolError("state must be float32 with one row per key (\(state.rows) rows for \(rows) keys)")
+            }
+            stateColumns = state.columns
+        } else {
+            stateColumns = nil
+        }
+        if let counts = tensors["update_counts"]?.shape {
+            guard counts.type == .uint64, counts.rows == rows else { throw ToolError("update_counts must be uint64, one per key") }
+            hasUpdateCounts = true
+        } else {
+            hasUpdateCounts = false
+        }
+    }
+
+    /// The next batch of at most `limit` rows, or nil at the end.
+    func next(limit: Int) throws -> (keys: [UInt64], values: [Float], state: [Float]?, counts: [UInt64]?)? {
+        guard position < rows else { return nil }
+        let n = min(limit, rows - position)
+        defer { position += n }
+        if let lines {
+            var keys: [UInt64] = [], values: [Float] = []
+            keys.reserveCapacity(n)
+            values.reserveCapacity(n * dimension)
+            for i in 0..<n {
+                let line = position + i + 1
+                guard let v = try lines.vectors.next(), let k = try lines.metadata.next() else {
+                    throw ToolError("metadata.tsv has fewer lines than vectors.tsv (\(line - 1))")
+                }
+                guard let key = UInt64(k.trimmingCharacters(in: .whitespaces)) else {
+                    throw ToolError("metadata.tsv:\(line): '\(k)' is not a key (an unsigned 64-bit integer)")
+                }
+                let fields = v.split(separator: "\t", omittingEmptySubsequences: false)
+                guard fields.count == dimension else {
+                    throw ToolError("vectors.tsv:\(line): \(fields.count) values, the first line has \(dimension)")
+                }
+                for f in fields {
+                    guard let x = Float(f) else { throw ToolError("vectors.tsv:\(line): '\(f)' is not a number") }
+                    values.append(x)
+                }
+                keys.append(key)
+            }
+            return (keys, values, nil, nil)
+        }
+        func read<T>(_ name: String, _ type: T.Type, columns: Int) throws -> [T] {
+            let (file, offset, _) = tensors[name]!
+            let size = MemoryLayout<T>.stride
+            var out = [T](unsafeUninitializedCapacity: n * columns) { _, count in count = n * columns }
+            try out.withUnsafeMutableBytes { try file.read(into: $0, at: offset + position * columns * size) }
+            return out
+        }
+        let keys = try read("keys", UInt64.self, columns: 1)
+        let values = try read("values", Float.self, columns: dimension)
+        let state = try stateColumns.map { try read("state", Float.self, columns: $0) }
+        let counts = hasUpdateCounts ? try read("update_counts", UInt64.self, columns: 1) : nil
+        return (keys, values, state, counts)
+    }
+}
+
+/// Lines of a text file, read in blocks.
+final class LineReader {
+    private let file: InputFile
+    private var offset = 0
+    private var buffer: [UInt8] = []
+    private var start = 0
+
+    init(_ path: String) throws { file = try InputFile(path) }
+
+    func next() throws -> String? {
+        while true {
+            if let newline = buffer[start...].firstIndex(of: 0x0A) {
+                defer { start = newline + 1 }
+                return String(decoding: buffer[start..<newline], as: UTF8.self)
+            }
+            guard offset < file.size else {
+                guard start < buffer.count else { return nil }
+                defer { start = buffer.count }
+                return String(decoding: buffer[start...], as: UTF8.self)
+            }
+            buffer.removeFirst(start)
+            start = 0
+            let n = min(1 << 20, file.size - offset)
+            buffer += try file.bytes(n, at: offset)
+            offset += n
+        }
+    }
+}

@@ -1,0 +1,232 @@
+// `strata info`, `strata inspect` and `strata get`: what a store holds, read-only in effect
+// (they checkpoint nothing).
+import ArgumentParser
+import Foundation
+import StrataStore
+
+/// `strata info STORE`: the store's tables and its last checkpoint.
+struct Info: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List a store's tables and its last checkpoint.")
+
+    @OptionGroup var access: StoreAccess
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        let store = try access.open()
+        defer { try? store.close() }
+        let last = store.lastCheckpoint
+        var tables: [[String: Any]] = []
+        for name in store.tableNames {
+            let s = try store.table(name).statistics()
+            tables.append(tableSummary(s))
+        }
+        if json {
+            try printJSON(["store": store.path, "checkpoint": checkpointSummary(last), "tables": tables])
+            return
+        }
+        print("store \(store.path)")
+        print("last checkpoint: " + checkpointLine(last))
+        if tables.isEmpty {
+            print("no tables")
+            return
+        }
+        let header = ["table", "dim", "storage", "optimizer", "rows", "LMDB bytes", "updates (all opens)"]
+        var rows: [[String]] = []
+        for name in store.tableNames {
+            let s = try store.table(name).statistics()
+            let d = describe(s.spec)
+            rows.append([name, "\(s.spec.dimension)", d.storage, d.optimizer, "\(s.rows.total)", humanBytes(s.bytes.coldOnDisk),
+                         "\((s.trafficBeforeOpen + s.traffic).accesses)"])
+        }
+        printTable(header, rows)
+    }
+}
+
+func checkpointSummary(_ c: CheckpointInfo) -> [String: Any] {
+    ["generation": c.generation, "time": c.time, "duration_seconds": c.durationSeconds, "rows_written": c.rowsWritten,
+     "rows_deleted": c.rowsDeleted, "bytes_written": c.bytesWritten, "payload_bytes": c.payload.count]
+}
+
+func checkpointLine(_ c: CheckpointInfo) -> String {
+    guard c.generation > 0 else { return "none (generation 0: nothing written yet)" }
+    let date = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: c.time))
+    return "generation \(c.generation) at \(date), "
+        + "wrote \(c.rowsWritten) rows (\(humanBytes(c.bytesWritten))), deleted \(c.rowsDeleted); payload \(humanBytes(c.payload.count))"
+}
+
+func tableSummary(_ s: TableStatistics) -> [String: Any] {
+    let d = describe(s.spec)
+    let t = s.trafficBeforeOpen + s.traffic
+    return ["name": s.name, "dimension": s.spec.dimension, "storage": d.storage, "optimizer": d.optimizer,
+            "initializer": d.initializer, "record_bytes": s.recordBytes, "rows": s.rows.total,
+            "rows_hot": s.rows.hot, "rows_warm": s.rows.warm, "rows_spill": s.rows.spill, "rows_cold": s.rows.cold,
+            "lmdb_bytes": s.bytes.coldOnDisk, "hot_bytes": s.bytes.hotUsed, "warm_bytes": s.bytes.warmUsed,
+            "accesses": t.accesses, "hot_hits": t.hotHits, "warm_hits": t.warmHits, "spill_hits": t.spillHits,
+            "cold_hits": t.coldHits, "initializer_hits": t.initializerHits, "promotions": t.promotions,
+            "hot_to_warm": t.hotToWarm, "to_spill": t.toSpill, "dropped": t.dropped]
+}
+
+func printTable(_ header: [String], _ rows: [[String]]) {
+    let widths = header.indices.map { c in ([header[c]] + rows.map { $0[c] }).map(\.count).max()! }
+    func line(_ cells: [String]) -> String {
+        cells.indices.map { c in c == 0 ? cells[c].padding(toLength: widths[c], withPad: " ", startingAt: 0) : cells[c].leftPadded(widths[c]) }
+            .joined(separator: "  ")
+    }
+    print(line(header))
+    rows.forEach { print(line($0)) }
+}
+
+/// `strata inspect STORE TABLE`: one table in detail, with distributions over its rows.
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show one table: spec, rows and bytes per tier, traffic, and histograms of update counts and row norms.",
+        discussion: """
+            Traffic (hits per tier, promotions, evictions) is summed over every earlier open of the store, \
+            as of its last checkpoint. The histograms stream over the rows of the last checkpoint.
+            """)
+
+    @OptionGroup var access: StoreAccess
+    @Argument(help: "The table.") var table: String
+    @Option(help: "Bins of the row-norm histogram.") var bins = 10
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func validate() throws {
+        guard bins >= 1 && bins <= 1000 else { throw ValidationError("--bins must be 1 to 1000") }
+    }
+
+    func run() throws {
+        let store = try access.open()
+        defer { try? store.close() }
+        let t = try StoreAccess.table(store, table)
+        let s = try t.statistics()
+        // Two passes: the first finds the ranges, the second fills the bins.
+        var maxCount: UInt64 = 0, minNorm = Double.infinity, maxNorm = 0.0, rows = 0
+        try t.scanCheckpoint(withState: false) { batch in
+            for i in 0..<batch.count {
+                maxCount = max(maxCount, batch.updateCounts[i])
+                let n = norm(batch.values(at: i))
+                minNorm = min(minNorm, n)
+                maxNorm = max(maxNorm, n)
+            }
+            rows += batch.count
+        }
+        var counts = TextHistogram(powersOfTwoUpTo: maxCount)
+        var norms = TextHistogram(low: rows == 0 ? 0 : minNorm, high: maxNorm, bins: bins)
+        try t.scanCheckpoint(withState: false) { batch in
+            for i in 0..<batch.count {
+                counts.add(Double(batch.updateCounts[i]))
+                norms.add(norm(batch.values(at: i)))
+            }
+        }
+        if json {
+            var object = tableSummary(s)
+            object["checkpoint"] = checkpointSummary(store.lastCheckpoint)
+            object["update_count_histogram"] = counts.json
+            object["norm_histogram"] = norms.json
+            try printJSON(object)
+            return
+        }
+        let d = describe(s.spec)
+        let traffic = s.trafficBeforeOpen + s.traffic
+        func pct(_ x: Int) -> String { traffic.accesses == 0 ? "-" : String(format: "%.1f%%", 100 * Double(x) / Double(traffic.accesses)) }
+        print("table '\(s.name)' in \(store.path)")
+        print("  dimension \(s.spec.dimension), storage \(d.storage), optimizer \(d.optimizer), initializer \(d.initializer)")
+        print("  record \(s.recordBytes) bytes (values and optimizer state)")
+        print("rows: \(s.rows.total) written; hot \(s.rows.hot), warm \(s.rows.warm), spill \(s.rows.spill), LMDB only \(s.rows.cold)")
+        print("bytes: LMDB \(humanBytes(s.bytes.coldOnDisk)), hot \(humanBytes(s.bytes.hotUsed)), warm \(humanBytes(s.bytes.warmUsed))")
+        print("traffic, all opens to the last checkpoint: \(traffic.accesses) row accesses; hits hot \(pct(traffic.hotHits)), "
+              + "warm \(pct(traffic.warmHits)), spill \(pct(traffic.spillHits)), LMDB \(pct(traffic.coldHits)), "
+              + "never written \(pct(traffic.initializerHits))")
+        print("  promotions to hot \(traffic.promotions); evictions: hot to warm \(traffic.hotToWarm), to spill \(traffic.toSpill), dropped \(traffic.dropped)")
+        print("last checkpoint: " + checkpointLine(store.lastCheckpoint))
+        print("update counts (rows of the last checkpoint):")
+        counts.lines(integers: true).forEach { print($0) }
+        print("row L2 norms:")
+        norms.lines(integers: false).forEach { print($0) }
+    }
+}
+
+func norm(_ values: ArraySlice<Float>) -> Double {
+    var sum = 0.0
+    for v in values { sum += Double(v) * Double(v) }
+    return sum.squareRoot()
+}
+
+/// `strata get STORE TABLE KEY...`: rows in full.
+struct Get: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print rows: values, optimizer state, tier, update count and last change.",
+        discussion: "A key never written (or removed) shows the initializer's value, and says so.")
+
+    @OptionGroup var access: StoreAccess
+    @Argument(help: "The table.") var table: String
+    @Argument(help: "Keys: unsigned 64-bit integers, decimal or 0x-hexadecimal.") var keys: [String]
+    @Flag(help: "Print one JSON object per key.") var json = false
+
+    func validate() throws {
+        guard !keys.isEmpty else { throw ValidationError("give at least one key") }
+        for k in keys { _ = try parseKey(k) }
+    }
+
+    func run() throws {
+        let parsed = try keys.map(parseKey)
+        let store = try access.open()
+        defer { try? store.close() }
+        let t = try StoreAccess.table(store, table)
+        for key in parsed {
+            let row = try t.row(key)
+            let written = row.placement != .initial
+            if json {
+                try printJSON(["key": key, "written": written, "tier": row.placement.rawValue, "values": row.values,
+                               "optimizer_state": row.optimizerState, "update_count": row.updateCount,
+                               "change_generation": row.changeGeneration])
+                continue
+            }
+            print("key \(key):")
+            if written {
+                print("  tier \(row.placement.rawValue == "cold" ? "LMDB" : row.placement.rawValue), updated \(row.updateCount) times, "
+                      + "last change in checkpoint \(row.changeGeneration)")
+            } else {
+                print("  never written (or removed): the initializer's value")
+            }
+            print("  values: " + row.values.map(\.description).joined(separator: " "))
+            if !row.optimizerState.isEmpty {
+                print("  optimizer state: " + row.optimizerState.map(\.description).joined(separator: " "))
+            }
+        }
+    }
+}
+
+/// `strata verify STORE`: every record checked.
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check every record of every tier: headers, checksums, dimensions, the index.",
+        discussion: "Exits 0 when nothing is wrong, 1 when something is, naming the table, key and file.")
+
+    @OptionGroup var access: StoreAccess
+    @Option(help: "Stop listing after this many problems.") var limit = 100
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        let store = try access.open()
+        defer { try? store.close() }
+        var problems: [IntegrityProblem] = []
+        var rows = 0
+        for name in store.tableNames {
+            let t = try store.table(name)
+            problems += try t.verify(limit: limit)
+            rows += try t.statistics().rows.total
+        }
+        if json {
+            try printJSON(["store": store.path, "tables": store.tableNames.count, "rows": rows,
+                           "repaired_on_open": store.openReport, "problems": problems.map(\.description)])
+        } else {
+            for line in store.openReport { print("repaired on open: \(line)") }
+            for p in problems.prefix(limit) { print("problem: \(p)") }
+            print(problems.isEmpty
+                  ? "ok: \(store.tableNames.count) tables, \(rows) rows, every record checked"
+                  : "\(problems.count) problem\(problems.count == 1 ? "" : "s") in \(store.path)")
+        }
+        if !problems.isEmpty { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,149 @@
+// What the offline tools share: how they open a store, and how they print.
+//
+// The tools open the store as its one writer (it must not be open elsewhere; a store in use
+// by `strata train` is refused with the holder's pid). They read the last checkpoint. They
+// keep their memory small: a few MiB of hot rows per table, no warm tier (so the next open's
+// warm tier starts empty), and LMDB's resident pages capped.
+import ArgumentParser
+import Foundation
+import StrataStore
+
+struct StoreAccess: ParsableArguments {
+    @Argument(help: "The store directory.") var store: String
+    @Option(help: "Hot tier budget per table while the command runs, MiB.") var hotMb: Double = 4
+    @Option(help: "LMDB pages kept mapped while the command runs (they stay in the page cache), MiB.")
+    var mapResidentMb: Double = 16
+
+    func validate() throws {
+        guard hotMb >= 0, hotMb.isFinite else { throw ValidationError("--hot-mb must be 0 or more") }
+        guard mapResidentMb > 0, mapResidentMb.isFinite else { throw ValidationError("--map-resident-mb must be more than 0") }
+    }
+
+    func open(create: Bool = false) throws -> Store {
+        var options = Store.Options()
+        options.create = create
+        options.budget = TierBudget(hotBytes: Int(hotMb * 1048576), warmBytes: 0)
+        options.mapResidentBytes = Int(mapResidentMb * 1048576)
+        options.initialMapBytes = 64 << 20
+        return try Store(path: store, options: options)
+    }
+
+    /// The table called `name`, or an error listing the tables there are.
+    static func table(_ store: Store, _ name: String) throws -> Table {
+        do {
+            return try store.table(name)
+        } catch .unknownTable {
+            let names = store.tableNames
+            throw ToolError("no table '\(name)' in \(store.path) (tables: \(names.isEmpty ? "none" : names.joined(separator: ", ")))")
+        }
+    }
+}
+
+/// A failure while a tool runs: printed as one `Error:` line, exit status 1.
+struct ToolError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Keys as users type them: decimal, or hexadecimal with 0x.
+func parseKey(_ text: String) throws -> UInt64 {
+    let parsed = text.hasPrefix("0x") || text.hasPrefix("0X") ? UInt64(text.dropFirst(2), radix: 16) : UInt64(text)
+    guard let key = parsed else { throw ValidationError("'\(text)' is not a key: keys are unsigned 64-bit integers (decimal, or hexadecimal with 0x)") }
+    return key
+}
+
+/// Prints a JSON object on one line.
+func printJSON(_ object: Any) throws {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    print(String(decoding: data, as: UTF8.self))
+}
+
+/// Bytes for people: 1.2 MB.
+func humanBytes(_ bytes: Int) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB"]
+    var value = Double(bytes), unit = 0
+    while value >= 1000 && unit < units.count - 1 {
+        value /= 1000
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+}
+
+func describe(_ spec: TableSpec) -> (storage: String, optimizer: String, initializer: String) {
+    let optimizer: String
+    switch spec.optimizer {
+    case .sgd(let lr): optimizer = "sgd(lr \(lr))"
+    case .adagrad(let lr, _, _): optimizer = "adagrad(lr \(lr))"
+    case .rowwiseAdagrad(let lr, _, _): optimizer = "rowwise-adagrad(lr \(lr))"
+    case .adam(let lr, _, _, _): optimizer = "adam(lr \(lr))"
+    case .ftrl(let alpha, let beta, let l1, let l2): optimizer = "ftrl(alpha \(alpha), beta \(beta), l1 \(l1), l2 \(l2))"
+    }
+    let initializer: String
+    switch spec.initializer.distribution {
+    case .zeros: initializer = "zeros"
+    case .constant(let c): initializer = "constant(\(c))"
+    case .uniform(let low, let high): initializer = "uniform(\(low), \(high)), seed \(spec.initializer.seed)"
+    case .normal(let mean, let sd): initializer = "normal(\(mean), \(sd)), seed \(spec.initializer.seed)"
+    }
+    return (spec.storage.rawValue, optimizer, initializer)
+}
+
+/// A text histogram with `bins` equal-width bins over [low, high], or log2 bins for counts.
+struct TextHistogram {
+    private(set) var counts: [Int]
+    let edges: [Double]
+    private(set) var total = 0
+
+    init(low: Double, high: Double, bins: Int) {
+        let hi = high > low ? high : low + 1
+        edges = (0...bins).map { low + (hi - low) * Double($0) / Double(bins) }
+        counts = Array(repeating: 0, count: bins)
+    }
+
+    /// Bins [0], [1], [2,3], [4,7], ... up to `maximum`.
+    init(powersOfTwoUpTo maximum: UInt64) {
+        var e: [Double] = [0, 1]
+        var bound: UInt64 = 2
+        while bound <= maximum {
+            e.append(Double(bound))
+            if bound > UInt64.max / 2 { break }
+            bound *= 2
+        }
+        e.append(Double(max(bound, 2)))
+        edges = e
+        counts = Array(repeating: 0, count: e.count - 1)
+    }
+
+    mutating func add(_ x: Double) {
+        total += 1
+        var i = edges.count - 2
+        // Last bin holds x == the top edge.
+        while i > 0 && x < edges[i] { i -= 1 }
+        counts[i] += 1
+    }
+
+    func lines(integers: Bool) -> [String] {
+        let peak = max(counts.max() ?? 1, 1)
+        return counts.indices.map { i in
+            let range: String
+            if integers {
+                let lo = UInt64(edges[i]), hi = UInt64(edges[i + 1]) - 1
+                range = lo >= hi ? "\(lo)" : "\(lo)-\(hi)"
+            } else {
+                range = String(format: "%.4g – %.4g", edges[i], edges[i + 1])
+            }
+            let bar = String(repeating: "#", count: Int((Double(counts[i]) / Double(peak) * 40).rounded(.up)))
+            return "  \(range.padding(toLength: 24, withPad: " ", startingAt: 0)) \(String(counts[i]).leftPadded(10))  \(bar)"
+        }
+    }
+
+    var json: [[String: Any]] {
+        counts.indices.map { ["low": edges[$0], "high": edges[$0 + 1], "count": counts[$0]] }
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
+    }
+}
