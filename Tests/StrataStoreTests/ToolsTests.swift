@@ -354,4 +354,91 @@ import StrataTestSupport
         #expect(tableBytes >= 5 * (budget + buffers + slack), "the table is too small to show anything")
         #expect(growth <= budget + buffers + slack)
     }
+
+    // MARK: evict, compact, neighbors
+
+    @Test func evictRemovesWhatMeetsTheCriteriaAndCompactGivesTheSpaceBack() throws {
+        let directory = temporaryDirectory("strata-tools-evict")
+        defer { removeDirectory(directory) }
+        let path = directory + "/store"
+        let (reference, keys, removed) = try Self.makeStore(path)
+        let once = keys.filter { reference.row($0).updateCount == 1 }
+        let twice = keys.filter { reference.row($0).updateCount == 2 }
+
+        // By norm, counted from the reference: rows whose norm is at most the median's.
+        func norm(_ k: UInt64) -> Double { reference.row(k).values.reduce(0) { $0 + Double($1) * Double($1) }.squareRoot() }
+        let median = keys.map(norm).sorted()[keys.count / 2]
+        let dry = try Self.run(["evict", path, "emb", "--max-norm", "\(median)", "--dry-run", "--json"])
+        #expect(try Self.json(dry.lines)["evicted"] as? Int == keys.filter { norm($0) <= median }.count, "\(dry.lines.suffix(3))")
+        let tables = try Self.json(Self.run(["info", path, "--json"]).lines)["tables"] as? [[String: Any]]
+        #expect(tables?.first?["rows"] as? Int == keys.count, "a dry run changed the table")
+
+        // By age (last change before checkpoint 2) and by count (fewer than 2 updates): the same rows.
+        let byAge = try Self.run(["evict", path, "emb", "--not-updated-since", "2", "--dry-run", "--json"])
+        #expect(try Self.json(byAge.lines)["evicted"] as? Int == once.count)
+        let evict = try Self.run(["evict", path, "emb", "--min-updates", "2", "--json", "--checkpoint-rows", "500"])
+        #expect(evict.status == 0, "\(evict.lines.suffix(3))")
+        let object = try Self.json(evict.lines)
+        #expect(object["evicted"] as? Int == once.count && object["rows_after"] as? Int == twice.count, "\(object)")
+        let generation = try #require(object["generation"] as? Int)
+        #expect(generation > 2)
+
+        // The evicted rows read as the initializer's values; the kept ones are untouched.
+        let get = try Self.run(["get", path, "emb", "\(once[0])", "\(twice[0])", "--json"])
+        let rows = get.lines.filter { $0.hasPrefix("{") }.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        try #require(rows.count == 2, "\(get.lines)")
+        #expect(rows[0]["written"] as? Bool == false)
+        #expect((rows[0]["values"] as? [Double])?.map(Float.init) == reference.initialRow(once[0]).values)
+        #expect((rows[1]["values"] as? [Double])?.map(Float.init) == reference.row(twice[0]).values)
+        // A delta export since checkpoint 2 lists them as deleted, with the rows removed before.
+        let delta = try Self.run(["export", path, "emb", "--format", "npy", "--out", directory + "/delta", "--since", "2", "--json"])
+        #expect(try Self.json(delta.lines)["deleted_keys"] as? Int == once.count)
+        #expect(try Self.json(delta.lines)["rows"] as? Int == 0)
+        _ = removed
+
+        // compact refuses a store that is open, then shrinks the closed one's file.
+        let open = try Store(path: path, options: .small(TierBudget(hotBytes: 64 << 10, warmBytes: 0)))
+        let refused = try Self.run(["compact", path])
+        #expect(refused.status != 0 && refused.lines.contains { $0.hasPrefix("Error:") && $0.contains("in use by process \(getpid())") },
+                "\(refused.lines)")
+        try open.close()
+        let compact = try Self.run(["compact", path, "--json"])
+        #expect(compact.status == 0, "\(compact.lines.suffix(3))")
+        let sizes = try Self.json(compact.lines)
+        let before = try #require(sizes["file_bytes_before"] as? Int), after = try #require(sizes["file_bytes_after"] as? Int)
+        #expect(after < before / 4, "\(sizes)")
+        let verify = try Self.run(["verify", path])
+        #expect(verify.status == 0, "\(verify.lines)")
+        let reopened = try Store(path: path, options: .small(TierBudget(hotBytes: 64 << 10, warmBytes: 0)))
+        var wantAfter = reference
+        wantAfter.remove(once)
+        let wrong = try FaultKit.wrongRows(reopened.table("emb"), wantAfter, keys)
+        #expect(wrong.isEmpty, "\(wrong.count) rows differ after evict and compact")
+        #expect(reopened.lastCheckpoint.generation == UInt64(generation))
+        try reopened.close()
+
+        let none = try Self.run(["evict", path, "emb"])
+        #expect(none.status != 0 && none.lines.contains { $0.contains("--min-updates") }, "\(none.lines)")
+    }
+
+    @Test func neighborsAreTheExactNearestRows() throws {
+        let directory = temporaryDirectory("strata-tools-neighbors")
+        defer { removeDirectory(directory) }
+        let path = directory + "/store"
+        let (reference, keys, _) = try Self.makeStore(path)
+        let query = keys[77]
+        let q = reference.row(query).values.map(Double.init)
+        func dot(_ k: UInt64) -> Double { zip(reference.row(k).values, q).reduce(0) { $0 + Double($1.0) * $1.1 } }
+        func length(_ v: [Double]) -> Double { v.reduce(0) { $0 + $1 * $1 }.squareRoot() }
+        func cosine(_ k: UInt64) -> Double { dot(k) / (length(reference.row(k).values.map(Double.init)) * length(q)) }
+        for (metric, score) in [("cosine", cosine), ("dot", dot)] as [(String, (UInt64) -> Double)] {
+            let want = keys.filter { $0 != query }.sorted { score($0) > score($1) || (score($0) == score($1) && $0 < $1) }.prefix(7)
+            let (status, lines) = try Self.run(["neighbors", path, "emb", "\(query)", "-k", "7", "--metric", metric, "--json"])
+            #expect(status == 0, "\(lines.suffix(3))")
+            let found = try #require(try Self.json(lines)["neighbors"] as? [[String: Any]])
+            #expect(found.compactMap { ($0["key"] as? NSNumber)?.uint64Value } == Array(want), "\(metric)")
+        }
+        let bad = try Self.run(["neighbors", path, "emb", "\(query)", "--metric", "l3"])
+        #expect(bad.status != 0 && bad.lines.contains { $0.contains("--metric") })
+    }
 }

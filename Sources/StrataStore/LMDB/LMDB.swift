@@ -147,6 +147,13 @@ final class LMDBEnvironment: @unchecked Sendable {
         try check(mdb_env_set_mapsize(handle, bytes), "mdb_env_set_mapsize")
     }
 
+    /// Writes a copy of the environment to the file `path` with free pages left out and the
+    /// pages renumbered (`mdb_env_copy2` with MDB_CP_COMPACT). Runs in a read transaction of
+    /// its own; the caller makes sure no write is under way if the copy must be of one instant.
+    func copyCompacted(to path: String) throws(LMDBError) {
+        try check(mdb_env_copy2(handle, path, UInt32(MDB_CP_COMPACT)), "mdb_env_copy2")
+    }
+
     /// Begins the single write transaction (`mdb_txn_begin`).
     func beginWrite() throws(LMDBError) -> LMDBWriteTransaction {
         var txn: OpaquePointer?

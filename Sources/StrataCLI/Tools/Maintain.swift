@@ -1,0 +1,165 @@
+// `strata evict`, `strata compact` and `strata neighbors`: feature eviction, giving the space
+// back, and exact nearest rows.
+import ArgumentParser
+import Foundation
+import StrataStore
+
+/// `strata evict STORE TABLE --not-updated-since G | --min-updates N | --max-norm X`.
+struct Evict: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Remove rows by age, update count or norm (feature eviction); they read as the initializer's value again.",
+        discussion: """
+            A row is evicted when it meets every criterion given: --not-updated-since G, its last change \
+            came before checkpoint G; --min-updates N, it was updated fewer than N times; --max-norm X, \
+            its L2 norm is at most X. The removal is checkpointed; `strata export --since` lists the keys as \
+            deleted. LMDB reuses the freed pages; `strata compact` gives them back to the file system.
+            """)
+
+    @OptionGroup var access: StoreAccess
+    @Argument(help: "The table.") var table: String
+    @Option(help: "Evict rows whose last change came before this checkpoint generation.") var notUpdatedSince: UInt64?
+    @Option(help: "Evict rows updated fewer than this many times.") var minUpdates: UInt64?
+    @Option(help: "Evict rows whose L2 norm is at most this.") var maxNorm: Double?
+    @Flag(help: "Count what would be evicted; change nothing.") var dryRun = false
+    @Option(help: "Checkpoint after this many removals, and at the end.") var checkpointRows = 1_000_000
+    @Flag(help: "Print the summary as JSON.") var json = false
+
+    func validate() throws {
+        guard notUpdatedSince != nil || minUpdates != nil || maxNorm != nil else {
+            throw ValidationError("give --not-updated-since, --min-updates or --max-norm")
+        }
+        if let maxNorm, !(maxNorm >= 0) { throw ValidationError("--max-norm must be 0 or more") }
+        guard checkpointRows >= 1 else { throw ValidationError("--checkpoint-rows must be 1 or more") }
+    }
+
+    func run() throws {
+        let store = try access.open()
+        defer { try? store.close() }
+        let t = try StoreAccess.table(store, table)
+        let before = try t.statistics()
+        var evicted = 0, pending: [UInt64] = []
+        var recordBytes = 0
+        func flush(checkpoint: Bool) throws {
+            if !pending.isEmpty && !dryRun { try t.remove(pending) }
+            pending.removeAll(keepingCapacity: true)
+            if checkpoint && !dryRun { try store.checkpoint(payload: store.lastCheckpoint.payload) }
+        }
+        var sinceCheckpoint = 0
+        // Keys are collected a batch at a time and removed after the batch: the scan reads the
+        // last checkpoint, which removals do not change until the checkpoint at the end.
+        try t.scanCheckpoint(withState: false) { batch in
+            for i in 0..<batch.count {
+                if let g = notUpdatedSince, batch.changeGenerations[i] >= g { continue }
+                if let n = minUpdates, batch.updateCounts[i] >= n { continue }
+                if let x = maxNorm, norm(batch.values(at: i)) > x { continue }
+                pending.append(batch.keys[i])
+            }
+            evicted += pending.count
+            sinceCheckpoint += pending.count
+            try flush(checkpoint: false)
+            if sinceCheckpoint >= checkpointRows {
+                try flush(checkpoint: true)
+                sinceCheckpoint = 0
+            }
+        }
+        recordBytes = evicted * before.recordBytes
+        try flush(checkpoint: evicted > 0)
+        let after = try t.statistics()
+        if json {
+            try printJSON(["table": table, "evicted": evicted, "rows_before": before.rows.total, "rows_after": after.rows.total,
+                           "record_bytes": recordBytes, "lmdb_bytes_before": before.bytes.coldOnDisk,
+                           "lmdb_bytes_after": after.bytes.coldOnDisk, "dry_run": dryRun,
+                           "generation": store.lastCheckpoint.generation])
+        } else if dryRun {
+            print("would evict \(evicted) of \(before.rows.total) rows of '\(table)' (\(humanBytes(recordBytes)) of records)")
+        } else {
+            print("evicted \(evicted) of \(before.rows.total) rows of '\(table)' (\(humanBytes(recordBytes)) of records); "
+                  + "LMDB pages of the table \(humanBytes(before.bytes.coldOnDisk)) -> \(humanBytes(after.bytes.coldOnDisk)); "
+                  + "checkpoint \(store.lastCheckpoint.generation)")
+        }
+    }
+}
+
+/// `strata compact STORE`.
+struct Compact: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Rewrite a closed store's data file with only the pages in use, giving freed space back.",
+        discussion: "The store must not be open anywhere. The next open preallocates its LMDB map again (1 GiB by default).")
+
+    @Argument(help: "The store directory.") var store: String
+    @Flag(help: "Print the summary as JSON.") var json = false
+
+    func run() throws {
+        let report = try Store.compact(path: store)
+        if json {
+            try printJSON(["store": store, "file_bytes_before": report.fileBytesBefore, "file_bytes_after": report.fileBytesAfter,
+                           "bytes_in_use_before": report.bytesInUseBefore])
+        } else {
+            print("compacted \(store)/rows.mdb: \(humanBytes(report.fileBytesBefore)) -> \(humanBytes(report.fileBytesAfter)) "
+                  + "(\(humanBytes(report.bytesInUseBefore)) of pages were in use, free ones included)")
+        }
+    }
+}
+
+/// `strata neighbors STORE TABLE KEY -k 10 --metric dot|cosine`.
+struct Neighbors: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The rows nearest to a key's row, by exact search over the table.",
+        discussion: "Streams over the rows of the last checkpoint in constant memory. A key never written is searched with the initializer's value.")
+
+    @OptionGroup var access: StoreAccess
+    @Argument(help: "The table.") var table: String
+    @Argument(help: "The key whose neighbours to find.") var key: String
+    @Option(name: .customShort("k"), help: "How many neighbours.") var count = 10
+    @Option(help: "dot or cosine.") var metric = "cosine"
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func validate() throws {
+        _ = try parseKey(key)
+        guard count >= 1 else { throw ValidationError("-k must be 1 or more") }
+        guard metric == "dot" || metric == "cosine" else { throw ValidationError("--metric: dot or cosine, not '\(metric)'") }
+    }
+
+    func run() throws {
+        let query = try parseKey(key)
+        let store = try access.open()
+        defer { try? store.close() }
+        let t = try StoreAccess.table(store, table)
+        let row = try t.row(query)
+        let q = row.values.map(Double.init)
+        let qNorm = q.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        // The best `count` so far, best first; a sorted array beats a heap at these sizes.
+        var best: [(key: UInt64, score: Double)] = []
+        var scanned = 0
+        try t.scanCheckpoint(withState: false) { batch in
+            let d = batch.dimension
+            batch.values.withUnsafeBufferPointer { v in
+                for i in 0..<batch.count where batch.keys[i] != query {
+                    var dot = 0.0, n2 = 0.0
+                    for j in 0..<d {
+                        let x = Double(v[i * d + j])
+                        dot += x * q[j]
+                        n2 += x * x
+                    }
+                    let score = metric == "dot" ? dot : (n2 == 0 || qNorm == 0 ? 0 : dot / (n2.squareRoot() * qNorm))
+                    if best.count < count || score > best[best.count - 1].score {
+                        let at = best.firstIndex { score > $0.score || (score == $0.score && batch.keys[i] < $0.key) } ?? best.count
+                        best.insert((batch.keys[i], score), at: at)
+                        if best.count > count { best.removeLast() }
+                    }
+                }
+            }
+            scanned += batch.count
+        }
+        if json {
+            try printJSON(["key": query, "written": row.placement != .initial, "metric": metric, "rows_scanned": scanned,
+                           "neighbors": best.map { ["key": $0.key, "score": $0.score] }])
+            return
+        }
+        print("\(best.count) nearest rows to key \(query)\(row.placement == .initial ? " (never written: its initializer value)" : "") "
+              + "by \(metric), of \(scanned) rows:")
+        for (rank, n) in best.enumerated() {
+            print("\(String(rank + 1).leftPadded(4))  \(String(n.key).leftPadded(20))  \(String(format: "%.6f", n.score))")
+        }
+    }
+}
