@@ -15,8 +15,8 @@
                         there was no evaluation.
 
 Each picture is written as DIR/NAME.png (dpi 120) and DIR/NAME.svg. Missing or malformed
-input ends the script with a one-line message on stderr and exit status 1.
-Needs matplotlib and numpy: run it with the venv of tools/setup.sh.
+input ends the script with a one-line message on stderr and exit status 1, before any
+picture is written. Needs matplotlib and numpy: run it with the venv of tools/setup.sh.
 """
 import json
 import math
@@ -28,52 +28,78 @@ import matplotlib
 matplotlib.use("Agg")  # reports are drawn on headless machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
 # Drawing the same input twice gives the same SVG, so reports diff cleanly.
 plt.rcParams["svg.hashsalt"] = "strata"
 
 
-class Malformed(Exception):
-    pass
+class Failure(Exception):
+    """A problem told in one line on stderr instead of a traceback."""
 
 
-def number(value, what):
+def number(value, where):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise Malformed(f"{what} is {json.dumps(value)}, not a number")
+        raise Failure(f"{where} is {json.dumps(value)}, not a number")
     return float(value)
 
 
 def field(obj, key, where):
     if not isinstance(obj, dict) or key not in obj:
-        raise Malformed(f"{where} has no \"{key}\"")
+        raise Failure(f"{where} has no \"{key}\"")
     return obj[key]
+
+
+def read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise Failure(f"{path}: no such file")
+    except (OSError, UnicodeDecodeError) as e:
+        raise Failure(f"{path}: {e}")
 
 
 def load_json(path):
     try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise Malformed(f"{path}: no such file")
-    except (OSError, UnicodeDecodeError) as e:
-        raise Malformed(f"{path}: {e}")
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise Malformed(f"{path}: not JSON ({e})")
+        raise Failure(f"{path}: not JSON ({e})")
 
 
 def save(fig, directory, name):
     for ext in ("png", "svg"):
         path = os.path.join(directory, f"{name}.{ext}")
-        # No date in the SVG either, for the same reason as the hash salt.
-        fig.savefig(path, dpi=120, metadata={"Date": None} if ext == "svg" else None)
+        try:
+            # No date in the SVG either, for the same reason as the hash salt.
+            fig.savefig(path, dpi=120, metadata={"Date": None} if ext == "svg" else None)
+        except OSError as e:
+            raise Failure(f"{path}: {e.strerror or e}")
         print(f"wrote {path}")
     plt.close(fig)
 
 
-def plain(value, _pos=None):
+def plain(value):
     # Log axes default to 10^n labels, and "g" to 3.48e+03; plain numbers read faster.
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+class PlainLog(LogFormatter):
+    """Lets matplotlib choose which log ticks get a label, but writes the label as text(x)."""
+
+    # Its own labels are 10^n, or 3x10^1 when the data spans less than a decade.
+    def __init__(self, text):
+        super().__init__()
+        self.text = text
+
+    def __call__(self, x, pos=None):
+        return self.text(x) if super().__call__(x, pos) else ""
+
+
+def log_x(ax, text):
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(PlainLog(text))
+    ax.xaxis.set_minor_formatter(PlainLog(text))
 
 
 def grid(ax):
@@ -81,59 +107,66 @@ def grid(ax):
     ax.grid(True, which="minor", alpha=0.1)
 
 
-def bench(directory):
-    path = os.path.join(directory, "bench.json")
+def read_bench(path):
     report = load_json(path)
-    dim = int(number(field(report, "dim", path), "dim"))
-    batch = int(number(field(report, "batch", path), "batch"))
-    rows = int(number(field(report, "rows", path), "rows"))
-    machine = str(field(report, "machine", path))
-    subtitle = f"{rows:,} rows, {machine}"
+    meta = {k: int(number(field(report, k, path), f"{path}: {k}")) for k in ("rows", "dim", "batch")}
+    meta["machine"] = str(field(report, "machine", path))
 
     latency = field(report, "latency", path)
     if not isinstance(latency, dict) or not latency:
-        raise Malformed(f"{path}: \"latency\" has no series")
-    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+        raise Failure(f"{path}: \"latency\" has no series")
+    samples = {}
     for name, series in latency.items():
-        raw = field(series, "samples_us", f"latency \"{name}\"")
+        where = f"{path}: latency \"{name}\""
+        raw = field(series, "samples_us", where)
         if not isinstance(raw, list) or not raw:
-            raise Malformed(f"{path}: latency \"{name}\" has no samples")
-        us = np.sort([number(v, f"a sample of latency \"{name}\"") for v in raw])
-        if us[0] <= 0:
-            raise Malformed(f"{path}: latency \"{name}\" has a sample <= 0 µs")
-        p50, p99 = np.percentile(us, [50, 99])
-        ax.step(us, np.arange(1, len(us) + 1) / len(us), where="post",
-                label=f"{name}: p50 {plain(p50)} µs, p99 {plain(p99)} µs")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(plain))
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("latency of one batch lookup (µs, log scale)")
-    ax.set_ylabel("fraction of batches at most this slow")
-    grid(ax)
-    # Below the axes: the curves sweep the whole plot, any corner inside may hide one.
-    fig.legend(loc="outside lower center", ncol=2)
-    fig.suptitle(f"Batch lookup latency (batch {batch}, dim {dim})")
-    ax.set_title(subtitle, fontsize="small")
-    save(fig, directory, "latency-cdf")
+            raise Failure(f"{where} has no samples")
+        samples[name] = np.sort([number(v, f"{where}: a sample") for v in raw])
+        if samples[name][0] <= 0:  # a log axis cannot show it
+            raise Failure(f"{where} has a sample of {samples[name][0]:g} µs")
 
     policy = field(report, "policy", path)
     if not isinstance(policy, list) or not policy:
-        raise Malformed(f"{path}: \"policy\" has no points")
+        raise Failure(f"{path}: \"policy\" has no points")
     curves = {}
     for i, point in enumerate(policy):
         where = f"{path}: policy[{i}]"
         values = [number(field(point, k, where), f"{where}.{k}")
                   for k in ("zipf", "cache_fraction", "hit_ratio", "static_optimum")]
         if values[1] <= 0:
-            raise Malformed(f"{where}.cache_fraction is {values[1]:g}, not > 0")
+            raise Failure(f"{where}.cache_fraction is {values[1]:g}, not > 0")
         curves.setdefault(values[0], []).append(values[1:])
+    return meta, samples, {z: np.array(sorted(c)).T for z, c in sorted(curves.items())}
+
+
+def bench(directory):
+    meta, samples, curves = read_bench(os.path.join(directory, "bench.json"))
+    subtitle = f"{meta['rows']:,} rows, {meta['machine']}"
+
     fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
-    for zipf, colour in zip(sorted(curves), plt.rcParams["axes.prop_cycle"].by_key()["color"] * 9):
-        fraction, hit, optimum = np.array(sorted(curves[zipf])).T
+    for name, us in samples.items():
+        p50, p99 = np.percentile(us, [50, 99])
+        # Starting from 0 at the fastest sample draws its step too (all of it, if alone).
+        ax.step(np.r_[us[0], us], np.arange(len(us) + 1) / len(us), where="post",
+                label=f"{name}: p50 {plain(p50)} µs, p99 {plain(p99)} µs")
+    log_x(ax, plain)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("latency of one batch lookup (µs, log scale)")
+    ax.set_ylabel("fraction of batches at most this slow")
+    grid(ax)
+    # Below the axes: the curves sweep the whole plot, any corner inside may hide one.
+    fig.legend(loc="outside lower center", ncol=2)
+    fig.suptitle(f"Batch lookup latency (batch {meta['batch']}, dim {meta['dim']})")
+    ax.set_title(subtitle, fontsize="small")
+    save(fig, directory, "latency-cdf")
+
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (zipf, (fraction, hit, optimum)) in enumerate(curves.items()):
+        colour = colours[i % len(colours)]
         ax.plot(fraction * 100, hit, "o-", color=colour, label=f"zipf {zipf:g}: Strata")
         ax.plot(fraction * 100, optimum, "--", color=colour, label=f"zipf {zipf:g}: static optimum")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+    log_x(ax, lambda v: f"{v:g}%")
     ax.set_ylim(0, 1)
     ax.set_xlabel("hot-tier size (% of rows, log scale)")
     ax.set_ylabel("hot-tier hit ratio")
@@ -147,31 +180,24 @@ def bench(directory):
 
 
 def read_metrics(path):
-    events = {"progress": [], "evaluation": [], "checkpoint": []}
     needs = {"progress": ("step", "loss", "samples_per_second"),
              "evaluation": ("step", "auc", "logloss"),
              "checkpoint": ("step",)}
-    try:
-        with open(path) as f:
-            lines = list(f)
-    except FileNotFoundError:
-        raise Malformed(f"{path}: no such file")
-    except (OSError, UnicodeDecodeError) as e:
-        raise Malformed(f"{path}: {e}")
-    for n, line in enumerate(lines, 1):
+    events = {kind: [] for kind in needs}
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{n}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise Malformed(f"{where}: not JSON ({e})")
+            raise Failure(f"{where}: not JSON ({e.msg} at column {e.colno})")
         kind = field(record, "event", where)
         if kind in needs:  # other events may come later; they are not drawn
             events[kind].append([number(field(record, k, where), f"{where}: {k}") for k in needs[kind]])
     if not events["progress"]:
-        raise Malformed(f"{path}: no progress events")
-    return {k: np.array(v).reshape(-1, len(needs[k])) for k, v in events.items()}
+        raise Failure(f"{path}: no progress events")
+    return {kind: np.array(rows).reshape(-1, len(needs[kind])) for kind, rows in events.items()}
 
 
 def train(directory):
@@ -223,13 +249,13 @@ def train(directory):
 def main(argv):
     modes = {"bench": bench, "train": train}
     if len(argv) != 3 or argv[1] not in modes:
-        raise Malformed("usage: plot-report.py bench|train DIR")
+        raise Failure("usage: plot-report.py bench|train DIR")
     modes[argv[1]](argv[2])
 
 
 if __name__ == "__main__":
     try:
         main(sys.argv)
-    except Malformed as e:
+    except Failure as e:
         print(f"plot-report: {e}", file=sys.stderr)
         sys.exit(1)

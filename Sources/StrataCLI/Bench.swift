@@ -36,6 +36,10 @@ struct Bench: ParsableCommand {
     @Option(help: "Measurements to run, comma-separated: hot, update, warm, cold, latency, policy.")
     var only = "hot,update,warm,cold,latency,policy"
     @Flag(help: "Print one JSON object instead of text.") var json = false
+    @Option(name: .customLong("report"), help: """
+        Also write DIR/bench.json (the figures, with every sampled batch latency) and pictures of         it: latency-cdf (per tier and for the Zipf mix) and hit-ratio (against cache size, with the         static optimum), as PNG and SVG, drawn by tools/plot-report.py with matplotlib.
+        """)
+    var reportDirectory: String?
     @Flag(help: "Tiny sizes and short timings: checks that the benchmark runs; its figures mean nothing.")
     var quick = false
 
@@ -100,6 +104,17 @@ struct Bench: ParsableCommand {
         try store.close()
 
         let phases = Set(only.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+        // Batch latencies in microseconds per series, for --report.
+        var latencies: [String: [Double]] = [:]
+        let sampled = reportDirectory == nil ? 0 : (quick ? 50 : 1000)
+        func sampleLatencies(_ body: (Int) throws -> Void) throws -> [Double]? {
+            guard sampled > 0 else { return nil }
+            return try (0..<sampled).map { b in
+                let t0 = now()
+                try body(b)
+                return (now() - t0) * 1e6
+            }
+        }
         let hotKeys = Array(keys[..<h])
         var rng = SplitMix64(seed: 42)
         let uniform = (0..<64).map { _ in (0..<batch).map { _ in Int(rng.next() % UInt64(h)) } }
@@ -122,6 +137,7 @@ struct Bench: ParsableCommand {
                     subject: { b in try lookup(table, uniformKeys[b], &out) })
                 report.flatGatherNsPerRow = pairs.baseline
                 report.hotNsPerRow = pairs.subject
+                latencies["hot"] = try sampleLatencies { b in try lookup(table, uniformKeys[b % uniformKeys.count], &out) }
                 log("hot lookup \(fmt(report.hotNsPerRow)) ns/row; flat gather \(fmt(report.flatGatherNsPerRow)) ns/row "
                     + "(\(fmt(report.hotNsPerRow / report.flatGatherNsPerRow))x; \(Int(report.hotResident * 100))% of rows hot)")
             }
@@ -147,6 +163,7 @@ struct Bench: ParsableCommand {
             report.warmNsPerRow = try time(seconds: perMeasure, batches: uniform.count, rowsPerBatch: batch) { b in
                 try peek(table, uniformKeys[b], &out)
             }
+            latencies["warm"] = try sampleLatencies { b in try peek(table, uniformKeys[b % uniformKeys.count], &out) }
             log("warm read \(fmt(report.warmNsPerRow)) ns/row (\(Int(report.warmResident * 100))% of rows warm; "
                 + "\(fmt(report.warmNsPerRow / report.hotNsPerRow))x hot)")
             try store.close()
@@ -168,6 +185,7 @@ struct Bench: ParsableCommand {
                 subject: { b in try peek(table, spread[b], &out) })
             report.rawLmdbNsPerRow = cold.baseline
             report.coldNsPerRow = cold.subject
+            latencies["cold"] = try sampleLatencies { b in try peek(table, spread[b % spread.count], &out) }
             log("cold read \(fmt(report.coldNsPerRow)) ns/row; raw LMDB get + copy \(fmt(report.rawLmdbNsPerRow)) ns/row "
                 + "(\(fmt(report.coldNsPerRow / report.rawLmdbNsPerRow))x)")
             try store.close()
@@ -194,19 +212,20 @@ struct Bench: ParsableCommand {
             var zipf = Zipf(count: r, exponent: 1.0)
             let warmupBatches = quick ? 20 : max(200, 5 * r / batch)
             for _ in 0..<warmupBatches { try lookup(table, (0..<batch).map { _ in keys[order[zipf.draw(&rng)]] }, &out) }
-            var latencies: [Double] = []
+            var mix: [Double] = []
             for _ in 0..<(quick ? 50 : 2000) {
                 let k = (0..<batch).map { _ in keys[order[zipf.draw(&rng)]] }
                 let t0 = now()
                 try lookup(table, k, &out)
-                latencies.append((now() - t0) * 1e6)
+                mix.append((now() - t0) * 1e6)
             }
-            latencies.sort()
-            report.p50Us = quantile(latencies, 0.5)
-            report.p99Us = quantile(latencies, 0.99)
-            let mix = try table.statistics()
+            latencies["zipf 1.0 mix"] = mix
+            mix.sort()
+            report.p50Us = quantile(mix, 0.5)
+            report.p99Us = quantile(mix, 0.99)
+            let traffic = try table.statistics().traffic
             log("Zipf 1.0 batch of \(batch): p50 \(fmt(report.p50Us)) us, p99 \(fmt(report.p99Us)) us "
-                + "(hot hit ratio \(fmt(mix.traffic.hotHitRatio * 100))%)")
+                + "(hot hit ratio \(fmt(traffic.hotHitRatio * 100))%)")
             try store.close()
         }
 
@@ -214,7 +233,8 @@ struct Bench: ParsableCommand {
         if phases.contains("policy") {
             for exponent in [0.9, 1.0, 1.1] {
                 var z = Zipf(count: r, exponent: exponent)
-                for fraction in [0.01, 0.1] {
+                // More cache sizes for the report's curve.
+                for fraction in reportDirectory == nil ? [0.01, 0.1] : [0.003, 0.01, 0.03, 0.1, 0.3] {
                     store = try open(path, hot: max(Int(Double(r) * fraction), 1) * recordBytes, warm: 0)
                     table = try store.table(tableName)
                     let capacity = try table.statistics().hotCapacityRows
@@ -236,7 +256,7 @@ struct Bench: ParsableCommand {
                     let entry = PolicyEntry(zipf: exponent, cacheFraction: fraction, hitRatio: ratio,
                                             staticOptimum: z.topMass(capacity), capacityRows: capacity)
                     report.policy.append(entry)
-                    log("Zipf \(exponent), hot \(Int(fraction * 100))% (\(capacity) rows): hit ratio "
+                    log("Zipf \(exponent), hot \(fmt(fraction * 100))% (\(capacity) rows): hit ratio "
                         + "\(fmt(ratio * 100))%, best static \(fmt(entry.staticOptimum * 100))%")
                     try store.close()
                 }
@@ -244,6 +264,9 @@ struct Bench: ParsableCommand {
         }
 
         report.finish()
+        if let directory = reportDirectory {
+            try writeReport(report, latencies: latencies, to: directory)
+        }
         if json {
             let encoder = JSONEncoder()
             encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -253,6 +276,17 @@ struct Bench: ParsableCommand {
             print("hot_vs_flat \(fmt(report.hotVsFlat))  warm_vs_hot \(fmt(report.warmVsHot))  "
                   + "cold_vs_raw_lmdb \(fmt(report.coldVsRawLmdb))  update_vs_flat \(fmt(report.updateVsFlat))")
         }
+    }
+
+    /// DIR/bench.json and its pictures.
+    private func writeReport(_ figures: BenchReport, latencies: [String: [Double]], to directory: String) throws {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        var object = try JSONSerialization.jsonObject(with: try encoder.encode(figures)) as? [String: Any] ?? [:]
+        object["latency"] = latencies.mapValues { ["samples_us": $0] }
+        object["machine"] = machineDescription()
+        try writeJSONReport(object, named: "bench.json", in: directory)
+        drawReport("bench", directory)
     }
 
     private func open(_ path: String, hot: Int, warm: Int, mapResident: Int? = nil, create: Bool = true) throws -> Store {

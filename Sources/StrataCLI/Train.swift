@@ -58,6 +58,10 @@ struct Train: ParsableCommand {
     @Option(help: "Write one JSON object per progress line, evaluation and checkpoint to this file.") var metrics: String?
     @Option(help: "A malformed input line: skip (and count) or stop.") var onMalformed = "stop"
     @Flag(help: "Print the final summary as JSON.") var json = false
+    @Option(name: .customLong("report"), help: """
+        Also write DIR/metrics.jsonl (as --metrics), DIR/summary.json and pictures of them:         training-loss (loss and samples/s against steps, checkpoints marked) and training-metrics         (evaluation AUC and logloss, with the planted model's AUC on synthetic data), PNG and SVG,         drawn by tools/plot-report.py with matplotlib.
+        """)
+    var reportDirectory: String?
 
     @Option(help: "Synthetic data: samples per epoch.") var syntheticSamples: Int64 = 10_000_000
     @Option(help: "Synthetic data: the largest key space of a categorical feature (others shrink geometrically to 10).")
@@ -119,10 +123,19 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(store: db, options: options, resources: resources, train: train, evaluate: eval, resume: resume)
         if let from = trainer.resumedFromStep { print("resumed at step \(from) from checkpoint \(db.lastCheckpoint.generation)") }
 
-        let log = try metrics.map { try MetricsLog(path: $0) }
+        if let reportDirectory {
+            do {
+                try FileManager.default.createDirectory(atPath: reportDirectory, withIntermediateDirectories: true)
+            } catch {
+                throw ValidationError("--report: cannot create \(reportDirectory): \(error.localizedDescription)")
+            }
+        }
+        let log = try (metrics ?? reportDirectory.map { $0 + "/metrics.jsonl" }).map { try MetricsLog(path: $0) }
+        let copy = try metrics == nil ? nil : reportDirectory.map { try MetricsLog(path: $0 + "/metrics.jsonl") }
         let terminal = isatty(1) != 0
         let summary = try trainer.run { event in
             log?.write(event)
+            copy?.write(event)
             switch event {
             case .progress(let p):
                 let line = "step \(p.step)  \(fmt(p.samplesPerSecond)) samples/s  loss \(String(format: "%.4f", p.loss))  "
@@ -146,12 +159,17 @@ struct Train: ParsableCommand {
         let planted = (eval as? SyntheticClicks).flatMap { source in
             summary.evaluation.map { source.plantedAUC(samples: $0.samples) }
         }
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        // A resume with no step left has no loss: "nan", not a failure.
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        var object = try JSONSerialization.jsonObject(with: encoder.encode(summary)) as? [String: Any] ?? [:]
+        if let planted { object["planted_auc"] = planted }
+        if let reportDirectory {
+            try writeJSONReport(object, named: "summary.json", in: reportDirectory)
+            drawReport("train", reportDirectory)
+        }
         if json {
-            let encoder = JSONEncoder()
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.outputFormatting = [.sortedKeys]
-            var object = try JSONSerialization.jsonObject(with: encoder.encode(summary)) as? [String: Any] ?? [:]
-            if let planted { object["planted_auc"] = planted }
             print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         } else {
             if let planted, let auc = summary.evaluation?.auc {

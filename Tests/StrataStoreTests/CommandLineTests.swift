@@ -33,6 +33,43 @@ import StrataTestSupport
         }
     }
 
+    @Test func benchReportWritesFiguresAndPictures() throws {
+        let directory = temporaryDirectory("strata-bench-report")
+        defer { removeDirectory(directory) }
+        let (status, lines) = try Self.run(["bench", "--quick", "--report", directory + "/report"])
+        #expect(status == 0, "\(lines.suffix(5))")
+        #expect(!lines.contains { $0.hasPrefix("note: pictures not drawn") }, "\(lines.suffix(5)) (run tools/setup.sh)")
+        let data = try #require(FileManager.default.contents(atPath: directory + "/report/bench.json"))
+        let object = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let latency = try #require(object["latency"] as? [String: [String: [Double]]])
+        #expect(Set(latency.keys) == ["hot", "warm", "cold", "zipf 1.0 mix"])
+        for (series, samples) in latency { #expect((samples["samples_us"] ?? []).count == 50 && samples["samples_us"]!.allSatisfy { $0 > 0 }, "\(series)") }
+        #expect((object["policy"] as? [[String: Any]])?.count == 15)
+        for picture in ["latency-cdf", "hit-ratio"] {
+            for ext in ["png", "svg"] {
+                let size = (try? FileManager.default.attributesOfItem(atPath: directory + "/report/\(picture).\(ext)")[.size] as? Int) ?? 0
+                #expect(size > 1000, "\(picture).\(ext): \(size) bytes")
+            }
+        }
+    }
+
+    @Test func trainReportWritesCurves() throws {
+        let directory = temporaryDirectory("strata-train-report")
+        defer { removeDirectory(directory) }
+        let (status, lines) = try Self.run(["train", "--data", "synthetic:criteo", "--synthetic-keys", "100", "--steps", "60",
+                                            "--batch-size", "32", "--bottom-mlp", "16", "--top-mlp", "16", "--embedding-dim", "4",
+                                            "--eval-every", "20", "--eval-samples", "500", "--checkpoint-every", "30",
+                                            "--store", directory + "/store", "--report", directory + "/report"])
+        #expect(status == 0, "\(lines.suffix(5))")
+        let metrics = (try? String(contentsOfFile: directory + "/report/metrics.jsonl", encoding: .utf8)) ?? ""
+        #expect(metrics.split(separator: "\n").filter { $0.contains("\"evaluation\"") }.count == 3, "\(metrics)")
+        let summary = try #require(FileManager.default.contents(atPath: directory + "/report/summary.json"))
+        #expect((try JSONSerialization.jsonObject(with: summary) as? [String: Any])?["planted_auc"] is Double)
+        for picture in ["training-loss.png", "training-metrics.png", "training-loss.svg", "training-metrics.svg"] {
+            #expect(FileManager.default.fileExists(atPath: directory + "/report/" + picture), "\(picture): \(lines.suffix(5))")
+        }
+    }
+
     @Test func roundtripReadsEveryRowBack() throws {
         let directory = temporaryDirectory("strata-roundtrip")
         defer { removeDirectory(directory) }

@@ -68,17 +68,8 @@ enum FaultKit {
         }
     }
 
-    /// The names in a directory but `.` and `..`.
-    static func entries(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
-        defer { closedir(dir) }
-        var names: [String] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names
-    }
+    /// The names in a directory but `.` and `..` (none when it cannot be read).
+    static func entries(_ path: String) -> [String] { (try? directoryEntries(path)) ?? [] }
 
     /// Copies a directory's files and subdirectories into `to` (created if needed), in this
     /// process (see `remove`).

@@ -60,25 +60,27 @@ struct TensorShape: Equatable {
 
 // MARK: - Files
 
-/// A file written at offsets (`pwrite`), closed when the value ends.
+/// A file written at offsets, closed when the value ends.
 final class OutputFile {
     let path: String
-    private let fd: Int32
+    private let handle: FileHandle
 
     init(_ path: String) throws {
         self.path = path
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ToolError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+            throw ToolError("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        self.handle = handle
     }
 
-    deinit { close(fd) }
+    deinit { try? handle.close() }
 
     func write(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-            guard n > 0 else { throw ToolError("cannot write \(path): \(String(cString: strerror(errno)))") }
-            done += n
+        do {
+            try handle.seek(toOffset: UInt64(offset))
+            try handle.write(contentsOf: Data(bytes))
+        } catch {
+            throw ToolError("cannot write \(path): \(error.localizedDescription)")
         }
     }
 
@@ -90,34 +92,37 @@ final class OutputFile {
 
     /// `fsync(2)`: an export is complete on disk when the command says so.
     func sync() throws {
-        guard fsync(fd) == 0 else { throw ToolError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        do { try handle.synchronize() } catch { throw ToolError("cannot write \(path): \(error.localizedDescription)") }
     }
 }
 
-/// A file read at offsets (`pread`).
+/// A file read at offsets.
 final class InputFile {
     let path: String
-    private let fd: Int32
+    private let handle: FileHandle
     let size: Int
 
     init(_ path: String) throws {
         self.path = path
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ToolError("cannot read \(path): \(String(cString: strerror(errno)))") }
-        var info = stat()
-        fstat(fd, &info)
-        size = Int(info.st_size)
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw ToolError("cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        self.handle = handle
+        size = Int((try? handle.seekToEnd()) ?? 0)
     }
 
-    deinit { close(fd) }
+    deinit { try? handle.close() }
 
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            guard n > 0 else { throw ToolError("\(path) ends at \(offset + done) bytes, before its data does") }
-            done += n
+        let data: Data
+        do {
+            try handle.seek(toOffset: UInt64(offset))
+            data = try handle.read(upToCount: buffer.count) ?? Data()
+        } catch {
+            throw ToolError("cannot read \(path): \(error.localizedDescription)")
         }
+        guard data.count == buffer.count else { throw ToolError("\(path) ends at \(offset + data.count) bytes, before its data does") }
+        data.copyBytes(to: buffer)
     }
 
     func bytes(_ count: Int, at offset: Int) throws -> [UInt8] {

@@ -15,8 +15,10 @@ struct Info: ParsableCommand {
         let store = try access.open()
         defer { try? store.close() }
         let last = store.lastCheckpoint
+        // c2 before c10.
+        let names = store.tableNames.sorted { $0.compare($1, options: .numeric) == .orderedAscending }
         var tables: [[String: Any]] = []
-        for name in store.tableNames {
+        for name in names {
             let s = try store.table(name).statistics()
             tables.append(tableSummary(s))
         }
@@ -32,7 +34,7 @@ struct Info: ParsableCommand {
         }
         let header = ["table", "dim", "storage", "optimizer", "rows", "LMDB bytes", "updates (all opens)"]
         var rows: [[String]] = []
-        for name in store.tableNames {
+        for name in names {
             let s = try store.table(name).statistics()
             let d = describe(s.spec)
             rows.append([name, "\(s.spec.dimension)", d.storage, d.optimizer, "\(s.rows.total)", humanBytes(s.bytes.coldOnDisk),

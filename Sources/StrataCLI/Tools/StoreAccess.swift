@@ -122,9 +122,13 @@ struct TextHistogram {
         counts[i] += 1
     }
 
+    /// One line a bin, empty bins before the first and after the last full one left out.
     func lines(integers: Bool) -> [String] {
         let peak = max(counts.max() ?? 1, 1)
-        return counts.indices.map { i in
+        guard let first = counts.firstIndex(where: { $0 > 0 }), let last = counts.lastIndex(where: { $0 > 0 }) else {
+            return ["  (no rows)"]
+        }
+        return (first...last).map { i in
             let range: String
             if integers {
                 let lo = UInt64(edges[i]), hi = UInt64(edges[i + 1]) - 1

@@ -274,6 +274,12 @@ public final class Trainer {
                 try checkpoint(position, report)
             }
         }
+        // The last stretch's progress, so that every run's metrics end with one (a run shorter
+        // than the reporting interval has no other).
+        if samples > samplesAtReport {
+            report(.progress(progress(lossSum / Double(max(lossCount, 1)),
+                                      rate: Double(samples - samplesAtReport) / max(Date().timeIntervalSince(lastReport), 1e-9))))
+        }
         if let e = try evaluation() {
             lastEvaluation = e
             report(.evaluation(e))
