@@ -270,6 +270,8 @@ struct Bench: ParsableCommand {
         if json {
             let encoder = JSONEncoder()
             encoder.keyEncodingStrategy = .convertToSnakeCase
+        // Ratios of phases --only left out are 0/0.
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
             encoder.outputFormatting = [.sortedKeys]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
@@ -282,6 +284,8 @@ struct Bench: ParsableCommand {
     private func writeReport(_ figures: BenchReport, latencies: [String: [Double]], to directory: String) throws {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
+        // Ratios of phases --only left out are 0/0.
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         var object = try JSONSerialization.jsonObject(with: try encoder.encode(figures)) as? [String: Any] ?? [:]
         object["latency"] = latencies.mapValues { ["samples_us": $0] }
         object["machine"] = machineDescription()

@@ -373,8 +373,8 @@ import StrataTestSupport
         let tables = try Self.json(Self.run(["info", path, "--json"]).lines)["tables"] as? [[String: Any]]
         #expect(tables?.first?["rows"] as? Int == keys.count, "a dry run changed the table")
 
-        // By age (last change before checkpoint 2) and by count (fewer than 2 updates): the same rows.
-        let byAge = try Self.run(["evict", path, "emb", "--not-updated-since", "2", "--dry-run", "--json"])
+        // By age (not changed after checkpoint 1) and by count (fewer than 2 updates): the same rows.
+        let byAge = try Self.run(["evict", path, "emb", "--not-updated-since", "1", "--dry-run", "--json"])
         #expect(try Self.json(byAge.lines)["evicted"] as? Int == once.count)
         let evict = try Self.run(["evict", path, "emb", "--min-updates", "2", "--json", "--checkpoint-rows", "500"])
         #expect(evict.status == 0, "\(evict.lines.suffix(3))")

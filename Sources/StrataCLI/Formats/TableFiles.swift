@@ -253,6 +253,11 @@ final class TableFileWriter {
         }
     }
 
+    /// The files an npy or tsv export may write, all removed before one writes: files of an
+    /// earlier export into the same directory must not be read as part of this one.
+    private static let exportFiles = ["keys.npy", "values.npy", "state.npy", "update_counts.npy", "deleted_keys.npy",
+                                      "vectors.tsv", "metadata.tsv", "deleted.tsv", "strata.json"]
+
     /// Beside the npy and tsv files: what a safetensors file keeps in `__metadata__`.
     private static func writeMetadata(_ metadata: [String: String], _ directory: String) throws {
         let file = try OutputFile(directory + "/strata.json")
@@ -280,6 +285,11 @@ final class TableFileWriter {
             throw ToolError("cannot create the directory \(path): \(error.localizedDescription)")
         }
         guard access(path, W_OK) == 0 else { throw ToolError("cannot write in \(path): permission denied") }
+        for name in exportFiles where FileManager.default.fileExists(atPath: path + "/" + name) {
+            do { try FileManager.default.removeItem(atPath: path + "/" + name) } catch {
+                throw ToolError("cannot replace \(path)/\(name): \(error.localizedDescription)")
+            }
+        }
     }
 
     /// Appends rows to the tensor `name` (`values.count` a multiple of its columns).

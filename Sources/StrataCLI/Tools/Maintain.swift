@@ -10,14 +10,14 @@ struct Evict: ParsableCommand {
         abstract: "Remove rows by age, update count or norm (feature eviction); they read as the initializer's value again.",
         discussion: """
             A row is evicted when it meets every criterion given: --not-updated-since G, its last change \
-            came before checkpoint G; --min-updates N, it was updated fewer than N times; --max-norm X, \
+            is in checkpoint G or an earlier one (the rows `strata export --since G` leaves out); --min-updates N, it was updated fewer than N times; --max-norm X, \
             its L2 norm is at most X. The removal is checkpointed; `strata export --since` lists the keys as \
             deleted. LMDB reuses the freed pages; `strata compact` gives them back to the file system.
             """)
 
     @OptionGroup var access: StoreAccess
     @Argument(help: "The table.") var table: String
-    @Option(help: "Evict rows whose last change came before this checkpoint generation.") var notUpdatedSince: UInt64?
+    @Option(help: "Evict rows not changed after this checkpoint generation.") var notUpdatedSince: UInt64?
     @Option(help: "Evict rows updated fewer than this many times.") var minUpdates: UInt64?
     @Option(help: "Evict rows whose L2 norm is at most this.") var maxNorm: Double?
     @Flag(help: "Count what would be evicted; change nothing.") var dryRun = false
@@ -49,7 +49,7 @@ struct Evict: ParsableCommand {
         // last checkpoint, which removals do not change until the checkpoint at the end.
         try t.scanCheckpoint(withState: false) { batch in
             for i in 0..<batch.count {
-                if let g = notUpdatedSince, batch.changeGenerations[i] >= g { continue }
+                if let g = notUpdatedSince, batch.changeGenerations[i] > g { continue }
                 if let n = minUpdates, batch.updateCounts[i] >= n { continue }
                 if let x = maxNorm, norm(batch.values(at: i)) > x { continue }
                 pending.append(batch.keys[i])
@@ -63,7 +63,7 @@ struct Evict: ParsableCommand {
             }
         }
         recordBytes = evicted * before.recordBytes
-        try flush(checkpoint: evicted > 0)
+        try flush(checkpoint: sinceCheckpoint > 0)
         let after = try t.statistics()
         if json {
             try printJSON(["table": table, "evicted": evicted, "rows_before": before.rows.total, "rows_after": after.rows.total,

@@ -137,16 +137,14 @@ struct Import: ParsableCommand {
         }
         var imported = 0, sinceCheckpoint = 0
         while let batch = try reader.next(limit: batchSize) {
+            let state = batch.state ?? [], counts = batch.counts ?? []
             try batch.keys.withUnsafeBufferPointer { keys in
                 try batch.values.withUnsafeBufferPointer { values in
-                    if let state = batch.state, let counts = batch.counts {
-                        try state.withUnsafeBufferPointer { s in
-                            try counts.withUnsafeBufferPointer { c in try t.assign(keys, values: values, state: s, updateCounts: c) }
+                    try state.withUnsafeBufferPointer { s in
+                        try counts.withUnsafeBufferPointer { c in
+                            try t.assign(keys, values: values, state: batch.state == nil ? nil : s,
+                                         updateCounts: batch.counts == nil ? nil : c)
                         }
-                    } else if let state = batch.state {
-                        try state.withUnsafeBufferPointer { s in try t.assign(keys, values: values, state: s) }
-                    } else {
-                        try t.assign(keys, values: values)
                     }
                 }
             }

@@ -4,7 +4,8 @@
 // - It is opened with MDB_NOTLS, so a read transaction is not tied to the thread that began
 //   it; Strata still uses each one from a single thread at a time.
 // - Write transactions are begun and committed on one thread, and only while the store
-//   holds its checkpoint lock exclusively, so there is never more than one.
+//   holds its checkpoint lock exclusively (or is being opened), so there is never more than
+//   one at a time.
 // - Transactions never cross an `await`: nothing in the store is async.
 import CLMDB
 import CStrataSupport

@@ -26,6 +26,10 @@ struct CheckpointJournal {
     private static let headerSize = 16
 
     private let database: LMDBDatabase
+    /// Tables whose databases this checkpoint creates: a roll-back drops those databases
+    /// whole, so their writes need no entries (a training run's first checkpoint writes every
+    /// row of every table).
+    private let created: Set<Int>
     /// Sequence number of the next entry; entries are keyed by it so that rolling back
     /// walks them last first.
     private(set) var next: UInt64 = 0
@@ -39,7 +43,7 @@ struct CheckpointJournal {
         var marker = withUnsafeBytes(of: generation.littleEndian) { Array($0) }
         for id in createdTables { marker += withUnsafeBytes(of: UInt32(id).littleEndian) { Array($0) } }
         try txn.put(meta, name: pendingName, marker)
-        return CheckpointJournal(database: database)
+        return CheckpointJournal(database: database, created: Set(createdTables))
     }
 
     /// Ends the checkpoint in its last transaction: the journal is emptied and `pending`
@@ -65,6 +69,7 @@ struct CheckpointJournal {
 
     private mutating func save(_ txn: borrowing LMDBWriteTransaction, _ db: LMDBDatabase, _ target: Target,
                                table: Int, _ key: UInt64, mustExist: Bool) throws(LMDBError) {
+        if created.contains(table) { return }
         let old = try txn.get(db, key)
         if old == nil && mustExist { return }
         entry.removeAll(keepingCapacity: true)

@@ -3,7 +3,7 @@
 //
 //   STORE/
 //     LOCK               locked (fcntl record lock) by the process that has the store open; holds its pid
-//     rows.mdb           LMDB: databases "meta", "rows.<id>", "deleted.<id>"
+//     rows.mdb           LMDB: databases "meta", "rows.<id>", "deleted.<id>", "undo"
 //     rows.mdb-lock      LMDB's reader table
 //     tables/<id>/
 //       warm.slab        warm tier slots (memory-mapped)
@@ -15,8 +15,10 @@
 //   shared and one shard lock at a time.
 // - `checkpoint`, `createTable` and `close` hold the checkpoint lock exclusively, so they
 //   happen between batches, never inside one.
-// - LMDB is written only inside `checkpoint`, by one write transaction, which fsyncs on
-//   commit. Lookups read LMDB through pooled read transactions (MDB_NOTLS).
+// - LMDB is written only inside `checkpoint` (and by the open's roll-back of a checkpoint
+//   that did not finish), by write transactions one after another, each fsynced on commit;
+//   an undo journal makes them one atomic step (see CheckpointJournal). Lookups read LMDB
+//   through pooled read transactions (MDB_NOTLS).
 // - Nothing here is async, so no LMDB transaction ever crosses an `await`.
 // - Do not use a store across fork(2); open it in the child instead.
 import FoundationEssentials
@@ -36,6 +38,9 @@ final class StoreCore: Sendable {
     let generation: Atomic<UInt64>
     /// How long the last checkpoint took (a Double's bits).
     let lastCheckpointSeconds = Atomic<UInt64>(0)
+    /// A checkpoint failed and so did putting LMDB back: LMDB holds part of it until the next
+    /// checkpoint (or open) rolls it back, so scans of the last checkpoint refuse to run.
+    let checkpointInterrupted = Atomic<Bool>(false)
     private let closed = Atomic<Bool>(false)
     private let lockFile: StoreLockFile
 
@@ -92,9 +97,17 @@ final class StoreCore: Sendable {
     private func checkMapResidence() {
         mapTraffic.store(0, ordering: .relaxed)
         mapBaseline.withLock { baseline in
-            if fileResidentBytes() - baseline > mapResidentLimit / 2 {
+            guard let now = fileResidentBytes() else {
+                // No /proc: trim by traffic alone, every `mapResidentLimit / 8` of it.
                 releaseMapPages()
-                baseline = fileResidentBytes()
+                return
+            }
+            // Other file pages (warm tiers, libraries) may have left the resident set since
+            // the last trim; measured from the lower point, the map's growth is not hidden.
+            baseline = min(baseline, now)
+            if now - baseline > mapResidentLimit / 2 {
+                releaseMapPages()
+                baseline = fileResidentBytes() ?? 0
             }
         }
     }
@@ -104,7 +117,7 @@ final class StoreCore: Sendable {
         mapTraffic.store(0, ordering: .relaxed)
         mapBaseline.withLock { baseline in
             releaseMapPages()
-            baseline = fileResidentBytes()
+            baseline = fileResidentBytes() ?? 0
         }
     }
 
@@ -287,8 +300,6 @@ public final class Store: Sendable {
         var tables: [String: Table] = [:]
         var nextID = 1
         var last: CheckpointInfo
-        /// A checkpoint failed and so did putting LMDB back: the next one does that first.
-        var interrupted = false
     }
 
     private struct CatalogEntry: Codable {
@@ -342,7 +353,21 @@ public final class Store: Sendable {
             throw .corrupted(file: dataPath, detail: "\(error)")
         }
 
-        // A checkpoint that stopped part way: put back what it replaced.
+        // A checkpoint that stopped part way: put back what it replaced, once the format is
+        // known to be this build's (a newer store is refused unchanged).
+        var foundFormat = 0
+        do throws(LMDBError) {
+            let peek = try environment.beginWrite()
+            if let metaDB = try peek.openDatabase("meta", integerKeys: false), let format = try peek.get(metaDB, name: "format"),
+               format.count == 4 {
+                foundFormat = Int(format.withUnsafeBytes { $0.load(as: UInt32.self) })
+            }
+        } catch {
+            throw Self.lmdbOpenFailure(error, dataPath)
+        }
+        if foundFormat > Self.formatVersion {
+            throw .newerFormat(file: dataPath, found: foundFormat, supported: Self.formatVersion)
+        }
         do throws(LMDBError) {
             if let restored = try CheckpointJournal.rollBack(environment, entriesPerTransaction: options.pagesPerTransaction) {
                 report.append("rolled back a checkpoint that did not finish: \(restored) values put back")
@@ -515,7 +540,7 @@ public final class Store: Sendable {
             // want of room for it (a full map below grows again, or reports the full disk).
             // (3x: the rows, the journal's copies of what they replace, and pages freed meanwhile.)
             try? growMap(toHold: core.environment.bytesInUse + 3 * changes + (1 << 20))
-            if state.withLock({ $0.interrupted }) {
+            if core.checkpointInterrupted.load(ordering: .relaxed) {
                 try rollBackInterruptedCheckpoint()
             }
             let written: [Written]
@@ -525,7 +550,7 @@ public final class Store: Sendable {
                 // Put LMDB back at the last checkpoint; if that fails too, the next checkpoint
                 // (or open) finishes it.
                 do throws(StoreError) { try rollBackInterruptedCheckpoint() } catch {
-                    state.withLock { $0.interrupted = true }
+                    core.checkpointInterrupted.store(true, ordering: .relaxed)
                 }
                 throw error
             }
@@ -693,7 +718,7 @@ public final class Store: Sendable {
         } catch {
             throw core.lmdbFailure(error)
         }
-        state.withLock { $0.interrupted = false }
+        core.checkpointInterrupted.store(false, ordering: .relaxed)
     }
 
     // MARK: Closing

@@ -12,6 +12,10 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case shapeMismatch(table: String, expected: Int, actual: Int, what: String)
     /// A gradient holds NaN or infinity. The whole batch was rejected; nothing changed.
     case nonFiniteGradient(table: String, key: UInt64, element: Int)
+    /// A checkpoint failed part way and LMDB could not be put back at the previous one yet,
+    /// so it holds no single checkpoint to read; the next checkpoint, or opening the store
+    /// again, puts it back first.
+    case checkpointInterrupted(path: String)
     /// Rows given to `assign` cannot be stored (a repeated key, a value that is not finite).
     /// Nothing changed.
     case invalidRows(table: String, reason: String)
@@ -52,6 +56,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
             "table '\(table)': \(what) needs \(expected) floats, the buffer has \(actual)"
         case .nonFiniteGradient(let table, let key, let element):
             "table '\(table)': gradient of key \(key) is not finite at element \(element); the batch was rejected, nothing was applied"
+        case .checkpointInterrupted(let path):
+            "\(path): a checkpoint failed part way and LMDB is not back at the previous one yet; checkpoint again, or reopen the store, before reading it"
         case .invalidRows(let table, let reason):
             "table '\(table)': \(reason); nothing was written"
         case .invalidLearningRate(let table, let value, let reason):

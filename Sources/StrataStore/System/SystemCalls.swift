@@ -175,8 +175,9 @@ func fileExists(_ path: String) -> Bool {
 public func residentBytes() -> Int { residentPages()?.resident ?? 0 }
 
 /// Resident pages of file mappings (and shared memory) of this process in bytes, from
-/// `/proc/self/statm`: what the LMDB map adds to the resident set, among the rest.
-func fileResidentBytes() -> Int { residentPages()?.shared ?? 0 }
+/// `/proc/self/statm`: what the LMDB map adds to the resident set, among the rest. Nil where
+/// there is no /proc.
+func fileResidentBytes() -> Int? { residentPages()?.shared }
 
 /// The resident and shared (file-backed) fields of `/proc/self/statm`, in bytes. One
 /// open-read-close, with no allocation: cheap enough to check every few LMDB reads.

@@ -235,8 +235,12 @@ public final class Table: @unchecked Sendable {
         try checkShape(keys.count * layout.dimension, values.count, "values for \(keys.count) keys")
         if let state { try checkShape(keys.count * layout.stateCount, state.count, "optimizer state for \(keys.count) keys") }
         if let updateCounts { try checkShape(keys.count, updateCounts.count, "update counts for \(keys.count) keys") }
-        if let bad = firstNonFinite(values) {
-            throw .invalidRows(table: name, reason: "value \(bad % layout.dimension) of key \(keys[bad / layout.dimension]) is not finite")
+        // Checked as stored: a float16 table turns 70000 into infinity.
+        var rounded = Array(values)
+        rounded.withUnsafeMutableBufferPointer { format.storage.round($0.baseAddress!, count: $0.count) }
+        if let bad = rounded.withUnsafeBufferPointer({ firstNonFinite($0) }) {
+            throw .invalidRows(table: name, reason: "value \(bad % layout.dimension) of key \(keys[bad / layout.dimension]) "
+                + "(\(values[bad])) is not finite as \(spec.storage.rawValue)")
         }
         if let state, layout.stateCount > 0, let bad = firstNonFinite(state) {
             throw .invalidRows(table: name, reason: "optimizer state \(bad % layout.stateCount) of key \(keys[bad / layout.stateCount]) is not finite")

@@ -79,6 +79,7 @@ extension Table {
     public func deletedKeys(after generation: UInt64) throws(StoreError) -> [(key: UInt64, generation: UInt64)] {
         try store.lock.shared { () throws(StoreError) -> [(key: UInt64, generation: UInt64)] in
             try store.ensureOpen()
+            if store.checkpointInterrupted.load(ordering: .relaxed) { throw .checkpointInterrupted(path: store.path) }
             guard let deletions = deletionsDatabase, let rows = rowsDatabase else { return [] }
             var found: [(key: UInt64, generation: UInt64)] = []
             let txn: LMDBReadTransaction
@@ -163,6 +164,7 @@ extension Table {
             next = nil
             try store.lock.shared { () throws(StoreError) in
                 try store.ensureOpen()
+                if store.checkpointInterrupted.load(ordering: .relaxed) { throw .checkpointInterrupted(path: store.path) }
                 guard let db = rowsDatabase else { return }
                 let txn: LMDBReadTransaction
                 do throws(LMDBError) { txn = try store.readers.acquire() } catch { throw store.lmdbFailure(error) }
