@@ -647,30 +647,44 @@ public final class Store: Sendable {
         var journal = started
         var committed = 1
         try options.afterCheckpointTransaction?(committed)
-        var totals: [CheckpointTotals] = []
+        var totals = [CheckpointTotals](repeating: CheckpointTotals(), count: tables.count)
         let pageLimit = options.pagesPerTransaction
-        for (table, db) in zip(tables, databases) {
-            let keys = table.changedKeys()
-            var tableTotals = CheckpointTotals()
-            var next = 0
-            while next < keys.count {
-                let (end, advanced, part) = try inTransaction { (txn) throws(StoreError) in
-                    var j = journal
-                    var part = CheckpointTotals()
-                    let end = try table.writeChanges(
-                        keys, from: next, txn, rows: db.rows, deletions: db.deletions, generation: generation,
-                        pageLimit: pageLimit, journal: &j, totals: &part)
-                    return (end, j, part)
+        // Tables share transactions: each fills up to `pageLimit` pages, moving on to the next
+        // table when one is done (every commit costs an fsync). Only the current table's
+        // sorted change list is held.
+        var position = (table: 0, key: 0)
+        var current: (table: Int, keys: [UInt64]) = (-1, [])
+        func keys(_ t: Int) -> [UInt64] {
+            if current.table != t { current = (t, tables[t].changedKeys()) }
+            return current.keys
+        }
+        while position.table < tables.count {
+            let (reached, advanced, parts) = try inTransaction { (txn) throws(StoreError) in
+                var j = journal
+                var p = position
+                var parts: [(table: Int, totals: CheckpointTotals)] = []
+                while p.table < tables.count && txn.pagesWritten < pageLimit {
+                    let all = keys(p.table)
+                    if p.key < all.count {
+                        var part = CheckpointTotals()
+                        p.key = try tables[p.table].writeChanges(
+                            all, from: p.key, txn, rows: databases[p.table].rows, deletions: databases[p.table].deletions,
+                            generation: generation, pageLimit: pageLimit, journal: &j, totals: &part)
+                        parts.append((p.table, part))
+                    }
+                    if p.key >= all.count { p = (p.table + 1, 0) }
                 }
-                next = end
-                journal = advanced
-                committed += 1
-                try options.afterCheckpointTransaction?(committed)
-                tableTotals.written += part.written
-                tableTotals.deleted += part.deleted
-                tableTotals.bytes += part.bytes
+                return (p, j, parts)
             }
-            totals.append(tableTotals)
+            position = reached
+            journal = advanced
+            for (t, part) in parts {
+                totals[t].written += part.written
+                totals[t].deleted += part.deleted
+                totals[t].bytes += part.bytes
+            }
+            committed += 1
+            try options.afterCheckpointTransaction?(committed)
         }
         let total = totals.reduce(into: CheckpointTotals()) { t, part in
             t.written += part.written
