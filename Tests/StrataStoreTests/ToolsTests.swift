@@ -243,6 +243,8 @@ import StrataTestSupport
         // A hot tier of 40 rows, so that the reads below move rows between tiers.
         let options = Store.Options.small(TierBudget(hotBytes: 40 * 160, warmBytes: 0))
         let (_, keys, removedBefore) = try Self.makeStore(path, options: options)
+        let full = try Self.run(["export", path, "emb", "--format", "npy", "--out", directory + "/full"])
+        try #require(full.status == 0, "\(full.lines)")
         let store = try Store(path: path, options: options)
         let table = try store.table("emb")
         let changed = Array(keys[100..<140]) + (5000..<5020).map(Self.key)
@@ -275,6 +277,21 @@ import StrataTestSupport
         }
         #expect(keysOn("keys ") == Set(changed + [removedBefore[0]]))
         #expect(keysOn("deleted") == Set(removed))
+        // A copy made from the full export, then the delta: the table as it is now.
+        let copy = directory + "/copy"
+        for from in [directory + "/full", out] {
+            let imported = try Self.run(["import", copy, "emb", "--from", from])
+            #expect(imported.status == 0, "\(imported.lines)")
+        }
+        for (store, name) in [(path, "now"), (copy, "copied")] {
+            let exported = try Self.run(["export", store, "emb", "--format", "npy", "--out", directory + "/" + name])
+            #expect(exported.status == 0, "\(exported.lines)")
+        }
+        for file in ["keys.npy", "values.npy"] {
+            let a = FileManager.default.contents(atPath: directory + "/now/" + file)
+            #expect(a != nil && a == FileManager.default.contents(atPath: directory + "/copied/" + file),
+                    "full export + delta applied to a copy: \(file) differs")
+        }
         // Since 1: also what checkpoint 2 changed and removed (minus the key written again).
         let all = try Self.run(["export", path, "emb", "--format", "npy", "--out", directory + "/since1", "--since", "1", "--json"])
         #expect(try Self.json(all.lines)["rows"] as? Int == Set(changed + Array(keys[0..<1000]) + [removedBefore[0]]).count)

@@ -369,13 +369,14 @@ final class TableFileReader {
     let hasUpdateCounts: Bool
     private var tensors: [String: (file: InputFile, offset: Int, shape: TensorShape)] = [:]
     private var lines: (vectors: LineReader, metadata: LineReader)?
-    private var position = 0
+    private var deletedLines: LineReader?
+    private var position = 0, deletedPosition = 0
 
     init(path: String, format: TableFileFormat) throws {
         self.format = format
         switch format {
         case .npy:
-            for name in ["keys", "values", "state", "update_counts"] {
+            for name in ["keys", "values", "state", "update_counts", "deleted_keys"] {
                 let file = path + "/\(name).npy"
                 guard FileManager.default.fileExists(atPath: file) else {
                     if name == "keys" || name == "values" { throw ToolError("\(path) has no \(name).npy") }
@@ -394,7 +395,7 @@ final class TableFileReader {
             guard let object = try? JSONSerialization.jsonObject(with: Data(header)) as? [String: Any] else {
                 throw ToolError("\(path): its header is not JSON")
             }
-            for name in ["keys", "values", "state", "update_counts"] {
+            for name in ["keys", "values", "state", "update_counts", "deleted_keys"] {
                 guard let entry = object[name] as? [String: Any] else {
                     if name == "keys" || name == "values" { throw ToolError("\(path) has no tensor '\(name)'") }
                     continue
@@ -407,7 +408,7 @@ final class TableFileReader {
                 switch dtype {
                 case "F32": type = .float32
                 case "U64": type = .uint64
-                default: throw ToolError("\(path): tensor '\(name)' is \(dtype); \(name == "keys" || name == "update_counts" ? "U64" : "F32") expected")
+                default: throw ToolError("\(path): tensor '\(name)' is \(dtype); \(["keys", "update_counts", "deleted_keys"].contains(name) ? "U64" : "F32") expected")
                 }
                 guard shape.count == 1 || shape.count == 2 else { throw ToolError("\(path): tensor '\(name)' has shape \(shape)") }
                 let s = TensorShape(name: name, type: type, rows: shape[0], columns: shape.count == 2 ? shape[1] : nil)
@@ -427,6 +428,7 @@ final class TableFileReader {
                 count += 1
             }
             lines = (vectors, metadata)
+            if FileManager.default.fileExists(atPath: path + "/deleted.tsv") { deletedLines = try LineReader(path + "/deleted.tsv") }
             rows = count
             dimension = columns
             stateColumns = nil
@@ -449,12 +451,36 @@ final class TableFileReader {
         } else {
             stateColumns = nil
         }
+        if let deleted = tensors["deleted_keys"]?.shape, deleted.type != .uint64 || !deleted.isVector {
+            throw ToolError("deleted_keys must be a uint64 vector")
+        }
         if let counts = tensors["update_counts"]?.shape {
             guard counts.type == .uint64, counts.rows == rows else { throw ToolError("update_counts must be uint64, one per key") }
             hasUpdateCounts = true
         } else {
             hasUpdateCounts = false
         }
+    }
+
+    /// The next batch of at most `limit` keys a delta export lists as deleted, or nil at the end.
+    func nextDeleted(limit: Int) throws -> [UInt64]? {
+        if let reader = deletedLines {
+            var keys: [UInt64] = []
+            while keys.count < limit, let line = try reader.next() {
+                deletedPosition += 1
+                guard let key = UInt64(line.trimmingCharacters(in: .whitespaces)) else {
+                    throw ToolError("deleted.tsv:\(deletedPosition): '\(line)' is not a key")
+                }
+                keys.append(key)
+            }
+            return keys.isEmpty ? nil : keys
+        }
+        guard let (file, offset, shape) = tensors["deleted_keys"], deletedPosition < shape.rows else { return nil }
+        let n = min(limit, shape.rows - deletedPosition)
+        var keys = [UInt64](repeating: 0, count: n)
+        try keys.withUnsafeMutableBytes { try file.read(into: $0, at: offset + deletedPosition * 8) }
+        deletedPosition += n
+        return keys
     }
 
     /// The next batch of at most `limit` rows, or nil at the end.

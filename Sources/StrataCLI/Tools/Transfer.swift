@@ -89,7 +89,8 @@ struct Import: ParsableCommand {
         abstract: "Load keys and values (and optimizer state) from npy, safetensors or TSV files into a table.",
         discussion: """
             The format is found from PATH (a .safetensors file, or a directory with values.npy or \
-            vectors.tsv) unless --format says it. A missing table is created with the file's dimension \
+            vectors.tsv) unless --format says it. The keys a delta export (--since) lists as deleted \
+            are removed, so importing a full export and then its deltas in order reproduces the table. A missing table is created with the file's dimension \
             (and, for files written by strata export, its spec); an existing one must have the file's \
             dimension. Optimizer state and update counts are taken when the file has them, else start \
             fresh. The rows are checkpointed every --checkpoint-rows and at the end.
@@ -120,7 +121,7 @@ struct Import: ParsableCommand {
         let t: Table
         if store.tableNames.contains(table) {
             t = try store.table(table)
-            guard t.spec.dimension == reader.dimension else {
+            guard t.spec.dimension == reader.dimension || (reader.rows == 0 && format == .tsv) else {
                 throw ToolError("'\(table)' has dimension \(t.spec.dimension); \(from) holds rows of \(reader.dimension) values")
             }
         } else {
@@ -155,13 +156,25 @@ struct Import: ParsableCommand {
                 sinceCheckpoint = 0
             }
         }
+        // A delta export's deleted keys are removed, as a serving copy applying it would.
+        var removed = 0
+        while let keys = try reader.nextDeleted(limit: batchSize) {
+            try t.remove(keys)
+            removed += keys.count
+            sinceCheckpoint += keys.count
+            if sinceCheckpoint >= checkpointRows {
+                try store.checkpoint(payload: store.lastCheckpoint.payload)
+                sinceCheckpoint = 0
+            }
+        }
         let info = try store.checkpoint(payload: store.lastCheckpoint.payload)
         if json {
-            try printJSON(["table": table, "from": from, "format": format.rawValue, "rows": imported,
+            try printJSON(["table": table, "from": from, "format": format.rawValue, "rows": imported, "removed": removed,
                            "dimension": reader.dimension, "generation": info.generation,
                            "with_state": reader.stateColumns != nil])
         } else {
-            print("imported \(imported) rows of dimension \(reader.dimension) into '\(table)' from \(from) (\(format.rawValue)); checkpoint \(info.generation)")
+            let deltas = removed > 0 ? ", removed \(removed) keys the file lists as deleted" : ""
+            print("imported \(imported) rows of dimension \(reader.dimension) into '\(table)' from \(from) (\(format.rawValue))\(deltas); checkpoint \(info.generation)")
         }
     }
 }
