@@ -110,6 +110,37 @@ import StrataTestSupport
         #expect(getText.lines.contains { $0.contains("never written") }, "\(getText.lines)")
     }
 
+    /// The tools open stores without a warm tier; a store closed cleanly by a process that had
+    /// one keeps its warm rows across a tool's visit.
+    @Test func aToolBetweenTwoOpensLeavesTheWarmTierInPlace() throws {
+        let directory = temporaryDirectory("strata-tools-warm")
+        defer { removeDirectory(directory) }
+        let path = directory + "/store"
+        let options = Store.Options.small(TierBudget(hotBytes: 8 << 10, warmBytes: 256 << 10))
+        _ = try Self.makeStore(path, options: options)
+        func warmRows() throws -> Int {
+            let store = try Store(path: path, options: options)
+            defer { try? store.close() }
+            // Reads move rows into warm; the clean close saves them.
+            _ = try store.table("emb").lookup((0..<1500).map(Self.key))
+            return try store.table("emb").statistics().rows.warm
+        }
+        let before = try warmRows()
+        try #require(before > 500, "the warm tier holds \(before) rows")
+        let reopened = try Store(path: path, options: options)
+        let kept = try reopened.table("emb").statistics().rows.warm
+        try reopened.close()
+        #expect(kept == before, "a plain reopen kept \(kept) of \(before) warm rows")
+        for arguments in [["info", path], ["export", path, "emb", "--format", "npy", "--out", directory + "/x"], ["verify", path]] {
+            let run = try Self.run(arguments)
+            #expect(run.status == 0, "\(run.lines.suffix(3))")
+        }
+        let after = try Store(path: path, options: options)
+        #expect(try after.table("emb").statistics().rows.warm == before, "the tools dropped the warm tier")
+        #expect(after.openReport.isEmpty, "\(after.openReport)")
+        try after.close()
+    }
+
     // MARK: Bad input
 
     @Test func badInputIsRefusedWithOneLineReasons() throws {

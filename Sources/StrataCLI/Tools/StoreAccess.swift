@@ -2,8 +2,8 @@
 //
 // The tools open the store as its one writer (it must not be open elsewhere; a store in use
 // by `strata train` is refused with the holder's pid). They read the last checkpoint. They
-// keep their memory small: a few MiB of hot rows per table, no warm tier (so the next open's
-// warm tier starts empty), and LMDB's resident pages capped.
+// keep their memory small: a few MiB of hot rows per table, no warm tier (a warm tier saved
+// by a clean close stays for the next open that has one), and LMDB's resident pages capped.
 import ArgumentParser
 import Foundation
 import StrataStore

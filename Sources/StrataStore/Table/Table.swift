@@ -124,8 +124,10 @@ public final class Table: @unchecked Sendable {
         } else {
             warm = nil
         }
-        // Gone for good before any row moves, even across a power cut.
-        if fileExists(directory + "/warm.index") {
+        // Gone for good before any row moves, even across a power cut. Without a warm tier no
+        // warm row moves, so the index stays for the next open that has one (the offline
+        // tools open stores so).
+        if warmCapacity > 0 && fileExists(directory + "/warm.index") {
             do {
                 try removeFile(directory + "/warm.index")
                 try syncDirectory(directory)
