@@ -190,7 +190,7 @@ enum Differential {
         var reopenings = 0
         /// Opens that found the store still locked by this process (see `open`).
         /// Traffic summed over every opening of the store (statistics restart at each open).
-        var traffic = TrafficTotals()
+        var traffic = TableStatistics.Traffic()
         var sampler = SplitMix64(seed: 99)
         /// The operation being checked, for failure messages.
         var context = "start"
@@ -233,7 +233,7 @@ enum Differential {
         }
 
         func collectTraffic() throws {
-            for table in tables { traffic.add(try table.statistics().traffic) }
+            for table in tables { traffic += try table.statistics().traffic }
         }
 
         /// Closes cleanly (saving the warm tier's index) or drops the store without closing,

@@ -41,7 +41,7 @@ import Testing
     struct Run {
         var state: TrainedState
         var summary: TrainingSummary
-        var movement: TrafficTotals
+        var movement: TableStatistics.Traffic
         var events: [String]
     }
 
@@ -62,7 +62,7 @@ import Testing
             }
         }
         let tables = try store.tableNames.map { try store.table($0) }
-        let movement = try TrafficTotals(tables)
+        let movement = try tables.reduce(TableStatistics.Traffic()) { $0 + (try $1.statistics().traffic) }
         var state = try TrainedState.capture(store)
         state.dense = TrainedState.dense(trainer)
         try store.close()

@@ -17,28 +17,22 @@ struct Info: ParsableCommand {
         let last = store.lastCheckpoint
         // c2 before c10.
         let names = store.tableNames.sorted { $0.compare($1, options: .numeric) == .orderedAscending }
-        var tables: [[String: Any]] = []
-        for name in names {
-            let s = try store.table(name).statistics()
-            tables.append(tableSummary(s))
-        }
+        let statistics = try names.map { try store.table($0).statistics() }
         if json {
-            try printJSON(["store": store.path, "checkpoint": checkpointSummary(last), "tables": tables])
+            try printJSON(["store": store.path, "checkpoint": checkpointSummary(last), "tables": statistics.map(tableSummary)])
             return
         }
         print("store \(store.path)")
         print("last checkpoint: " + checkpointLine(last))
-        if tables.isEmpty {
+        if statistics.isEmpty {
             print("no tables")
             return
         }
         let header = ["table", "dim", "storage", "optimizer", "rows", "LMDB bytes", "updates (all opens)"]
-        var rows: [[String]] = []
-        for name in names {
-            let s = try store.table(name).statistics()
+        let rows = statistics.map { s in
             let d = describe(s.spec)
-            rows.append([name, "\(s.spec.dimension)", d.storage, d.optimizer, "\(s.rows.total)", humanBytes(s.bytes.coldOnDisk),
-                         "\((s.trafficBeforeOpen + s.traffic).accesses)"])
+            return [s.name, "\(s.spec.dimension)", d.storage, d.optimizer, "\(s.rows.total)", humanBytes(s.bytes.coldOnDisk),
+                    "\((s.trafficBeforeOpen + s.traffic).accesses)"]
         }
         printTable(header, rows)
     }

@@ -38,7 +38,6 @@ struct Evict: ParsableCommand {
         let t = try StoreAccess.table(store, table)
         let before = try t.statistics()
         var evicted = 0, pending: [UInt64] = []
-        var recordBytes = 0
         func flush(checkpoint: Bool) throws {
             if !pending.isEmpty && !dryRun { try t.remove(pending) }
             pending.removeAll(keepingCapacity: true)
@@ -62,7 +61,7 @@ struct Evict: ParsableCommand {
                 sinceCheckpoint = 0
             }
         }
-        recordBytes = evicted * before.recordBytes
+        let recordBytes = evicted * before.recordBytes
         try flush(checkpoint: sinceCheckpoint > 0)
         let after = try t.statistics()
         if json {
@@ -131,6 +130,7 @@ struct Neighbors: ParsableCommand {
         // The best `count` so far, best first; a sorted array beats a heap at these sizes.
         var best: [(key: UInt64, score: Double)] = []
         var scanned = 0
+        let byDot = metric == "dot"
         try t.scanCheckpoint(withState: false) { batch in
             let d = batch.dimension
             batch.values.withUnsafeBufferPointer { v in
@@ -141,7 +141,7 @@ struct Neighbors: ParsableCommand {
                         dot += x * q[j]
                         n2 += x * x
                     }
-                    let score = metric == "dot" ? dot : (n2 == 0 || qNorm == 0 ? 0 : dot / (n2.squareRoot() * qNorm))
+                    let score = byDot ? dot : (n2 == 0 || qNorm == 0 ? 0 : dot / (n2.squareRoot() * qNorm))
                     if best.count < count || score > best[best.count - 1].score {
                         let at = best.firstIndex { score > $0.score || (score == $0.score && batch.keys[i] < $0.key) } ?? best.count
                         best.insert((batch.keys[i], score), at: at)

@@ -41,9 +41,13 @@ struct Export: ParsableCommand {
         if let since, since > generation {
             throw ToolError("--since \(since): the store's last checkpoint is \(generation)")
         }
-        // First pass: how many rows, so that every tensor's place in the file is known.
-        var rows = 0
-        try t.scanCheckpoint(batchSize: batchSize, changedAfter: since, withState: false) { rows += $0.count }
+        // How many rows, so that every tensor's place in the file is known: a delta needs a
+        // counting pass.
+        var rows = t.checkpointRowCount
+        if let since {
+            rows = 0
+            try t.scanCheckpoint(batchSize: batchSize, changedAfter: since, withState: false) { rows += $0.count }
+        }
         let deleted = try since.map { try t.deletedKeys(after: $0).map(\.key) } ?? []
         let d = t.spec.dimension, stateCount = t.spec.optimizer.stateCount(dimension: d)
         var shapes = [TensorShape(name: "keys", type: .uint64, rows: rows, columns: nil),

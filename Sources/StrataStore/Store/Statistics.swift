@@ -20,7 +20,7 @@ public struct TableStatistics: Sendable, Codable, Equatable {
         public var overhead = 0
     }
 
-    public struct Traffic: Sendable, Codable, Equatable {
+    public struct Traffic: Sendable, Codable, Equatable, CustomStringConvertible {
         /// Where lookups and updates found their rows.
         public var hotHits = 0, warmHits = 0, spillHits = 0, coldHits = 0, initializerHits = 0
         /// Rows moved up into hot from warm, spill or LMDB.
@@ -30,10 +30,27 @@ public struct TableStatistics: Sendable, Codable, Equatable {
         public var accesses: Int { hotHits + warmHits + spillHits + coldHits + initializerHits }
         public var hotHitRatio: Double { accesses == 0 ? 0 : Double(hotHits) / Double(accesses) }
 
+        public init() {}
+
+        init(hotHits: Int, warmHits: Int, spillHits: Int, coldHits: Int, initializerHits: Int,
+             hotToWarm: Int, toSpill: Int, dropped: Int) {
+            (self.hotHits, self.warmHits, self.spillHits, self.coldHits, self.initializerHits) =
+                (hotHits, warmHits, spillHits, coldHits, initializerHits)
+            (self.hotToWarm, self.toSpill, self.dropped) = (hotToWarm, toSpill, dropped)
+        }
+
+        /// Summed over tables, or over openings of a store.
         public static func + (a: Traffic, b: Traffic) -> Traffic {
             Traffic(hotHits: a.hotHits + b.hotHits, warmHits: a.warmHits + b.warmHits, spillHits: a.spillHits + b.spillHits,
                     coldHits: a.coldHits + b.coldHits, initializerHits: a.initializerHits + b.initializerHits,
                     hotToWarm: a.hotToWarm + b.hotToWarm, toSpill: a.toSpill + b.toSpill, dropped: a.dropped + b.dropped)
+        }
+
+        public static func += (a: inout Traffic, b: Traffic) { a = a + b }
+
+        public var description: String {
+            "hits hot \(hotHits) warm \(warmHits) spill \(spillHits) cold \(coldHits) initializer \(initializerHits); "
+                + "hot to warm \(hotToWarm), to spill \(toSpill), dropped \(dropped)"
         }
     }
 

@@ -48,6 +48,9 @@ public struct IntegrityProblem: Sendable, Equatable, CustomStringConvertible {
 }
 
 extension Table {
+    /// How many rows the last checkpoint holds: what `scanCheckpoint` without a filter yields.
+    public var checkpointRowCount: Int { persistedRows.load(ordering: .relaxed) }
+
     /// Calls `body` with the table's rows as of the last checkpoint, in key order, at most
     /// `batchSize` at a time. Rows changed since `changedAfter` (a generation) only, when
     /// given. Without `withState` the optimizer state is not copied. Throws `.corrupted`

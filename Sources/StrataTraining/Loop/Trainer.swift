@@ -308,23 +308,23 @@ public final class Trainer {
     }
 
     private func tableSummary() throws -> TrainingSummary.Tables {
-        var rows = 0, bytes = 0, largest = 0, overhead = 0, hot = 0, warm = 0, cold = 0, all = 0
+        var rows = 0, bytes = 0, largest = 0, overhead = 0
+        var traffic = TableStatistics.Traffic()
         for table in tables {
             let s = try table.statistics()
             rows += s.rows.total
             bytes += s.rows.total * s.recordBytes
             largest = max(largest, s.rows.total * s.recordBytes)
             overhead += s.bytes.overhead
-            hot += s.traffic.hotHits
-            warm += s.traffic.warmHits + s.traffic.spillHits
-            cold += s.traffic.coldHits
-            all += s.traffic.accesses
+            traffic += s.traffic
         }
-        let total = Double(max(all, 1))
+        let total = Double(max(traffic.accesses, 1))
         return .init(rows: rows, rowBytes: bytes, largestTableBytes: largest,
                      budgetBytesPerTable: resources.budget.hotBytes + resources.budget.warmBytes,
                      overheadBytes: max(overhead, peakOverhead),
-                     hotHitRatio: Double(hot) / total, warmHitRatio: Double(warm) / total, coldHitRatio: Double(cold) / total)
+                     hotHitRatio: Double(traffic.hotHits) / total,
+                     warmHitRatio: Double(traffic.warmHits + traffic.spillHits) / total,
+                     coldHitRatio: Double(traffic.coldHits) / total)
     }
 
     /// The model on the evaluation data (read-only: nothing moves in the store).
