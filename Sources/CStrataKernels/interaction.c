@@ -33,7 +33,7 @@ INLINE void load(int vectors, int dim, const float *const *inputs, int s0, int n
         }
 }
 
-INLINE void forward_body(int vectors, int dim, int batch, const float *const *inputs, float *out, int ldo) {
+INLINE void forward_body(int vectors, int dim, int batch, const float *const *inputs, int passthrough, float *out, int ldo) {
     int pairs = vectors * (vectors - 1) / 2;
     lanes *z = tiles((size_t)vectors * dim + pairs);
     if (!z) abort();
@@ -50,14 +50,15 @@ INLINE void forward_body(int vectors, int dim, int batch, const float *const *in
             }
         for (int s = 0; s < n; s++) {
             float *row = out + (size_t)(s0 + s) * ldo;
-            memcpy(row, inputs[0] + (size_t)(s0 + s) * dim, sizeof(float) * dim);
-            for (int q = 0; q < pairs; q++) row[dim + q] = ((const float *)&products[q])[s];
+            if (passthrough) memcpy(row, inputs[0] + (size_t)(s0 + s) * dim, sizeof(float) * dim);
+            float *tail = row + (passthrough ? dim : 0);
+            for (int q = 0; q < pairs; q++) tail[q] = ((const float *)&products[q])[s];
         }
     }
 }
 
-INLINE void backward_body(int vectors, int dim, int batch, const float *const *inputs, const float *dy, int lddy,
-                          float *const *gradients) {
+INLINE void backward_body(int vectors, int dim, int batch, const float *const *inputs, int passthrough, const float *dy,
+                          int lddy, float *const *gradients) {
     int pairs = vectors * (vectors - 1) / 2;
     lanes *z = tiles(2 * (size_t)vectors * dim + pairs);
     if (!z) abort();
@@ -67,7 +68,7 @@ INLINE void backward_body(int vectors, int dim, int batch, const float *const *i
         load(vectors, dim, inputs, s0, n, z);
         if (n < L) memset(g, 0, sizeof(lanes) * pairs);
         for (int s = 0; s < n; s++) {
-            const float *row = dy + (size_t)(s0 + s) * lddy + dim;
+            const float *row = dy + (size_t)(s0 + s) * lddy + (passthrough ? dim : 0);
             for (int q = 0; q < pairs; q++) ((float *)&g[q])[s] = row[q];
         }
         memset(gz, 0, sizeof(lanes) * (size_t)vectors * dim);
@@ -87,7 +88,7 @@ INLINE void backward_body(int vectors, int dim, int batch, const float *const *i
                 for (int k = 0; k < dim; k++) row[k] = ((const float *)&gz[v * dim + k])[s];
             }
         // The bottom output also passes straight through to the first columns.
-        for (int s = 0; s < n; s++) {
+        for (int s = 0; s < n && passthrough; s++) {
             float *row = gradients[0] + (size_t)(s0 + s) * dim;
             const float *d = dy + (size_t)(s0 + s) * lddy;
             for (int k = 0; k < dim; k++) row[k] += d[k];
@@ -96,26 +97,28 @@ INLINE void backward_body(int vectors, int dim, int batch, const float *const *i
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx512f"))) static void forward_avx512(int v, int d, int b, const float *const *in, float *out, int ldo) {
-    forward_body(v, d, b, in, out, ldo);
+__attribute__((target("avx512f"))) static void forward_avx512(int v, int d, int b, const float *const *in, int pass, float *out,
+                                                              int ldo) {
+    forward_body(v, d, b, in, pass, out, ldo);
 }
-__attribute__((target("avx512f"))) static void backward_avx512(int v, int d, int b, const float *const *in, const float *dy,
-                                                               int lddy, float *const *g) {
-    backward_body(v, d, b, in, dy, lddy, g);
+__attribute__((target("avx512f"))) static void backward_avx512(int v, int d, int b, const float *const *in, int pass,
+                                                               const float *dy, int lddy, float *const *g) {
+    backward_body(v, d, b, in, pass, dy, lddy, g);
 }
 #endif
 
-void strata_interaction_forward(int vectors, int dim, int batch, const float *const *inputs, float *out, int ldo) {
+void strata_interaction_forward(int vectors, int dim, int batch, const float *const *inputs, int passthrough, float *out,
+                                int ldo) {
 #if defined(__x86_64__)
-    if (strata_sgemm_available()) { forward_avx512(vectors, dim, batch, inputs, out, ldo); return; }
+    if (strata_sgemm_available()) { forward_avx512(vectors, dim, batch, inputs, passthrough, out, ldo); return; }
 #endif
-    forward_body(vectors, dim, batch, inputs, out, ldo);
+    forward_body(vectors, dim, batch, inputs, passthrough, out, ldo);
 }
 
-void strata_interaction_backward(int vectors, int dim, int batch, const float *const *inputs, const float *dy, int lddy,
-                                 float *const *gradients) {
+void strata_interaction_backward(int vectors, int dim, int batch, const float *const *inputs, int passthrough,
+                                 const float *dy, int lddy, float *const *gradients) {
 #if defined(__x86_64__)
-    if (strata_sgemm_available()) { backward_avx512(vectors, dim, batch, inputs, dy, lddy, gradients); return; }
+    if (strata_sgemm_available()) { backward_avx512(vectors, dim, batch, inputs, passthrough, dy, lddy, gradients); return; }
 #endif
-    backward_body(vectors, dim, batch, inputs, dy, lddy, gradients);
+    backward_body(vectors, dim, batch, inputs, passthrough, dy, lddy, gradients);
 }

@@ -13,36 +13,56 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model whose embedding tables live in a store.",
         discussion: """
+            Models (--model): \(ModelRegistry.models.map { "\($0.name): \($0.summary)" }.joined(separator: "; ")).
+
+            A model's settings have defaults; --embedding-dim, --mlp, --dropout, --cross-layers, --combine, \
+            --mlp-embedding-dim, --bottom-mlp and --top-mlp change them, and --set KEY=VALUE any other \
+            (e.g. --set biases=false for mf).
+
             Data: criteo:PATH reads Criteo's TSV format (label, 13 integers, 26 hexadecimal categories, \
             tab-separated) as it goes; synthetic:criteo generates data of the same shape from a planted \
-            model, so the best reachable AUC is known. A checkpoint holds the store's rows and their \
+            model, so the best reachable AUC is known; movielens reads MovieLens-100K with its users' and \
+            items' features; table:PATH reads a CSV or TSV described by --schema. --protocol splits \
+            tabular data and evaluates it as RecBole does. A checkpoint holds the store's rows and their \
             optimizer state, the dense weights and theirs, the step and the data position, all at one \
             instant: --resume continues exactly where it was taken.
             """)
 
-    @Option(help: "The model (dlrm).") var model = "dlrm"
-    @Option(help: "Training data: criteo:PATH or synthetic:criteo.") var data: String
-    @Option(help: "Evaluation data: criteo:PATH or synthetic:criteo (default for synthetic data: its held-out stream).")
-    var evalData: String?
+    @Option(help: "The model: \(ModelRegistry.names.joined(separator: ", ")).") var model = "dlrm"
+    @OptionGroup var input: DataOptions
     @Option(help: "Store directory.") var store = "strata-data/train"
 
-    @Option(help: "Embedding dimension.") var embeddingDim = 16
-    @Option(help: "Bottom MLP hidden sizes, dash-separated (its input is the dense features, its output the embedding dimension).")
-    var bottomMlp = "512-256-64"
-    @Option(help: "Top MLP hidden sizes, dash-separated (its output is one logit).") var topMlp = "512-256"
+    @Option(help: "Model setting: the embedding dimension.") var embeddingDim: Int?
+    @Option(help: "Model setting: the MLP's hidden sizes, dash-separated (e.g. 128-64).") var mlp: String?
+    @Option(help: "Model setting: dropout after the MLP's hidden layers.") var dropout: Float?
+    @Option(help: "Model setting (dcn-v2): cross layers.") var crossLayers: Int?
+    @Option(help: "Model setting (deep): how user and item embeddings meet: concat or product.") var combine: String?
+    @Option(help: "Model setting (neumf): the MLP tower's embedding dimension.") var mlpEmbeddingDim: Int?
+    @Option(help: "Model setting (dlrm): bottom MLP hidden sizes, dash-separated (its input is the dense features, its output the embedding dimension).")
+    var bottomMlp: String?
+    @Option(help: "Model setting (dlrm): top MLP hidden sizes, dash-separated (its output is one logit).") var topMlp: String?
+    @Option(name: .customLong("set"), help: "Model setting KEY=VALUE (VALUE as JSON, or text); repeatable.") var settings: [String] = []
 
-    @Option(help: "Samples per step.") var batchSize = 128
+    @Option(help: "Samples per step (before negatives).") var batchSize = 128
     @Option(help: "Dense learning rate.") var learningRate: Float = 0.1
     @Option(help: "Embedding learning rate (default: the dense one).") var sparseLearningRate: Float?
-    @Option(help: "Dense optimizer: sgd, adagrad or adam.") var optimizer = "sgd"
+    @Option(help: "Dense optimizer: sgd, adagrad, rowwise-adagrad, adam or ftrl (the store's arithmetic).") var optimizer = "sgd"
     @Option(help: "Embedding optimizer in the store: sgd, adagrad, rowwise-adagrad, adam or ftrl (default: like --optimizer).")
     var sparseOptimizer: String?
+    @Option(help: "Wide tables' optimizer in the store (wide-deep): ftrl (FTRL-Proximal), or any of the store's.") var wideOptimizer = "ftrl"
+    @Option(help: "Wide tables' learning rate (FTRL's alpha).") var wideLearningRate: Float = 0.05
+    @Option(help: "L2 regularisation of the embedding rows a batch touches (added to their gradients).") var weightDecay: Float = 0
+    @Option(help: "Loss: bce (clicks), mse (ratings) or bpr (ranking with negatives); default: the protocol's.") var loss: String?
+    @Option(help: "The label to train on (default: the data's first).") var label: String?
+    @Option(help: "Negatives sampled per sample (default: 1 for the topk protocol, else none).") var negatives: Int?
+    @Option(help: "How negatives are drawn: uniform, or popularity[:EXPONENT] (by training interactions^exponent, default 1).")
+    var negativeSampling = "uniform"
     @Option(help: "Steps to train (default: one epoch, or --epochs).") var steps: Int?
     @Option(help: "Passes over the data when --steps is not given.") var epochs = 1
     @Option(help: "Evaluate every N steps (and at the end); 0: only at the end.") var evalEvery = 0
-    @Option(help: "Samples per evaluation.") var evalSamples = 100_000
+    @Option(help: "Samples per evaluation during training (ranking: users); the final test evaluates all.") var evalSamples = 100_000
     @Option(help: "Checkpoint every N steps (and at the end); 0: only at the end.") var checkpointEvery = 0
-    @Option(help: "Seed of the initial weights and of the data order.") var seed: UInt64 = 1
+    @Option(help: "Seed of the initial weights, the data order and the split.") var seed: UInt64 = 1
     @Flag(help: "Continue from the store's last checkpoint.") var resume = false
     @Flag(help: "Delete the store's contents and start over (without it, a store that holds a checkpoint is refused unless --resume).")
     var overwrite = false
@@ -56,20 +76,14 @@ struct Train: ParsableCommand {
     @Option(help: "Threads for matrix products.") var threads = 2
 
     @Option(help: "Write one JSON object per progress line, evaluation and checkpoint to this file.") var metrics: String?
-    @Option(help: "A malformed input line: skip (and count) or stop.") var onMalformed = "stop"
     @Flag(help: "Print the final summary as JSON.") var json = false
     @Option(name: .customLong("report"), help: """
-        Also write DIR/metrics.jsonl (as --metrics), DIR/summary.json and pictures of them:         training-loss (loss and samples/s against steps, checkpoints marked) and training-metrics         (evaluation AUC and logloss, with the planted model's AUC on synthetic data), PNG and SVG,         drawn by tools/plot-report.py with matplotlib.
+        Also write DIR/metrics.jsonl (as --metrics), DIR/summary.json and pictures of them: \
+        training-loss (loss and samples/s against steps, checkpoints marked) and training-metrics \
+        (the evaluation metrics, with the planted model's AUC on synthetic data), PNG and SVG, \
+        drawn by tools/plot-report.py with matplotlib.
         """)
     var reportDirectory: String?
-
-    @Option(help: "Synthetic data: samples per epoch.") var syntheticSamples: Int64 = 10_000_000
-    @Option(help: "Synthetic data: the largest key space of a categorical feature (others shrink geometrically to 10).")
-    var syntheticKeys: Double = 1e7
-    @Option(help: "Synthetic data: key spaces of the categorical features: geometric (see --synthetic-keys) or kaggle (Criteo Kaggle's table sizes).")
-    var syntheticKeySpaces = "geometric"
-    @Option(help: "Synthetic data: Zipf exponent of the categorical ids.") var syntheticZipf = 1.05
-    @Option(help: "Criteo data: samples read together and shuffled (0: file order).") var shuffleBlock = 0
 
     func validate() throws {
         // Refused here, not trapped on a precondition deep inside.
@@ -79,7 +93,7 @@ struct Train: ParsableCommand {
             try require((0...mebibytes).contains(value), "\(flag) must be between 0 and \(Int(mebibytes)), not \(value)")
         }
         try require(batchSize >= 1, "--batch-size must be at least 1, not \(batchSize)")
-        try require(embeddingDim >= 1, "--embedding-dim: a dimension 0 table holds nothing; give at least 1")
+        try require(embeddingDim.map { $0 >= 1 } ?? true, "--embedding-dim: a dimension 0 table holds nothing; give at least 1")
         try require(steps.map { $0 >= 1 } ?? true, "--steps must be at least 1")
         try require(epochs >= 1, "--epochs must be at least 1, not \(epochs)")
         try require(evalEvery >= 0 && evalSamples >= 0 && checkpointEvery >= 0,
@@ -87,26 +101,23 @@ struct Train: ParsableCommand {
         try require(!(resume && overwrite), "--resume and --overwrite exclude each other")
         try require(lookahead >= 0, "--lookahead cannot be negative")
         try require((1...256).contains(threads), "--threads must be between 1 and 256, not \(threads)")
-        try require(shuffleBlock >= 0, "--shuffle-block cannot be negative")
         try require(learningRate.isFinite && learningRate > 0, "--learning-rate must be positive, not \(learningRate)")
         try require(sparseLearningRate.map { $0.isFinite && $0 > 0 } ?? true, "--sparse-learning-rate must be positive")
-        try require(syntheticSamples >= 1, "--synthetic-samples must be at least 1, not \(syntheticSamples)")
-        try require(syntheticKeys >= 10 && syntheticKeys <= Double(Int64.max / 2),
-                    "--synthetic-keys must be at least 10 (the smallest feature's key space), not \(syntheticKeys)")
-        try require(syntheticZipf.isFinite && syntheticZipf > 0, "--synthetic-zipf must be positive, not \(syntheticZipf)")
+        try require(wideLearningRate.isFinite && wideLearningRate > 0, "--wide-learning-rate must be positive")
+        try require(weightDecay.isFinite && weightDecay >= 0, "--weight-decay must be >= 0, not \(weightDecay)")
+        try require(negatives.map { (0...1000).contains($0) } ?? true, "--negatives must be between 0 and 1000")
+        try require(dropout.map { $0 >= 0 && $0 < 1 } ?? true, "--dropout must be in [0, 1)")
     }
 
     func run() throws {
-        guard model == "dlrm" else { throw ValidationError("unknown model '\(model)' (this version has dlrm)") }
-        let bottom = try sizes(bottomMlp, "--bottom-mlp"), top = try sizes(topMlp, "--top-mlp")
-        let (train, eval) = try sources()
-        let schema = train.schema
-        let options = TrainingOptions(
-            model: DLRMConfig(denseFeatures: schema.dense, sparseFeatures: schema.sparse, embeddingDimension: embeddingDim,
-                              bottomHidden: bottom, topHidden: top),
-            batchSize: batchSize, steps: steps, epochs: epochs, denseOptimizer: try denseOptimizer(),
-            sparseOptimizer: try sparseStoreOptimizer(), embeddingInitializer: .uniform(low: -0.01, high: 0.01),
-            evaluateEvery: evalEvery, evaluationSamples: evalSamples, checkpointEvery: checkpointEvery, seed: seed)
+        let loaded = try input.load(seed: seed, label: label)
+        let options = try trainingOptions(loaded)
+        if let table = loaded.table, !table.ignoredColumns.isEmpty {
+            print("columns not in the schema (read past): \(table.ignoredColumns.joined(separator: ", "))")
+        }
+        if let table = loaded.table, input.protocol != .none {
+            print("\(input.protocol.rawValue) protocol: \(table.counts[0]) training, \(table.counts[1]) validation, \(table.counts[2]) test lines")
+        }
         let resources = TrainingResources(
             budget: TierBudget(hotBytes: Int(hotMb * 1048576), warmBytes: Int(warmMb * 1048576)), lookahead: lookahead, threads: threads)
 
@@ -120,8 +131,9 @@ struct Train: ParsableCommand {
             try db.close()
             throw ValidationError("the store \(store) holds checkpoint \(generation); --resume continues it, --overwrite starts over")
         }
-        let trainer = try Trainer(store: db, options: options, resources: resources, train: train, evaluate: eval, resume: resume)
+        let trainer = try Trainer(store: db, options: options, resources: resources, data: loaded.training, resume: resume)
         if let from = trainer.resumedFromStep { print("resumed at step \(from) from checkpoint \(db.lastCheckpoint.generation)") }
+        if trainer.isFinished { print("the run is complete: the checkpoint holds its last step; evaluating only") }
 
         if let reportDirectory {
             do {
@@ -143,8 +155,7 @@ struct Train: ParsableCommand {
                 if terminal { print("\r\u{1B}[K" + line, terminator: ""); fflush(nil) } else { print(line) }
             case .evaluation(let e):
                 if terminal { print("") }
-                print("eval at step \(e.step) on \(e.samples) samples: AUC \(String(format: "%.4f", e.auc))  "
-                      + "logloss \(String(format: "%.4f", e.logloss))  accuracy \(String(format: "%.4f", e.accuracy))")
+                print("eval at step \(e.step) on \(e.samples) \(e.split) \(loaded.ranks ? "users" : "samples"): \(e.text)")
             case .checkpoint(let step, let generation, let seconds):
                 if terminal { print("") }
                 print("checkpoint \(generation) at step \(step) (\(String(format: "%.2f", seconds)) s)")
@@ -156,14 +167,9 @@ struct Train: ParsableCommand {
         try db.close()
         // Synthetic data knows the best reachable AUC: the planted model's, on the very
         // samples the evaluation used.
-        let planted = (eval as? SyntheticClicks).flatMap { source in
-            summary.evaluation.map { source.plantedAUC(samples: $0.samples) }
-        }
-        let encoder = JSONEncoder()
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        // A resume with no step left has no loss: "nan", not a failure.
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        var object = try JSONSerialization.jsonObject(with: encoder.encode(summary)) as? [String: Any] ?? [:]
+        let planted = loaded.synthetic.flatMap { source in summary.evaluation.map { source.plantedAUC(samples: $0.samples) } }
+        var object = summaryObject(summary)
+        object["model"] = options.model.name
         if let planted { object["planted_auc"] = planted }
         if let reportDirectory {
             try writeJSONReport(object, named: "summary.json", in: reportDirectory)
@@ -172,7 +178,7 @@ struct Train: ParsableCommand {
         if json {
             print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         } else {
-            if let planted, let auc = summary.evaluation?.auc {
+            if let planted, let auc = summary.evaluation?["auc"] {
                 print("planted model's AUC on the same samples: \(String(format: "%.4f", planted)) "
                       + "(the model is \(String(format: "%.4f", planted - auc)) below it)")
             }
@@ -183,9 +189,97 @@ struct Train: ParsableCommand {
                   + "; resident \(megabytes(summary.residentBytesBetweenSteps)) between steps"
                   + (summary.peakResidentBytes.map { ", peak \(megabytes($0))" } ?? ""))
             let skipped = summary.skippedLines > 0 ? "; skipped \(summary.skippedLines) malformed lines" : ""
+            let loss = summary.finalLoss.isNaN ? "none (no step in this run)" : String(format: "%.4f", summary.finalLoss)
             print("trained \(summary.steps) steps, \(summary.samples) samples in \(fmt(summary.seconds)) s: "
-                  + "\(fmt(summary.samplesPerSecond)) samples/s; final loss \(String(format: "%.4f", summary.finalLoss))" + skipped)
+                  + "\(fmt(summary.samplesPerSecond)) samples/s; final loss \(loss)" + skipped)
         }
+    }
+
+    /// The summary as one JSON object (snake_case keys).
+    private func summaryObject(_ s: TrainingSummary) -> [String: Any] {
+        let t = s.tables
+        var object: [String: Any] = [
+            "steps": s.steps, "samples": s.samples, "seconds": s.seconds, "samples_per_second": s.samplesPerSecond,
+            "final_loss": s.finalLoss.isNaN ? "nan" : s.finalLoss as Any, "skipped_lines": s.skippedLines,
+            "resident_bytes_between_steps": s.residentBytesBetweenSteps,
+            "tables": ["rows": t.rows, "row_bytes": t.rowBytes, "largest_table_bytes": t.largestTableBytes,
+                       "budget_bytes_per_table": t.budgetBytesPerTable, "overhead_bytes": t.overheadBytes,
+                       "hot_hit_ratio": t.hotHitRatio, "warm_hit_ratio": t.warmHitRatio, "cold_hit_ratio": t.coldHitRatio],
+        ]
+        if let e = s.evaluation { object["evaluation"] = e.json }
+        object["evaluations"] = s.evaluations.map(\.json)
+        if let r = s.resumedFromStep { object["resumed_from_step"] = r }
+        if let p = s.peakResidentBytes { object["peak_resident_bytes"] = p }
+        return object
+    }
+
+    /// The run's options from the flags and the data.
+    private func trainingOptions(_ loaded: DataOptions.Loaded) throws -> TrainingOptions {
+        let lossName = loss ?? loaded.defaultLoss
+        let lossValue: Loss = switch lossName {
+        case "bce": .binaryCrossEntropy
+        case "mse": .meanSquaredError
+        case "bpr": .bpr
+        default: throw ValidationError("--loss: bce, mse or bpr, not '\(lossName)'")
+        }
+        let count = negatives ?? (loaded.ranks ? 1 : 0)
+        var sampling: NegativeSampling? = nil
+        if count > 0 {
+            let parts = negativeSampling.split(separator: ":", maxSplits: 1).map(String.init)
+            let distribution: NegativeSampling.Distribution
+            switch parts[0] {
+            case "uniform" where parts.count == 1: distribution = .uniform
+            case "popularity":
+                guard let exponent = parts.count == 2 ? Double(parts[1]) : 1, exponent.isFinite, exponent >= 0 else {
+                    throw ValidationError("--negative-sampling popularity:EXPONENT wants a number >= 0, got '\(negativeSampling)'")
+                }
+                distribution = .popularity(exponent: exponent)
+            default: throw ValidationError("--negative-sampling: uniform or popularity[:EXPONENT], not '\(negativeSampling)'")
+            }
+            sampling = NegativeSampling(count: count, distribution: distribution)
+        }
+        let spec: ModelSpec
+        do { spec = try ModelRegistry.spec(model, settings: try modelSettings()) } catch let error as ModelError {
+            throw ValidationError(error.description)
+        }
+        if let problem = ModelRegistry.problem(spec, schema: loaded.schema) { throw ValidationError(problem) }
+        return TrainingOptions(
+            model: spec, schema: loaded.schema, batchSize: batchSize, steps: steps, epochs: epochs,
+            denseOptimizer: try storeOptimizer(optimizer, rate: learningRate, flag: "--optimizer"),
+            sparseOptimizer: try storeOptimizer(sparseOptimizer ?? optimizer, rate: sparseLearningRate ?? learningRate,
+                                                flag: "--sparse-optimizer"),
+            wideOptimizer: try storeOptimizer(wideOptimizer, rate: wideLearningRate, flag: "--wide-optimizer"),
+            embeddingInitializer: .uniform(low: -0.01, high: 0.01), loss: lossValue, label: label, negatives: sampling,
+            weightDecay: weightDecay, evaluateEvery: evalEvery, evaluationSamples: evalSamples, checkpointEvery: checkpointEvery,
+            seed: seed)
+    }
+
+    /// The model settings the flags give, by configuration key.
+    private func modelSettings() throws -> [String: JSONValue] {
+        var out: [String: JSONValue] = [:]
+        func sizes(_ text: String, _ flag: String) throws -> JSONValue {
+            let parts = text.split(separator: "-").map { Int($0) }
+            guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else {
+                throw ValidationError("\(flag) wants sizes like 512-256-64, got '\(text)'")
+            }
+            return .array(parts.map { .number(Double($0!)) })
+        }
+        if let embeddingDim { out["embedding_dim"] = .number(Double(embeddingDim)) }
+        if let mlp { out["mlp"] = try sizes(mlp, "--mlp") }
+        if let dropout { out["dropout"] = .number(Double(dropout)) }
+        if let crossLayers { out["cross_layers"] = .number(Double(crossLayers)) }
+        if let combine { out["combine"] = .string(combine) }
+        if let mlpEmbeddingDim { out["mlp_embedding_dim"] = .number(Double(mlpEmbeddingDim)) }
+        if let bottomMlp { out["bottom_mlp"] = try sizes(bottomMlp, "--bottom-mlp") }
+        if let topMlp { out["top_mlp"] = try sizes(topMlp, "--top-mlp") }
+        for setting in settings {
+            guard let eq = setting.firstIndex(of: "="), eq != setting.startIndex else {
+                throw ValidationError("--set wants KEY=VALUE, got '\(setting)'")
+            }
+            let key = String(setting[..<eq]).replacingOccurrences(of: "-", with: "_"), text = String(setting[setting.index(after: eq)...])
+            out[key] = (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .string(text)
+        }
+        return out
     }
 
     /// Deletes `store` for --overwrite: only a store (or nothing), and only once opening it has
@@ -203,65 +297,15 @@ struct Train: ParsableCommand {
         try FileManager.default.removeItem(atPath: store)
     }
 
-    private func sizes(_ text: String, _ flag: String) throws -> [Int] {
-        let parts = text.split(separator: "-").map { Int($0) }
-        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else {
-            throw ValidationError("\(flag) wants sizes like 512-256-64, got '\(text)'")
-        }
-        return parts.map { $0! }
-    }
-
-    private func denseOptimizer() throws -> DenseOptimizer {
-        switch optimizer {
-        case "sgd": return .sgd(learningRate: learningRate)
-        case "adagrad": return .adagrad(learningRate: learningRate)
-        case "adam": return .adam(learningRate: learningRate)
-        default: throw ValidationError("--optimizer: sgd, adagrad or adam, not '\(optimizer)'")
-        }
-    }
-
-    private func sparseStoreOptimizer() throws -> Optimizer {
-        let rate = sparseLearningRate ?? learningRate
-        switch sparseOptimizer ?? optimizer {
+    private func storeOptimizer(_ name: String, rate: Float, flag: String) throws -> Optimizer {
+        switch name {
         case "sgd": return .sgd(learningRate: rate)
         case "adagrad": return .adagrad(learningRate: rate)
         case "rowwise-adagrad": return .rowwiseAdagrad(learningRate: rate)
         case "adam": return .adam(learningRate: rate)
         case "ftrl": return .ftrl(alpha: rate)
-        case let other: throw ValidationError("--sparse-optimizer: sgd, adagrad, rowwise-adagrad, adam or ftrl, not '\(other)'")
+        case let other: throw ValidationError("\(flag): sgd, adagrad, rowwise-adagrad, adam or ftrl, not '\(other)'")
         }
-    }
-
-    /// The training source and the evaluation source (synthetic data evaluates on its
-    /// held-out stream unless told otherwise).
-    private func sources() throws -> (any ClickSource, (any ClickSource)?) {
-        let train = try source(data, split: .train)
-        if let evalData { return (train, try source(evalData, split: .test)) }
-        return (train, data.hasPrefix("synthetic:") ? try source(data, split: .test) : nil)
-    }
-
-    private func source(_ spec: String, split: SyntheticClicks.Split) throws -> any ClickSource {
-        if spec == "synthetic:criteo" {
-            var o = SyntheticClicks.Options(seed: seed, samplesPerEpoch: syntheticSamples, zipfExponent: syntheticZipf,
-                                            largestKeySpace: Int64(syntheticKeys))
-            switch syntheticKeySpaces {
-            case "geometric": break
-            case "kaggle": o.keySpaces = SyntheticClicks.criteoKaggleKeySpaces
-            default: throw ValidationError("--synthetic-key-spaces: geometric or kaggle, not '\(syntheticKeySpaces)'")
-            }
-            return SyntheticClicks(options: o, split: split)
-        }
-        if spec.hasPrefix("criteo:") {
-            let policy: CriteoFile.MalformedLinePolicy
-            switch onMalformed {
-            case "skip": policy = .skip
-            case "stop": policy = .stop
-            default: throw ValidationError("--on-malformed: skip or stop, not '\(onMalformed)'")
-            }
-            return try CriteoFile(path: String(spec.dropFirst("criteo:".count)),
-                                  options: .init(shuffleBlock: shuffleBlock, seed: seed, malformedLines: policy))
-        }
-        throw ValidationError("data must be criteo:PATH or synthetic:criteo, not '\(spec)'")
     }
 }
 
@@ -294,7 +338,9 @@ final class MetricsLog {
         }
         switch event {
         case .progress(let p): merge("progress", p)
-        case .evaluation(let e): merge("evaluation", e)
+        case .evaluation(let e):
+            object = e.json
+            object["event"] = "evaluation"
         case .checkpoint(let step, let generation, let seconds):
             object = ["event": "checkpoint", "step": step, "generation": generation, "seconds": seconds]
         }

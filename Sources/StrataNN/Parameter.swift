@@ -1,6 +1,6 @@
 // Dense parameters, their gradients and their optimizer state, and the one way they are
 // saved and restored (inside a store checkpoint's payload).
-import StrataStore
+public import StrataStore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -10,8 +10,9 @@ public final class Parameter {
     public let name: String
     public let value: Tensor
     public let gradient: Tensor
-    /// Optimizer state, as many tensors of the same shape as the optimizer needs.
-    public internal(set) var state: [Tensor] = []
+    /// The optimizer's state: `Optimizer.stateCount(dimension: value.count)` floats in one
+    /// row (Adam: m, then v), or nil when it keeps none.
+    public internal(set) var state: Tensor?
 
     public init(_ name: String, rows: Int, columns: Int) {
         self.name = name
@@ -45,60 +46,29 @@ public struct WeightInitializer {
     }
 }
 
-/// An optimizer for dense parameters. `step` applies the gradients now in the parameters.
-public enum DenseOptimizer: Sendable, Codable, Equatable {
-    case sgd(learningRate: Float)
-    case adagrad(learningRate: Float, epsilon: Float = 1e-10, initialAccumulator: Float = 0)
-    case adam(learningRate: Float, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8)
-
-    public var name: String {
-        switch self {
-        case .sgd: "sgd"
-        case .adagrad: "adagrad"
-        case .adam: "adam"
-        }
-    }
-
-    var stateTensors: Int {
-        switch self {
-        case .sgd: 0
-        case .adagrad: 1
-        case .adam: 2
-        }
-    }
-
-    /// Gives each parameter the state this optimizer needs (idempotent).
+extension Optimizer {
+    /// Gives each parameter the state this optimizer keeps (idempotent): the dense step runs
+    /// the store's per-row arithmetic (`Optimizer.apply`) with the whole parameter as one row.
     public func prepare(_ parameters: [Parameter]) {
-        for p in parameters where p.state.count != stateTensors {
-            p.state = (0..<stateTensors).map { _ in Tensor(rows: p.value.rows, columns: p.value.columns) }
-            if case .adagrad(_, _, let a) = self { p.state[0].data.update(repeating: a, count: p.value.count) }
+        for p in parameters {
+            let count = stateCount(dimension: p.value.count)
+            guard (p.state?.count ?? 0) != count else { continue }
+            p.state = count == 0 ? nil : Tensor(rows: 1, columns: count)
+            if let state = p.state { initializeState(state.data, dimension: p.value.count) }
         }
     }
 
-    /// One step for every parameter; `step` counts steps including this one (Adam's bias
-    /// correction).
+    /// One step for every parameter from the gradients now in them; `step` counts steps
+    /// including this one (Adam's bias correction).
     public func step(_ parameters: [Parameter], step t: Int) {
         prepare(parameters)
+        var none: Float = 0
         for p in parameters {
-            let w = p.value.data, g = p.gradient.data, n = p.value.count
-            switch self {
-            case .sgd(let lr):
-                for i in 0..<n { w[i] -= lr * g[i] }
-            case .adagrad(let lr, let eps, _):
-                let a = p.state[0].data
-                for i in 0..<n {
-                    a[i] += g[i] * g[i]
-                    w[i] -= lr * g[i] / (a[i].squareRoot() + eps)
-                }
-            case .adam(let lr, let b1, let b2, let eps):
-                let m = p.state[0].data, v = p.state[1].data
-                let c1 = 1 - powf(b1, Float(t)), c2 = 1 - powf(b2, Float(t))
-                for i in 0..<n {
-                    m[i] = b1 * m[i] + (1 - b1) * g[i]
-                    v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                    w[i] -= lr * (m[i] / c1) / ((v[i] / c2).squareRoot() + eps)
-                }
+            func run(_ state: UnsafeMutablePointer<Float>) {
+                apply(values: p.value.data, state: state, gradient: p.gradient.data, dimension: p.value.count,
+                      step: UInt64(t), learningRate: learningRate)
             }
+            if let state = p.state { run(state.data) } else { withUnsafeMutablePointer(to: &none) { run($0) } }
         }
     }
 }
@@ -106,7 +76,11 @@ public enum DenseOptimizer: Sendable, Codable, Equatable {
 /// Saving and restoring parameters (values and optimizer state) as bytes.
 ///
 ///   "SPRM" | version u32 | count u32 | per parameter: name length u32, name UTF-8,
-///   rows u32, columns u32, state tensors u32, then values and each state tensor as float32
+///   rows u32, columns u32, state u32, then the values and the state, float32 little-endian
+///
+/// Version 2 (written now): `state` counts floats (`Parameter.state`). Version 1 (written
+/// before the dense step became the store's): `state` counts tensors of the parameter's shape,
+/// which read back as one state of that many floats (Adagrad's accumulator; Adam's m then v).
 public enum ParameterArchive {
     public enum Problem: Error, CustomStringConvertible {
         case malformed(String)
@@ -119,11 +93,13 @@ public enum ParameterArchive {
         }
     }
 
+    public static let version = 2
+
     public static func encode(_ parameters: [Parameter]) -> [UInt8] {
         var out: [UInt8] = Array("SPRM".utf8)
         func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { out += $0 } }
         func floats(_ t: Tensor) { out += UnsafeRawBufferPointer(start: t.data, count: t.count * 4) }
-        u32(1)
+        u32(version)
         u32(parameters.count)
         for p in parameters {
             let name = Array(p.name.utf8)
@@ -131,15 +107,16 @@ public enum ParameterArchive {
             out += name
             u32(p.value.rows)
             u32(p.value.columns)
-            u32(p.state.count)
+            u32(p.state?.count ?? 0)
             floats(p.value)
-            for s in p.state { floats(s) }
+            if let state = p.state { floats(state) }
         }
         return out
     }
 
-    /// Restores values and state into parameters of the same names and shapes. Reads the
-    /// whole archive first: on any error no parameter has changed.
+    /// Restores values and state into parameters of the same names and shapes, whose state
+    /// (`Optimizer.prepare`) must have the saved size. Reads the whole archive first: on any
+    /// error no parameter has changed.
     public static func decode(_ bytes: ArraySlice<UInt8>, into parameters: [Parameter]) throws(Problem) {
         var at = bytes.startIndex
         func take(_ n: Int) throws(Problem) -> ArraySlice<UInt8> {
@@ -153,41 +130,36 @@ public enum ParameterArchive {
                 | UInt32(b[b.startIndex + 3]) << 24)
         }
         guard Array(try take(4)) == Array("SPRM".utf8) else { throw .malformed("not a parameter archive") }
-        guard try u32() == 1 else { throw .malformed("unknown version") }
+        let version = try u32()
+        guard version == 1 || version == 2 else { throw .malformed("unknown version \(version)") }
         let count = try u32()
         guard count == parameters.count else { throw .mismatch("\(count) parameters saved, the model has \(parameters.count)") }
-        // Where each parameter's value and state tensors lie in `bytes`.
-        var found: [(value: Int, states: [Int])] = []
+        // Where each parameter's values and state lie in `bytes`.
+        var found: [(value: Int, state: Int)] = []
         for p in parameters {
             let name = String(decoding: try take(try u32()), as: UTF8.self)
-            let rows = try u32(), columns = try u32(), states = try u32()
+            let rows = try u32(), columns = try u32(), state = try u32()
             guard name == p.name, rows == p.value.rows, columns == p.value.columns else {
                 throw .mismatch("saved \(name) \(rows)×\(columns), the model has \(p.name) \(p.value.rows)×\(p.value.columns)")
             }
-            let n = 4 * rows * columns
-            let value = at
-            _ = try take(n)
-            var offsets: [Int] = []
-            for _ in 0..<states {
-                offsets.append(at)
-                _ = try take(n)
+            let stateFloats = version == 1 ? state * rows * columns : state
+            guard stateFloats == (p.state?.count ?? 0) else {
+                throw .mismatch("\(name) was saved with \(stateFloats) floats of optimizer state, the optimizer keeps \(p.state?.count ?? 0)")
             }
-            found.append((value, offsets))
+            let value = at
+            _ = try take(4 * rows * columns)
+            found.append((value, at))
+            _ = try take(4 * stateFloats)
         }
         guard at == bytes.endIndex else { throw .malformed("\(bytes.endIndex - at) bytes left over") }
         for (p, place) in zip(parameters, found) {
-            let n = p.value.count
             func load(_ t: Tensor, from offset: Int) {
-                bytes[offset..<(offset + 4 * n)].withUnsafeBytes {
-                    UnsafeMutableRawPointer(t.data).copyMemory(from: $0.baseAddress!, byteCount: 4 * n)
+                bytes[offset..<(offset + 4 * t.count)].withUnsafeBytes {
+                    UnsafeMutableRawPointer(t.data).copyMemory(from: $0.baseAddress!, byteCount: 4 * t.count)
                 }
             }
             load(p.value, from: place.value)
-            p.state = place.states.map { offset in
-                let t = Tensor(rows: p.value.rows, columns: p.value.columns)
-                load(t, from: offset)
-                return t
-            }
+            if let state = p.state { load(state, from: place.state) }
         }
     }
 }

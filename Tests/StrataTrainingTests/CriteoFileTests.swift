@@ -1,4 +1,5 @@
 import Foundation
+import StrataModels
 import StrataTraining
 import Testing
 
@@ -39,8 +40,8 @@ private func expectMalformed(
         let path = Support.file(Support.criteoLine("1", ints: ints, cats: cats) + "\n" + Support.criteoLine("0") + "\n")
         defer { Support.remove(path) }
         var file = try CriteoFile(path: path)
-        var batch = ClickBatch(schema: .criteo)
-        #expect(try file.next(10, into: &batch) == 2)
+        let batch = Batch(schema: ClickSchema.criteo.features)
+        #expect(try file.next(10, into: batch) == 2)
         let rows = Support.rows(of: batch)
 
         #expect(rows[0].label == 1)
@@ -57,7 +58,7 @@ private func expectMalformed(
         #expect(rows[1] == SampleRow(
             label: 0, dense: Array(repeating: Float(log(2.0)), count: 13),
             keys: (0..<26).map { clickKey(column: $0, value: 0xA1B2_C3D4) }))
-        #expect(try file.next(10, into: &batch) == 0)
+        #expect(try file.next(10, into: batch) == 0)
         #expect(batch.count == 0)
         #expect(file.linesRead == 2 && file.skippedLines == 0)
     }
@@ -134,21 +135,21 @@ private func expectMalformed(
         for bad in Self.malformed {
             let path = Support.file([good, good, bad.line, good].joined(separator: "\n") + "\n")
             defer { Support.remove(path) }
-            var batch = ClickBatch(schema: .criteo)
+            let batch = Batch(schema: ClickSchema.criteo.features)
 
             // In order: the two good samples come first, then the error, which stays.
             var file = try CriteoFile(path: path)
-            #expect(try file.next(10, into: &batch) == 2)
+            #expect(try file.next(10, into: batch) == 2)
             let before = file.position
             for _ in 0..<2 {
-                expectMalformed({ () throws(DataError) in _ = try file.next(10, into: &batch) }, file: path, line: 3, mentioning: bad.mentions)
+                expectMalformed({ () throws(DataError) in _ = try file.next(10, into: batch) }, file: path, line: 3, mentioning: bad.mentions)
                 #expect(file.position == before)
             }
 
             // Shuffled: the block holding the line fails as a whole, and the reader stays put.
             var shuffled = try CriteoFile(path: path, options: .init(shuffleBlock: 4))
             let start = shuffled.position
-            expectMalformed({ () throws(DataError) in _ = try shuffled.next(1, into: &batch) }, file: path, line: 3, mentioning: bad.mentions)
+            expectMalformed({ () throws(DataError) in _ = try shuffled.next(1, into: batch) }, file: path, line: 3, mentioning: bad.mentions)
             #expect(shuffled.position == start)
         }
     }
@@ -187,9 +188,9 @@ private func expectMalformed(
         // The limit is the line's, wherever the read chunks end.
         for chunk in [16, 1 << 20] {
             var stopping = try CriteoFile(path: path, options: .init(readChunkBytes: chunk, maxLineBytes: 100))
-            var batch = ClickBatch(schema: .criteo)
-            #expect(try stopping.next(8, into: &batch) == 1)
-            expectMalformed({ () throws(DataError) in _ = try stopping.next(8, into: &batch) }, file: path, line: 2, mentioning: "longer than 100 bytes")
+            let batch = Batch(schema: ClickSchema.criteo.features)
+            #expect(try stopping.next(8, into: batch) == 1)
+            expectMalformed({ () throws(DataError) in _ = try stopping.next(8, into: batch) }, file: path, line: 2, mentioning: "longer than 100 bytes")
             var roomy = try CriteoFile(path: path, options: .init(readChunkBytes: chunk, maxLineBytes: long.utf8.count))
             #expect(try Support.readEpoch(&roomy, batchSize: 8).count == 4)
         }
@@ -224,11 +225,11 @@ private func expectMalformed(
     /// position, in a fresh reader and in the same one, and expects the same batches.
     private func checkResume(path: String, options: CriteoFile.Options, calls: Int, batchSize: Int) throws {
         var file = try CriteoFile(path: path, options: options)
-        var batch = ClickBatch(schema: .criteo)
+        let batch = Batch(schema: ClickSchema.criteo.features)
         var positions: [SourcePosition] = [], counters: [[Int64]] = [], batches: [[SampleRow]] = []
         for _ in 0..<calls {
             positions.append(file.position)
-            _ = try file.next(batchSize, into: &batch)
+            _ = try file.next(batchSize, into: batch)
             batches.append(Support.rows(of: batch))
             counters.append([file.linesRead, file.skippedLines])
         }
@@ -241,7 +242,7 @@ private func expectMalformed(
                 try resumed.seek(to: positions[k])
                 #expect(resumed.position == positions[k], "position \(k)")
                 for j in k..<calls {
-                    _ = try resumed.next(batchSize, into: &batch)
+                    _ = try resumed.next(batchSize, into: batch)
                     #expect(Support.rows(of: batch) == batches[j], "resumed at \(k), call \(j)")
                     #expect([resumed.linesRead, resumed.skippedLines] == counters[j], "resumed at \(k), call \(j)")
                 }
@@ -270,8 +271,8 @@ private func expectMalformed(
         let path = Support.file(lines.joined(separator: "\n") + "\n")
         defer { Support.remove(path) }
         var shuffled = try CriteoFile(path: path, options: .init(shuffleBlock: 4, seed: 1))
-        var batch = ClickBatch(schema: .criteo)
-        _ = try shuffled.next(3, into: &batch)
+        let batch = Batch(schema: ClickSchema.criteo.features)
+        _ = try shuffled.next(3, into: batch)
         var plain = try CriteoFile(path: path)
         #expect(throws: DataError.self) { try plain.seek(to: shuffled.position) }
         var reseeded = try CriteoFile(path: path, options: .init(shuffleBlock: 4, seed: 2))
@@ -302,9 +303,9 @@ private func expectMalformed(
         }
         // An empty file is an empty epoch, every time.
         var empty = try CriteoFile(path: path)
-        var batch = ClickBatch(schema: .criteo)
-        #expect(try empty.next(4, into: &batch) == 0)
-        #expect(try empty.next(4, into: &batch) == 0)
+        let batch = Batch(schema: ClickSchema.criteo.features)
+        #expect(try empty.next(4, into: batch) == 0)
+        #expect(try empty.next(4, into: batch) == 0)
         #expect(empty.epoch == 2)
     }
 
@@ -313,11 +314,11 @@ private func expectMalformed(
         defer { Support.remove(path) }
         let schema = ClickSchema(dense: 2, sparse: 2)
         var file = try CriteoFile(path: path, options: .init(schema: schema))
-        var batch = ClickBatch(schema: schema)
-        #expect(try file.next(4, into: &batch) == 2)
-        #expect(batch.labels == [1, 0])
-        #expect(batch.dense == [Float(log(6.0)), 0, 0, 0])
-        #expect(batch.keys == [
+        let batch = Batch(schema: schema.features)
+        #expect(try file.next(4, into: batch) == 2)
+        #expect(batch.labelValues == [1, 0])
+        #expect(batch.denseValues == [Float(log(6.0)), 0, 0, 0])
+        #expect(batch.allKeys == [
             clickKey(column: 0, value: UInt64.max), clickKey(column: 0, value: UInt64.max),
             clickKey(column: 1, value: 0xFF), clickKey(column: 1, value: UInt64.max),
         ])

@@ -1,6 +1,18 @@
 import Foundation
+import StrataModels
 import StrataTestSupport
 import StrataTraining
+
+extension Batch {
+    /// The labels, row by row.
+    var labelValues: [Float] { Array(UnsafeBufferPointer(start: labels, count: count * labelColumns)) }
+    /// The dense values, row by row.
+    var denseValues: [Float] { Array(UnsafeBufferPointer(start: dense, count: count * denseColumns)) }
+    /// Feature f's keys (a bag's all in a row).
+    func keyValues(of f: Int) -> [UInt64] { Array(keys(of: f).keys) }
+    /// Every single-valued feature's keys, feature after feature.
+    var allKeys: [UInt64] { (0..<schema.categorical.count).flatMap { keyValues(of: $0) } }
+}
 
 /// One sample, sample-major, so that streams can be compared sample by sample.
 struct SampleRow: Hashable, CustomStringConvertible {
@@ -13,30 +25,30 @@ struct SampleRow: Hashable, CustomStringConvertible {
 
 enum DataTestSupport {
     /// The batch's samples, keys gathered from their feature-major layout.
-    static func rows(of batch: ClickBatch) -> [SampleRow] {
-        let d = batch.schema.dense
+    static func rows(of batch: Batch) -> [SampleRow] {
+        let d = batch.denseColumns
         return (0..<batch.count).map { b in
             SampleRow(
                 label: batch.labels[b],
-                dense: Array(batch.dense[(b * d)..<((b + 1) * d)]),
-                keys: (0..<batch.schema.sparse).map { batch.keys[$0 * batch.count + b] })
+                dense: Array(UnsafeBufferPointer(start: batch.dense + b * d, count: d)),
+                keys: (0..<batch.schema.categorical.count).map { batch.keys(of: $0, row: b)[0] })
         }
     }
 
     /// Reads batches until the source reports the end of an epoch.
-    static func readEpoch(_ source: inout some ClickSource, batchSize: Int) throws -> [SampleRow] {
-        var batch = ClickBatch(schema: source.schema)
+    static func readEpoch(_ source: inout some BatchSource, batchSize: Int) throws -> [SampleRow] {
+        let batch = Batch(schema: source.schema)
         var rows: [SampleRow] = []
-        while try source.next(batchSize, into: &batch) > 0 { rows += DataTestSupport.rows(of: batch) }
+        while try source.next(batchSize, into: batch) > 0 { rows += DataTestSupport.rows(of: batch) }
         return rows
     }
 
     /// `calls` calls of `next`, each call's samples (an empty list where an epoch ended).
-    static func read(_ source: inout some ClickSource, calls: Int, batchSize: Int) throws -> [[SampleRow]] {
-        var batch = ClickBatch(schema: source.schema)
+    static func read(_ source: inout some BatchSource, calls: Int, batchSize: Int) throws -> [[SampleRow]] {
+        let batch = Batch(schema: source.schema)
         var out: [[SampleRow]] = []
         for _ in 0..<calls {
-            let n = try source.next(batchSize, into: &batch)
+            let n = try source.next(batchSize, into: batch)
             precondition(n == batch.count)
             out.append(rows(of: batch))
         }

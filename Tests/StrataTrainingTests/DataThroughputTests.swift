@@ -1,4 +1,5 @@
 import Foundation
+import StrataModels
 import StrataTraining
 import Testing
 
@@ -22,9 +23,9 @@ private typealias Support = DataTestSupport
 
     @Test func syntheticSamplesPerSecond() throws {
         var source = SyntheticClicks(options: .init(samplesPerEpoch: Int64(Self.samples), largestKeySpace: 1_000_000_000))
-        var batch = ClickBatch(schema: .criteo)
+        let batch = Batch(schema: ClickSchema.criteo.features)
         var total = 0
-        let time = try Self.seconds { while true { let n = try source.next(4096, into: &batch); if n == 0 { break }; total += n } }
+        let time = try Self.seconds { while true { let n = try source.next(4096, into: batch); if n == 0 { break }; total += n } }
         #expect(total == Self.samples)
         print("synthetic: \(total) samples in \(String(format: "%.3f", time)) s: \(String(format: "%.0f", Double(total) / time)) samples/s on one core")
     }
@@ -47,9 +48,9 @@ private typealias Support = DataTestSupport
 
         for shuffleBlock in [0, 65_536] {
             var file = try CriteoFile(path: path, options: .init(shuffleBlock: shuffleBlock))
-            var batch = ClickBatch(schema: .criteo)
+            let batch = Batch(schema: ClickSchema.criteo.features)
             var total = 0
-            let time = try Self.seconds { while true { let n = try file.next(4096, into: &batch); if n == 0 { break }; total += n } }
+            let time = try Self.seconds { while true { let n = try file.next(4096, into: batch); if n == 0 { break }; total += n } }
             #expect(total == lines * copies && file.skippedLines == 0)
             let fields = Double(total * 40)
             print(String(

@@ -356,3 +356,39 @@ extension GradientCheck {
         return Numeric(gradient: out, skipped: skipped, smallestStep: step)
     }
 }
+
+/// A layer run on its own, as the graph runs it: the harness owns the output and the input
+/// gradients, sized to the batch, and passes `pass` (training, step 1, seed 7 by default).
+final class LayerHarness {
+    let layer: any Layer
+    let output: Tensor
+    /// The gradients of the inputs after `backward` (those not asked for keep old values).
+    let inputGradients: [Tensor]
+    var pass = Pass(training: true, step: 1, seed: 7, node: 3)
+    private var inputs: [Tensor] = []
+
+    init(_ layer: any Layer, inputColumns: [Int]) {
+        self.layer = layer
+        guard let columns = layer.outputColumns(for: inputColumns) else { preconditionFailure("the layer does not take \(inputColumns)") }
+        output = Tensor(rows: 0, columns: columns)
+        inputGradients = inputColumns.map { Tensor(rows: 0, columns: $0) }
+    }
+
+    @discardableResult
+    func forward(_ inputs: [Tensor]) -> Tensor {
+        self.inputs = inputs
+        output.resize(rows: inputs[0].rows)
+        layer.forward(inputs, into: output, pass)
+        return output
+    }
+
+    /// Backward from `dy`; `need[i]` false passes no gradient tensor for input i.
+    func backward(_ dy: Tensor, need: [Bool]? = nil) {
+        let targets: [Tensor?] = inputGradients.enumerated().map { i, g in
+            guard need?[i] ?? true else { return nil }
+            g.resize(rows: dy.rows)
+            return g
+        }
+        layer.backward(inputs, output: output, outputGradient: dy, inputGradients: targets, pass)
+    }
+}

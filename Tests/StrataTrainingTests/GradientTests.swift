@@ -35,6 +35,7 @@ import Testing
 import StrataNN
 import StrataModels
 import StrataStore
+import StrataTraining
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -220,6 +221,7 @@ private typealias GC = GradientCheck
         var r = GC.Random(seed: UInt64(c.inputs * 100 + c.outputs) &* 7919 &+ (c.needInputGradient ? 1 : 0))
         // One layer through every batch size: its buffers grow and shrink between them.
         let layer = Linear("check", inputs: c.inputs, outputs: c.outputs)
+        let harness = LayerHarness(layer, inputColumns: [c.inputs])
         r.fill(layer.weight.value)
         r.fill(layer.bias.value)
         for b in c.batches {
@@ -229,7 +231,7 @@ private typealias GC = GradientCheck
 
             // Forward against float64; a float32 dot product of k terms is within about
             // k·2⁻²⁴·Σ|terms| of the exact one.
-            let y = layer.forward(x)
+            let y = harness.forward([x])
             #expect(y.rows == b && y.columns == c.outputs)
             for s in 0..<b {
                 for j in 0..<c.outputs {
@@ -247,12 +249,12 @@ private typealias GC = GradientCheck
             // Garbage in the gradients first: backward must overwrite them, not add to them.
             layer.weight.gradient.data.update(repeating: 12345, count: layer.weight.gradient.count)
             layer.bias.gradient.data.update(repeating: -777, count: layer.bias.gradient.count)
-            layer.backward(dy, needInputGradient: c.needInputGradient)
+            harness.backward(dy, need: [c.needInputGradient])
             let dW = GC.doubles(layer.weight.gradient), db = GC.doubles(layer.bias.gradient)
-            let dx = c.needInputGradient ? GC.doubles(layer.inputGradient) : []
-            if c.needInputGradient { #expect(layer.inputGradient.rows == b) }
+            let dx = c.needInputGradient ? GC.doubles(harness.inputGradients[0]) : []
+            if c.needInputGradient { #expect(harness.inputGradients[0].rows == b) }
 
-            let loss = { GC.weightedSum(layer.forward(x), weights) }
+            let loss = { GC.weightedSum(harness.forward([x]), weights) }
             let name = "linear \(c.inputs)→\(c.outputs) batch \(b)"
             GC.check("\(name) weight", analytic: dW,
                      numeric: GC.centralDifferences(of: layer.weight.value, step: 0.25, loss: loss), floor: Self.floor(dW))
@@ -285,6 +287,7 @@ private typealias GC = GradientCheck
     func mlp(_ c: MLPCase) {
         var r = GC.Random(seed: UInt64(c.sizes.reduce(0) { $0 * 31 + $1 }) &+ UInt64(c.batch))
         let mlp = MLP("check", sizes: c.sizes, activations: c.activations)
+        let harness = LayerHarness(mlp, inputColumns: [c.sizes[0]])
         var w = WeightInitializer(seed: 99)
         mlp.initialize(&w)
         let x = r.tensor(c.batch, c.sizes[0])
@@ -296,14 +299,14 @@ private typealias GC = GradientCheck
         var reference = ReferenceMLP(mlp)
         let input64 = (0..<c.batch).map { s in (0..<c.sizes[0]).map { Double(x[s, $0]) } }
         var unused: [Bool] = []
-        let y = mlp.forward(x)
+        let y = harness.forward([x])
         GC.check("\(name) forward", actual: GC.doubles(y), reference: reference.forward(input64, signs: &unused).flatMap { $0 },
                  floor: 1, tolerance: 1e-5)
 
         // Garbage in the gradients first: backward overwrites them.
         for p in mlp.parameters { p.gradient.data.update(repeating: 999, count: p.gradient.count) }
-        let dx = mlp.backward(dy, needInputGradient: c.needInputGradient)
-        #expect((dx != nil) == c.needInputGradient)
+        harness.backward(dy, need: [c.needInputGradient])
+        let dx = c.needInputGradient ? harness.inputGradients[0] : nil
         let analytic = mlp.parameters.map { GC.doubles($0.gradient) }
         let inputAnalytic = dx.map(GC.doubles)
 
@@ -316,9 +319,11 @@ private typealias GC = GradientCheck
         let step: Float = 1e-2
         let noiseFloor = 8 * 0x1p-24 * magnitude / Double(step) / GC.tolerance
         let pattern = {
-            mlp.layers.indices.filter { c.activations[$0] == .relu }.flatMap { mlp.layers[$0].output.values.map { $0 > 0 } }
+            mlp.layers.indices.filter { c.activations[$0] == .relu }.flatMap { i in
+                (i == mlp.layers.count - 1 ? harness.output : mlp.hiddenOutput(i)).values.map { $0 > 0 }
+            }
         }
-        let loss = { GC.weightedSum(mlp.forward(x), weights) }
+        let loss = { GC.weightedSum(harness.forward([x]), weights) }
         for (p, a) in zip(mlp.parameters, analytic) {
             GC.check("\(name) \(p.name)", analytic: a,
                      numeric: GC.centralDifferences(of: p.value, step: step, pattern: pattern, loss: loss),
@@ -380,6 +385,7 @@ private typealias GC = GradientCheck
     func dotInteraction(_ c: InteractionCase) {
         var r = GC.Random(seed: UInt64(c.vectors * 1000 + c.dimension))
         let layer = DotInteraction(vectors: c.vectors, dimension: c.dimension)
+        let harness = LayerHarness(layer, inputColumns: Array(repeating: c.dimension, count: c.vectors))
         let v = c.vectors, d = c.dimension, pairs = v * (v - 1) / 2
         #expect(layer.pairs == pairs && layer.outputColumns == d + pairs)
         // Batch sizes that grow and then shrink, through one layer; 37 and 16 cross and fill the
@@ -387,7 +393,7 @@ private typealias GC = GradientCheck
         for b in [1, 5, 37, 16, 3] {
             let inputs = (0..<v).map { _ in r.tensor(b, d) }
             let weights = r.values(b * (d + pairs))
-            let y = layer.forward(inputs)
+            let y = harness.forward(inputs)
             #expect(y.rows == b && y.columns == d + pairs)
 
             // Naive double loop in float64: the bottom vector, then <z_i, z_j> for j < i, i
@@ -413,10 +419,10 @@ private typealias GC = GradientCheck
                 #expect(column == d + pairs)
             }
 
-            layer.backward(Tensor(rows: b, columns: d + pairs, values: weights))
-            let analytic = layer.inputGradients.map(GC.doubles)
-            #expect(layer.inputGradients.count == v && layer.inputGradients.allSatisfy { $0.rows == b && $0.columns == d })
-            let loss = { GC.weightedSum(layer.forward(inputs), weights) }
+            harness.backward(Tensor(rows: b, columns: d + pairs, values: weights))
+            let analytic = harness.inputGradients.map(GC.doubles)
+            #expect(harness.inputGradients.count == v && harness.inputGradients.allSatisfy { $0.rows == b && $0.columns == d })
+            let loss = { GC.weightedSum(harness.forward(inputs), weights) }
             for (i, t) in inputs.enumerated() {
                 GC.check("interaction \(c) batch \(b) input \(i == 0 ? "bottom" : "embedding \(i)")",
                          analytic: analytic[i], numeric: GC.centralDifferences(of: t, step: 0.25, loss: loss),
@@ -445,7 +451,7 @@ private typealias GC = GradientCheck
         let n = logits.count
         let z = Tensor(rows: n, columns: 1, values: logits)
         let g = Tensor(rows: 0, columns: 1)
-        let mean = targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(z, targets: $0.baseAddress!, gradient: g) }
+        let mean = targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(z, labels: $0.baseAddress!, gradient: g) }
 
         // Value and gradient against float64, sample by sample and for the batch mean. The
         // float32 terms are a handful of roundings of quantities no larger than |x|, so the
@@ -454,7 +460,7 @@ private typealias GC = GradientCheck
         for i in 0..<n {
             let one = Tensor(rows: 1, columns: 1, values: [logits[i]])
             let gi = Tensor(rows: 0, columns: 1)
-            let v = [targets[i]].withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(one, targets: $0.baseAddress!, gradient: gi) }
+            let v = [targets[i]].withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(one, labels: $0.baseAddress!, gradient: gi) }
             let exact = Self.bce64(logits[i], targets[i])
             reference += exact
             #expect(v.isFinite && abs(v - exact) <= 1e-6 * max(abs(exact), 1), "bce(\(logits[i]), \(targets[i])) = \(v), float64 \(exact)")
@@ -481,7 +487,7 @@ private typealias GC = GradientCheck
             }
         ) {
             let t = Tensor(rows: n, columns: 1, values: xs)
-            return targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(t, targets: $0.baseAddress!, gradient: Tensor(rows: 0, columns: 1)) }
+            return targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(t, labels: $0.baseAddress!, gradient: Tensor(rows: 0, columns: 1)) }
         }
         let analytic = GC.doubles(g)
         // The mean's gradients are O(1/n); the float32 terms of the loss (up to 3e4 here)
@@ -496,7 +502,7 @@ private typealias GC = GradientCheck
         let predictions = r.values(n, -3, 3), targets = r.values(n, -3, 3)
         let z = Tensor(rows: n, columns: 1, values: predictions)
         let g = Tensor(rows: 0, columns: 1)
-        let value = targets.withUnsafeBufferPointer { Loss.meanSquaredError.evaluate(z, targets: $0.baseAddress!, gradient: g) }
+        let value = targets.withUnsafeBufferPointer { Loss.meanSquaredError.evaluate(z, labels: $0.baseAddress!, gradient: g) }
         var exact = 0.0
         for i in 0..<n {
             let e = Double(predictions[i]) - Double(targets[i])
@@ -509,90 +515,20 @@ private typealias GC = GradientCheck
         var xs = predictions
         let numeric = GC.centralDifferences(count: n, step: 1e-2, read: { xs[$0] }, write: { xs[$0] = $1; return $1 }) {
             let t = Tensor(rows: n, columns: 1, values: xs)
-            return targets.withUnsafeBufferPointer { Loss.meanSquaredError.evaluate(t, targets: $0.baseAddress!, gradient: Tensor(rows: 0, columns: 1)) }
+            return targets.withUnsafeBufferPointer { Loss.meanSquaredError.evaluate(t, labels: $0.baseAddress!, gradient: Tensor(rows: 0, columns: 1)) }
         }
         // Quadratic: the central difference is exact up to rounding; gradients are O(1/n).
         let analytic = GC.doubles(g)
         GC.check("mse gradient", analytic: analytic, numeric: numeric, floor: Self.floor(analytic, minimum: 1e-3 / Double(n)))
     }
 
-    // MARK: Dropout
-
-    @Test func dropout() {
-        var r = GC.Random(seed: 0xD0)
-        let rows = 40, columns = 50, n = rows * columns
-        let layer = Dropout(rate: 0.3, columns: columns, seed: 1234)
-        // Away from zero so that a dropped value (0) is told apart from a kept one.
-        let x = Tensor(rows: rows, columns: columns, values: (0..<n).map { _ in r.awayFromZero(0.1, 2) })
-        let weights = r.values(n)
-        let keep: Float = 1 / (1 - 0.3)
-
-        let state = layer.generator
-        let y = layer.forward(x, training: true)
-        let first = y.values  // `y` is the layer's output tensor, which the next forward reuses
-        var mask = [Float](repeating: 0, count: n)
-        var dropped = 0
-        for i in 0..<n {
-            if y.data[i] == 0 { dropped += 1 } else {
-                mask[i] = keep
-                #expect(y.data[i] == x.data[i] * keep, "kept value [\(i)] scaled by 1/(1 − rate)")
-            }
-        }
-        // 2000 draws of rate 0.3: 600 expected, standard deviation 20.5; ±5σ (seeded, fixed).
-        #expect(abs(dropped - 600) < 103, "dropped \(dropped) of \(n) at rate 0.3")
-
-        // The backward multiplies by the forward's mask.
-        let dy = Tensor(rows: rows, columns: columns, values: weights)
-        layer.backward(dy, training: true)
-        for i in 0..<n { #expect(dy.data[i] == weights[i] * mask[i], "dropout backward [\(i)]") }
-
-        // Against central differences, re-running the forward with the same generator state
-        // (so the same mask); dropout is linear in x for a fixed mask.
-        let numeric = GC.centralDifferences(of: x, step: 0.25) {
-            layer.generator = state
-            return GC.weightedSum(layer.forward(x, training: true), weights)
-        }
-        GC.check("dropout input", analytic: GC.doubles(dy), numeric: numeric, floor: 1e-3)
-
-        // A second training forward draws a new mask, and the backward then uses that one.
-        layer.generator = state
-        _ = layer.forward(x, training: true)
-        _ = layer.forward(x, training: true)
-        let second = layer.output.values
-        let redrawn = second != first  // (booleans: a failure would print 2000 values)
-        #expect(redrawn, "a second forward draws a new mask")
-        let dy2 = Tensor(rows: rows, columns: columns, values: weights)
-        layer.backward(dy2, training: true)
-        for i in 0..<n {
-            let m: Float = second[i] == 0 ? 0 : keep
-            #expect(dy2.data[i] == weights[i] * m, "dropout backward after a second forward [\(i)]")
-        }
-
-        // Evaluation mode is the identity both ways, and draws nothing.
-        let before = layer.generator
-        let e = layer.forward(x, training: false)
-        let evalIdentity = e.values == x.values
-        #expect(evalIdentity, "eval forward is the identity")
-        let dy3 = Tensor(rows: rows, columns: columns, values: weights)
-        layer.backward(dy3, training: false)
-        let evalBackwardIdentity = dy3.values == weights
-        #expect(evalBackwardIdentity, "eval backward is the identity")
-        var after = layer.generator, unchanged = before
-        #expect(after.next() == unchanged.next(), "eval mode draws no random numbers")
-
-        // Rate 0 is the identity in training too.
-        let none = Dropout(rate: 0, columns: columns, seed: 1)
-        let rateZeroIdentity = none.forward(x, training: true).values == x.values
-        #expect(rateZeroIdentity, "rate 0 is the identity")
-    }
-
-    // MARK: StoreEmbedding
+    // MARK: TableLookup
 
     struct EmbeddingCase: Sendable, CustomStringConvertible {
         var name: String
         var keys: [UInt64]
         var bagStarts: [Int]?
-        var pooling: StoreEmbedding.Pooling
+        var pooling: TableLookup.Pooling
         var dimension: Int
         var description: String { "\(name) \(pooling) d=\(dimension)" }
     }
@@ -610,10 +546,11 @@ private typealias GC = GradientCheck
     ]
 
     @Test(arguments: embeddingCases)
-    func storeEmbedding(_ c: EmbeddingCase) throws {
+    func tableLookup(_ c: EmbeddingCase) throws {
         let scratch = try ScratchStore("strata-gradient-embedding")
         let table = try scratch.table("e", dimension: c.dimension, seed: 77)
-        let layer = StoreEmbedding(table: table, pooling: c.pooling)
+        let layer = TableLookup(table: table)
+        _ = layer.addUse(pooling: c.pooling)
         let d = c.dimension
         let starts = c.bagStarts ?? Array(0...c.keys.count)
         let samples = starts.count - 1
@@ -624,12 +561,15 @@ private typealias GC = GradientCheck
         var r = GC.Random(seed: 0xE3B &+ UInt64(c.keys.count * 10 + d))
         let weights = r.values(samples * d)
 
+        let offsets = c.bagStarts?.map(Int32.init)
         func forward(training: Bool) throws -> Tensor {
             try c.keys.withUnsafeBufferPointer { (k) throws -> Tensor in
-                if let bags = c.bagStarts {
-                    return try bags.withUnsafeBufferPointer { try layer.forward(keys: k, bagStarts: $0, training: training) }
+                if let offsets {
+                    try offsets.withUnsafeBufferPointer { o in try layer.forward(training: training) { _ in UseKeys(keys: k, offsets: o) } }
+                } else {
+                    try layer.forward(training: training) { _ in UseKeys(keys: k) }
                 }
-                return try layer.forward(keys: k, training: training)
+                return layer.outputs[0]
             }
         }
 
@@ -658,7 +598,8 @@ private typealias GC = GradientCheck
         // gradient). The difference of two float32s is exact in Double; the step rounds the
         // row to float32, within 2⁻²⁴ of max(|row|, |gradient|).
         _ = try forward(training: true)
-        try layer.backward(Tensor(rows: samples, columns: d, values: weights))
+        let dy = Tensor(rows: samples, columns: d, values: weights)
+        try layer.backward { _ in dy }
         let after = try rows.values()
         let analytic = (0..<rows.count).map { Double(rows.initial[$0]) - Double(after[$0]) }
 
@@ -688,15 +629,23 @@ private typealias GC = GradientCheck
 
     @Test func dlrm() throws {
         let scratch = try ScratchStore("strata-gradient-dlrm")
-        let config = DLRMConfig(denseFeatures: 3, sparseFeatures: 3, embeddingDimension: 4, bottomHidden: [5], topHidden: [6])
-        let tables = try (0..<3).map { try scratch.table("t\($0)", dimension: 4, seed: 100 + UInt64($0), range: 0.5) }
-        let model = DLRM(config: config, tables: tables, seed: 42)
+        let config = DLRM.Configuration(embeddingDim: 4, bottomMlp: [5], topMlp: [6])
+        let tables = try (0..<3).map { try scratch.table("c\($0)", dimension: 4, seed: 100 + UInt64($0), range: 0.5) }
+        let schema = ClickSchema(dense: 3, sparse: 3).features
+        let model = try Network(spec: ModelSpec(DLRM.self, config), schema: schema, seed: 42) { request in
+            tables[Int(request.name.dropFirst())!]
+        }
+        #expect(model.tables.map(\.name) == ["c0", "c1", "c2"])
+        let bottomMLP = model.graph.layer(named: "bottom")!.layer as! MLP, topMLP = model.graph.layer(named: "top")!.layer as! MLP
         let b = 4
         var r = GC.Random(seed: 0xD1)
         let dense = r.tensor(b, 3)
         // Feature after feature; duplicates within every feature's batch.
         let keys: [UInt64] = [1, 2, 1, 1, /**/ 10, 10, 10, 10, /**/ 7, 8, 9, 7]
         let targets: [Float] = [1, 0, 1, 0]
+        let batch = Batch(schema: schema)
+        batch.set(rows: b, labels: targets, dense: dense.values,
+                  keys: (0..<3).map { f in (0..<b).map { [keys[f * b + $0]] } })
         let rowSets = try (0..<3).map { f in
             var distinct: [UInt64] = []
             for k in keys[(f * b)..<((f + 1) * b)] where !distinct.contains(k) { distinct.append(k) }
@@ -704,14 +653,17 @@ private typealias GC = GradientCheck
         }
         let dLogits = Tensor(rows: 0, columns: 1)
         func loss() throws -> Double {
-            let logits = try keys.withUnsafeBufferPointer { try model.forward(dense: dense, keys: $0, training: true) }
-            return targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(logits, targets: $0.baseAddress!, gradient: dLogits) }
+            batch.dense.update(from: dense.data, count: dense.count)
+            let logits = try model.forward(batch, training: true, step: 1)
+            return targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(logits, labels: $0.baseAddress!, gradient: dLogits) }
         }
         let pattern = {
             var signs: [Bool] = []
-            for mlp in [model.bottom, model.top] {
-                for (i, layer) in mlp.layers.enumerated() where mlp.activations[i] == .relu {
-                    signs += layer.output.values.map { $0 > 0 }
+            for name in ["bottom", "top"] {
+                let (layer, output) = model.graph.layer(named: name)!
+                let mlp = layer as! MLP
+                for i in mlp.layers.indices where mlp.activations[i] == .relu {
+                    signs += (i == mlp.layers.count - 1 ? output : mlp.hiddenOutput(i)).values.map { $0 > 0 }
                 }
             }
             return signs
@@ -720,7 +672,7 @@ private typealias GC = GradientCheck
         // Analytic: dense gradients in the parameters, each table's rows moved by −gradient.
         let value = try loss()
         #expect(value.isFinite)
-        try model.backward(dLogits)
+        try model.backward(dLogits, step: 1)
         let denseAnalytic = model.parameters.map { GC.doubles($0.gradient) }
         let sparseAnalytic = try rowSets.map { set in
             let after = try set.values()
@@ -751,9 +703,9 @@ private typealias GC = GradientCheck
         // with the same values: its forward must match, and its central differences at a step
         // of 1e-6 (no visible noise) must match every gradient per coordinate at 1e-3, floored
         // at 1e-3 of each tensor's largest gradient.
-        var bottom = ReferenceMLP(model.bottom), top = ReferenceMLP(model.top)
+        var bottom = ReferenceMLP(bottomMLP), top = ReferenceMLP(topMLP)
         var tableRows = rowSets.map { $0.initial.map(Double.init) }
-        let d = config.embeddingDimension
+        let d = config.embeddingDim
         let denseRows = (0..<b).map { s in (0..<3).map { Double(dense[s, $0]) } }
         func logits64(_ signs: inout [Bool]) -> [Double] {
             let x = bottom.forward(denseRows, signs: &signs)
@@ -777,14 +729,14 @@ private typealias GC = GradientCheck
             _ = logits64(&signs)
             return signs
         }
-        let logits = try keys.withUnsafeBufferPointer { try model.forward(dense: dense, keys: $0, training: true) }
+        let logits = try model.forward(batch, training: true, step: 1)
         var unused: [Bool] = []
         GC.check("dlrm logits", actual: GC.doubles(logits), reference: logits64(&unused), floor: 1, tolerance: 1e-5)
         #expect(abs(value - loss64()) <= 1e-5 * loss64(), "dlrm loss \(value) vs float64 \(loss64())")
 
         for (p, a) in denseAnalytic.enumerated() {
-            let inBottom = p < model.bottom.parameters.count
-            let q = inBottom ? p : p - model.bottom.parameters.count
+            let inBottom = p < bottomMLP.parameters.count
+            let q = inBottom ? p : p - bottomMLP.parameters.count
             let numeric = GC.centralDifferences64(
                 count: a.count, step: 1e-6,
                 read: { inBottom ? bottom[q, $0] : top[q, $0] },

@@ -1,5 +1,6 @@
 import Foundation
 import StrataStore
+import StrataModels
 import StrataTraining
 import Testing
 
@@ -29,9 +30,9 @@ private func chiSquareBound(degreesOfFreedom k: Int) -> Double { Double(k) + 7 *
         #expect(try Support.read(&c, calls: 3, batchSize: 100) != rowsA)
 
         // Any sample regenerates on its own, with the logit its label was drawn from.
-        var batch = ClickBatch(schema: .criteo)
+        let batch = Batch(schema: ClickSchema.criteo.features)
         try a.seek(to: SourcePosition(sample: 100))
-        _ = try a.next(100, into: &batch)
+        _ = try a.next(100, into: batch)
         for i in [100, 101, 150, 199] {
             let s = a.sample(at: Int64(i))
             let row = rowsA[1][i - 100]
@@ -50,11 +51,11 @@ private func chiSquareBound(degreesOfFreedom k: Int) -> Double { Double(k) + 7 *
         for fresh in [false, true] {
             let options = SyntheticClicks.Options(seed: 9, samplesPerEpoch: 37, freshSamplesEachEpoch: fresh)
             var source = SyntheticClicks(options: options)
-            var batch = ClickBatch(schema: .criteo)
+            let batch = Batch(schema: ClickSchema.criteo.features)
             var positions: [SourcePosition] = [], batches: [[SampleRow]] = []
             for _ in 0..<16 {
                 positions.append(source.position)
-                _ = try source.next(10, into: &batch)
+                _ = try source.next(10, into: batch)
                 batches.append(Support.rows(of: batch))
             }
             #expect(source.epoch == 3)
@@ -63,7 +64,7 @@ private func chiSquareBound(degreesOfFreedom k: Int) -> Double { Double(k) + 7 *
             for k in [0, 3, 4, 5, 9, 15, 2] {
                 try resumed.seek(to: positions[k])
                 for j in k..<16 {
-                    _ = try resumed.next(10, into: &batch)
+                    _ = try resumed.next(10, into: batch)
                     #expect(Support.rows(of: batch) == batches[j], "resumed at \(k), call \(j)")
                 }
             }
@@ -127,10 +128,10 @@ private func chiSquareBound(degreesOfFreedom k: Int) -> Double { Double(k) + 7 *
                 for r in 1...source.keySpaces[f] { rankOfKey[source.key(feature: f, rank: r)] = Int(r) }
             }
             var counts = source.keySpaces.map { [Int](repeating: 0, count: Int($0)) }
-            var batch = ClickBatch(schema: options.schema)
-            while try source.next(4096, into: &batch) > 0 {
+            let batch = Batch(schema: options.schema.features)
+            while try source.next(4096, into: batch) > 0 {
                 for f in 0..<3 {
-                    for key in batch.keys(of: f) { counts[f][rankOfKey[key]! - 1] += 1 }
+                    for key in batch.keyValues(of: f) { counts[f][rankOfKey[key]! - 1] += 1 }
                 }
             }
             for f in 0..<3 {
@@ -183,10 +184,10 @@ private func chiSquareBound(degreesOfFreedom k: Int) -> Double { Double(k) + 7 *
             let options = SyntheticClicks.Options(seed: seed, samplesPerEpoch: 1_000_000)
             var test = SyntheticClicks(options: options, split: .test)
             let samples = 30_000
-            var batch = ClickBatch(schema: .criteo)
+            let batch = Batch(schema: ClickSchema.criteo.features)
             var labels = 0.0, probability = 0.0, seen = 0
             while seen < samples {
-                let n = try test.next(3000, into: &batch)
+                let n = try test.next(3000, into: batch)
                 for b in 0..<n {
                     labels += Double(batch.labels[b])
                     probability += 1 / (1 + exp(-test.plantedLogit(in: batch, sample: b)))

@@ -169,22 +169,24 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         let store = try Store(path: directory, options: storeOptions)
         defer { try? store.close() }
         let data = SyntheticClicks(options: .init(samplesPerEpoch: 1000, largestKeySpace: 100))
-        var options = TrainingOptions(model: DLRMConfig(denseFeatures: 13, sparseFeatures: 20, embeddingDimension: 4,
-                                                        bottomHidden: [8], topHidden: [8]), steps: 2)
+        var options = TrainingOptions(model: ModelSpec(DLRM.self, .init(embeddingDim: 4, bottomMlp: [8], topMlp: [8])),
+                                      schema: ClickSchema(dense: 13, sparse: 20).features, steps: 2)
         let resources = TrainingResources(budget: storeOptions.budget, lookahead: 0, threads: 1)
         do {
-            _ = try Trainer(store: store, options: options, resources: resources, train: data, evaluate: nil, resume: false)
+            _ = try Trainer(store: store, options: options, resources: resources, data: TrainingData(train: data), resume: false)
             Issue.record("a model of 20 categorical features accepted data with 26")
         } catch let error as TrainingError {
             let text = "\(error)"
             #expect(text.contains("26") && text.contains("20"), "\(text)")
         }
         // Evaluation data of another shape.
-        options.model.sparseFeatures = 26
+        options.schema = ClickSchema.criteo.features
         let other = SyntheticClicks(options: .init(schema: ClickSchema(dense: 13, sparse: 10), samplesPerEpoch: 100,
                                                    largestKeySpace: 100))
         #expect(throws: TrainingError.self) {
-            _ = try Trainer(store: store, options: options, resources: resources, train: data, evaluate: other, resume: false)
+            _ = try Trainer(store: store, options: options, resources: resources,
+                            data: TrainingData(train: data, validation: PointwiseEvaluator(other, split: "eval", kind: .click, label: 0)),
+                            resume: false)
         }
     }
 
@@ -201,7 +203,8 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         BadOption(arguments: ["--hot-mb", "0"], fragments: ["impossible memory budget", "hot budget of 0 bytes"]),
         BadOption(arguments: ["--optimizer", "rmsprop"], fragments: ["--optimizer", "rmsprop"]),
         BadOption(arguments: ["--sparse-optimizer", "rmsprop"], fragments: ["--sparse-optimizer", "rmsprop"]),
-        BadOption(arguments: ["--model", "wide-deep"], fragments: ["unknown model", "wide-deep"]),
+        BadOption(arguments: ["--model", "wide-and-shallow"], fragments: ["unknown model", "wide-and-shallow", "wide-deep"]),
+        BadOption(arguments: ["--model", "wide-deep"], fragments: ["wide-deep", "bottom_mlp"]),
         BadOption(arguments: ["--data", "csv:/tmp/x"], fragments: ["criteo:PATH", "csv:/tmp/x"]),
         BadOption(arguments: ["--data", "criteo:/nonexistent/strata.tsv"], fragments: ["/nonexistent/strata.tsv", "open"]),
         BadOption(arguments: ["--eval-data", "criteo:/nonexistent/eval.tsv"], fragments: ["/nonexistent/eval.tsv"]),

@@ -19,7 +19,7 @@ struct RowBits: Equatable {
 }
 
 /// The checkpoint payload `Trainer` writes: "STRN", a little-endian UInt32 length, that many
-/// bytes of JSON (options, step, samples, data position), then a `ParameterArchive`.
+/// bytes of JSON (version, options, step, samples, data position), then a `ParameterArchive`.
 struct TrainerPayload {
     var json: [UInt8]
     var archive: [UInt8]
@@ -35,7 +35,7 @@ struct TrainerPayload {
     /// The JSON header as an object (key order does not matter).
     var header: NSDictionary? { (try? JSONSerialization.jsonObject(with: Data(json))) as? NSDictionary }
 
-    /// The archive's tensors by name: the value, then each optimizer state tensor, as bits.
+    /// The archive's tensors by name: the value, then the optimizer state, as bits.
     /// Follows the format documented at `ParameterArchive`; nil if it does not parse.
     var tensors: [(name: String, bits: [[UInt32]])]? {
         var at = 0
@@ -55,19 +55,17 @@ struct TrainerPayload {
         }
         guard b.count >= 4, Array(b[0..<4]) == Array("SPRM".utf8) else { return nil }
         at = 4
-        guard u32() == 1, let count = u32() else { return nil }
+        // Version 2: the state's float count; version 1: its tensor count.
+        guard let version = u32(), version == 1 || version == 2, let count = u32() else { return nil }
         var out: [(String, [[UInt32]])] = []
         for _ in 0..<count {
             guard let nameLength = u32(), at + nameLength <= b.count else { return nil }
             let name = String(decoding: b[at..<(at + nameLength)], as: UTF8.self)
             at += nameLength
-            guard let rows = u32(), let columns = u32(), let states = u32() else { return nil }
-            var tensors: [[UInt32]] = []
-            for _ in 0...states {
-                guard let t = floats(rows * columns) else { return nil }
-                tensors.append(t)
-            }
-            out.append((name, tensors))
+            guard let rows = u32(), let columns = u32(), let state = u32() else { return nil }
+            guard let value = floats(rows * columns), let stateFloats = floats(version == 1 ? state * rows * columns : state)
+            else { return nil }
+            out.append((name, [value, stateFloats]))
         }
         return at == b.count ? out : nil
     }
@@ -107,8 +105,8 @@ struct TrainedState {
     }
 
     static func dense(_ trainer: Trainer) -> [(name: String, bits: [[UInt32]])] {
-        trainer.model.parameters.map { p in
-            (p.name, ([p.value] + p.state).map { t in (0..<t.count).map { t.data[$0].bitPattern } })
+        trainer.network.parameters.map { p in
+            (p.name, ([p.value] + (p.state.map { [$0] } ?? [])).map { t in (0..<t.count).map { t.data[$0].bitPattern } })
         }
     }
 

@@ -20,8 +20,7 @@ import Testing
 
     static func options() -> TrainingOptions {
         TrainingOptions(
-            model: DLRMConfig(denseFeatures: 13, sparseFeatures: 26, embeddingDimension: dimension,
-                              bottomHidden: [8], topHidden: [8]),
+            model: ModelSpec(DLRM.self, .init(embeddingDim: dimension, bottomMlp: [8], topMlp: [8])),
             // 128 rows: large enough for the AVX-512 kernel to split products over two threads.
             batchSize: 128, steps: 36, denseOptimizer: .adam(learningRate: 0.01),
             sparseOptimizer: .adam(learningRate: 0.02), evaluateEvery: 12, evaluationSamples: 256,
@@ -30,6 +29,10 @@ import Testing
 
     static func data(_ split: SyntheticClicks.Split) -> SyntheticClicks {
         SyntheticClicks(options: .init(seed: 5, samplesPerEpoch: 1_000_000, largestKeySpace: 20_000), split: split)
+    }
+
+    static func trainingData() -> TrainingData {
+        TrainingData(train: data(.train), validation: PointwiseEvaluator(data(.test), split: "eval", kind: .click, label: 0))
     }
 
     /// Bytes of `rows` records of this test's tables (dimension 4, Adam: 2 × 4 floats of state).
@@ -51,13 +54,12 @@ import Testing
         defer { removeDirectory(directory) }
         let storeOptions = Store.Options.small(resources.budget)
         let store = try Store(path: directory, options: storeOptions)
-        let trainer = try Trainer(store: store, options: options(), resources: resources,
-                                  train: data(.train), evaluate: data(.test), resume: false)
+        let trainer = try Trainer(store: store, options: options(), resources: resources, data: trainingData(), resume: false)
         var events: [String] = []
         let summary = try trainer.run { event in
             switch event {
             case .checkpoint(let step, let generation, _): events.append("checkpoint \(generation) at \(step)")
-            case .evaluation(let e): events.append("eval at \(e.step): auc \(e.auc.bitPattern) logloss \(e.logloss.bitPattern)")
+            case .evaluation(let e): events.append("eval at \(e.step): auc \(e["auc"]!.bitPattern) logloss \(e["logloss"]!.bitPattern)")
             case .progress: break
             }
         }
@@ -71,8 +73,7 @@ import Testing
             // The store reopened and a trainer resumed on it holds the same weights.
             let again = try Store(path: directory, options: storeOptions)
             defer { try? again.close() }
-            let resumed = try Trainer(store: again, options: options(), resources: resources,
-                                      train: data(.train), evaluate: data(.test), resume: true)
+            let resumed = try Trainer(store: again, options: options(), resources: resources, data: trainingData(), resume: true)
             #expect(resumed.resumedFromStep == options().steps)
             var reread = try TrainedState.capture(again)
             reread.dense = TrainedState.dense(resumed)

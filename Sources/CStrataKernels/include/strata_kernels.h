@@ -69,15 +69,17 @@ void strata_column_sums(const float *x, int rows, int columns, float *sums);
 
 /// DLRM's dot interaction for `batch` samples of `vectors` inputs, each `batch × dim`
 /// row-major (`inputs[0]` the bottom MLP's output, then the embeddings): row s of `out`
-/// (stride `ldo`) gets inputs[0]'s row s, then <z_i, z_j> for every pair j < i in order of i
-/// then j. Each product sums over the dimension in order. Single-threaded; uses AVX-512F when
-/// the CPU has it.
-void strata_interaction_forward(int vectors, int dim, int batch, const float *const *inputs, float *out, int ldo);
+/// (stride `ldo`) gets, if `passthrough`, inputs[0]'s row s, then <z_i, z_j> for every pair
+/// j < i in order of i then j. Each product sums over the dimension in order.
+/// Single-threaded; uses AVX-512F when the CPU has it.
+void strata_interaction_forward(int vectors, int dim, int batch, const float *const *inputs, int passthrough, float *out,
+                                int ldo);
 
-/// The gradients of the interaction's inputs from `dy` (`batch` rows of dim + pairs columns,
-/// stride `lddy`): gradients[v] (`batch × dim`, overwritten) = Σ over v's pairs of
-/// dy_pair · the other vector, summed in output order, plus dy's first `dim` columns for v = 0.
-void strata_interaction_backward(int vectors, int dim, int batch, const float *const *inputs, const float *dy, int lddy,
-                                 float *const *gradients);
+/// The gradients of the interaction's inputs from `dy` (`batch` rows of (passthrough ? dim :
+/// 0) + pairs columns, stride `lddy`): gradients[v] (`batch × dim`, overwritten) = Σ over v's
+/// pairs of dy_pair · the other vector, summed in output order, plus, if `passthrough`, dy's
+/// first `dim` columns for v = 0.
+void strata_interaction_backward(int vectors, int dim, int batch, const float *const *inputs, int passthrough,
+                                 const float *dy, int lddy, float *const *gradients);
 
 #endif

@@ -1,4 +1,5 @@
 import Glibc
+import StrataModels
 
 // Parsing one line of Criteo's TSV straight from the bytes in the read buffer: no String, no
 // allocation, one pass, one comparison per byte in the digit loops. Only a line that is
@@ -15,8 +16,12 @@ enum LineFault: Equatable, Sendable {
     case integer(column: Int)
     /// Categorical column `column` (0-based) is not a hexadecimal value of at most 16 digits.
     case hex(column: Int)
-    /// More bytes before the newline than the line-length limit.
-    case tooLong(limit: Int)
+    /// A table's line has a number of fields other than its header's.
+    case columnCount(found: Int)
+    /// A table's column (0-based) does not hold what its schema says.
+    case column(Int)
+    /// A table's line has a quote that does not close, or text after a closing quote.
+    case quote
 }
 
 /// The constant tables the parser reads, allocated once for the process.
@@ -132,7 +137,6 @@ func parseCriteoLine(
 /// What is wrong with a rejected line, in words, quoting the offending field. Only called on
 /// the way to an error, so it may allocate.
 func describe(_ fault: LineFault, line: UnsafeBufferPointer<UInt8>, schema: ClickSchema) -> String {
-    if case let .tooLong(limit) = fault { return "longer than \(limit) bytes" }
     let fields = line.split(separator: tab, omittingEmptySubsequences: false)
     let expected = 1 + schema.dense + schema.sparse
     if fields.count != expected || fault == .fieldCount {
@@ -150,7 +154,68 @@ func describe(_ fault: LineFault, line: UnsafeBufferPointer<UInt8>, schema: Clic
     case let .hex(column):
         let field = 1 + schema.dense + column
         return "categorical column \(column + 1) (field \(field + 1)): \(quoted(field)) is not a hexadecimal value of at most 16 digits"
-    case .fieldCount, .tooLong:
-        return "malformed"  // handled above
+    case .fieldCount, .columnCount, .column, .quote:
+        return "malformed"  // handled above, or not Criteo's
+    }
+}
+
+/// Criteo's display-advertising TSV: a label (`0` or `1`), `shape.dense` integer fields and
+/// `shape.sparse` hexadecimal categorical fields, tab-separated. Any integer or categorical
+/// field may be empty.
+/// - Integers: empty is 0, negative values are clipped to 0, then log(x + 1) as Float.
+/// - Categorical column `c` (0-based among the categorical columns) with value `v` becomes the
+///   key `clickKey(column: c, value: v)`. An empty field becomes
+///   `clickKey(column: c, value: UInt64.max)`: one "missing" key per column, so a model learns
+///   an embedding for absence itself. (A 16-digit `ffffffffffffffff` would share it; Criteo's
+///   values have 8 digits.)
+struct CriteoFormat: Sendable {
+    let shape: ClickSchema
+    let schema: FeatureSchema
+    /// Per-column key of an empty categorical field.
+    private let emptyKeys: [UInt64]
+
+    init(shape: ClickSchema) {
+        precondition(shape.dense >= 0 && shape.sparse >= 0, "a schema counts columns")
+        self.shape = shape
+        schema = shape.features
+        emptyKeys = (0..<shape.sparse).map { clickKey(column: $0, value: UInt64.max) }
+    }
+
+    var identity: String { "schema \(identityText(shape))" }
+
+    @inline(__always)
+    func parse(_ line: UnsafeBufferPointer<UInt8>, into block: SampleBlock, slot: Int) -> LineOutcome {
+        let start = line.baseAddress ?? UnsafePointer(bitPattern: 8)!
+        let fault = emptyKeys.withUnsafeBufferPointer { empty in
+            parseCriteoLine(
+                start, start + line.count, dense: shape.dense, sparse: shape.sparse,
+                into: SampleSlot(label: block.labels + slot, dense: block.dense + slot * shape.dense,
+                                 keys: block.keys + slot * shape.sparse),
+                emptyKeys: empty.baseAddress ?? UnsafePointer(bitPattern: 8)!, tables: CriteoTables.shared)
+        }
+        return fault.map { .fault($0) } ?? .sample
+    }
+
+    func describe(_ fault: LineFault, line: UnsafeBufferPointer<UInt8>) -> String { StrataTraining.describe(fault, line: line, schema: shape) }
+}
+
+/// Criteo's TSV (`CriteoFormat`) as a `BatchSource`: a `LineFile` of that format.
+public typealias CriteoFile = LineFile
+
+extension LineFile.Options {
+    /// Options of a Criteo file: columns per line (Criteo's 13 integer and 26 categorical by
+    /// default) and how to read it.
+    public init(schema: ClickSchema = .criteo, shuffleBlock: Int = 0, seed: UInt64 = 0,
+                malformedLines: MalformedLinePolicy = .stop, readChunkBytes: Int = 4 << 20, maxLineBytes: Int = 1 << 20) {
+        self.init(format: .criteo(CriteoFormat(shape: schema)), shuffleBlock: shuffleBlock, seed: seed,
+                  malformedLines: malformedLines, readChunkBytes: readChunkBytes, maxLineBytes: maxLineBytes)
+    }
+}
+
+extension LineFile {
+    /// Opens a Criteo file. Throws `DataError.io` naming the path if it cannot be opened or is
+    /// not a regular file.
+    public init(path: String, options: Options = Options()) throws(DataError) {
+        try self.init(path: path, lineOptions: options)
     }
 }

@@ -12,12 +12,15 @@ public enum DataError: Error, Sendable, Equatable, CustomStringConvertible {
     /// `seek` was given a position this source did not make (another file, other options, or
     /// a position past the end).
     case positionMismatch(source: String, detail: String)
+    /// A schema file, or the data against it, is not usable: `reason` says what is wrong.
+    case schema(file: String, reason: String)
 
     public var description: String {
         switch self {
         case let .malformedLine(file, line, reason): "\(file):\(line): malformed line: \(reason)"
         case let .io(path, operation, detail): "\(path): \(operation) failed: \(detail)"
         case let .positionMismatch(source, detail): "\(source): cannot seek: \(detail)"
+        case let .schema(file, reason): "\(file): \(reason)"
         }
     }
 }

@@ -1,4 +1,5 @@
 import Glibc
+public import StrataModels
 import StrataStore
 
 // Click data with known answers. Every sample is a pure function of (seed, sample index), so
@@ -27,7 +28,7 @@ import StrataStore
 // key spaces.
 
 /// A deterministic generator of click samples with a planted model.
-public struct SyntheticClicks: ClickSource, Sendable {
+public struct SyntheticClicks: BatchSource, Sendable {
     /// Which of the two disjoint sample streams a source reads.
     public enum Split: String, Sendable, Codable, Hashable {
         /// Samples 0, 1, 2, ...
@@ -109,7 +110,8 @@ public struct SyntheticClicks: ClickSource, Sendable {
     public let options: Options
     public let split: Split
     public var identity: String { "synthetic:\(split) \(identityText(options))" }
-    public var schema: ClickSchema { options.schema }
+    public var shape: ClickSchema { options.schema }
+    public var schema: FeatureSchema { options.schema.features }
     /// Ids per categorical feature.
     public var keySpaces: [Int64] { model.sparse.map(\.zipf.count) }
     /// The planted model's bias.
@@ -136,7 +138,7 @@ public struct SyntheticClicks: ClickSource, Sendable {
         model = PlantedModel(options)
     }
 
-    // MARK: ClickSource
+    // MARK: BatchSource
 
     /// `detail` is a format tag, the epoch length and the seed, checked by `seek`.
     public var position: SourcePosition {
@@ -163,23 +165,20 @@ public struct SyntheticClicks: ClickSource, Sendable {
         sample = position.sample
     }
 
-    public mutating func next(_ size: Int, into batch: inout ClickBatch) throws(DataError) -> Int {
+    public mutating func next(_ size: Int, into batch: Batch) throws(DataError) -> Int {
         precondition(size > 0, "a batch holds at least one sample")
-        precondition(batch.schema == schema, "batch schema \(batch.schema) does not match the source's \(schema)")
+        precondition(batch.schema == schema, "the batch's schema does not match the source's")
         let n = Int(min(Int64(size), options.samplesPerEpoch - sample))
-        batch.beginWriting(capacity: size)
+        batch.begin(capacity: size)
         if n == 0 {
-            batch.endWriting(capacity: size, written: 0)
+            batch.end(written: 0)
             epoch += 1
             sample = 0
             return 0
         }
         let first = streamIndex(epoch: epoch, sample: sample)
-        let model = self.model
-        batch.withColumns { columns in
-            model.generate(first: first, count: n, into: columns, stride: size, at: 0, details: nil)
-        }
-        batch.endWriting(capacity: size, written: n)
+        model.generate(first: first, count: n, into: BatchColumns(batch), stride: size, at: 0, details: nil)
+        batch.end(written: n)
         sample += Int64(n)
         return n
     }
@@ -199,9 +198,9 @@ public struct SyntheticClicks: ClickSource, Sendable {
     /// ids and planted logit: exactly what `next` hands out there.
     public func sample(at index: Int64, epoch: Int = 0) -> Sample {
         precondition(index >= 0 && index < options.samplesPerEpoch, "sample \(index) is outside the epoch")
-        var batch = ClickBatch(schema: schema)
-        batch.beginWriting(capacity: 1)
-        let dense = schema.dense, sparse = schema.sparse
+        let batch = Batch(schema: schema)
+        batch.begin(capacity: 1)
+        let dense = shape.dense, sparse = shape.sparse
         var counts = [Int64](repeating: 0, count: dense)
         var ranks = [Int64](repeating: 0, count: sparse)
         var ids = [UInt64](repeating: 0, count: sparse)
@@ -216,34 +215,24 @@ public struct SyntheticClicks: ClickSource, Sendable {
                             counts: c.baseAddress ?? UnsafeMutablePointer(bitPattern: 8)!,
                             ranks: r.baseAddress ?? UnsafeMutablePointer(bitPattern: 8)!,
                             ids: i.baseAddress ?? UnsafeMutablePointer(bitPattern: 8)!, logit: l)
-                        batch.withColumns { columns in
-                            model.generate(first: first, count: 1, into: columns, stride: 1, at: 0, details: details)
-                        }
+                        model.generate(first: first, count: 1, into: BatchColumns(batch), stride: 1, at: 0, details: details)
                     }
                 }
             }
         }
-        batch.endWriting(capacity: 1, written: 1)
+        batch.end(written: 1)
         return Sample(
-            label: batch.labels[0], dense: batch.dense, counts: counts.map { $0 < 0 ? nil : $0 },
-            ranks: ranks, ids: ids, keys: batch.keys, logit: logit)
+            label: batch.labels[0], dense: Array(UnsafeBufferPointer(start: batch.dense, count: dense)),
+            counts: counts.map { $0 < 0 ? nil : $0 }, ranks: ranks, ids: ids,
+            keys: (0..<sparse).map { batch.keys(of: $0, row: 0)[0] }, logit: logit)
     }
 
     /// The planted model's logit for sample `sample` of `batch` (a batch this source, or one
     /// made the same way, produced): bias + Σ v_j · dense_j + Σ w_f(key_f). It is the logit
     /// the label was drawn from, bit for bit.
-    public func plantedLogit(in batch: ClickBatch, sample b: Int) -> Double {
+    public func plantedLogit(in batch: Batch, sample b: Int) -> Double {
         precondition(batch.schema == schema && b >= 0 && b < batch.count)
-        let dense = schema.dense, n = batch.count
-        return batch.dense.withUnsafeBufferPointer { d in
-            batch.keys.withUnsafeBufferPointer { k in
-                // With no dense or no categorical features the array is empty and has no base
-                // address; nothing is read through the pointer then.
-                model.logit(
-                    dense: (d.baseAddress ?? UnsafePointer(bitPattern: 8)!) + b * dense,
-                    keys: (k.baseAddress ?? UnsafePointer(bitPattern: 8)!) + b, keyStride: n)
-            }
-        }
+        return model.logit(dense: batch.dense + b * shape.dense, keys: batch.singleKeys + b, keyStride: batch.count)
     }
 
     /// The planted model's AUC on samples 0 ..< `samples` of this source's stream (epoch 0):
@@ -255,17 +244,17 @@ public struct SyntheticClicks: ClickSource, Sendable {
         var source = self
         source.epoch = 0
         source.sample = 0
-        var batch = ClickBatch(schema: schema)
+        let batch = Batch(schema: schema)
         var metrics = Metrics()
         var logits = [Float]()
         var done = 0
         while done < samples {
             // `next` cannot throw for this source.
-            let n = (try? source.next(min(4096, samples - done), into: &batch)) ?? 0
+            let n = (try? source.next(min(4096, samples - done), into: batch)) ?? 0
             if n == 0 { break }
             logits.removeAll(keepingCapacity: true)
             for b in 0..<n { logits.append(Float(plantedLogit(in: batch, sample: b))) }
-            metrics.add(logits: logits, labels: batch.labels)
+            metrics.add(logits: logits, labels: UnsafeBufferPointer(start: batch.labels, count: n))
             done += n
         }
         return metrics.auc
@@ -274,7 +263,7 @@ public struct SyntheticClicks: ClickSource, Sendable {
     /// The key of rank `rank` (1-based) of categorical feature `feature`: which key a Zipf
     /// rank becomes.
     public func key(feature: Int, rank: Int64) -> UInt64 {
-        precondition(feature >= 0 && feature < schema.sparse && rank >= 1)
+        precondition(feature >= 0 && feature < shape.sparse && rank >= 1)
         return clickKey(column: feature, value: model.sparse[feature].id(rank: rank))
     }
 }

@@ -1,11 +1,12 @@
-// The training loop: batches from a source (read ahead on a thread of its own), DLRM's
-// forward and backward passes, the dense optimizer step, the store's sparse steps, periodic
-// evaluation, and checkpoints that hold everything a run needs to continue exactly: the
-// store's rows and their optimizer state, the dense weights and their optimizer state, the
-// step, and the data position, all in one store checkpoint.
+// The training loop: batches from a source (read and prepared ahead on a thread of its own),
+// the model's forward and backward passes, the dense optimizer step, the store's sparse steps,
+// periodic evaluation, and checkpoints that hold everything a run needs to continue exactly:
+// the store's rows and their optimizer state, the dense weights and their optimizer state, the
+// step, and the data position, all in one store checkpoint. Nothing in the loop knows which
+// model it trains.
 import Foundation
 public import StrataModels
-import StrataNN
+public import StrataNN
 public import StrataStore
 
 /// What happened, for progress lines and the metrics file.
@@ -25,25 +26,18 @@ public enum TrainingEvent: Sendable {
         public var warmHitRatio: Double
         public var coldHitRatio: Double
     }
-
-    public struct Evaluation: Sendable, Codable {
-        public var step: Int
-        public var samples: Int
-        public var auc: Double
-        public var logloss: Double
-        public var accuracy: Double
-    }
 }
 
 /// The end of a run.
-public struct TrainingSummary: Sendable, Codable {
+public struct TrainingSummary: Sendable {
     public var steps: Int
     public var samples: Int64
     public var seconds: Double
     public var samplesPerSecond: Double
     /// The mean training loss of the last 100 steps (fewer if the run made fewer).
     public var finalLoss: Double
-    public var evaluation: TrainingEvent.Evaluation?
+    /// The last evaluation on each split, the final split last.
+    public var evaluations: [Evaluation]
     public var resumedFromStep: Int?
     /// Malformed input lines left out (`--on-malformed skip`), counted from the start of the
     /// epoch the run resumed in.
@@ -55,6 +49,9 @@ public struct TrainingSummary: Sendable, Codable {
     /// The largest resident set seen between steps (sampled every 8 steps and before each
     /// checkpoint): the memory training holds, without a checkpoint commit's transient.
     public var residentBytesBetweenSteps: Int
+
+    /// The final evaluation: the last split evaluated at the end.
+    public var evaluation: Evaluation? { evaluations.last }
 
     /// The embedding tables at the end, summed over tables.
     public struct Tables: Sendable, Codable {
@@ -88,21 +85,31 @@ public enum TrainingError: Error, CustomStringConvertible {
     }
 }
 
-/// The part of a checkpoint's payload that is not dense weights.
-struct TrainerState: Codable {
-    var options: TrainingOptions
-    /// The training source's `identity` (absent in checkpoints written before it was kept).
-    var data: String?
-    var step: Int
-    var samples: Int64
-    var position: SourcePosition
+/// The data a run reads: the training stream, how to evaluate, and the items and users it
+/// knows (for negative sampling).
+public struct TrainingData {
+    public var train: any BatchSource
+    /// Evaluated every `evaluateEvery` steps (a validation split, or separate evaluation data).
+    public var validation: (any Evaluator)?
+    /// Evaluated at the end, after `validation` (a test split).
+    public var test: (any Evaluator)?
+    /// The items and the users' training items, which negative sampling draws from.
+    public var interactions: Interactions?
+
+    public init(train: any BatchSource, validation: (any Evaluator)? = nil, test: (any Evaluator)? = nil,
+                interactions: Interactions? = nil) {
+        self.train = train
+        self.validation = validation
+        self.test = test
+        self.interactions = interactions
+    }
 }
 
 public final class Trainer {
     public let store: Store
     public let options: TrainingOptions
     public let resources: TrainingResources
-    public let model: DLRM
+    public let network: Network
     public private(set) var step = 0
     public private(set) var samples: Int64 = 0
     public private(set) var resumedFromStep: Int?
@@ -110,48 +117,58 @@ public final class Trainer {
     /// The tables' overhead just before a checkpoint, when the change lists are longest.
     private var peakOverhead = 0
 
-    private var source: any ClickSource
-    private let evaluationSource: (any ClickSource)?
-    private let tables: [Table]
+    private var source: any BatchSource
+    private let validation: (any Evaluator)?
+    private let test: (any Evaluator)?
+    private let negatives: NegativeSampler?
+    private let label: Int
 
-    /// Builds the model over `store` (creating one table per categorical feature, `c0`,
-    /// `c1`, ...). With `resume`, continues from the store's last checkpoint if it holds a
-    /// run (the options must then be the same).
-    public init(store: Store, options: TrainingOptions, resources: TrainingResources,
-                train: any ClickSource, evaluate: (any ClickSource)?, resume: Bool) throws {
-        let schema = train.schema
-        guard schema.dense == options.model.denseFeatures, schema.sparse == options.model.sparseFeatures else {
-            throw TrainingError.mismatch("the data has \(schema.dense) dense and \(schema.sparse) categorical features, "
-                + "the model expects \(options.model.denseFeatures) and \(options.model.sparseFeatures)")
+    /// Builds the model over `store` (creating the tables it asks for). With `resume`,
+    /// continues from the store's last checkpoint if it holds a run (the options must then be
+    /// the same).
+    public init(store: Store, options: TrainingOptions, resources: TrainingResources, data: TrainingData, resume: Bool) throws {
+        guard data.train.schema == options.schema else {
+            throw TrainingError.mismatch("the training data has \(data.train.schema.summary), the options' schema \(options.schema.summary)")
         }
-        if let e = evaluate, e.schema != schema {
-            throw TrainingError.mismatch("the evaluation data's features differ from the training data's")
+        for case let evaluator? in [data.validation, data.test] where evaluator.schema != options.schema {
+            throw TrainingError.mismatch("the \(evaluator.split) data has \(evaluator.schema.summary), the training data \(options.schema.summary)")
+        }
+        label = try options.labelColumn()
+        if let n = options.negatives {
+            guard let interactions = data.interactions else {
+                throw TrainingError.mismatch("negative sampling needs data that names its users and items (a schema with \"user\" and \"item\")")
+            }
+            guard n.count >= 1 else { throw TrainingError.mismatch("negative sampling draws at least one negative per sample") }
+            negatives = try NegativeSampler(n, interactions: interactions, seed: options.seed)
+        } else {
+            guard options.loss != .bpr else { throw TrainingError.mismatch("the BPR loss ranks positives above sampled negatives: give negatives") }
+            negatives = nil
         }
         // Checked before any table is created: a resume with other options must say so, not
         // fail on a table spec.
-        let saved = resume ? try Self.savedRun(store) : nil
+        let saved = resume ? try CheckpointPayload.decode(store.lastCheckpoint.payload) : nil
         if let saved {
             guard saved.state.options == options else {
                 throw TrainingError.checkpoint("the last checkpoint was made with other options (\(options.differences(from: saved.state.options))); resume with the same ones")
             }
-            if let data = saved.state.data, data != train.identity {
-                throw TrainingError.checkpoint("the last checkpoint was made on other data (\(data)), not \(train.identity)")
+            if let identity = saved.state.data, identity != data.train.identity {
+                throw TrainingError.checkpoint("the last checkpoint was made on other data (\(identity)), not \(data.train.identity)")
             }
         }
         self.store = store
         self.options = options
         self.resources = resources
-        source = train
-        evaluationSource = evaluate
-        let spec = TableSpec(dimension: options.model.embeddingDimension,
-                             initializer: Initializer(options.embeddingInitializer, seed: options.seed),
-                             optimizer: options.sparseOptimizer)
-        tables = try (0..<options.model.sparseFeatures).map { try store.createTable("c\($0)", spec, budget: resources.budget) }
+        source = data.train
+        validation = data.validation
+        test = data.test
         Parallel.threads = resources.threads
-        model = DLRM(config: options.model, tables: tables, seed: options.seed)
-        options.denseOptimizer.prepare(model.parameters)
+        let budget = resources.budget
+        network = try Network(spec: options.model, schema: options.schema, seed: options.seed, weightDecay: options.weightDecay) {
+            request in try store.createTable(request.name, options.spec(for: request), budget: budget)
+        }
+        options.denseOptimizer.prepare(network.parameters)
         if let saved {
-            try ParameterArchive.decode(saved.archive, into: model.parameters)
+            try ParameterArchive.decode(saved.archive, into: network.parameters)
             try source.seek(to: saved.state.position)
             step = saved.state.step
             samples = saved.state.samples
@@ -159,33 +176,10 @@ public final class Trainer {
         }
     }
 
-    /// A checkpoint payload is this, a little-endian UInt32 length, that many bytes of
-    /// `TrainerState` JSON, then the `ParameterArchive` of the dense parameters.
-    private static let payloadMagic = Array("STRN".utf8)
-
-    /// The run the store's last checkpoint holds, if any: its state and dense archive.
-    private static func savedRun(_ store: Store) throws -> (state: TrainerState, archive: ArraySlice<UInt8>)? {
-        let payload = store.lastCheckpoint.payload
-        guard !payload.isEmpty else { return nil }
-        guard payload.count >= 8, payload[0..<4].elementsEqual(Self.payloadMagic) else {
-            throw TrainingError.checkpoint("the store's last checkpoint does not hold a training run")
-        }
-        let length = Int(payload[4]) | Int(payload[5]) << 8 | Int(payload[6]) << 16 | Int(payload[7]) << 24
-        guard payload.count >= 8 + length,
-              let state = try? JSONDecoder().decode(TrainerState.self, from: Data(payload[8..<(8 + length)])) else {
-            throw TrainingError.checkpoint("the training state in the last checkpoint is unreadable")
-        }
-        return (state, payload[(8 + length)...])
-    }
-
-    private func payload(position: SourcePosition) -> [UInt8] {
-        let state = TrainerState(options: options, data: source.identity, step: step, samples: samples, position: position)
-        let json = (try? JSONEncoder().encode(state)) ?? Data()
-        var out = Self.payloadMagic
-        withUnsafeBytes(of: UInt32(json.count).littleEndian) { out += $0 }
-        out += json
-        out += ParameterArchive.encode(model.parameters)
-        return out
+    /// Whether the run has nothing left to do: a resume of a finished run.
+    public var isFinished: Bool {
+        if let steps = options.steps { return step >= steps }
+        return source.position.epoch >= options.epochs
     }
 
     /// Trains to the end (steps or epochs), reporting as it goes. Denormals are flushed to
@@ -196,38 +190,38 @@ public final class Trainer {
 
     private func train(report: (TrainingEvent) -> Void) throws -> TrainingSummary {
         let batchSize = options.batchSize
-        let dense = Tensor(rows: batchSize, columns: options.model.denseFeatures)
-        let dLogits = Tensor(rows: batchSize, columns: 1)
+        let dScores = Tensor(rows: 0, columns: 1)
         let started = Date()
         let startSamples = samples
         var lossSum = 0.0, lossCount = 0
         var recentLosses = [Double](repeating: 0, count: 100), recentCount = 0
         var lastReport = Date(), samplesAtReport = samples
-        var epochsDone = 0
         var position = source.position
-        var lastEvaluation: TrainingEvent.Evaluation?
+        var epochsDone = position.epoch
+        var evaluations: [String: Evaluation] = [:]
+        let preparation = { BatchPreparation(schema: self.options.schema, negatives: self.negatives) }
         let prefetcher = resources.lookahead > 0
-            ? Prefetcher(source: source, batchSize: batchSize, depth: resources.lookahead, warming: tables) : nil
+            ? Prefetcher(source: source, batchSize: batchSize, depth: resources.lookahead, preparation: preparation(),
+                         warming: network) : nil
         defer { prefetcher?.stop() }
-        var local = ClickBatch(schema: source.schema)
+        let inline = prefetcher == nil ? preparation() : nil
+        let local = Batch(schema: options.schema)
 
         func nextBatch() throws -> PositionedBatch {
             if let prefetcher { return try prefetcher.next() }
-            let n = try source.next(batchSize, into: &local)
-            return PositionedBatch(batch: local, after: source.position, endOfEpoch: n == 0,
-                                   skippedLines: source.skippedLines)
+            return try inline!.next(&source, size: batchSize, into: local)
         }
         var skippedBefore: Int64 = 0, skippedThisEpoch: Int64 = 0
+        let finished = isFinished
+        var changed = false  // anything trained in this run, which the end then saves
 
-        while true {
+        while !finished {
             if let steps = options.steps, step >= steps { break }
             if options.steps == nil && epochsDone >= options.epochs { break }
-            var item = try nextBatch()
+            let item = try nextBatch()
             if item.endOfEpoch {
                 // Without this, --steps on an empty file would loop forever.
-                guard position.sample > 0 else {
-                    throw TrainingError.noData(source.identity)
-                }
+                guard position.sample > 0 else { throw TrainingError.noData(source.identity) }
                 epochsDone += 1
                 position = item.after
                 skippedBefore += item.skippedLines
@@ -235,25 +229,21 @@ public final class Trainer {
                 continue
             }
             skippedThisEpoch = item.skippedLines
-            // Taken out of the item, so that it is the only reference when it goes back.
             let batch = item.batch
-            item.batch = ClickBatch(schema: batch.schema)
-            dense.resize(rows: batch.count)
-            batch.dense.withUnsafeBufferPointer { dense.data.update(from: $0.baseAddress!, count: $0.count) }
-            let logits = try batch.keys.withUnsafeBufferPointer { keys in
-                try model.forward(dense: dense, keys: keys, training: true)
-            }
-            let loss = batch.labels.withUnsafeBufferPointer { options.loss.evaluate(logits, targets: $0.baseAddress!, gradient: dLogits) }
-            try model.backward(dLogits)
-            options.denseOptimizer.step(model.parameters, step: step + 1)
+            let scores = try network.forward(batch, training: true, step: step + 1)
+            let loss = options.loss.evaluate(scores, labels: batch.labels + label, stride: batch.labelColumns,
+                                             groupSize: batch.groupSize, gradient: dScores)
+            try network.backward(dScores, step: step + 1)
+            options.denseOptimizer.step(network.parameters, step: step + 1)
             step += 1
-            samples += Int64(batch.count)
+            samples += Int64(item.samples)
             position = item.after
+            changed = true
             lossSum += loss
             lossCount += 1
             recentLosses[recentCount % recentLosses.count] = loss
             recentCount += 1
-            prefetcher?.recycle(consume batch)
+            prefetcher?.recycle(batch)
             if step % 8 == 0 { residentBetweenSteps = max(residentBetweenSteps, residentBytes()) }
 
             let now = Date()
@@ -265,13 +255,16 @@ public final class Trainer {
                 lossSum = 0
                 lossCount = 0
             }
-            let finishing = options.steps.map { step >= $0 } ?? false
-            if options.evaluateEvery > 0 && step % options.evaluateEvery == 0 && !finishing, let e = try evaluation() {
-                lastEvaluation = e
+            // The end of the run evaluates and checkpoints anyway: not twice.
+            let ending = options.steps.map { step >= $0 } ?? false
+            if options.evaluateEvery > 0 && step % options.evaluateEvery == 0 && !ending,
+               let e = try evaluate(validation, limit: options.evaluationSamples) {
+                evaluations[e.split] = e
                 report(.evaluation(e))
             }
-            if options.checkpointEvery > 0 && step % options.checkpointEvery == 0 && !finishing {
+            if options.checkpointEvery > 0 && step % options.checkpointEvery == 0 && !ending {
                 try checkpoint(position, report)
+                changed = false
             }
         }
         // The last stretch's progress, so that every run's metrics end with one (a run shorter
@@ -280,24 +273,36 @@ public final class Trainer {
             report(.progress(progress(lossSum / Double(max(lossCount, 1)),
                                       rate: Double(samples - samplesAtReport) / max(Date().timeIntervalSince(lastReport), 1e-9))))
         }
-        if let e = try evaluation() {
-            lastEvaluation = e
-            report(.evaluation(e))
+        var order: [String] = []
+        for (evaluator, limit) in [(validation, options.evaluationSamples), (test, nil)] {
+            // An evaluation at this very step stands: nothing has changed since.
+            if let split = evaluator?.split, let last = evaluations[split], last.step == step {
+                order.append(split)
+                continue
+            }
+            if let e = try evaluate(evaluator, limit: limit) {
+                evaluations[e.split] = e
+                order.append(e.split)
+                report(.evaluation(e))
+            }
         }
-        try checkpoint(position, report)
+        if changed || step == 0 { try checkpoint(position, report) }
         let seconds = Date().timeIntervalSince(started)
+        let trained = samples - startSamples
         return TrainingSummary(
             steps: step, samples: samples, seconds: seconds,
-            samplesPerSecond: Double(samples - startSamples) / max(seconds, 1e-9), finalLoss: recentCount == 0 ? .nan : recentLosses.prefix(recentCount).reduce(0, +) / Double(min(recentCount, recentLosses.count)),
-            evaluation: lastEvaluation, resumedFromStep: resumedFromStep, skippedLines: skippedBefore + skippedThisEpoch,
-            tables: try tableSummary(), peakResidentBytes: peakResidentBytes(),
+            samplesPerSecond: trained > 0 ? Double(trained) / max(seconds, 1e-9) : 0,
+            finalLoss: recentCount == 0 ? .nan : recentLosses.prefix(recentCount).reduce(0, +) / Double(min(recentCount, recentLosses.count)),
+            evaluations: order.compactMap { evaluations[$0] }, resumedFromStep: resumedFromStep,
+            skippedLines: skippedBefore + skippedThisEpoch, tables: try tableSummary(), peakResidentBytes: peakResidentBytes(),
             residentBytesBetweenSteps: residentBetweenSteps)
     }
 
     private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) -> Void) throws {
         residentBetweenSteps = max(residentBetweenSteps, residentBytes())
-        peakOverhead = max(peakOverhead, try tables.reduce(0) { $0 + (try $1.statistics().bytes.overhead) })
-        let info = try store.checkpoint(payload: payload(position: position))
+        peakOverhead = max(peakOverhead, try network.tables.reduce(0) { $0 + (try $1.statistics().bytes.overhead) })
+        let state = TrainerState(options: options, data: source.identity, step: step, samples: samples, position: position)
+        let info = try store.checkpoint(payload: try CheckpointPayload.encode(state, parameters: network.parameters))
         report(.checkpoint(step: step, generation: info.generation, seconds: info.durationSeconds))
     }
 
@@ -310,7 +315,7 @@ public final class Trainer {
     private func tableSummary() throws -> TrainingSummary.Tables {
         var rows = 0, bytes = 0, largest = 0, overhead = 0
         var traffic = TableStatistics.Traffic()
-        for table in tables {
+        for table in network.tables {
             let s = try table.statistics()
             rows += s.rows.total
             bytes += s.rows.total * s.recordBytes
@@ -327,27 +332,14 @@ public final class Trainer {
                      coldHitRatio: Double(traffic.coldHits) / total)
     }
 
-    /// The model on the evaluation data (read-only: nothing moves in the store).
-    public func evaluate() throws -> TrainingEvent.Evaluation? {
-        try Denormals.flushed { try evaluation() }
+    /// The model on the validation data, else the test data (read-only: nothing moves in the
+    /// store).
+    public func evaluate() throws -> Evaluation? {
+        try Denormals.flushed { try evaluate(validation ?? test, limit: validation == nil ? nil : options.evaluationSamples) }
     }
 
-    private func evaluation() throws -> TrainingEvent.Evaluation? {
-        guard var data = evaluationSource, options.evaluationSamples > 0 else { return nil }
-        try data.seek(to: SourcePosition())
-        var batch = ClickBatch(schema: data.schema)
-        let dense = Tensor(rows: options.batchSize, columns: options.model.denseFeatures)
-        var metrics = Metrics()
-        while metrics.count < options.evaluationSamples {
-            let n = try data.next(min(options.batchSize, options.evaluationSamples - metrics.count), into: &batch)
-            if n == 0 { break }
-            dense.resize(rows: n)
-            batch.dense.withUnsafeBufferPointer { dense.data.update(from: $0.baseAddress!, count: $0.count) }
-            let logits = try batch.keys.withUnsafeBufferPointer { try model.forward(dense: dense, keys: $0, training: false) }
-            metrics.add(logits: UnsafeBufferPointer(start: logits.data, count: n), labels: batch.labels)
-        }
-        guard metrics.count > 0 else { return nil }
-        return .init(step: step, samples: metrics.count, auc: metrics.auc, logloss: metrics.logLoss, accuracy: metrics.accuracy)
+    private func evaluate(_ evaluator: (any Evaluator)?, limit: Int?) throws -> Evaluation? {
+        guard let evaluator, limit.map({ $0 > 0 }) ?? true else { return nil }
+        return try evaluator.evaluate(network, step: step, limit: limit)
     }
 }
-

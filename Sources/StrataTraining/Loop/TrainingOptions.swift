@@ -3,45 +3,114 @@ public import StrataNN
 public import StrataStore
 
 /// Everything that decides what a training run computes. Two runs with equal options, data
-/// and seed end with the same weights, bit for bit, whatever their memory budgets and
-/// look-ahead (which are not options of the run but of the machine it runs on).
+/// and seed end with the same weights, bit for bit, whatever their memory budgets, look-ahead
+/// and threads (which are not options of the run but of the machine it runs on).
 public struct TrainingOptions: Sendable, Codable, Equatable {
-    public var model: DLRMConfig
+    /// The model by name, with its configuration.
+    public var model: ModelSpec
+    /// The features the data holds and the tables they name.
+    public var schema: FeatureSchema
+    /// Samples per step (before negatives are added).
     public var batchSize: Int
     /// Stop after this many steps; nil trains for `epochs` passes over the data.
     public var steps: Int?
     public var epochs: Int
-    public var denseOptimizer: DenseOptimizer
-    /// The store's optimizer for the embedding tables.
+    /// The optimizer of the dense weights: the store's per-row arithmetic with each parameter
+    /// as one row.
+    public var denseOptimizer: Optimizer
+    /// The store's optimizer for embedding and bias tables.
     public var sparseOptimizer: Optimizer
+    /// The store's optimizer for wide tables (Wide & Deep's linear part).
+    public var wideOptimizer: Optimizer
     /// Embedding rows never trained start from this.
     public var embeddingInitializer: Initializer.Distribution
     public var loss: Loss
+    /// The label the loss reads (nil: the schema's first).
+    public var label: String?
+    /// Negatives sampled for every positive (BPR, or implicit feedback with BCE).
+    public var negatives: NegativeSampling?
+    /// L2 regularisation of embedding and bias rows touched by a batch (`TableLookup`).
+    public var weightDecay: Float
     /// Evaluate every this many steps (and at the end); 0 only at the end.
     public var evaluateEvery: Int
-    /// Samples of the evaluation data used per evaluation.
+    /// Samples (ranking: users) per evaluation during training.
     public var evaluationSamples: Int
     /// Checkpoint every this many steps (and at the end); 0 only at the end.
     public var checkpointEvery: Int
     public var seed: UInt64
 
-    public init(model: DLRMConfig = .criteoKaggle, batchSize: Int = 128, steps: Int? = 1000, epochs: Int = 1,
-                denseOptimizer: DenseOptimizer = .sgd(learningRate: 0.1), sparseOptimizer: Optimizer = .sgd(learningRate: 0.1),
+    /// The wide optimizer a run gets unless told otherwise: FTRL-Proximal, as in Wide & Deep.
+    public static let defaultWideOptimizer = Optimizer.ftrl(alpha: 0.05, beta: 1, l1: 0, l2: 0)
+
+    public init(model: ModelSpec = ModelSpec(DLRM.self, .init()), schema: FeatureSchema = ClickSchema.criteo.features,
+                batchSize: Int = 128, steps: Int? = 1000, epochs: Int = 1,
+                denseOptimizer: Optimizer = .sgd(learningRate: 0.1), sparseOptimizer: Optimizer = .sgd(learningRate: 0.1),
+                wideOptimizer: Optimizer = TrainingOptions.defaultWideOptimizer,
                 embeddingInitializer: Initializer.Distribution = .uniform(low: -0.01, high: 0.01),
-                loss: Loss = .binaryCrossEntropy, evaluateEvery: Int = 0, evaluationSamples: Int = 100_000,
+                loss: Loss = .binaryCrossEntropy, label: String? = nil, negatives: NegativeSampling? = nil,
+                weightDecay: Float = 0, evaluateEvery: Int = 0, evaluationSamples: Int = 100_000,
                 checkpointEvery: Int = 0, seed: UInt64 = 1) {
         self.model = model
+        self.schema = schema
         self.batchSize = batchSize
         self.steps = steps
         self.epochs = epochs
         self.denseOptimizer = denseOptimizer
         self.sparseOptimizer = sparseOptimizer
+        self.wideOptimizer = wideOptimizer
         self.embeddingInitializer = embeddingInitializer
         self.loss = loss
+        self.label = label
+        self.negatives = negatives
+        self.weightDecay = weightDecay
         self.evaluateEvery = evaluateEvery
         self.evaluationSamples = evaluationSamples
         self.checkpointEvery = checkpointEvery
         self.seed = seed
+    }
+
+    /// The spec of the table a model asks for.
+    public func spec(for request: TableRequest) -> TableSpec {
+        let settings = schema.tables[request.name]
+        let (optimizer, distribution): (Optimizer, Initializer.Distribution) = switch request.role {
+        case .embedding: (sparseOptimizer, embeddingInitializer)
+        case .bias: (sparseOptimizer, .zeros)
+        case .wide: (wideOptimizer, .zeros)
+        }
+        return TableSpec(dimension: request.dimension, storage: settings?.storage ?? .float32,
+                         initializer: Initializer(settings?.initializer ?? distribution, seed: seed),
+                         optimizer: settings?.optimizer ?? optimizer)
+    }
+
+    /// The label column the loss reads, or why there is none.
+    func labelColumn() throws -> Int {
+        if let label {
+            guard let i = schema.labelIndex(label) else { throw TrainingError.mismatch("the data has no label '\(label)'") }
+            return i
+        }
+        guard !schema.labels.isEmpty || loss == .bpr else { throw TrainingError.mismatch("the data has no label to train on") }
+        return 0
+    }
+}
+
+/// Negative sampling: for every training sample, `count` items drawn by a counter-based
+/// generator from (seed, epoch, sample, slot), so they replay exactly on resume.
+public struct NegativeSampling: Sendable, Codable, Equatable, Hashable {
+    public enum Distribution: Sendable, Codable, Equatable, Hashable {
+        /// Every item alike.
+        case uniform
+        /// By training popularity: an item's chance ∝ (its training interactions)^exponent.
+        case popularity(exponent: Double)
+    }
+    public var count: Int
+    public var distribution: Distribution
+    /// Redraw (up to a bound) an item the user interacted with in training, as RecBole does.
+    public var excludeSeen: Bool
+
+    public init(count: Int, distribution: Distribution = .uniform, excludeSeen: Bool = true) {
+        self.count = count
+        self.distribution = distribution
+        self.excludeSeen = excludeSeen
     }
 }
 
@@ -62,10 +131,73 @@ public struct TrainingResources: Sendable {
 }
 
 extension TrainingOptions {
-    /// The names of the options that differ from `other`'s, for an error message.
+    /// What differs from `other`, as the command-line options that set it with both values
+    /// (this run's first), for an error message.
     func differences(from other: TrainingOptions) -> String {
-        let mine = Mirror(reflecting: self).children, theirs = Mirror(reflecting: other).children
-        let names = zip(mine, theirs).filter { "\($0.value)" != "\($1.value)" }.compactMap(\.0.label)
-        return names.isEmpty ? "none found" : names.joined(separator: ", ") + " differ"
+        var out: [String] = []
+        func compare<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { out.append("\(name) \(a) vs \(b)") } }
+        if model.name != other.model.name {
+            out.append("--model \(model.name) vs \(other.model.name)")
+        } else if model.configuration != other.model.configuration {
+            if case .object(let a) = model.configuration, case .object(let b) = other.model.configuration {
+                for key in Set(a.keys).union(b.keys).sorted() where a[key] != b[key] {
+                    out.append("model setting \(key) \(a[key]?.description ?? "none") vs \(b[key]?.description ?? "none")")
+                }
+            } else {
+                out.append("model configuration \(model.configuration) vs \(other.model.configuration)")
+            }
+        }
+        if schema != other.schema { out.append("the feature schema (the data's columns or --schema)") }
+        compare("--batch-size", batchSize, other.batchSize)
+        compare("--steps", steps.map(String.init) ?? "none", other.steps.map(String.init) ?? "none")
+        compare("--epochs", epochs, other.epochs)
+        compare("--optimizer/--learning-rate", "\(denseOptimizer)", "\(other.denseOptimizer)")
+        compare("--sparse-optimizer/--sparse-learning-rate", "\(sparseOptimizer)", "\(other.sparseOptimizer)")
+        compare("--wide-optimizer/--wide-learning-rate", "\(wideOptimizer)", "\(other.wideOptimizer)")
+        compare("the embedding initializer", "\(embeddingInitializer)", "\(other.embeddingInitializer)")
+        compare("--loss", loss.rawValue, other.loss.rawValue)
+        compare("--label", label ?? "first", other.label ?? "first")
+        compare("--negatives", negatives.map { "\($0)" } ?? "none", other.negatives.map { "\($0)" } ?? "none")
+        compare("--weight-decay", weightDecay, other.weightDecay)
+        compare("--eval-every", evaluateEvery, other.evaluateEvery)
+        compare("--eval-samples", evaluationSamples, other.evaluationSamples)
+        compare("--checkpoint-every", checkpointEvery, other.checkpointEvery)
+        compare("--seed", seed, other.seed)
+        return out.isEmpty ? "none found" : out.joined(separator: "; ")
+    }
+}
+
+/// The options of checkpoints written before models had a registry (DLRM only, Criteo-shaped
+/// data): read so that those runs can still be resumed.
+struct LegacyTrainingOptions: Decodable {
+    struct Model: Decodable {
+        var denseFeatures: Int
+        var sparseFeatures: Int
+        var embeddingDimension: Int
+        var bottomHidden: [Int]
+        var topHidden: [Int]
+    }
+    var model: Model
+    var batchSize: Int
+    var steps: Int?
+    var epochs: Int
+    /// Encoded like `Optimizer`'s sgd, adagrad and adam cases, so it decodes as one.
+    var denseOptimizer: Optimizer
+    var sparseOptimizer: Optimizer
+    var embeddingInitializer: Initializer.Distribution
+    var loss: Loss
+    var evaluateEvery: Int
+    var evaluationSamples: Int
+    var checkpointEvery: Int
+    var seed: UInt64
+
+    var current: TrainingOptions {
+        TrainingOptions(
+            model: ModelSpec(DLRM.self, .init(embeddingDim: model.embeddingDimension, bottomMlp: model.bottomHidden,
+                                              topMlp: model.topHidden)),
+            schema: ClickSchema(dense: model.denseFeatures, sparse: model.sparseFeatures).features,
+            batchSize: batchSize, steps: steps, epochs: epochs, denseOptimizer: denseOptimizer,
+            sparseOptimizer: sparseOptimizer, embeddingInitializer: embeddingInitializer, loss: loss,
+            evaluateEvery: evaluateEvery, evaluationSamples: evaluationSamples, checkpointEvery: checkpointEvery, seed: seed)
     }
 }

@@ -1,9 +1,11 @@
 import Glibc
+public import StrataModels
 import StrataStore
 
-// Criteo's display-advertising TSV, streamed: the file is read with pread(2) in large chunks
-// into one buffer, lines are found with memchr and parsed in place, and at most one shuffle
-// block of parsed samples is held in memory, whatever the file's size.
+// A text file of one sample per line, streamed: the file is read with pread(2) in large
+// chunks into one buffer, lines are found with memchr and parsed in place by the file's
+// format (Criteo's TSV, a CSV or TSV with a schema), and at most one shuffle block of parsed
+// samples is held in memory, whatever the file's size.
 //
 // Shuffling permutes samples within blocks of `shuffleBlock` consecutive samples (not lines:
 // skipped lines do not shorten a block), with a permutation drawn from (seed, epoch, block
@@ -13,33 +15,76 @@ import StrataStore
 // A position is the block's start (byte offset, line number, lines skipped so far) and the
 // index within the block: seeking re-reads and re-permutes that one block and skips into it.
 
-/// A Criteo-format TSV file as a `ClickSource`.
-///
-/// Each line: a label (`0` or `1`), `schema.dense` integer fields and `schema.sparse`
-/// hexadecimal categorical fields, tab-separated, `\n` or `\r\n` line ends; the last line may
-/// lack its newline. Any integer or categorical field may be empty.
-/// - Integers: empty is 0, negative values are clipped to 0, then log(x + 1) as Float.
-/// - Categorical column `c` (0-based among the categorical columns) with value `v` becomes the
-///   key `clickKey(column: c, value: v)`. An empty field becomes
-///   `clickKey(column: c, value: UInt64.max)`: one "missing" key per column, so a model learns
-///   an embedding for absence itself. (A 16-digit `ffffffffffffffff` would share it; Criteo's
-///   values have 8 digits.)
-///
-/// The file must be a regular file (it is read with `pread`, so pipes and compressed files
-/// are not supported: decompress first). Copies of a `CriteoFile` are independent readers of
-/// the same open file.
-public struct CriteoFile: ClickSource, Sendable {
-    /// What to do with a line that cannot be a sample.
-    public enum MalformedLinePolicy: String, Sendable, Codable, Hashable {
-        /// Leave it out and count it in `skippedLines`.
-        case skip
-        /// Throw `DataError.malformedLine` naming the file and the 1-based line number.
-        case stop
+/// What to do with a line that cannot be a sample.
+public enum MalformedLinePolicy: String, Sendable, Codable, Hashable {
+    /// Leave it out and count it in `skippedLines`.
+    case skip
+    /// Throw `DataError.malformedLine` naming the file and the 1-based line number.
+    case stop
+}
+
+/// What a format makes of one line.
+enum LineOutcome {
+    /// A sample, written into the block's slot.
+    case sample
+    /// Not a sample and not an error: a header, or a line of another split.
+    case skip
+    /// Malformed: why, for the error message.
+    case fault(LineFault)
+}
+
+/// How the lines of a file become samples: Criteo's TSV, or a CSV or TSV with a schema.
+enum LineFormat: Sendable {
+    case criteo(CriteoFormat)
+    case tabular(TabularFormat)
+
+    var schema: FeatureSchema {
+        switch self {
+        case .criteo(let f): f.schema
+        case .tabular(let f): f.schema
+        }
     }
 
-    public struct Options: Sendable, Codable, Hashable {
-        /// Columns per line: Criteo's 13 integer and 26 categorical by default.
-        public var schema: ClickSchema
+    /// The file kind, the file, and the format's options that decide the samples: the
+    /// source's identity but for the shuffle.
+    func identity(file: String) -> String {
+        switch self {
+        case .criteo(let f): "criteo:\(file) \(f.identity)"
+        case .tabular(let f): "table:\(file) \(f.identity)"
+        }
+    }
+
+    /// Parses line `number` (1-based, counting every line) into slot `slot` of `block`. On a
+    /// fault the slot is left unspecified (the reader rolls its bags back).
+    @inline(__always)
+    func parse(_ line: UnsafeBufferPointer<UInt8>, number: Int64, into block: SampleBlock, slot: Int) -> LineOutcome {
+        switch self {
+        case .criteo(let f): f.parse(line, into: block, slot: slot)
+        case .tabular(let f): f.parse(line, number: number, into: block, slot: slot)
+        }
+    }
+
+    /// The fault in words, quoting the line. Only called on the way to an error.
+    func describe(_ fault: LineFault, line: UnsafeBufferPointer<UInt8>) -> String {
+        switch self {
+        case .criteo(let f): f.describe(fault, line: line)
+        case .tabular(let f): f.describe(fault, line: line)
+        }
+    }
+}
+
+/// A file of one sample per line as a `BatchSource`: Criteo's TSV (`CriteoFile`), or a CSV
+/// or TSV described by a schema (`TabularData`).
+///
+/// Lines end with `\n` or `\r\n`; the last line may lack its newline. The file must be a
+/// regular file (it is read with `pread`, so pipes and compressed files are not supported:
+/// decompress first). Copies of a `LineFile` are independent readers of the same open file.
+public struct LineFile: BatchSource, Sendable {
+    public typealias MalformedLinePolicy = StrataTraining.MalformedLinePolicy
+
+    public struct Options: Sendable {
+        /// How lines become samples.
+        var format: LineFormat
         /// Samples read contiguously and then handed out in a permuted order; 0 or 1 reads
         /// the file in order. Memory is about 270 bytes per sample of block for Criteo.
         public var shuffleBlock: Int
@@ -52,12 +97,9 @@ public struct CriteoFile: ClickSource, Sendable {
         /// (a binary or compressed file given by mistake) can take.
         public var maxLineBytes: Int
 
-        public init(
-            schema: ClickSchema = .criteo, shuffleBlock: Int = 0, seed: UInt64 = 0,
-            malformedLines: MalformedLinePolicy = .stop, readChunkBytes: Int = 4 << 20,
-            maxLineBytes: Int = 1 << 20
-        ) {
-            self.schema = schema
+        init(format: LineFormat, shuffleBlock: Int, seed: UInt64, malformedLines: MalformedLinePolicy,
+             readChunkBytes: Int = 4 << 20, maxLineBytes: Int = 1 << 20) {
+            self.format = format
             self.shuffleBlock = shuffleBlock
             self.seed = seed
             self.malformedLines = malformedLines
@@ -68,7 +110,8 @@ public struct CriteoFile: ClickSource, Sendable {
 
     public let path: String
     public let options: Options
-    public var schema: ClickSchema { options.schema }
+    var format: LineFormat { options.format }
+    public var schema: FeatureSchema { options.format.schema }
     /// Passes over the file completed.
     public private(set) var epoch = 0
     /// Lines parsed in the current pass over the file, good or bad; once `next` has returned
@@ -81,19 +124,17 @@ public struct CriteoFile: ClickSource, Sendable {
     /// The file (its full path, size and modification time) and the options that decide the
     /// sample order (not the malformed-line policy or buffer sizes, which do not).
     public var identity: String {
-        "criteo:\(file.identity) schema \(identityText(options.schema)) shuffle block \(options.shuffleBlock) seed \(options.seed)"
+        "\(format.identity(file: file.identity)) shuffle block \(options.shuffleBlock) seed \(options.seed)"
     }
 
     /// Samples per block. Unshuffled reading still parses in blocks, of identity order, so
     /// that the parse loop runs without a per-sample call back into `next`.
     private let blockSize: Int
     private let shuffled: Bool
-    private static let unshuffledBlock = 1024
+    private static var unshuffledBlock: Int { 1024 }
 
     private let file: ReadOnlyFile
-    private var buffers: CriteoBuffers
-    /// Per-column key of an empty categorical field.
-    private let emptyKeys: [UInt64]
+    private var buffers: LineBuffers
 
     // The read buffer holds file bytes [bufferOffset, bufferOffset + bufferEnd); the
     // unparsed ones start at bufferStart.
@@ -116,19 +157,17 @@ public struct CriteoFile: ClickSource, Sendable {
 
     /// Opens `path`. Throws `DataError.io` naming the path if it cannot be opened or is not a
     /// regular file.
-    public init(path: String, options: Options = Options()) throws(DataError) {
-        precondition(options.schema.dense >= 0 && options.schema.sparse >= 0, "a schema counts columns")
+    init(path: String, lineOptions options: Options) throws(DataError) {
         precondition(options.readChunkBytes > 0 && options.maxLineBytes > 0, "sizes must be positive")
-        precondition(options.shuffleBlock >= 0, "shuffleBlock is a sample count")
+        precondition(options.shuffleBlock >= 0 && options.shuffleBlock <= Int(Int32.max), "shuffleBlock is a sample count below 2^31")
         self.path = path
         self.options = options
         shuffled = options.shuffleBlock > 1
         blockSize = shuffled ? options.shuffleBlock : Self.unshuffledBlock
         file = try ReadOnlyFile(path: path)
-        buffers = CriteoBuffers(
+        buffers = LineBuffers(
             byteCapacity: options.readChunkBytes + min(options.maxLineBytes, 64 << 10),
-            blockCapacity: blockSize, schema: options.schema)
-        emptyKeys = (0..<options.schema.sparse).map { clickKey(column: $0, value: UInt64.max) }
+            block: SampleBlock(capacity: blockSize, schema: options.format.schema))
     }
 
     // MARK: Position
@@ -178,7 +217,7 @@ public struct CriteoFile: ClickSource, Sendable {
             try resume(at: ResumePoint(epoch: position.epoch, sample: 0, start: FilePoint(offset: 0, line: 0, skipped: 0), index: 0))
             return
         }
-        guard d.count == 7, d[0] == Self.positionFormat else { throw mismatch("not a position of a Criteo file reader") }
+        guard d.count == 7, d[0] == Self.positionFormat else { throw mismatch("not a position of a file reader") }
         // The seed matters only to a shuffled reader.
         guard d[1] == Int64(shuffled ? blockSize : 0), !shuffled || d[2] == Int64(bitPattern: options.seed) else {
             throw mismatch("made with shuffle block \(d[1]) and seed \(UInt64(bitPattern: d[2])), this reader has \(shuffled ? blockSize : 0) and \(options.seed)")
@@ -230,12 +269,12 @@ public struct CriteoFile: ClickSource, Sendable {
     /// Stop mode reading in order hands out every sample before a malformed line (the call
     /// that reaches it returns a short batch) and throws on the next call. Shuffled, the
     /// error comes as soon as the block holding the line is read.
-    public mutating func next(_ size: Int, into batch: inout ClickBatch) throws(DataError) -> Int {
+    public mutating func next(_ size: Int, into batch: Batch) throws(DataError) -> Int {
         precondition(size > 0, "a batch holds at least one sample")
-        precondition(batch.schema == schema, "batch schema \(batch.schema) does not match the file's \(schema)")
+        precondition(batch.schema == schema, "the batch's schema does not match the file's")
         if epochEnded { try resume(at: resumePoint) }
         let before = resumePoint
-        batch.beginWriting(capacity: size)
+        batch.begin(capacity: size)
         var written = 0
         do {
             while written < size {
@@ -244,7 +283,7 @@ public struct CriteoFile: ClickSource, Sendable {
                     if blockCount == 0 { break }
                 }
                 let take = min(size - written, blockCount - blockNext)
-                copyOut(take, into: &batch, stride: size, at: written)
+                copyOut(take, into: batch, at: written)
                 blockNext += take
                 written += take
             }
@@ -252,14 +291,14 @@ public struct CriteoFile: ClickSource, Sendable {
             if case .malformedLine = error, !shuffled, written > 0 {
                 // The reader stopped at the bad line with samples in hand: they come first, the
                 // error with the next call.
-                batch.endWriting(capacity: size, written: written)
+                batch.end(written: written)
                 return written
             }
-            batch.endWriting(capacity: size, written: 0)
+            batch.end(written: 0)
             try? resume(at: before)
             throw error
         }
-        batch.endWriting(capacity: size, written: written)
+        batch.end(written: written)
         if written == 0 {
             // The pass is over. The next one starts with the next call, so that the counters
             // of this one can still be read.
@@ -269,23 +308,29 @@ public struct CriteoFile: ClickSource, Sendable {
         return written
     }
 
-    /// Copies samples `blockNext ..< blockNext + n` of the block (in permuted order) to batch
-    /// slots `at ..< at + n`, keys at stride `stride`.
-    private func copyOut(_ n: Int, into batch: inout ClickBatch, stride: Int, at: Int) {
-        let b = buffers, dense = schema.dense, sparse = schema.sparse
-        let shuffled = self.shuffled, first = blockNext
-        batch.withColumns { (out: BatchColumns) in
-            for i in 0..<n {
-                let src = shuffled ? Int(b.order[first + i]) : first + i
-                let dst = at + i
-                out.labels[dst] = b.labels[src]
-                // A plain loop: 13 floats are too few for a memmove call to pay off.
-                let from = b.dense + src * dense, to = out.dense + dst * dense
-                for j in 0..<dense { to[j] = from[j] }
-                let keys = b.keys + src * sparse
-                for f in 0..<sparse { out.keys[f * stride + dst] = keys[f] }
-            }
+    /// Reads the whole file once, in order, from the top: `body` gets each block of samples as a
+    /// batch, with the line each row came from. Leaves the reader at the end of the pass.
+    mutating func scan(_ body: (Batch, UnsafeBufferPointer<Int64>) throws -> Void) throws {
+        try resume(at: ResumePoint(epoch: epoch, sample: 0, start: FilePoint(offset: 0, line: 0, skipped: 0), index: 0))
+        let batch = Batch(schema: schema)
+        while true {
+            try loadBlock()
+            if blockCount == 0 { return }
+            batch.begin(capacity: blockCount)
+            buffers.block.copy(blockCount, order: nil, from: 0, into: batch, at: 0)
+            batch.end(written: blockCount)
+            batch.computeCrosses()
+            blockNext = blockCount
+            try body(batch, UnsafeBufferPointer(start: buffers.block.lines, count: blockCount))
         }
+    }
+
+    /// Copies samples `blockNext ..< blockNext + n` of the block (in permuted order) to batch
+    /// rows `at ..< at + n`.
+    private func copyOut(_ n: Int, into batch: Batch, at: Int) {
+        let block = buffers.block, first = blockNext
+        let order = shuffled ? buffers.order : nil
+        block.copy(n, order: order.map { $0 + first }, from: first, into: batch, at: at)
     }
 
     /// Parses the next block from the frontier and permutes it.
@@ -301,45 +346,48 @@ public struct CriteoFile: ClickSource, Sendable {
         blockCount = 0
         blockNext = 0
         if !isKnownUniquelyReferenced(&buffers) { buffers = buffers.copy() }
-        let b = buffers
-        let dense = schema.dense, sparse = schema.sparse
+        let b = buffers, block = b.block
+        block.clear()
         let skipBad = options.malformedLines == .skip
-        let tables = CriteoTables.shared
-        try emptyKeys.withUnsafeBufferPointer { (emptyKeys) throws(DataError) in
-            while blockCount < blockSize {
-                let lineStart = FilePoint(offset: frontierOffset, line: frontierLine, skipped: frontierSkipped)
-                let fault: LineFault
-                var text = UnsafeBufferPointer<UInt8>(start: nil, count: 0)
-                switch try nextLine() {
-                case .endOfFile:
-                    return
-                case .tooLong:
-                    frontierLine += 1
-                    fault = .tooLong(limit: options.maxLineBytes)
-                case let .line(start, end):
-                    frontierLine += 1
-                    let slot = SampleSlot(
-                        label: b.labels + blockCount, dense: b.dense + blockCount * dense, keys: b.keys + blockCount * sparse)
-                    guard let found = parseCriteoLine(
-                        b.bytes + start, b.bytes + end, dense: dense, sparse: sparse,
-                        into: slot, emptyKeys: emptyKeys.baseAddress!, tables: tables)
-                    else {
-                        blockCount += 1
-                        continue
-                    }
-                    fault = found
-                    text = UnsafeBufferPointer(start: b.bytes + start, count: end - start)
-                }
+        while blockCount < blockSize {
+            let lineStart = FilePoint(offset: frontierOffset, line: frontierLine, skipped: frontierSkipped)
+            let reason: String
+            switch try nextLine() {
+            case .endOfFile:
+                if shuffled { permuteBlock() }
+                return
+            case .tooLong:
+                frontierLine += 1
                 if skipBad {
                     frontierSkipped += 1
                     continue
                 }
-                let error = DataError.malformedLine(
-                    file: path, line: Int(frontierLine), reason: describe(fault, line: text, schema: schema))
-                rewind(to: lineStart)
-                if !shuffled && blockCount > 0 { return }
-                throw error
+                reason = "longer than \(options.maxLineBytes) bytes"
+            case let .line(start, end):
+                frontierLine += 1
+                let text = UnsafeBufferPointer(start: b.bytes + start, count: end - start)
+                switch format.parse(text, number: frontierLine, into: block, slot: blockCount) {
+                case .sample:
+                    block.lines[blockCount] = frontierLine
+                    block.commit(blockCount)
+                    blockCount += 1
+                    continue
+                case .skip:
+                    block.rollBack(blockCount)
+                    continue
+                case .fault(let fault):
+                    block.rollBack(blockCount)
+                    if skipBad {
+                        frontierSkipped += 1
+                        continue
+                    }
+                    reason = format.describe(fault, line: text)
+                }
             }
+            let error = DataError.malformedLine(file: path, line: Int(frontierLine), reason: reason)
+            rewind(to: lineStart)
+            if !shuffled && blockCount > 0 { return }
+            throw error
         }
         if shuffled { permuteBlock() }
     }
@@ -456,40 +504,29 @@ private struct FilePoint {
     var skipped: Int64
 }
 
-/// The reader's memory: the read buffer and one block of parsed samples, as raw memory so the
-/// parser works on pointers. Shared copy-on-write between copies of a `CriteoFile`.
-private final class CriteoBuffers: @unchecked Sendable {
+/// The reader's memory: the read buffer, one block of parsed samples and its permutation,
+/// as raw memory so the parser works on pointers. Shared copy-on-write between copies of a
+/// `LineFile`.
+private final class LineBuffers: @unchecked Sendable {
     // @unchecked: a reader mutates its buffers only after making them uniquely referenced
     // (`isKnownUniquelyReferenced`), so no two values ever write the same memory.
     private(set) var bytes: UnsafeMutablePointer<UInt8>
     private(set) var byteCapacity: Int
-    let blockCapacity: Int
-    let schema: ClickSchema
-    let labels: UnsafeMutablePointer<Float>
-    let dense: UnsafeMutablePointer<Float>
-    let keys: UnsafeMutablePointer<UInt64>
+    let block: SampleBlock
     /// The block's permutation: slot `i` hands out sample `order[i]`.
     let order: UnsafeMutablePointer<Int32>
 
-    init(byteCapacity: Int, blockCapacity: Int, schema: ClickSchema) {
-        precondition(blockCapacity <= Int(Int32.max), "a shuffle block of more than 2^31 samples")
+    init(byteCapacity: Int, block: SampleBlock) {
         self.byteCapacity = byteCapacity
-        self.blockCapacity = blockCapacity
-        self.schema = schema
+        self.block = block
         bytes = .allocate(capacity: byteCapacity)
-        labels = .allocate(capacity: blockCapacity)
-        dense = .allocate(capacity: max(1, blockCapacity * schema.dense))
-        keys = .allocate(capacity: max(1, blockCapacity * schema.sparse))
-        order = .allocate(capacity: blockCapacity)
+        order = .allocate(capacity: block.capacity)
     }
 
-    func copy() -> CriteoBuffers {
-        let c = CriteoBuffers(byteCapacity: byteCapacity, blockCapacity: blockCapacity, schema: schema)
+    func copy() -> LineBuffers {
+        let c = LineBuffers(byteCapacity: byteCapacity, block: block.copy())
         c.bytes.update(from: bytes, count: byteCapacity)
-        c.labels.update(from: labels, count: blockCapacity)
-        c.dense.update(from: dense, count: blockCapacity * schema.dense)
-        c.keys.update(from: keys, count: blockCapacity * schema.sparse)
-        c.order.update(from: order, count: blockCapacity)
+        c.order.update(from: order, count: block.capacity)
         return c
     }
 
@@ -503,9 +540,6 @@ private final class CriteoBuffers: @unchecked Sendable {
 
     deinit {
         bytes.deallocate()
-        labels.deallocate()
-        dense.deallocate()
-        keys.deallocate()
         order.deallocate()
     }
 }

@@ -1,0 +1,207 @@
+import ArgumentParser
+import Foundation
+import StrataModels
+import StrataTraining
+
+/// The evaluation protocols of tabular data (`--protocol`).
+enum EvaluationProtocol: String, CaseIterable, ExpressibleByArgument {
+    /// Train on every line; evaluate on --eval-data, if given.
+    case none
+    /// A random 80/20 split; RMSE and MAE of the predicted rating.
+    case ratings
+    /// RecBole's top-K protocol: each user's lines split 8:1:1 at random; full ranking over all
+    /// items without the user's training items; Recall, NDCG, Hit, MRR and Precision at K.
+    case topk
+    /// Click-through: the label is rating >= the click threshold; a random 8:1:1 split; AUC
+    /// and logloss.
+    case click
+
+    var defaultSplit: [Double] {
+        switch self {
+        case .none: []
+        case .ratings: [0.8, 0.2]
+        case .topk, .click: [0.8, 0.1, 0.1]
+        }
+    }
+
+    var defaultLoss: String {
+        switch self {
+        case .none, .click: "bce"
+        case .ratings: "mse"
+        case .topk: "bpr"
+        }
+    }
+}
+
+/// Where the data comes from and how it is split and evaluated: shared by `strata train` and
+/// `strata recommend`.
+struct DataOptions: ParsableArguments {
+    @Option(help: """
+        Training data: criteo:PATH (Criteo's TSV), synthetic:criteo (generated with a planted model), \
+        movielens[:DIR] (MovieLens-100K as RecBole ships it; tools/movielens.sh fetches it), or table:PATH \
+        (a CSV or TSV with a header, described by --schema).
+        """)
+    var data: String
+    @Option(help: "Evaluation data of the same kind as --data (default for synthetic data: its held-out stream).")
+    var evalData: String?
+    @Option(help: "The schema file (JSON) of table: data: each column's kind, crosses, joins (see the README).")
+    var schema: String?
+    @Option(help: "Tabular data: none, ratings (80/20, RMSE/MAE), topk (8:1:1 per user, full ranking) or click (label rating >= --click-threshold, 8:1:1, AUC/logloss).")
+    var `protocol` = EvaluationProtocol.none
+    @Option(help: "Tabular data: the split's ratios, train:test or train:valid:test (default: the protocol's).")
+    var split: String?
+    @Option(help: "The click protocol: a rating at or above this is a click.") var clickThreshold = 4.0
+    @Option(help: "Tabular data: a cross of features for the wide part, as A,B (repeatable).") var cross: [String] = []
+    @Option(help: "Ranking metrics at this K.") var topK = 10
+    @Option(help: "A malformed input line: skip (and count) or stop.") var onMalformed = "stop"
+    @Option(help: "Samples read together and shuffled (0: file order; default 0 for Criteo files, 131072 for tables).")
+    var shuffleBlock: Int?
+
+    @Option(help: "Synthetic data: samples per epoch.") var syntheticSamples: Int64 = 10_000_000
+    @Option(help: "Synthetic data: the largest key space of a categorical feature (others shrink geometrically to 10).")
+    var syntheticKeys: Double = 1e7
+    @Option(help: "Synthetic data: key spaces of the categorical features: geometric (see --synthetic-keys) or kaggle (Criteo Kaggle's table sizes).")
+    var syntheticKeySpaces = "geometric"
+    @Option(help: "Synthetic data: Zipf exponent of the categorical ids.") var syntheticZipf = 1.05
+
+    func validate() throws {
+        func require(_ ok: Bool, _ message: String) throws { if !ok { throw ValidationError(message) } }
+        try require(topK >= 1, "--top-k must be at least 1, not \(topK)")
+        try require((shuffleBlock ?? 0) >= 0 && (shuffleBlock ?? 0) <= Int(Int32.max), "--shuffle-block must be between 0 and 2^31 - 1")
+        try require(clickThreshold.isFinite, "--click-threshold must be a number")
+        try require(syntheticSamples >= 1, "--synthetic-samples must be at least 1, not \(syntheticSamples)")
+        try require(syntheticKeys >= 10 && syntheticKeys <= Double(Int64.max / 2),
+                    "--synthetic-keys must be at least 10 (the smallest feature's key space), not \(syntheticKeys)")
+        try require(syntheticZipf.isFinite && syntheticZipf > 0, "--synthetic-zipf must be positive, not \(syntheticZipf)")
+        try require(["skip", "stop"].contains(onMalformed), "--on-malformed: skip or stop, not '\(onMalformed)'")
+    }
+
+    var malformedLines: MalformedLinePolicy { onMalformed == "skip" ? .skip : .stop }
+
+    /// What the training run reads, and what the data is (tabular data also for recommending).
+    struct Loaded {
+        var training: TrainingData
+        var schema: FeatureSchema
+        var table: TabularData?
+        /// The loss the data's protocol trains with unless --loss says otherwise.
+        var defaultLoss: String
+        /// Whether the protocol ranks (and so needs negatives).
+        var ranks: Bool
+        /// Synthetic data's held-out stream, which knows its planted model's AUC.
+        var synthetic: SyntheticClicks? = nil
+    }
+
+    /// `label` names the label the loss and the evaluation read (nil: the first).
+    func load(seed: UInt64, label: String?) throws -> Loaded {
+        if data.hasPrefix("movielens") || data.hasPrefix("table:") { return try loadTable(seed: seed, label: label) }
+        guard `protocol` == .none, split == nil, cross.isEmpty else {
+            throw ValidationError("--protocol, --split and --cross apply to movielens and table: data")
+        }
+        let train = try clickSource(data, split: .train, seed: seed)
+        let evaluation = try evalData.map { try clickSource($0, split: .test, seed: seed) }
+            ?? (data.hasPrefix("synthetic:") ? try clickSource(data, split: .test, seed: seed) : nil)
+        let evaluator = evaluation.map { PointwiseEvaluator($0, split: "eval", kind: .click, label: 0) }
+        return Loaded(training: TrainingData(train: train, validation: evaluator), schema: train.schema, table: nil,
+                      defaultLoss: "bce", ranks: false, synthetic: evalData == nil ? evaluation as? SyntheticClicks : nil)
+    }
+
+    private func clickSource(_ spec: String, split: SyntheticClicks.Split, seed: UInt64) throws -> any BatchSource {
+        if spec == "synthetic:criteo" {
+            var o = SyntheticClicks.Options(seed: seed, samplesPerEpoch: syntheticSamples, zipfExponent: syntheticZipf,
+                                            largestKeySpace: Int64(syntheticKeys))
+            switch syntheticKeySpaces {
+            case "geometric": break
+            case "kaggle": o.keySpaces = SyntheticClicks.criteoKaggleKeySpaces
+            default: throw ValidationError("--synthetic-key-spaces: geometric or kaggle, not '\(syntheticKeySpaces)'")
+            }
+            return SyntheticClicks(options: o, split: split)
+        }
+        if spec.hasPrefix("criteo:") {
+            return try CriteoFile(path: String(spec.dropFirst("criteo:".count)),
+                                  options: .init(shuffleBlock: shuffleBlock ?? 0, seed: seed, malformedLines: malformedLines))
+        }
+        throw ValidationError("data must be criteo:PATH, synthetic:criteo, movielens[:DIR] or table:PATH, not '\(spec)'")
+    }
+
+    private func loadTable(seed: UInt64, label name: String?) throws -> Loaded {
+        let ratios = try split.map(parseRatios) ?? `protocol`.defaultSplit
+        if `protocol` == .none && split != nil { throw ValidationError("--split needs a --protocol") }
+        let splitting: TabularData.Splitting = switch `protocol` {
+        case .none: .none
+        case .topk: .perUser(ratios)
+        case .ratings, .click: .random(ratios)
+        }
+        let crosses = try cross.map { text -> [String] in
+            let parts = text.split(separator: ",").map { String($0) }
+            guard parts.count >= 2 else { throw ValidationError("--cross wants features like age,genre, got '\(text)'") }
+            return parts
+        }
+        let options = TabularData.Options(splitting: splitting, seed: seed, malformedLines: malformedLines,
+                                          clickThreshold: `protocol` == .click ? clickThreshold : nil, crosses: crosses)
+        let table = try tableData(data, options: options)
+        guard evalData == nil || `protocol` == .none else {
+            throw ValidationError("--eval-data and --protocol exclude each other: the protocol evaluates on its own split")
+        }
+        let block = shuffleBlock ?? 131_072
+        let train = try table.source(.train, shuffleBlock: block, seed: seed)
+        var training = TrainingData(train: train, interactions: table.interactions)
+        let label = name.flatMap(table.schema.labelIndex) ?? 0
+        let hasValid = ratios.count == 3
+        switch `protocol` {
+        case .none:
+            if let evalData {
+                let other = try tableData(evalData, options: TabularData.Options(malformedLines: malformedLines))
+                guard other.schema == table.schema else { throw ValidationError("--eval-data has other columns than --data") }
+                let kind: PointwiseEvaluator.Kind = table.schema.labels.first?.kind == .rating ? .rating : .click
+                training.validation = PointwiseEvaluator(try other.source(.train, shuffleBlock: 0, seed: seed), split: "eval",
+                                                         kind: kind, label: label)
+            }
+        case .ratings, .click:
+            let kind: PointwiseEvaluator.Kind = `protocol` == .ratings ? .rating : .click
+            if hasValid {
+                training.validation = PointwiseEvaluator(try table.source(.valid, shuffleBlock: 0, seed: seed), split: "valid",
+                                                         kind: kind, label: label)
+            }
+            training.test = PointwiseEvaluator(try table.source(.test, shuffleBlock: 0, seed: seed), split: "test",
+                                               kind: kind, label: label)
+        case .topk:
+            guard let interactions = table.interactions else {
+                throw ValidationError("the topk protocol needs the schema to name its user and item columns")
+            }
+            if hasValid { training.validation = RankingEvaluator(interactions, split: .valid, k: topK) }
+            training.test = RankingEvaluator(interactions, split: .test, k: topK)
+        }
+        return Loaded(training: training, schema: table.schema, table: table, defaultLoss: `protocol`.defaultLoss,
+                      ranks: `protocol` == .topk)
+    }
+
+    private func tableData(_ spec: String, options: TabularData.Options) throws -> TabularData {
+        if spec == "movielens" || spec.hasPrefix("movielens:") {
+            guard schema == nil else { throw ValidationError("--schema is for table: data; movielens has its own") }
+            let directory = spec == "movielens" ? Self.movieLensDirectory : String(spec.dropFirst("movielens:".count))
+            guard FileManager.default.fileExists(atPath: directory + "/ml-100k.inter") else {
+                throw ValidationError("no MovieLens-100K in \(directory): run tools/movielens.sh, which fetches it there")
+            }
+            return try TabularData(movieLens: directory, options: options)
+        }
+        guard spec.hasPrefix("table:") else { throw ValidationError("data must be movielens[:DIR] or table:PATH, not '\(spec)'") }
+        guard let schema else { throw ValidationError("table: data needs --schema FILE saying what its columns are") }
+        let table = try TableSchema.load(schema)
+        let directory = URL(fileURLWithPath: schema).deletingLastPathComponent().path
+        return try TabularData(path: String(spec.dropFirst("table:".count)), table: table, directory: directory, options: options)
+    }
+
+    /// Where tools/movielens.sh puts MovieLens-100K.
+    static var movieLensDirectory: String {
+        let environment = ProcessInfo.processInfo.environment
+        return (environment["STRATA_DATA"] ?? NSHomeDirectory() + "/.cache/strata/data") + "/ml-100k"
+    }
+
+    private func parseRatios(_ text: String) throws -> [Double] {
+        let parts = text.split(separator: ":").map { Double($0) }
+        guard (2...3).contains(parts.count), parts.allSatisfy({ ($0 ?? 0) > 0 && $0!.isFinite }) else {
+            throw ValidationError("--split wants positive ratios like 0.8:0.2 or 0.8:0.1:0.1, got '\(text)'")
+        }
+        return parts.map { $0! }
+    }
+}

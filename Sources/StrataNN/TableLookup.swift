@@ -1,0 +1,187 @@
+// The embedding layer over one store table. Every feature that reads the table is a use of
+// it (an item as the target and in a history; the positive and the sampled negatives). Per
+// batch the lookup collects the keys of all uses, keeps each distinct key once, gathers
+// those rows with one store call and pools them per sample and use; backward sums each
+// distinct row's gradient over every use (uses in order, samples in order) and hands them to
+// the store's optimizer in one call. So a row shared by two features gets one optimizer step
+// a batch, as if the features were one.
+public import StrataStore
+
+/// The keys one use of a table reads in a batch, valid for the duration of a call.
+public struct UseKeys {
+    public var keys: UnsafeBufferPointer<UInt64>
+    /// Bags: sample s pools `keys[offsets[s] ..< offsets[s + 1]]` (samples + 1 offsets,
+    /// from 0, non-decreasing, ending at `keys.count`). nil: one key per sample.
+    public var offsets: UnsafeBufferPointer<Int32>?
+
+    public init(keys: UnsafeBufferPointer<UInt64>, offsets: UnsafeBufferPointer<Int32>? = nil) {
+        self.keys = keys
+        self.offsets = offsets
+    }
+
+    public var samples: Int { offsets.map { $0.count - 1 } ?? keys.count }
+}
+
+public final class TableLookup {
+    public enum Pooling: String, Sendable, Codable {
+        case sum, mean
+    }
+
+    public let table: Table
+    public let dimension: Int
+    /// L2 regularisation of the rows a batch touches: λ · w is added to each distinct row's
+    /// summed gradient before the optimizer step (lazy weight decay, as sparse optimizers do).
+    public let weightDecay: Float
+    /// One pooled row per sample, per use.
+    public private(set) var outputs: [Tensor] = []
+    private var poolings: [Pooling] = []
+
+    private var distinct = KeyDeduplicator()
+    /// All uses' keys one after the other, when there are several uses.
+    private var allKeys: [UInt64] = []
+    /// Where each use's keys start in the deduplicated sequence.
+    private var useStarts: [Int] = []
+    /// Each use's bag offsets (empty: one key per sample), kept for backward.
+    private var useOffsets: [[Int32]] = []
+    private var rows: [Float] = []        // distinct keys × dimension
+    private var rowGradients: [Float] = []
+
+    public init(table: Table, weightDecay: Float = 0) {
+        self.table = table
+        dimension = table.spec.dimension
+        self.weightDecay = weightDecay
+    }
+
+    /// Adds a use and returns its index; its pooled rows will be `outputs[index]`.
+    public func addUse(pooling: Pooling) -> Int {
+        outputs.append(Tensor(rows: 0, columns: dimension))
+        poolings.append(pooling)
+        useOffsets.append([])
+        useStarts.append(0)
+        return outputs.count - 1
+    }
+
+    public var uses: Int { outputs.count }
+
+    /// Looks up every use's keys (`keys(u)` for use u). In training the rows come to the hot
+    /// tier (`lookup`); otherwise nothing moves (`peek`). Throws the store's error, leaving
+    /// the outputs unspecified.
+    public func forward(training: Bool, keys: (Int) -> UseKeys) throws(StoreError) {
+        precondition(uses > 0, "a table lookup without uses")
+        let d = dimension
+        let unique: Int
+        if uses == 1 {
+            let k = keys(0)
+            remember(k, use: 0, start: 0)
+            unique = distinct.run(k.keys)
+        } else {
+            allKeys.removeAll(keepingCapacity: true)
+            for u in 0..<uses {
+                let k = keys(u)
+                remember(k, use: u, start: allKeys.count)
+                allKeys.append(contentsOf: k.keys)
+            }
+            unique = allKeys.withUnsafeBufferPointer { distinct.run($0) }
+        }
+        if rows.count < unique * d { rows = [Float](repeating: 0, count: unique * d) }
+        try distinct.uniqueKeys.withUnsafeBufferPointer { (k) throws(StoreError) in
+            try rows.withUnsafeMutableBufferPointer { (r) throws(StoreError) in
+                let out = UnsafeMutableBufferPointer(rebasing: r[..<(unique * d)])
+                if training { try table.lookup(k, into: out) } else { try table.peek(k, into: out) }
+            }
+        }
+        for u in 0..<uses { pool(use: u) }
+    }
+
+    /// Sums every use's output gradient (`gradient(u)`, samples × dimension) per distinct row,
+    /// adds the weight decay, and applies one optimizer step to those rows in the store
+    /// (`learningRate` overrides the table's for this batch).
+    public func backward(learningRate: Float? = nil, gradient: (Int) -> Tensor) throws(StoreError) {
+        let d = dimension, unique = distinct.uniqueKeys.count
+        if rowGradients.count < unique * d { rowGradients = [Float](repeating: 0, count: unique * d) }
+        rowGradients.withUnsafeMutableBufferPointer { g in
+            let sums = g.baseAddress!
+            sums.update(repeating: 0, count: unique * d)
+            distinct.positions.withUnsafeBufferPointer { at in
+                for u in 0..<uses {
+                    let dy = gradient(u), start = useStarts[u]
+                    let samples = samplesOf(u)
+                    precondition(dy.rows == samples && dy.columns == d, "gradient of use \(u) has the wrong shape")
+                    useOffsets[u].withUnsafeBufferPointer { offsets in
+                        for s in 0..<samples {
+                            let (first, end) = offsets.isEmpty ? (s, s + 1) : (Int(offsets[s]), Int(offsets[s + 1]))
+                            let src = dy.row(s)
+                            let scale: Float = poolings[u] == .mean && end > first ? 1 / Float(end - first) : 1
+                            for i in first..<end {
+                                let dst = sums + Int(at[start + i]) * d
+                                for j in 0..<d { dst[j] += src[j] * scale }
+                            }
+                        }
+                    }
+                }
+            }
+            if weightDecay != 0 {
+                rows.withUnsafeBufferPointer { r in
+                    for i in 0..<(unique * d) { sums[i] += weightDecay * r[i] }
+                }
+            }
+        }
+        try distinct.uniqueKeys.withUnsafeBufferPointer { (k) throws(StoreError) in
+            try rowGradients.withUnsafeBufferPointer { (g) throws(StoreError) in
+                try table.applyGradients(k, UnsafeBufferPointer(rebasing: g[..<(unique * d)]), learningRate: learningRate)
+            }
+        }
+    }
+
+    /// Brings the rows of these keys to the hot tier, without computing anything: the
+    /// look-ahead's warming of a batch before its step. `scratch` is the caller's.
+    public static func warm(_ table: Table, _ keys: UnsafeBufferPointer<UInt64>, scratch: inout [Float]) throws(StoreError) {
+        let d = table.spec.dimension
+        if scratch.count < keys.count * d { scratch = [Float](repeating: 0, count: keys.count * d) }
+        try scratch.withUnsafeMutableBufferPointer { (s) throws(StoreError) in
+            try table.lookup(keys, into: UnsafeMutableBufferPointer(rebasing: s[..<(keys.count * d)]))
+        }
+    }
+
+    private func samplesOf(_ use: Int) -> Int { useOffsets[use].isEmpty ? outputs[use].rows : useOffsets[use].count - 1 }
+
+    private func remember(_ k: UseKeys, use: Int, start: Int) {
+        useStarts[use] = start
+        useOffsets[use].removeAll(keepingCapacity: true)
+        if let offsets = k.offsets {
+            precondition(offsets.count >= 1 && offsets[0] == 0 && Int(offsets[offsets.count - 1]) == k.keys.count,
+                         "bag offsets must run from 0 to the number of keys")
+            useOffsets[use].append(contentsOf: offsets)
+        }
+        outputs[use].resize(rows: k.samples)
+    }
+
+    /// Pools use u's rows into its output.
+    private func pool(use u: Int) {
+        let d = dimension, output = outputs[u], start = useStarts[u], mean = poolings[u] == .mean
+        rows.withUnsafeBufferPointer { r in
+            distinct.positions.withUnsafeBufferPointer { at in
+                useOffsets[u].withUnsafeBufferPointer { offsets in
+                    for s in 0..<output.rows {
+                        let o = output.row(s)
+                        let (first, end) = offsets.isEmpty ? (s, s + 1) : (Int(offsets[s]), Int(offsets[s + 1]))
+                        precondition(first <= end, "bag offsets must not decrease")
+                        if end - first == 1 {
+                            o.update(from: r.baseAddress! + Int(at[start + first]) * d, count: d)
+                            continue
+                        }
+                        o.update(repeating: 0, count: d)
+                        for i in first..<end {
+                            let src = r.baseAddress! + Int(at[start + i]) * d
+                            for j in 0..<d { o[j] += src[j] }
+                        }
+                        if mean && end > first {
+                            let scale = 1 / Float(end - first)
+                            for j in 0..<d { o[j] *= scale }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+// Negative sampling inside the data pipeline. For every sample, `count` items are drawn by a
+// counter (seed, epoch, sample, slot, attempt), not a generator: the draw depends only on the
+// sample's place in the data, so the look-ahead warms the negatives with the batch and a
+// resumed run draws the same ones with no state saved.
+import Foundation
+import StrataModels
+import StrataStore
+
+public final class NegativeSampler: Sendable {
+    public let options: NegativeSampling
+    private let interactions: Interactions
+    private let composer: RowComposer
+    private let key: UInt64
+    /// Popularity sampling: Walker's alias table over the items.
+    private let alias: [(threshold: UInt32, alias: Int32)]
+    /// Redraws of an item the user has seen before one is taken anyway (a user who has seen
+    /// almost every item must not stall the pipeline).
+    static let attempts = 32
+
+    public init(_ options: NegativeSampling, interactions: Interactions, seed: UInt64) throws {
+        guard interactions.items.count >= 2 else {
+            throw TrainingError.mismatch("negative sampling needs at least two items; the data has \(interactions.items.count)")
+        }
+        self.options = options
+        self.interactions = interactions
+        composer = RowComposer(schema: interactions.schema, users: interactions.users, items: interactions.items)
+        key = SplitMix64.mix(seed ^ 0x4E45_4741_5449_5645)  // "NEGATIVE"
+        switch options.distribution {
+        case .uniform:
+            alias = []
+        case .popularity(let exponent):
+            guard exponent.isFinite && exponent >= 0 else { throw TrainingError.mismatch("the popularity exponent must be finite and >= 0") }
+            let weights = interactions.popularity.map { pow(Double($0), exponent) }
+            let total = weights.reduce(0, +)
+            guard total > 0 else { throw TrainingError.mismatch("popularity sampling: no item has a training interaction") }
+            alias = Self.aliasTable(weights.map { $0 / total })
+        }
+    }
+
+    /// Writes `raw`'s rows into `out`, each followed by its negatives: the same user and
+    /// context, a drawn item with its features, labels 0. `position` is the source's position
+    /// before `raw` was read: row r is sample `position.sample + r` of epoch `position.epoch`.
+    func expand(_ raw: Batch, startingAt position: SourcePosition, into out: Batch) {
+        let k = options.count, n = raw.count
+        out.begin(capacity: n * (1 + k), groupSize: 1 + k)
+        let userFeature = interactions.users.idFeature, itemFeature = interactions.items.idFeature
+        var o = 0
+        for r in 0..<n {
+            composer.write(out, row: o, user: .row(raw, r), item: .row(raw, r), context: .row(raw, r),
+                           labels: raw.labels + r * raw.labelColumns)
+            o += 1
+            let seen = interactions.users.entity(id: raw.keys(of: userFeature, row: r)[0])
+                .map { interactions.train[$0] } ?? []
+            let positive = interactions.items.entity(id: raw.keys(of: itemFeature, row: r)[0])
+            let sample = UInt64(bitPattern: position.sample) &+ UInt64(r)
+            for slot in 0..<k {
+                let item = draw(epoch: position.epoch, sample: sample, slot: slot, avoiding: seen, positive: positive)
+                composer.write(out, row: o, user: .row(raw, r), item: .entity(interactions.items, item),
+                               context: .row(raw, r), labels: nil)
+                o += 1
+            }
+        }
+        out.end(written: o)
+    }
+
+    /// The negative of (epoch, sample, slot): the first draw that is neither the positive nor,
+    /// with `excludeSeen`, a training item of the user; after `attempts` draws, the last.
+    func draw(epoch: Int, sample: UInt64, slot: Int, avoiding seen: [Int32], positive: Int?) -> Int {
+        var h = SplitMix64.mix(key ^ UInt64(bitPattern: Int64(epoch)))
+        h = SplitMix64.mix(h ^ sample)
+        h = SplitMix64.mix(h ^ UInt64(slot))
+        var item = 0
+        for attempt in 0..<Self.attempts {
+            let bits = SplitMix64.mix(h &+ UInt64(attempt) &* 0x9E37_79B9_7F4A_7C15)
+            item = pick(bits)
+            if item == positive { continue }
+            if options.excludeSeen && binarySearch(seen, Int32(item)) { continue }
+            break
+        }
+        return item
+    }
+
+    private func pick(_ bits: UInt64) -> Int {
+        let n = interactions.items.count
+        let column = Int((bits >> 32).multipliedFullWidth(by: UInt64(n)).low >> 32)
+        guard !alias.isEmpty else { return Int(bits.multipliedFullWidth(by: UInt64(n)).high) }
+        let entry = alias[column]
+        return UInt32(truncatingIfNeeded: bits) < entry.threshold ? column : Int(entry.alias)
+    }
+
+    private func binarySearch(_ sorted: [Int32], _ x: Int32) -> Bool {
+        var low = 0, high = sorted.count
+        while low < high {
+            let mid = (low + high) / 2
+            if sorted[mid] < x { low = mid + 1 } else { high = mid }
+        }
+        return low < sorted.count && sorted[low] == x
+    }
+
+    /// Vose's alias table for `probabilities` (summing to 1): column i is kept when the low
+    /// 32 random bits are below its threshold, else its alias is taken.
+    static func aliasTable(_ probabilities: [Double]) -> [(threshold: UInt32, alias: Int32)] {
+        let n = probabilities.count
+        var scaled = probabilities.map { $0 * Double(n) }
+        var entries = (0..<n).map { (threshold: UInt32.max, alias: Int32($0)) }
+        var small = (0..<n).filter { scaled[$0] < 1 }, large = (0..<n).filter { scaled[$0] >= 1 }
+        while let l = small.popLast() {
+            guard let g = large.popLast() else { break }
+            entries[l] = (UInt32(min(scaled[l] * 0x1p32, 0xFFFF_FFFF)), Int32(g))
+            scaled[g] += scaled[l] - 1
+            if scaled[g] < 1 { small.append(g) } else { large.append(g) }
+        }
+        return entries
+    }
+}

@@ -1,0 +1,441 @@
+// A user's tabular data set: an interactions file (CSV or TSV with a header) described by a
+// schema, side tables joined by id, and the evaluation protocol's splits.
+//
+// Opening it reads the headers and the side tables, then, when the data names its users and
+// items or a protocol splits it, makes one pass over the interactions (`scan`): it learns the
+// users and items with their features (for negative sampling and ranking), and assigns each
+// line to a split, seeded and reproducible. Training then streams the file, block by block,
+// keeping the lines of its split; it never holds the file. What the pass keeps is one byte a
+// line (the split) and, with users and items, their catalogs and each user's items.
+import Foundation
+public import StrataModels
+import StrataStore
+
+public final class TabularData {
+    /// How lines are split into training, validation and test data.
+    public enum Splitting: Sendable, Equatable, CustomStringConvertible {
+        /// Every line trains.
+        case none
+        /// The lines shuffled as one set and cut by the ratios (train, then test; or train,
+        /// validation, test).
+        case random([Double])
+        /// Each user's lines shuffled and cut by the ratios, RecBole's rule per user: every
+        /// split but training gets ⌊ratio · n⌋, moved up to 1 where that is 0 while training
+        /// keeps more than one.
+        case perUser([Double])
+
+        public var description: String {
+            switch self {
+            case .none: "none"
+            case .random(let r): "random \(r.map { String($0) }.joined(separator: ":"))"
+            case .perUser(let r): "per user \(r.map { String($0) }.joined(separator: ":"))"
+            }
+        }
+    }
+
+    public struct Options: Sendable {
+        public var splitting: Splitting
+        /// Seeds the split.
+        public var seed: UInt64
+        public var malformedLines: MalformedLinePolicy
+        /// Turns the first rating label into a click: 1 at or above this.
+        public var clickThreshold: Double?
+        /// Crosses to add to the schema's (feature names).
+        public var crosses: [[String]]
+
+        public init(splitting: Splitting = .none, seed: UInt64 = 1, malformedLines: MalformedLinePolicy = .stop,
+                    clickThreshold: Double? = nil, crosses: [[String]] = []) {
+            self.splitting = splitting
+            self.seed = seed
+            self.malformedLines = malformedLines
+            self.clickThreshold = clickThreshold
+            self.crosses = crosses
+        }
+    }
+
+    public let path: String
+    public let schema: FeatureSchema
+    public let options: Options
+    /// The interactions' users and items, when the schema names them.
+    public let interactions: Interactions?
+    /// Header columns the schema does not mention: read past.
+    public let ignoredColumns: [String]
+    /// Lines per split (train, valid, test); with no splitting, all in train.
+    public private(set) var counts = [0, 0, 0]
+    private let format: TabularFormat
+    private let assignment: SplitAssignment?
+
+    /// Opens the interactions file `path` described by `table` (whose relative join paths are
+    /// relative to `directory`). Throws `DataError` naming the file, line and reason of the
+    /// first problem.
+    public init(path: String, table: TableSchema, directory: String, options: Options = Options()) throws {
+        self.path = path
+        self.options = options
+        let delimiter = try Self.delimiter(table.delimiter, path: path)
+        let header = try Self.header(path, delimiter: delimiter)
+        var plan = Plan(table: table, options: options)
+        let roles = try plan.roles(for: header, columns: table.columns, file: path, side: nil)
+        ignoredColumns = header.filter { table.columns[$0] == nil }
+        var joins: [JoinTable] = []
+        for join in table.joins ?? [] {
+            let file = join.file.hasPrefix("/") ? join.file : directory + "/" + join.file
+            guard let on = header.firstIndex(of: join.on) else {
+                throw DataError.schema(file: path, reason: "join \(join.file) is on '\(join.on)', which is not a column (the columns are \(header.joined(separator: ", ")))")
+            }
+            joins.append(try plan.load(join, file: file, on: on))
+        }
+        schema = try plan.finish()
+        format = TabularFormat(schema: schema, identity: "schema \(identityText(table)) options \(options.identity)",
+                               delimiter: delimiter, names: header, roles: roles, joins: joins, assignment: nil, split: 0)
+        let needsScan = options.splitting != .none || (schema.user != nil && schema.item != nil)
+        guard needsScan else {
+            interactions = nil
+            assignment = nil
+            return
+        }
+        let scanned = try Self.scan(path: path, format: format, options: options)
+        interactions = scanned.interactions
+        assignment = scanned.assignment
+        counts = scanned.counts
+    }
+
+    /// MovieLens-100K as RecBole ships it (`ml-100k.inter`, `.user`, `.item` in `directory`,
+    /// put there by tools/movielens.sh): ratings of items by users, joined with the users' age,
+    /// gender, occupation and zip code and the items' release year and genres (a multi-valued
+    /// feature).
+    public convenience init(movieLens directory: String, options: Options = Options()) throws {
+        try self.init(path: directory + "/ml-100k.inter", table: Self.movieLens, directory: directory, options: options)
+    }
+
+    /// The schema of RecBole's ml-100k atomic files.
+    public static let movieLens = TableSchema(
+        columns: [
+            "user_id": .init(kind: .categorical, table: "user"),
+            "item_id": .init(kind: .categorical, table: "item"),
+            "rating": .init(kind: .label, type: .rating),
+            "timestamp": .init(kind: .ignore),
+        ],
+        user: "user_id", item: "item_id",
+        joins: [
+            .init(file: "ml-100k.user", on: "user_id", side: .user, columns: [
+                "age": .init(kind: .categorical), "gender": .init(kind: .categorical),
+                "occupation": .init(kind: .categorical), "zip_code": .init(kind: .categorical),
+            ]),
+            .init(file: "ml-100k.item", on: "item_id", side: .item, columns: [
+                "movie_title": .init(kind: .ignore), "release_year": .init(kind: .categorical, table: "year"),
+                "class": .init(kind: .multi, table: "genre", separator: " "),
+            ]),
+        ])
+
+    /// A stream of the lines of `split` (all lines when the data is not split), shuffled in
+    /// blocks of `shuffleBlock` samples with `seed`.
+    public func source(_ split: Interactions.Split, shuffleBlock: Int, seed: UInt64) throws -> LineFile {
+        var f = format
+        if let assignment {
+            f = format.only(UInt8(split.rawValue + 1), of: assignment, identity: "split \(split.name)")
+        } else if split != .train {
+            throw DataError.schema(file: path, reason: "the data is not split, so it has no \(split.name) lines")
+        }
+        return try LineFile(path: path, lineOptions: .init(format: .tabular(f), shuffleBlock: shuffleBlock, seed: seed,
+                                                              malformedLines: options.malformedLines))
+    }
+
+    // MARK: The pass over the interactions
+
+    private static func scan(path: String, format: TabularFormat, options: Options) throws
+        -> (interactions: Interactions?, assignment: SplitAssignment?, counts: [Int]) {
+        let schema = format.schema
+        let interactions = schema.user != nil && schema.item != nil ? try Interactions(schema: schema) : nil
+        var lines: [Int64] = [], users: [Int32] = [], items: [Int32] = []
+        var reader = try LineFile(path: path, lineOptions: .init(format: .tabular(format), shuffleBlock: 0, seed: 0,
+                                                                 malformedLines: options.malformedLines))
+        try reader.scan { batch, numbers in
+            for r in 0..<batch.count {
+                lines.append(numbers[r])
+                if let interactions {
+                    users.append(Int32(interactions.users.add(batch, row: r)))
+                    items.append(Int32(interactions.items.add(batch, row: r)))
+                }
+            }
+        }
+        guard !lines.isEmpty else { throw TrainingError.noData(path) }
+        let splits = try assign(count: lines.count, users: users, splitting: options.splitting, seed: options.seed, file: path)
+        var counts = [0, 0, 0]
+        for s in splits { counts[Int(s)] += 1 }
+        if let interactions {
+            for r in lines.indices {
+                interactions.record(user: Int(users[r]), item: Int(items[r]), split: Interactions.Split(rawValue: Int(splits[r]))!)
+            }
+            interactions.finish()
+        }
+        guard options.splitting != .none else { return (interactions, nil, counts) }
+        var byLine = [UInt8](repeating: 0, count: Int(lines.last! + 1))
+        for (r, line) in lines.enumerated() { byLine[Int(line)] = splits[r] + 1 }
+        return (interactions, SplitAssignment(lines: byLine), counts)
+    }
+
+    /// The split of each row (0 train, 1 valid, 2 test), a function of the seed and the rows'
+    /// users alone.
+    static func assign(count n: Int, users: [Int32], splitting: Splitting, seed: UInt64, file: String) throws -> [UInt8] {
+        var splits = [UInt8](repeating: 0, count: n)
+        switch splitting {
+        case .none:
+            return splits
+        case .random(let ratios):
+            var rng = SplitMix64(seed: SplitMix64.mix(seed ^ 0x5350_4C49_5452_4E44))  // "SPLITRND"
+            cut(Array(0..<n), ratios: ratios, rng: &rng, into: &splits)
+        case .perUser(let ratios):
+            guard users.count == n else {
+                throw DataError.schema(file: file, reason: "a per-user split needs the schema to name its user and item columns")
+            }
+            var groups: [[Int]] = []
+            for (r, u) in users.enumerated() {
+                while groups.count <= Int(u) { groups.append([]) }
+                groups[Int(u)].append(r)
+            }
+            for (u, rows) in groups.enumerated() {
+                var rng = SplitMix64(seed: SplitMix64.mix(seed ^ 0x5350_4C49_5455_5352 ^ SplitMix64.mix(UInt64(u))))  // "SPLITUSR"
+                cut(rows, ratios: ratios, rng: &rng, into: &splits)
+            }
+        }
+        return splits
+    }
+
+    /// Shuffles `rows` and gives the first `counts[0]` training, the next validation (with three
+    /// ratios), the rest test.
+    private static func cut(_ rows: [Int], ratios: [Double], rng: inout SplitMix64, into splits: inout [UInt8]) {
+        var order = rows
+        var i = order.count - 1
+        while i > 0 {
+            let j = Int(rng.next().multipliedFullWidth(by: UInt64(i + 1)).high)
+            order.swapAt(i, j)
+            i -= 1
+        }
+        let parts: [UInt8] = ratios.count == 2 ? [0, 2] : [0, 1, 2]
+        var at = 0
+        for (s, c) in splitCounts(rows.count, ratios).enumerated() {
+            for r in order[at..<(at + c)] { splits[r] = parts[s] }
+            at += c
+        }
+    }
+
+    /// RecBole's counts for `n` rows cut by `ratios` (normalised): every part but the first
+    /// gets ⌊ratio · n⌋; then, from the last part back, a part whose ratio · n is between 0
+    /// and 1 gets one row from the first, as long as the first keeps more than one.
+    public static func splitCounts(_ n: Int, _ ratios: [Double]) -> [Int] {
+        let total = ratios.reduce(0, +)
+        let r = ratios.map { $0 / total }
+        var counts = r.map { Int($0 * Double(n)) }
+        counts[0] = n - counts.dropFirst().reduce(0, +)
+        for i in stride(from: r.count - 1, through: 1, by: -1) {
+            if counts[0] <= 1 { break }
+            let share = r[i] * Double(n)
+            if share > 0 && share < 1 {
+                counts[i] += 1
+                counts[0] -= 1
+            }
+        }
+        return counts
+    }
+
+    // MARK: Headers
+
+    static func delimiter(_ given: String?, path: String) throws -> UInt8 {
+        if let given {
+            guard given.utf8.count == 1 else { throw DataError.schema(file: path, reason: "the delimiter must be one byte, not '\(given)'") }
+            return given.utf8.first!
+        }
+        return path.lowercased().hasSuffix(".csv") ? 0x2C : 0x09
+    }
+
+    /// The header's column names. RecBole's atomic files name columns `name:type`; the type
+    /// is dropped.
+    static func header(_ path: String, delimiter: UInt8) throws -> [String] {
+        let file = try ReadOnlyFile(path: path)
+        let size = Int(min(try file.size(), 1 << 20))
+        var bytes = [UInt8](repeating: 0, count: max(size, 1))
+        let got = try bytes.withUnsafeMutableBufferPointer { try file.read(into: $0.baseAddress!, count: size, at: 0) }
+        var end = bytes[..<got].firstIndex(of: 0x0A) ?? got
+        guard got > 0 else { throw DataError.schema(file: path, reason: "the file is empty; it needs a header line naming its columns") }
+        if end > 0 && bytes[end - 1] == 0x0D { end -= 1 }
+        var names: [String] = []
+        let fault = bytes.withUnsafeBufferPointer { b in
+            forEachField(UnsafeBufferPointer(rebasing: b[..<end]), delimiter) { field, escaped in
+                names.append(unescaped(field, escaped))
+                return nil
+            }
+        }
+        if fault != nil { throw DataError.malformedLine(file: path, line: 1, reason: "the header has a quote that does not close") }
+        let types = ["token", "token_seq", "float", "float_seq"]
+        if names.allSatisfy({ n in types.contains { n.hasSuffix(":" + $0) } }) {
+            names = names.map { String($0[..<$0.lastIndex(of: ":")!]) }
+        }
+        if let duplicate = names.first(where: { n in names.filter { $0 == n }.count > 1 }) {
+            throw DataError.schema(file: path, reason: "the header names column '\(duplicate)' twice")
+        }
+        return names
+    }
+}
+
+extension TabularData.Options {
+    /// What decides the samples a split holds, for the source's identity.
+    var identity: String {
+        "split \(splitting) seed \(seed) click threshold \(clickThreshold.map { String($0) } ?? "none") crosses \(crosses)"
+    }
+}
+
+/// Turns a `TableSchema` and the files' headers into column roles and the `FeatureSchema`,
+/// numbering features in the headers' order.
+private struct Plan {
+    let table: TableSchema
+    let options: TabularData.Options
+    var dense: [FeatureSchema.Dense] = []
+    var categorical: [FeatureSchema.Categorical] = []
+    var labels: [FeatureSchema.Label] = []
+    var singles = 0, bags = 0
+    var thresholdUsed = false
+
+    init(table: TableSchema, options: TabularData.Options) {
+        self.table = table
+        self.options = options
+    }
+
+    /// The roles of a file's columns. `side` is a join's; nil for the interactions file.
+    mutating func roles(for header: [String], columns: [String: TableSchema.Column], file: String,
+                        side joinSide: FeatureSchema.Side?) throws -> [ColumnRole] {
+        for name in columns.keys.sorted() where !header.contains(name) {
+            throw DataError.schema(file: file, reason: "the schema's column '\(name)' is not in the header (its columns are \(header.joined(separator: ", ")))")
+        }
+        return try header.map { name in
+            guard let c = columns[name] else { return .ignore }
+            func problem(_ why: String) -> DataError { .schema(file: file, reason: "column '\(name)': \(why)") }
+            let side = joinSide ?? c.side ?? (name == table.user ? .user : name == table.item ? .item : .context)
+            let tableName = c.table ?? name
+            if c.kind != .ignore && c.kind != .label {
+                guard !tableName.isEmpty, tableName.utf8.count <= 64,
+                      tableName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-.".contains($0)) }) else {
+                    throw problem("table name '\(tableName)' must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.'")
+                }
+            }
+            let namespace = FeatureSchema.namespace(tableName)
+            switch c.kind {
+            case .ignore:
+                return .ignore
+            case .categorical:
+                categorical.append(.init(name, table: tableName, side: side))
+                singles += 1
+                return .categorical(slot: singles - 1, namespace: namespace)
+            case .multi:
+                let separator = c.separator ?? " "
+                guard separator.utf8.count == 1 else { throw problem("the separator must be one byte, not '\(separator)'") }
+                categorical.append(.init(name, table: tableName, multiValued: true, pooling: c.pooling ?? .mean, side: side))
+                bags += 1
+                return .multi(bag: bags - 1, namespace: namespace, separator: separator.utf8.first!)
+            case .numeric:
+                if let b = c.buckets {
+                    guard !b.isEmpty, b.allSatisfy(\.isFinite), zip(b, b.dropFirst()).allSatisfy({ $0 < $1 }) else {
+                        throw problem("buckets must be finite boundaries in ascending order")
+                    }
+                    categorical.append(.init(name, table: tableName, side: side))
+                    singles += 1
+                    return .bucketed(slot: singles - 1, namespace: namespace, boundaries: b)
+                }
+                dense.append(.init(name, side: side))
+                return .dense(index: dense.count - 1, log: (c.transform ?? .none) == .log1p)
+            case .label:
+                guard joinSide == nil else { throw problem("a joined table cannot hold a label") }
+                var type = c.type ?? .rating
+                var threshold = c.threshold
+                if let t = options.clickThreshold, type == .rating, !thresholdUsed {
+                    type = .binary
+                    threshold = t
+                    thresholdUsed = true
+                }
+                if let t = threshold, !t.isFinite { throw problem("the threshold must be a finite number") }
+                labels.append(.init(name, kind: type == .binary ? .binary : .rating))
+                return .label(index: labels.count - 1, binary: type == .binary, threshold: threshold)
+            }
+        }
+    }
+
+    /// Loads a join's file into a table, giving its columns their places in the samples.
+    mutating func load(_ join: TableSchema.Join, file: String, on: Int) throws -> JoinTable {
+        let delimiter = try TabularData.delimiter(join.delimiter, path: file)
+        let header = try TabularData.header(file, delimiter: delimiter)
+        guard let idColumn = header.firstIndex(of: join.on) else {
+            throw DataError.schema(file: file, reason: "the join is on '\(join.on)', which is not a column (the columns are \(header.joined(separator: ", ")))")
+        }
+        var columns = join.columns
+        columns[join.on] = nil
+        let firstSingle = singles, firstBag = bags, firstDense = dense.count, firstFeature = categorical.count
+        var local = Plan(table: table, options: options)
+        let roles = try local.roles(for: header, columns: columns, file: file, side: join.side)
+        // The same columns, numbered after the interactions' features.
+        _ = try self.roles(for: header, columns: columns, file: file, side: join.side)
+        let schema = FeatureSchema(dense: local.dense, categorical: local.categorical, labels: [])
+        let format = TabularFormat(schema: schema, identity: "", delimiter: delimiter, names: header, roles: roles, joins: [],
+                                   assignment: nil, split: 0)
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
+            throw DataError.io(path: file, operation: "read", detail: (error as NSError).localizedDescription)
+        }
+        var records: [UInt64: Int32] = [:], firstLine: [UInt64: Int] = [:]
+        let lineCount = data.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) } + 1
+        let block = SampleBlock(capacity: lineCount, schema: schema)
+        var count = 0
+        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            var start = 0, number: Int64 = 0
+            while start < bytes.count {
+                var end = start
+                while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+                number += 1
+                var stop = end
+                if stop > start && bytes[stop - 1] == 0x0D { stop -= 1 }
+                let line = UnsafeBufferPointer(rebasing: bytes[start..<stop])
+                start = end + 1
+                if number == 1 || line.isEmpty { continue }
+                switch format.parse(line, number: number, into: block, slot: count) {
+                case .skip: continue
+                case .fault(let fault):
+                    block.rollBack(count)
+                    if options.malformedLines == .skip { continue }
+                    throw DataError.malformedLine(file: file, line: Int(number), reason: format.describe(fault, line: line))
+                case .sample:
+                    var id: UInt64 = 0, column = 0
+                    _ = forEachField(line, delimiter) { field, escaped in
+                        if column == idColumn { id = hash(field, escaped) }
+                        column += 1
+                        return nil
+                    }
+                    if let first = firstLine[id] {
+                        throw DataError.malformedLine(file: file, line: Int(number), reason: "id '\(join.on)' repeats line \(first)'s")
+                    }
+                    firstLine[id] = Int(number)
+                    records[id] = Int32(count)
+                    block.commit(count)
+                    count += 1
+                }
+            }
+        }
+        let added = categorical[firstFeature...]
+        return JoinTable(
+            file: file, on: on, records: records, block: block, count: count,
+            singleSlots: Array(firstSingle..<singles), bagIndexes: Array(firstBag..<bags), denseIndexes: Array(firstDense..<dense.count),
+            missingSingles: added.filter { !$0.multiValued }.map { FeatureSchema.missingKey(table: $0.table) },
+            missingBags: added.filter(\.multiValued).map { FeatureSchema.missingKey(table: $0.table) })
+    }
+
+    /// The feature schema, with the crosses; throws if it is not usable.
+    func finish() throws -> FeatureSchema {
+        var features = categorical
+        for parts in (table.crosses ?? []) + options.crosses {
+            let name = parts.joined(separator: "_x_")
+            features.append(.init(name, table: name, side: .context, crossOf: parts))
+        }
+        let schema = FeatureSchema(dense: dense, categorical: features, labels: labels, user: table.user, item: table.item,
+                                   tables: table.tables ?? [:])
+        if let problem = schema.problem { throw DataError.schema(file: "the schema", reason: problem) }
+        return schema
+    }
+}
