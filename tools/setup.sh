@@ -3,7 +3,8 @@
 # development packages, found through pkg-config; and a Python virtual environment outside
 # the repository (~/.cache/strata/python, or $STRATA_PYTHON_VENV) with numpy and safetensors,
 # which the tests use to load what `strata export` writes, and matplotlib, which draws the
-# pictures of `strata bench --report`. Safe to rerun.
+# pictures of `strata bench --report`; and MovieLens-100K (tools/movielens.sh), which the model
+# tests and tools/quality.sh train on, cached outside the repository. Safe to rerun.
 set -euo pipefail
 
 debian=(liblmdb-dev liblz4-dev libopenblas-dev pkg-config python3 python3-venv)
@@ -25,3 +26,5 @@ if ! "$venv/bin/python" -c "import numpy, safetensors, matplotlib" 2>/dev/null; 
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check numpy safetensors matplotlib
 fi
+
+"$(dirname "$0")/movielens.sh" >/dev/null

@@ -1,37 +1,9 @@
-import ArgumentParser
+public import ArgumentParser
 import Foundation
 import StrataModels
 import StrataTraining
 
-/// The evaluation protocols of tabular data (`--protocol`).
-enum EvaluationProtocol: String, CaseIterable, ExpressibleByArgument {
-    /// Train on every line; evaluate on --eval-data, if given.
-    case none
-    /// A random 80/20 split; RMSE and MAE of the predicted rating.
-    case ratings
-    /// RecBole's top-K protocol: each user's lines split 8:1:1 at random; full ranking over all
-    /// items without the user's training items; Recall, NDCG, Hit, MRR and Precision at K.
-    case topk
-    /// Click-through: the label is rating >= the click threshold; a random 8:1:1 split; AUC
-    /// and logloss.
-    case click
-
-    var defaultSplit: [Double] {
-        switch self {
-        case .none: []
-        case .ratings: [0.8, 0.2]
-        case .topk, .click: [0.8, 0.1, 0.1]
-        }
-    }
-
-    var defaultLoss: String {
-        switch self {
-        case .none, .click: "bce"
-        case .ratings: "mse"
-        case .topk: "bpr"
-        }
-    }
-}
+extension EvaluationProtocol: ExpressibleByArgument {}
 
 /// Where the data comes from and how it is split and evaluated: shared by `strata train` and
 /// `strata recommend`.
@@ -124,52 +96,25 @@ struct DataOptions: ParsableArguments {
     }
 
     private func loadTable(seed: UInt64, label name: String?) throws -> Loaded {
-        let ratios = try split.map(parseRatios) ?? `protocol`.defaultSplit
         if `protocol` == .none && split != nil { throw ValidationError("--split needs a --protocol") }
-        let splitting: TabularData.Splitting = switch `protocol` {
-        case .none: .none
-        case .topk: .perUser(ratios)
-        case .ratings, .click: .random(ratios)
+        guard evalData == nil || `protocol` == .none else {
+            throw ValidationError("--eval-data and --protocol exclude each other: the protocol evaluates on its own split")
         }
         let crosses = try cross.map { text -> [String] in
             let parts = text.split(separator: ",").map { String($0) }
             guard parts.count >= 2 else { throw ValidationError("--cross wants features like age,genre, got '\(text)'") }
             return parts
         }
-        let options = TabularData.Options(splitting: splitting, seed: seed, malformedLines: malformedLines,
-                                          clickThreshold: `protocol` == .click ? clickThreshold : nil, crosses: crosses)
+        var options = TabularData.Options(protocol: `protocol`, ratios: try split.map(parseRatios), seed: seed,
+                                          clickThreshold: clickThreshold, crosses: crosses)
+        options.malformedLines = malformedLines
         let table = try tableData(data, options: options)
-        guard evalData == nil || `protocol` == .none else {
-            throw ValidationError("--eval-data and --protocol exclude each other: the protocol evaluates on its own split")
-        }
         let block = shuffleBlock ?? 131_072
-        let train = try table.source(.train, shuffleBlock: block, seed: seed)
-        var training = TrainingData(train: train, interactions: table.interactions)
-        let label = name.flatMap(table.schema.labelIndex) ?? 0
-        let hasValid = ratios.count == 3
-        switch `protocol` {
-        case .none:
-            if let evalData {
-                let other = try tableData(evalData, options: TabularData.Options(malformedLines: malformedLines))
-                guard other.schema == table.schema else { throw ValidationError("--eval-data has other columns than --data") }
-                let kind: PointwiseEvaluator.Kind = table.schema.labels.first?.kind == .rating ? .rating : .click
-                training.validation = PointwiseEvaluator(try other.source(.train, shuffleBlock: 0, seed: seed), split: "eval",
-                                                         kind: kind, label: label)
-            }
-        case .ratings, .click:
-            let kind: PointwiseEvaluator.Kind = `protocol` == .ratings ? .rating : .click
-            if hasValid {
-                training.validation = PointwiseEvaluator(try table.source(.valid, shuffleBlock: 0, seed: seed), split: "valid",
-                                                         kind: kind, label: label)
-            }
-            training.test = PointwiseEvaluator(try table.source(.test, shuffleBlock: 0, seed: seed), split: "test",
-                                               kind: kind, label: label)
-        case .topk:
-            guard let interactions = table.interactions else {
-                throw ValidationError("the topk protocol needs the schema to name its user and item columns")
-            }
-            if hasValid { training.validation = RankingEvaluator(interactions, split: .valid, k: topK) }
-            training.test = RankingEvaluator(interactions, split: .test, k: topK)
+        var training = try table.trainingData(protocol: `protocol`, label: name, topK: topK, shuffleBlock: block, seed: seed)
+        if let evalData {
+            let other = try tableData(evalData, options: TabularData.Options(malformedLines: malformedLines))
+            guard other.schema == table.schema else { throw ValidationError("--eval-data has other columns than --data") }
+            training.validation = try other.evaluator(.train, label: name, shuffleBlock: 0, seed: seed, split: "eval")
         }
         return Loaded(training: training, schema: table.schema, table: table, defaultLoss: `protocol`.defaultLoss,
                       ranks: `protocol` == .topk)

@@ -200,6 +200,7 @@ struct Train: ParsableCommand {
         let t = s.tables
         var object: [String: Any] = [
             "steps": s.steps, "samples": s.samples, "seconds": s.seconds, "samples_per_second": s.samplesPerSecond,
+            "first_loss": s.firstLoss.isNaN ? "nan" : s.firstLoss as Any,
             "final_loss": s.finalLoss.isNaN ? "nan" : s.finalLoss as Any, "skipped_lines": s.skippedLines,
             "resident_bytes_between_steps": s.residentBytesBetweenSteps,
             "tables": ["rows": t.rows, "row_bytes": t.rowBytes, "largest_table_bytes": t.largestTableBytes,

@@ -7,7 +7,8 @@
 // bits do not depend on anything but the graph). Branches that reach nothing trainable are
 // skipped.
 
-/// An error in a graph's construction: shapes that do not fit, or a layer added twice.
+/// An error in a graph's construction: inputs whose widths do not fit a layer. (Adding one
+/// layer twice is a programmer's error, and traps.)
 public struct GraphError: Error, CustomStringConvertible, Sendable {
     public let description: String
     public init(_ description: String) { self.description = description }
@@ -128,12 +129,14 @@ public final class Graph {
     }
 
     /// Backward from the gradients of some values (usually the model's output: dL/d(logits)),
-    /// after `forward`. Overwrites every parameter's gradient.
+    /// after `forward`. Overwrites every parameter's gradient. A seeded value must be an
+    /// output: nothing in the graph may consume it (its gradient would come from both).
     public func backward(_ seeds: [(value: Value, gradient: Tensor)], _ pass: Pass) {
         precondition(sealed, "backward before forward")
         for node in nodes { node.hasGradient = false }
         for (value, g) in seeds {
             let node = nodes[value.node]
+            precondition(node.consumers == 0, "seeded value \(node.name) is consumed by other layers; seed outputs only")
             precondition(g.rows == rows && g.columns == node.output.columns, "seed gradient of \(node.name) has the wrong shape")
             node.gradient.copy(from: g)
             node.hasGradient = true

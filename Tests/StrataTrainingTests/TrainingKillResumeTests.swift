@@ -25,7 +25,7 @@ import Glibc
     static let checkpointEvery = 20
 
     /// Dense Adam (its bias correction needs the step) and sparse Adam (per-row step counts).
-    static func arguments(store: String, metrics: String) -> [String] {
+    static func arguments(_ store: String, _ metrics: String) -> [String] {
         ["train", "--data", "synthetic:criteo", "--store", store, "--metrics", metrics]
             + StrataCommand.tinyModel
             + ["--batch-size", "32", "--steps", "\(steps)", "--eval-samples", "0", "--lookahead", "2",
@@ -52,27 +52,47 @@ import Glibc
     }
 
     @Test func killedRunsResumeToTheWeightsOfAnUninterruptedRun() throws {
+        let (a, _) = try Self.killAndResume(kills: Self.kills, steps: Self.steps, checkpointEvery: Self.checkpointEvery,
+                                            arguments: Self.arguments)
+        #expect(a.rowCount > 5_000, "U holds only \(a.rowCount) rows")
+        #expect(a.tables.count == 26)
+    }
+
+    /// Every model of the zoo on MovieLens-100K, killed three times.
+    @Test(arguments: ZooCase.all)
+    func zooModelsResumeToTheWeightsOfAnUninterruptedRun(_ c: ZooCase) throws {
+        let steps = 160, every = 20
+        let (a, _) = try Self.killAndResume(kills: 3, steps: steps, checkpointEvery: every) { store, metrics in
+            c.arguments(store: store, steps: steps, checkpointEvery: every) + ["--metrics", metrics, "--lookahead", "2",
+                                                                               "--hot-mb", "0.05", "--warm-mb", "0.05"]
+        }
+        #expect(a.rowCount > 500, "\(c.testDescription): U holds only \(a.rowCount) rows")
+    }
+
+    /// Runs `arguments` uninterrupted into store U, then into store K killed `kills` times and
+    /// resumed until it finishes; expects U and K bit-identical and returns what they hold.
+    static func killAndResume(kills: Int, steps: Int, checkpointEvery: Int,
+                              arguments: (_ store: String, _ metrics: String) -> [String]) throws -> (TrainedState, TrainedState) {
         let directory = temporaryDirectory("strata-train-kill")
         defer { removeDirectory(directory) }
         let u = directory + "/U", k = directory + "/K"
 
         // The uninterrupted run.
         let started = ChildProcess.now()
-        let whole = try StrataCommand.run(Self.arguments(store: u, metrics: directory + "/U.jsonl"))
+        let whole = try StrataCommand.run(arguments(u, directory + "/U.jsonl"))
         let duration = ChildProcess.now() - started
         try #require(whole.status == 0, "uninterrupted run failed: \(whole.output)")
-        #expect(whole.lines.last?.hasPrefix("trained \(Self.steps) steps") == true, "\(whole.lines.suffix(2))")
+        #expect(whole.lines.last?.hasPrefix("trained \(steps) steps") == true, "\(whole.lines.suffix(2))")
 
         // The run killed again and again.
         var rng = SplitMix64(seed: 2026_1130)
         var attempt = 0, killedMidRun = 0, aimed = 0, finished = false
         var lastCheckpoint = 0  // the step of K's newest checkpoint, as its metrics files tell
         var log: [String] = []
-        while attempt < Self.kills && !finished {
+        while attempt < kills && !finished {
             let metrics = directory + "/K-\(attempt).jsonl"
-            let child = try ChildProcess(StrataCommand.path,
-                                         Self.arguments(store: k, metrics: metrics) + (attempt > 0 ? ["--resume"] : []))
-            let remaining = (Self.steps - lastCheckpoint) / Self.checkpointEvery  // checkpoints still to come
+            let child = try ChildProcess(StrataCommand.path, arguments(k, metrics) + (attempt > 0 ? ["--resume"] : []))
+            let remaining = (steps - lastCheckpoint) / checkpointEvery  // checkpoints still to come
             var how: String
             if attempt % 2 == 1 && remaining >= 2 {
                 // Just after the n-th checkpoint of this attempt lands (never the last one).
@@ -85,7 +105,7 @@ import Glibc
             } else {
                 // Anywhere: in a step, a look-ahead lookup, a spill, a checkpoint, or start-up.
                 // Start-up and up to about 120 steps.
-                let perStep = duration / Double(Self.steps)
+                let perStep = duration / Double(steps)
                 let ms = 20 + rng.next() % UInt64(150 + 120 * perStep * 1000)
                 usleep(useconds_t(ms * 1000))
                 how = "after \(ms) ms"
@@ -93,21 +113,21 @@ import Glibc
             child.kill()
             let status = try child.wait()
             let lines = child.readAll(timeout: 10)
-            let steps = Self.checkpointSteps(metrics)
-            if let last = steps.last { lastCheckpoint = last }
-            log.append("attempt \(attempt): killed \(how), status \(status), checkpoints at \(steps)")
+            let checkpoints = Self.checkpointSteps(metrics)
+            if let last = checkpoints.last { lastCheckpoint = last }
+            log.append("attempt \(attempt): killed \(how), status \(status), checkpoints at \(checkpoints)")
             if status == 0 {
                 finished = true
             } else {
                 try #require(status == 128 + SIGKILL, "attempt \(attempt) failed by itself (status \(status)): \(lines.suffix(5))")
-                if lastCheckpoint < Self.steps { killedMidRun += 1 }
+                if lastCheckpoint < steps { killedMidRun += 1 }
             }
             attempt += 1
         }
         if !finished {
-            let last = try StrataCommand.run(Self.arguments(store: k, metrics: directory + "/K-last.jsonl") + ["--resume"])
+            let last = try StrataCommand.run(arguments(k, directory + "/K-last.jsonl") + ["--resume"])
             try #require(last.status == 0, "final resume failed: \(last.output)\n\(log.joined(separator: "\n"))")
-            #expect(last.lines.last?.hasPrefix("trained \(Self.steps) steps") == true, "\(last.lines.suffix(2))")
+            #expect(last.lines.last?.hasPrefix("trained \(steps) steps") == true, "\(last.lines.suffix(2))")
             if lastCheckpoint > 0 {
                 // A kill between a checkpoint's commit and its metrics line leaves the store one
                 // checkpoint ahead of what the metrics say.
@@ -119,7 +139,7 @@ import Glibc
             log.append("final resume from step \(lastCheckpoint): checkpoints at \(Self.checkpointSteps(directory + "/K-last.jsonl"))")
         }
         print("train kill test: \(log.joined(separator: "; "))")
-        #expect(killedMidRun >= Self.kills / 2, "too few kills landed mid-run: \(log)")
+        #expect(killedMidRun >= kills / 2, "too few kills landed mid-run: \(log)")
 
         // Compare U and K, bit for bit.
         let su = try Self.openStore(u), sk = try Self.openStore(k)
@@ -128,11 +148,10 @@ import Glibc
             try? sk.close()
         }
         let a = try TrainedState.capture(su), b = try TrainedState.capture(sk)
-        #expect(a.rowCount > 5_000, "U holds only \(a.rowCount) rows")
-        #expect(a.tables.count == 26)
         let header = TrainerPayload(b.payload)?.header
-        #expect(header?["step"] as? Int == Self.steps, "K's last checkpoint is not at the end: \(String(describing: header))")
+        #expect(header?["step"] as? Int == steps, "K's last checkpoint is not at the end: \(String(describing: header))")
         let diff = b.differences(from: a), same = diff.isEmpty
         #expect(same, "killed and resumed run differs from the uninterrupted one:\n\(diff.joined(separator: "\n"))\n\(log.joined(separator: "\n"))")
+        return (a, b)
     }
 }

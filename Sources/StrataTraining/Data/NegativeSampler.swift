@@ -38,16 +38,18 @@ public final class NegativeSampler: Sendable {
     }
 
     /// Writes `raw`'s rows into `out`, each followed by its negatives: the same user and
-    /// context, a drawn item with its features, labels 0. `position` is the source's position
-    /// before `raw` was read: row r is sample `position.sample + r` of epoch `position.epoch`.
+    /// context, a drawn item with its features. With negatives every sample is a positive of
+    /// implicit feedback: its labels are 1, its negatives' 0. `position` is the source's
+    /// position before `raw` was read: row r is sample `position.sample + r` of epoch
+    /// `position.epoch`.
     func expand(_ raw: Batch, startingAt position: SourcePosition, into out: Batch) {
         let k = options.count, n = raw.count
         out.begin(capacity: n * (1 + k), groupSize: 1 + k)
         let userFeature = interactions.users.idFeature, itemFeature = interactions.items.idFeature
         var o = 0
         for r in 0..<n {
-            composer.write(out, row: o, user: .row(raw, r), item: .row(raw, r), context: .row(raw, r),
-                           labels: raw.labels + r * raw.labelColumns)
+            composer.write(out, row: o, user: .row(raw, r), item: .row(raw, r), context: .row(raw, r), labels: nil)
+            (out.labels + o * out.labelColumns).update(repeating: 1, count: out.labelColumns)
             o += 1
             let seen = interactions.users.entity(id: raw.keys(of: userFeature, row: r)[0])
                 .map { interactions.train[$0] } ?? []

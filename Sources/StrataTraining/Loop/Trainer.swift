@@ -34,6 +34,8 @@ public struct TrainingSummary: Sendable {
     public var samples: Int64
     public var seconds: Double
     public var samplesPerSecond: Double
+    /// The mean training loss of this run's first 100 steps (fewer if it made fewer).
+    public var firstLoss: Double
     /// The mean training loss of the last 100 steps (fewer if the run made fewer).
     public var finalLoss: Double
     /// The last evaluation on each split, the final split last.
@@ -195,6 +197,7 @@ public final class Trainer {
         let startSamples = samples
         var lossSum = 0.0, lossCount = 0
         var recentLosses = [Double](repeating: 0, count: 100), recentCount = 0
+        var firstLosses = 0.0
         var lastReport = Date(), samplesAtReport = samples
         var position = source.position
         var epochsDone = position.epoch
@@ -242,6 +245,7 @@ public final class Trainer {
             lossSum += loss
             lossCount += 1
             recentLosses[recentCount % recentLosses.count] = loss
+            if recentCount < recentLosses.count { firstLosses += loss }
             recentCount += 1
             prefetcher?.recycle(batch)
             if step % 8 == 0 { residentBetweenSteps = max(residentBetweenSteps, residentBytes()) }
@@ -292,6 +296,7 @@ public final class Trainer {
         return TrainingSummary(
             steps: step, samples: samples, seconds: seconds,
             samplesPerSecond: trained > 0 ? Double(trained) / max(seconds, 1e-9) : 0,
+            firstLoss: recentCount == 0 ? .nan : firstLosses / Double(min(recentCount, recentLosses.count)),
             finalLoss: recentCount == 0 ? .nan : recentLosses.prefix(recentCount).reduce(0, +) / Double(min(recentCount, recentLosses.count)),
             evaluations: order.compactMap { evaluations[$0] }, resumedFromStep: resumedFromStep,
             skippedLines: skippedBefore + skippedThisEpoch, tables: try tableSummary(), peakResidentBytes: peakResidentBytes(),

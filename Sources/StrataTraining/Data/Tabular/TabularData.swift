@@ -11,6 +11,36 @@ import Foundation
 public import StrataModels
 import StrataStore
 
+/// How tabular data is split and evaluated (`strata train --protocol`).
+public enum EvaluationProtocol: String, Sendable, CaseIterable {
+    /// Train on every line; evaluate on separate data, if given.
+    case none
+    /// A random 80/20 split; RMSE and MAE of the predicted rating.
+    case ratings
+    /// RecBole's top-K protocol: each user's lines split 8:1:1 at random; full ranking over all
+    /// items without the user's training items; Recall, NDCG, Hit, MRR and Precision at K.
+    case topk
+    /// Click-through: the label is rating >= a threshold; a random 8:1:1 split; AUC and logloss.
+    case click
+
+    public var defaultRatios: [Double] {
+        switch self {
+        case .none: []
+        case .ratings: [0.8, 0.2]
+        case .topk, .click: [0.8, 0.1, 0.1]
+        }
+    }
+
+    /// The loss's command-line name: bce, mse or bpr.
+    public var defaultLoss: String {
+        switch self {
+        case .none, .click: "bce"
+        case .ratings: "mse"
+        case .topk: "bpr"
+        }
+    }
+}
+
 public final class TabularData {
     /// How lines are split into training, validation and test data.
     public enum Splitting: Sendable, Equatable, CustomStringConvertible {
@@ -50,6 +80,18 @@ public final class TabularData {
             self.malformedLines = malformedLines
             self.clickThreshold = clickThreshold
             self.crosses = crosses
+        }
+
+        /// The options of a protocol: its split (or `ratios`), and for clicks the threshold.
+        public init(protocol p: EvaluationProtocol, ratios: [Double]? = nil, seed: UInt64 = 1, clickThreshold: Double = 4,
+                    crosses: [[String]] = []) {
+            let r = ratios ?? p.defaultRatios
+            let splitting: Splitting = switch p {
+            case .none: .none
+            case .topk: .perUser(r)
+            case .ratings, .click: .random(r)
+            }
+            self.init(splitting: splitting, seed: seed, clickThreshold: p == .click ? clickThreshold : nil, crosses: crosses)
         }
     }
 
@@ -138,6 +180,43 @@ public final class TabularData {
         }
         return try LineFile(path: path, lineOptions: .init(format: .tabular(f), shuffleBlock: shuffleBlock, seed: seed,
                                                               malformedLines: options.malformedLines))
+    }
+
+    /// What a run on this data under `protocol` reads: the training split, and the evaluation
+    /// the protocol makes (pointwise on the validation and test splits, or full ranking at
+    /// `topK`). `label` names the label scored (nil: the first).
+    public func trainingData(protocol p: EvaluationProtocol, label: String?, topK: Int = 10, shuffleBlock: Int,
+                             seed: UInt64) throws -> TrainingData {
+        var training = TrainingData(train: try source(.train, shuffleBlock: shuffleBlock, seed: seed), interactions: interactions)
+        let hasValid = counts[1] > 0
+        switch p {
+        case .none:
+            break
+        case .ratings, .click:
+            if hasValid { training.validation = try evaluator(.valid, label: label, shuffleBlock: 0, seed: seed) }
+            training.test = try evaluator(.test, label: label, shuffleBlock: 0, seed: seed)
+        case .topk:
+            guard let interactions else {
+                throw DataError.schema(file: path, reason: "the topk protocol needs the schema to name its user and item columns")
+            }
+            if hasValid { training.validation = RankingEvaluator(interactions, split: .valid, k: topK) }
+            training.test = RankingEvaluator(interactions, split: .test, k: topK)
+        }
+        return training
+    }
+
+    /// A pointwise evaluator of `split`'s lines: RMSE and MAE for a rating label, AUC and
+    /// logloss for a binary one.
+    public func evaluator(_ split: Interactions.Split, label: String?, shuffleBlock: Int, seed: UInt64,
+                          split name: String? = nil) throws -> PointwiseEvaluator {
+        let column = try label.map { l in
+            guard let i = schema.labelIndex(l) else { throw DataError.schema(file: path, reason: "there is no label '\(l)'") }
+            return i
+        } ?? 0
+        guard column < schema.labels.count else { throw DataError.schema(file: path, reason: "the data has no label to evaluate") }
+        let kind: PointwiseEvaluator.Kind = schema.labels[column].kind == .rating ? .rating : .click
+        return PointwiseEvaluator(try source(split, shuffleBlock: shuffleBlock, seed: seed), split: name ?? split.name, kind: kind,
+                                  label: column)
     }
 
     // MARK: The pass over the interactions

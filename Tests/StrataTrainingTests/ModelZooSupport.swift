@@ -1,0 +1,104 @@
+// What the model tests share: MovieLens-100K (fetched by tools/setup.sh), one small
+// configuration per model with the protocol it is evaluated by, and running a model on it in
+// process or as `strata train`.
+import Foundation
+import StrataModels
+import StrataNN
+import StrataStore
+import StrataTestSupport
+import StrataTraining
+import Testing
+
+enum MovieLens {
+    /// Where tools/movielens.sh puts the data.
+    static var directory: String {
+        let root = ProcessInfo.processInfo.environment["STRATA_DATA"] ?? NSHomeDirectory() + "/.cache/strata/data"
+        return root + "/ml-100k"
+    }
+
+    /// The data under a protocol; fails the test, saying what to run, if it is not there.
+    static func data(_ p: EvaluationProtocol, seed: UInt64 = 1, crosses: [[String]] = [],
+                     sourceLocation: SourceLocation = #_sourceLocation) throws -> TabularData {
+        try #require(FileManager.default.fileExists(atPath: directory + "/ml-100k.inter"),
+                     "MovieLens-100K is not in \(directory): run tools/setup.sh (or tools/movielens.sh)", sourceLocation: sourceLocation)
+        return try TabularData(movieLens: directory, options: TabularData.Options(protocol: p, seed: seed, crosses: crosses))
+    }
+}
+
+/// One model, small, on the protocol it is measured by.
+struct ZooCase: Sendable, CustomTestStringConvertible {
+    var model: String
+    var `protocol`: EvaluationProtocol
+    var settings: [String: JSONValue]
+    var loss: Loss
+    var negatives = 0
+    var crosses: [[String]] = []
+    var testDescription: String { "\(model) on \(`protocol`.rawValue)" }
+
+    /// Each model of the registry once (MF twice: BPR on ranking and MSE on ratings), with
+    /// widths small enough for debug builds; models with dropout keep it, so that resumes and
+    /// budgets are checked with it.
+    static let all: [ZooCase] = [
+        ZooCase(model: "mf", protocol: .topk, settings: ["embedding_dim": 16, "biases": false], loss: .bpr, negatives: 1),
+        ZooCase(model: "mf", protocol: .ratings, settings: ["embedding_dim": 16], loss: .meanSquaredError),
+        ZooCase(model: "neumf", protocol: .topk,
+                settings: ["embedding_dim": 8, "mlp_embedding_dim": 8, "mlp": [16, 8], "dropout": 0.1],
+                loss: .binaryCrossEntropy, negatives: 2),
+        ZooCase(model: "deep", protocol: .click, settings: ["embedding_dim": 8, "mlp": [16], "combine": "product"],
+                loss: .binaryCrossEntropy),
+        ZooCase(model: "wide-deep", protocol: .click, settings: ["embedding_dim": 8, "mlp": [16]], loss: .binaryCrossEntropy,
+                crosses: [["gender", "class"], ["user_id", "release_year"]]),
+        ZooCase(model: "deepfm", protocol: .click, settings: ["embedding_dim": 8, "mlp": [16], "dropout": 0.1],
+                loss: .binaryCrossEntropy),
+        ZooCase(model: "dcn-v2", protocol: .click, settings: ["embedding_dim": 4, "cross_layers": 2, "mlp": [16], "dropout": 0.1],
+                loss: .binaryCrossEntropy),
+        ZooCase(model: "dlrm", protocol: .click, settings: ["embedding_dim": 4, "top_mlp": [8]], loss: .binaryCrossEntropy),
+    ]
+
+    static let batchSize = 256
+
+    /// Ratings start 3.5 from MF's global offset, which a rate of 0.01 takes hundreds of steps
+    /// to cross.
+    var denseRate: Float { `protocol` == .ratings ? 0.05 : 0.01 }
+
+    func options(_ schema: FeatureSchema, steps: Int, checkpointEvery: Int = 0, seed: UInt64 = 3) throws -> TrainingOptions {
+        TrainingOptions(
+            model: try ModelRegistry.spec(model, settings: settings), schema: schema, batchSize: Self.batchSize, steps: steps,
+            denseOptimizer: .adam(learningRate: denseRate), sparseOptimizer: .adam(learningRate: 0.01),
+            loss: loss, negatives: negatives > 0 ? NegativeSampling(count: negatives) : nil,
+            weightDecay: `protocol` == .ratings ? 0.001 : 0, evaluationSamples: 2000, checkpointEvery: checkpointEvery, seed: seed)
+    }
+
+    /// The same run as `strata train` arguments.
+    func arguments(store: String, steps: Int, checkpointEvery: Int, seed: UInt64 = 3) -> [String] {
+        var a = ["train", "--model", model, "--data", "movielens:" + MovieLens.directory, "--protocol", `protocol`.rawValue,
+                 "--store", store, "--batch-size", "\(Self.batchSize)", "--steps", "\(steps)",
+                 "--optimizer", "adam", "--learning-rate", "\(denseRate)", "--sparse-learning-rate", "0.01", "--sparse-optimizer", "adam",
+                 "--checkpoint-every", "\(checkpointEvery)", "--eval-samples", "0", "--seed", "\(seed)",
+                 "--loss", ["binaryCrossEntropy": "bce", "meanSquaredError": "mse", "bpr": "bpr"][loss.rawValue]!,
+                 "--negatives", "\(negatives)"]
+        if `protocol` == .ratings { a += ["--weight-decay", "0.001"] }
+        for (key, value) in settings.sorted(by: { $0.key < $1.key }) { a += ["--set", "\(key)=\(value)"] }
+        for c in crosses { a += ["--cross", c.joined(separator: ",")] }
+        return a
+    }
+
+    /// Trains in process into a fresh store; returns the summary, what the run left, and the
+    /// trainer's evaluations before training.
+    func train(steps: Int, resources: TrainingResources, checkpointEvery: Int = 0,
+               sourceLocation: SourceLocation = #_sourceLocation) throws -> (summary: TrainingSummary, state: TrainedState, before: Evaluation?) {
+        let directory = temporaryDirectory("strata-zoo")
+        defer { removeDirectory(directory) }
+        let data = try MovieLens.data(`protocol`, seed: 3, crosses: crosses, sourceLocation: sourceLocation)
+        let options = try options(data.schema, steps: steps, checkpointEvery: checkpointEvery)
+        let store = try Store(path: directory, options: .small(resources.budget))
+        defer { try? store.close() }
+        let training = try data.trainingData(protocol: `protocol`, label: nil, shuffleBlock: 131_072, seed: options.seed)
+        let trainer = try Trainer(store: store, options: options, resources: resources, data: training, resume: false)
+        let before = try trainer.evaluate()
+        let summary = try trainer.run { _ in }
+        var state = try TrainedState.capture(store)
+        state.dense = TrainedState.dense(trainer)
+        return (summary, state, before)
+    }
+}
