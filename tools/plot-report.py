@@ -179,11 +179,17 @@ def bench(directory):
     save(fig, directory, "hit-ratio")
 
 
+# The metrics drawn from evaluation events, the first two found: a protocol's headline metric
+# and its companion (click-through, ratings, ranking).
+PREFERRED_METRICS = ["auc", "logloss", "rmse", "mae", "ndcg@10", "recall@10"]
+EVALUATION_FIELDS = {"event", "time", "step", "split", "samples"}
+
+
 def read_metrics(path):
     needs = {"progress": ("step", "loss", "samples_per_second"),
-             "evaluation": ("step", "auc", "logloss"),
              "checkpoint": ("step",)}
     events = {kind: [] for kind in needs}
+    evaluations = []
     for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
@@ -193,15 +199,19 @@ def read_metrics(path):
         except json.JSONDecodeError as e:
             raise Failure(f"{where}: not JSON ({e.msg} at column {e.colno})")
         kind = field(record, "event", where)
-        if kind in needs:  # other events may come later; they are not drawn
+        if kind == "evaluation":
+            number(field(record, "step", where), f"{where}: step")
+            evaluations.append(record)
+        elif kind in needs:  # other events may come later; they are not drawn
             events[kind].append([number(field(record, k, where), f"{where}: {k}") for k in needs[kind]])
     if not events["progress"]:
         raise Failure(f"{path}: no progress events")
-    return {kind: np.array(rows).reshape(-1, len(needs[kind])) for kind, rows in events.items()}
+    arrays = {kind: np.array(rows).reshape(-1, len(needs[kind])) for kind, rows in events.items()}
+    return arrays, evaluations
 
 
 def train(directory):
-    events = read_metrics(os.path.join(directory, "metrics.jsonl"))
+    events, evaluations = read_metrics(os.path.join(directory, "metrics.jsonl"))
     summary_path = os.path.join(directory, "summary.json")
     planted = None
     if os.path.exists(summary_path):
@@ -227,22 +237,27 @@ def train(directory):
     fig.suptitle("Training loss and throughput")
     save(fig, directory, "training-loss")
 
-    if not len(events["evaluation"]):
+    if not evaluations:
         print(f"no evaluation events in {directory}/metrics.jsonl: training-metrics not drawn")
         return
-    step, auc, logloss = events["evaluation"].T
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 6), layout="constrained")
-    top.plot(step, auc, "o-", markersize=4, label="evaluation")
-    if planted is not None:
-        top.axhline(planted, color="grey", linestyle="--", label="planted model (best reachable)")
-    top.set_ylabel("AUC")
-    top.legend(loc="lower right")
-    bottom.plot(step, logloss, "o-", markersize=4)
-    bottom.set_ylabel("logloss")
-    bottom.set_xlabel("step")
-    for ax in (top, bottom):
+    found = {k for e in evaluations for k in e if k not in EVALUATION_FIELDS}
+    metrics = ([m for m in PREFERRED_METRICS if m in found] + sorted(found - set(PREFERRED_METRICS)))[:2]
+    splits = list(dict.fromkeys(e.get("split", "eval") for e in evaluations))
+    fig, axes = plt.subplots(len(metrics), 1, sharex=True, figsize=(8, 3 * len(metrics)), layout="constrained", squeeze=False)
+    for ax, metric in zip(axes[:, 0], metrics):
+        for split in splits:
+            points = [(e["step"], e[metric]) for e in evaluations if e.get("split", "eval") == split and metric in e]
+            points = [(s, v) for s, v in points if isinstance(v, (int, float))]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, "o-", markersize=4, label=split)
+        if metric == "auc" and planted is not None:
+            ax.axhline(planted, color="grey", linestyle="--", label="planted model (best reachable)")
+        ax.set_ylabel(metric)
         ax.grid(True, alpha=0.3)
-    fig.suptitle("Evaluation AUC and logloss")
+        ax.legend(loc="best")
+    axes[-1, 0].set_xlabel("step")
+    fig.suptitle("Evaluation " + " and ".join(metrics))
     save(fig, directory, "training-metrics")
 
 

@@ -133,7 +133,8 @@ struct DataOptions: ParsableArguments {
         guard let schema else { throw ValidationError("table: data needs --schema FILE saying what its columns are") }
         let table = try TableSchema.load(schema)
         let directory = URL(fileURLWithPath: schema).deletingLastPathComponent().path
-        return try TabularData(path: String(spec.dropFirst("table:".count)), table: table, directory: directory, options: options)
+        return try TabularData(path: String(spec.dropFirst("table:".count)), table: table, schemaFile: schema, directory: directory,
+                               options: options)
     }
 
     /// Where tools/movielens.sh puts MovieLens-100K.

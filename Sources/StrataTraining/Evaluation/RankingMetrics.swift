@@ -70,13 +70,10 @@ public struct RankingMetrics: Sendable {
     /// result is a function of the scores alone). Scores of -infinity are never taken; NaN
     /// ranks below everything.
     public static func top(_ k: Int, of scores: UnsafeBufferPointer<Float>) -> [Int32] {
-        // A min-heap of the best k so far, by (score, -index); NaN as the lowest finite score.
-        func value(_ i: Int32) -> Float {
-            let v = scores[Int(i)]
-            return v.isNaN ? -.greatestFiniteMagnitude : v
-        }
+        // A min-heap of the best k so far, by (score, -index), NaN below every number.
         func better(_ a: Int32, _ b: Int32) -> Bool {
-            let x = value(a), y = value(b)
+            let x = scores[Int(a)], y = scores[Int(b)]
+            if x.isNaN || y.isNaN { return x.isNaN == y.isNaN ? a < b : y.isNaN }
             return x > y || (x == y && a < b)
         }
         var heap: [Int32] = []

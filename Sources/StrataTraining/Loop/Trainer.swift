@@ -91,7 +91,8 @@ public enum TrainingError: Error, CustomStringConvertible {
 /// knows (for negative sampling).
 public struct TrainingData {
     public var train: any BatchSource
-    /// Evaluated every `evaluateEvery` steps (a validation split, or separate evaluation data).
+    /// Evaluated every `evaluateEvery` steps (a validation split, or separate evaluation data;
+    /// without one, `test` is).
     public var validation: (any Evaluator)?
     /// Evaluated at the end, after `validation` (a test split).
     public var test: (any Evaluator)?
@@ -262,7 +263,7 @@ public final class Trainer {
             // The end of the run evaluates and checkpoints anyway: not twice.
             let ending = options.steps.map { step >= $0 } ?? false
             if options.evaluateEvery > 0 && step % options.evaluateEvery == 0 && !ending,
-               let e = try evaluate(validation, limit: options.evaluationSamples) {
+               let e = try evaluate(validation ?? test, limit: options.evaluationSamples) {
                 evaluations[e.split] = e
                 report(.evaluation(e))
             }

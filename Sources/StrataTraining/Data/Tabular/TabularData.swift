@@ -97,6 +97,9 @@ public final class TabularData {
 
     public let path: String
     public let schema: FeatureSchema
+    /// The schema file's model, and the directory its relative paths start from.
+    private let table: TableSchema
+    private let directory: String
     public let options: Options
     /// The interactions' users and items, when the schema names them.
     public let interactions: Interactions?
@@ -107,15 +110,17 @@ public final class TabularData {
     private let format: TabularFormat
     private let assignment: SplitAssignment?
 
-    /// Opens the interactions file `path` described by `table` (whose relative join paths are
-    /// relative to `directory`). Throws `DataError` naming the file, line and reason of the
-    /// first problem.
-    public init(path: String, table: TableSchema, directory: String, options: Options = Options()) throws {
+    /// Opens the interactions file `path` described by `table`, read from `schemaFile` (whose
+    /// relative join paths are relative to `directory`). Throws `DataError` naming the file,
+    /// line and reason of the first problem.
+    public init(path: String, table: TableSchema, schemaFile: String, directory: String, options: Options = Options()) throws {
         self.path = path
         self.options = options
+        self.table = table
+        self.directory = directory
         let delimiter = try Self.delimiter(table.delimiter, path: path)
         let header = try Self.header(path, delimiter: delimiter)
-        var plan = Plan(table: table, options: options)
+        var plan = Plan(table: table, options: options, schemaFile: schemaFile)
         let roles = try plan.roles(for: header, columns: table.columns, file: path, side: nil)
         ignoredColumns = header.filter { table.columns[$0] == nil }
         var joins: [JoinTable] = []
@@ -146,7 +151,8 @@ public final class TabularData {
     /// gender, occupation and zip code and the items' release year and genres (a multi-valued
     /// feature).
     public convenience init(movieLens directory: String, options: Options = Options()) throws {
-        try self.init(path: directory + "/ml-100k.inter", table: Self.movieLens, directory: directory, options: options)
+        try self.init(path: directory + "/ml-100k.inter", table: Self.movieLens, schemaFile: "the MovieLens-100K schema",
+                      directory: directory, options: options)
     }
 
     /// The schema of RecBole's ml-100k atomic files.
@@ -217,6 +223,41 @@ public final class TabularData {
         let kind: PointwiseEvaluator.Kind = schema.labels[column].kind == .rating ? .rating : .click
         return PointwiseEvaluator(try source(split, shuffleBlock: shuffleBlock, seed: seed), split: name ?? split.name, kind: kind,
                                   label: column)
+    }
+
+    /// Each item's text in `column` (nil: the item column's own value), by item key: for
+    /// showing recommendations. The column is the interactions file's, or a column of a side
+    /// table joined on the item column.
+    public func itemText(column: String?) throws -> [UInt64: String] {
+        guard let item = schema.item, let feature = schema.categoricalIndex(item) else {
+            throw DataError.schema(file: path, reason: "the schema names no item column")
+        }
+        let namespace = FeatureSchema.namespace(schema.categorical[feature].table)
+        var out: [UInt64: String] = [:]
+        func read(_ file: String, key keyColumn: String, text textColumn: String, delimiter: UInt8) throws {
+            let header = try Self.header(file, delimiter: delimiter)
+            guard let k = header.firstIndex(of: keyColumn), let t = header.firstIndex(of: textColumn) else {
+                throw DataError.schema(file: file, reason: "no column '\(header.contains(keyColumn) ? textColumn : keyColumn)' (the columns are \(header.joined(separator: ", ")))")
+            }
+            try forEachLine(of: file) { line, number in
+                guard number > 1 else { return }
+                var key: UInt64?, text: String?, column = 0
+                _ = forEachField(line, delimiter) { field, escaped in
+                    if column == k { key = FeatureSchema.key(namespace: namespace, value: hash(field, escaped)) }
+                    if column == t { text = unescaped(field, escaped) }
+                    column += 1
+                    return nil
+                }
+                if let key, let text, out[key] == nil { out[key] = text }
+            }
+        }
+        if let column, column != item, let join = table.joins?.first(where: { $0.on == item && $0.columns[column] != nil }) {
+            let file = join.file.hasPrefix("/") ? join.file : directory + "/" + join.file
+            try read(file, key: item, text: column, delimiter: try Self.delimiter(join.delimiter, path: file))
+        } else {
+            try read(path, key: item, text: column ?? item, delimiter: format.delimiter)
+        }
+        return out
     }
 
     // MARK: The pass over the interactions
@@ -363,20 +404,45 @@ extension TabularData.Options {
     }
 }
 
+/// Calls `body` with each line of a whole file (without `\n` or `\r\n`) and its 1-based number.
+/// For side tables, read whole: they are small next to the interactions.
+private func forEachLine(of file: String, _ body: (UnsafeBufferPointer<UInt8>, Int64) throws -> Void) throws {
+    let data: Data
+    do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
+        throw DataError.io(path: file, operation: "read", detail: (error as NSError).localizedDescription)
+    }
+    try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
+        let bytes = raw.bindMemory(to: UInt8.self)
+        var start = 0, number: Int64 = 0
+        while start < bytes.count {
+            var end = start
+            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
+            number += 1
+            var stop = end
+            if stop > start && bytes[stop - 1] == 0x0D { stop -= 1 }
+            try body(UnsafeBufferPointer(rebasing: bytes[start..<stop]), number)
+            start = end + 1
+        }
+    }
+}
+
 /// Turns a `TableSchema` and the files' headers into column roles and the `FeatureSchema`,
 /// numbering features in the headers' order.
 private struct Plan {
     let table: TableSchema
     let options: TabularData.Options
+    /// Where the schema came from, for messages.
+    let schemaFile: String
     var dense: [FeatureSchema.Dense] = []
     var categorical: [FeatureSchema.Categorical] = []
     var labels: [FeatureSchema.Label] = []
     var singles = 0, bags = 0
     var thresholdUsed = false
 
-    init(table: TableSchema, options: TabularData.Options) {
+    init(table: TableSchema, options: TabularData.Options, schemaFile: String) {
         self.table = table
         self.options = options
+        self.schemaFile = schemaFile
     }
 
     /// The roles of a file's columns. `side` is a join's; nil for the interactions file.
@@ -447,38 +513,25 @@ private struct Plan {
         var columns = join.columns
         columns[join.on] = nil
         let firstSingle = singles, firstBag = bags, firstDense = dense.count, firstFeature = categorical.count
-        var local = Plan(table: table, options: options)
+        var local = Plan(table: table, options: options, schemaFile: schemaFile)
         let roles = try local.roles(for: header, columns: columns, file: file, side: join.side)
         // The same columns, numbered after the interactions' features.
         _ = try self.roles(for: header, columns: columns, file: file, side: join.side)
         let schema = FeatureSchema(dense: local.dense, categorical: local.categorical, labels: [])
         let format = TabularFormat(schema: schema, identity: "", delimiter: delimiter, names: header, roles: roles, joins: [],
                                    assignment: nil, split: 0)
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
-            throw DataError.io(path: file, operation: "read", detail: (error as NSError).localizedDescription)
-        }
         var records: [UInt64: Int32] = [:], firstLine: [UInt64: Int] = [:]
-        let lineCount = data.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) } + 1
-        let block = SampleBlock(capacity: lineCount, schema: schema)
+        var lines: [(Int64, [UInt8])] = []
+        try forEachLine(of: file) { line, number in if number > 1 && !line.isEmpty { lines.append((number, Array(line))) } }
+        let block = SampleBlock(capacity: max(lines.count, 1), schema: schema)
         var count = 0
-        try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            var start = 0, number: Int64 = 0
-            while start < bytes.count {
-                var end = start
-                while end < bytes.count && bytes[end] != 0x0A { end += 1 }
-                number += 1
-                var stop = end
-                if stop > start && bytes[stop - 1] == 0x0D { stop -= 1 }
-                let line = UnsafeBufferPointer(rebasing: bytes[start..<stop])
-                start = end + 1
-                if number == 1 || line.isEmpty { continue }
+        for (number, bytes) in lines {
+            try bytes.withUnsafeBufferPointer { line in
                 switch format.parse(line, number: number, into: block, slot: count) {
-                case .skip: continue
+                case .skip: return
                 case .fault(let fault):
                     block.rollBack(count)
-                    if options.malformedLines == .skip { continue }
+                    if options.malformedLines == .skip { return }
                     throw DataError.malformedLine(file: file, line: Int(number), reason: format.describe(fault, line: line))
                 case .sample:
                     var id: UInt64 = 0, column = 0
@@ -509,12 +562,15 @@ private struct Plan {
     func finish() throws -> FeatureSchema {
         var features = categorical
         for parts in (table.crosses ?? []) + options.crosses {
+            guard parts.count >= 2 else {
+                throw DataError.schema(file: schemaFile, reason: "cross \(parts) crosses \(parts.count) feature\(parts.count == 1 ? "" : "s"); it needs at least two")
+            }
             let name = parts.joined(separator: "_x_")
             features.append(.init(name, table: name, side: .context, crossOf: parts))
         }
         let schema = FeatureSchema(dense: dense, categorical: features, labels: labels, user: table.user, item: table.item,
                                    tables: table.tables ?? [:])
-        if let problem = schema.problem { throw DataError.schema(file: "the schema", reason: problem) }
+        if let problem = schema.problem { throw DataError.schema(file: schemaFile, reason: problem) }
         return schema
     }
 }

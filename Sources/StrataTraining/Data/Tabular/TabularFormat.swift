@@ -128,7 +128,12 @@ struct TabularFormat: Sendable {
 
     func parse(_ line: UnsafeBufferPointer<UInt8>, number: Int64, into block: SampleBlock, slot: Int) -> LineOutcome {
         if number == 1 { return .skip }  // the header
-        if let assignment, assignment.split(ofLine: number) != split { return .skip }
+        // A line of another split is passed over; one of none (the scan found it malformed,
+        // and skipped it) is parsed again, so that this pass counts it as skipped too.
+        if let assignment {
+            let s = assignment.split(ofLine: number)
+            if s != 0 && s != split { return .skip }
+        }
         let roles = self.roles
         var bag = 0
         // The id values the joins look up, by join.

@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import StrataModels
+import StrataStore
+import StrataTraining
+
+/// `strata recommend`: the top-K items for a user from a trained store.
+struct Recommend: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The best items for a user, from the model a store's last checkpoint holds.",
+        discussion: """
+            Scores every item of the data for the user with the trained model (reading the store, \
+            changing nothing), leaves out the items the user has interacted with in the data (any \
+            split), and prints the K best with their scores. Give the data as it was given to \
+            `strata train` (the same --data, --schema, --protocol and --cross): its features must be \
+            the ones the model was trained on.
+            """)
+
+    @OptionGroup var access: StoreAccess
+    @OptionGroup var input: DataOptions
+    @Option(help: "The user, as the data writes its id.") var user: String
+    @Option(name: [.customShort("k"), .long], help: "How many items.") var count = 10
+    @Option(help: "A column of the items to show beside each (default: the item id).") var show: String?
+    @Flag(help: "Also rank the items the user has already interacted with.") var includeSeen = false
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func validate() throws {
+        guard count >= 1 else { throw ValidationError("-k must be at least 1, not \(count)") }
+    }
+
+    func run() throws {
+        let store = try access.open()
+        defer { try? store.close() }
+        let model = try TrainedModel(store: store)
+        let loaded = try input.load(seed: model.options.seed, label: model.options.label)
+        guard let table = loaded.table, let interactions = loaded.training.interactions else {
+            throw ToolError("recommending needs data that names its users and items (movielens, or table: data whose schema has \"user\" and \"item\")")
+        }
+        guard table.schema == model.options.schema else {
+            throw ToolError("the data's features (\(table.schema.summary)) are not the model's (\(model.options.schema.summary)): give --data, --schema and --cross as for training")
+        }
+        let userFeature = table.schema.categorical[interactions.users.idFeature]
+        let key = Array(user.utf8).withUnsafeBufferPointer {
+            FeatureSchema.key(namespace: FeatureSchema.namespace(userFeature.table), value: FeatureSchema.valueHash($0))
+        }
+        guard let u = interactions.users.entity(id: key) else {
+            throw ToolError("user '\(user)' is not in the data's column '\(userFeature.name)'")
+        }
+        let evaluator = RankingEvaluator(interactions, split: .test, k: count)
+        var scores = try evaluator.scores(user: u, network: model.network, step: model.step)
+        let seen = Interactions.Split.allCases.flatMap { interactions.items(of: u, in: $0) }
+        if !includeSeen { for i in seen { scores[Int(i)] = -.infinity } }
+        let top = scores.withUnsafeBufferPointer { RankingMetrics.top(count, of: $0) }
+        let names = try table.itemText(column: show)
+        let rows = top.map { i -> (name: String, score: Float) in
+            (names[interactions.items.ids[Int(i)]] ?? "?", scores[Int(i)])
+        }
+        if json {
+            try printJSON(["user": user, "model": model.options.model.name, "step": model.step, "seen": seen.count,
+                           "items": rows.map { ["item": $0.name, "score": Double($0.score)] }])
+            return
+        }
+        print("\(rows.count) items for user \(user) by \(model.options.model.name) at step \(model.step)"
+              + (includeSeen ? "" : ", leaving out the \(Set(seen).count) they have seen") + ":")
+        for (rank, row) in rows.enumerated() {
+            print(String(format: "%4d  %@  %@", rank + 1, String(format: "%.5f", row.score), row.name))
+        }
+    }
+}
