@@ -38,8 +38,9 @@ struct DataOptions: ParsableArguments {
 
     func validate() throws {
         func require(_ ok: Bool, _ message: String) throws { if !ok { throw ValidationError(message) } }
-        try require(topK >= 1, "--top-k must be at least 1, not \(topK)")
-        try require((shuffleBlock ?? 0) >= 0 && (shuffleBlock ?? 0) <= Int(Int32.max), "--shuffle-block must be between 0 and 2^31 - 1")
+        try require((1...100_000).contains(topK), "--top-k must be between 1 and 100000, not \(topK)")
+        try require((0...(1 << 24)).contains(shuffleBlock ?? 0),
+                    "--shuffle-block must be between 0 and \(1 << 24) samples (a block is held in memory), not \(shuffleBlock ?? 0)")
         try require(clickThreshold.isFinite, "--click-threshold must be a number")
         try require(syntheticSamples >= 1, "--synthetic-samples must be at least 1, not \(syntheticSamples)")
         try require(syntheticKeys >= 10 && syntheticKeys <= Double(Int64.max / 2),
@@ -112,12 +113,14 @@ struct DataOptions: ParsableArguments {
         let block = shuffleBlock ?? 131_072
         var training = try table.trainingData(protocol: `protocol`, label: name, topK: topK, shuffleBlock: block, seed: seed)
         if let evalData {
-            let other = try tableData(evalData, options: TabularData.Options(malformedLines: malformedLines))
+            let other = try tableData(evalData, options: TabularData.Options(malformedLines: malformedLines, crosses: crosses))
             guard other.schema == table.schema else { throw ValidationError("--eval-data has other columns than --data") }
             training.validation = try other.evaluator(.train, label: name, shuffleBlock: 0, seed: seed, split: "eval")
         }
-        return Loaded(training: training, schema: table.schema, table: table, defaultLoss: `protocol`.defaultLoss,
-                      ranks: `protocol` == .topk)
+        // Without a protocol, the label decides: MSE for a rating, BCE for a click.
+        let labelKind = table.schema.labels.first { $0.name == name }?.kind ?? table.schema.labels.first?.kind
+        let loss = `protocol` == .none ? (labelKind == .rating ? "mse" : "bce") : `protocol`.defaultLoss
+        return Loaded(training: training, schema: table.schema, table: table, defaultLoss: loss, ranks: `protocol` == .topk)
     }
 
     private func tableData(_ spec: String, options: TabularData.Options) throws -> TabularData {

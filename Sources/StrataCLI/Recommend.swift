@@ -25,7 +25,7 @@ struct Recommend: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
-        guard count >= 1 else { throw ValidationError("-k must be at least 1, not \(count)") }
+        guard (1...100_000).contains(count) else { throw ValidationError("-k must be between 1 and 100000, not \(count)") }
     }
 
     func run() throws {

@@ -92,7 +92,9 @@ struct Train: ParsableCommand {
         for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb), ("--map-resident-mb", mapResidentMb)] {
             try require((0...mebibytes).contains(value), "\(flag) must be between 0 and \(Int(mebibytes)), not \(value)")
         }
-        try require(batchSize >= 1, "--batch-size must be at least 1, not \(batchSize)")
+        try require((1...Self.largestBatch).contains(batchSize), "--batch-size must be between 1 and \(Self.largestBatch), not \(batchSize)")
+        try require(batchSize * (1 + (negatives ?? 1)) <= Self.largestBatch,
+                    "--batch-size \(batchSize) with \(negatives ?? 1) negatives a sample makes batches of more than \(Self.largestBatch) rows")
         try require(embeddingDim.map { $0 >= 1 } ?? true, "--embedding-dim: a dimension 0 table holds nothing; give at least 1")
         try require(steps.map { $0 >= 1 } ?? true, "--steps must be at least 1")
         try require(epochs >= 1, "--epochs must be at least 1, not \(epochs)")
@@ -108,6 +110,10 @@ struct Train: ParsableCommand {
         try require(negatives.map { (0...1000).contains($0) } ?? true, "--negatives must be between 0 and 1000")
         try require(dropout.map { $0 >= 0 && $0 < 1 } ?? true, "--dropout must be in [0, 1)")
     }
+
+    /// Rows a step may hold, negatives included: bags of up to 1024 keys then stay within the
+    /// 2^31 keys a batch's offsets count.
+    static let largestBatch = 1 << 20
 
     func run() throws {
         let loaded = try input.load(seed: seed, label: label)
@@ -226,9 +232,9 @@ struct Train: ParsableCommand {
         let count = negatives ?? (loaded.ranks ? 1 : 0)
         var sampling: NegativeSampling? = nil
         if count > 0 {
-            let parts = negativeSampling.split(separator: ":", maxSplits: 1).map(String.init)
+            let parts = negativeSampling.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             let distribution: NegativeSampling.Distribution
-            switch parts[0] {
+            switch parts.first ?? "" {
             case "uniform" where parts.count == 1: distribution = .uniform
             case "popularity":
                 guard let exponent = parts.count == 2 ? Double(parts[1]) : 1, exponent.isFinite, exponent >= 0 else {

@@ -7,7 +7,7 @@
 // hand-over is the synchronisation (the look-ahead's queue). Pointers it gives stay valid
 // until it is next written.
 public import StrataNN
-public import StrataStore
+import StrataStore
 
 public final class Batch: @unchecked Sendable {
     public let schema: FeatureSchema

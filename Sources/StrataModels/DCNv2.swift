@@ -10,12 +10,7 @@ public enum DCNv2: RecommenderModel {
         public var mlp = [256, 256]
         public var dropout: Float = 0.2
 
-        public init(embeddingDim: Int = 16, crossLayers: Int = 3, mlp: [Int] = [256, 256], dropout: Float = 0.2) {
-            self.embeddingDim = embeddingDim
-            self.crossLayers = crossLayers
-            self.mlp = mlp
-            self.dropout = dropout
-        }
+        public init() {}
     }
 
     public static let name = "dcn-v2"
@@ -23,10 +18,8 @@ public enum DCNv2: RecommenderModel {
     public static let defaultConfiguration = Configuration()
 
     public static func problem(_ c: Configuration, schema: FeatureSchema) -> String? {
-        if c.embeddingDim < 1 || c.crossLayers < 1 || c.mlp.contains(where: { $0 < 1 }) {
-            return "dcn-v2: the dimension, cross layers and MLP sizes must be at least 1"
-        }
-        if !(0..<1).contains(c.dropout) { return "dcn-v2: dropout must be in [0, 1)" }
+        if let problem = settingsProblem(["embedding_dim": [c.embeddingDim], "cross_layers": [c.crossLayers], "mlp": c.mlp],
+                                         dropout: c.dropout) { return problem }
         return schema.categorical.isEmpty && schema.dense.isEmpty ? "dcn-v2: the data has no features" : nil
     }
 

@@ -13,11 +13,7 @@ public enum DLRM: RecommenderModel {
         /// Hidden sizes of the top MLP, whose output is one logit (512-256-1 for Criteo).
         public var topMlp = [512, 256]
 
-        public init(embeddingDim: Int = 16, bottomMlp: [Int] = [512, 256, 64], topMlp: [Int] = [512, 256]) {
-            self.embeddingDim = embeddingDim
-            self.bottomMlp = bottomMlp
-            self.topMlp = topMlp
-        }
+        public init() {}
     }
 
     public static let name = "dlrm"
@@ -25,8 +21,9 @@ public enum DLRM: RecommenderModel {
     public static let defaultConfiguration = Configuration()
 
     public static func problem(_ c: Configuration, schema: FeatureSchema) -> String? {
-        if c.embeddingDim < 1 { return "dlrm: embedding_dim must be at least 1" }
-        if (c.bottomMlp + c.topMlp).contains(where: { $0 < 1 }) { return "dlrm: MLP sizes must be at least 1" }
+        if let problem = settingsProblem(["embedding_dim": [c.embeddingDim], "bottom_mlp": c.bottomMlp, "top_mlp": c.topMlp]) {
+            return problem
+        }
         let vectors = schema.categorical.count + (schema.dense.isEmpty ? 0 : 1)
         return vectors >= 2 ? nil : "dlrm interacts at least two vectors; the data has \(vectors)"
     }

@@ -9,11 +9,7 @@ public enum DeepFM: RecommenderModel {
         public var mlp = [128, 128, 128]
         public var dropout: Float = 0.2
 
-        public init(embeddingDim: Int = 16, mlp: [Int] = [128, 128, 128], dropout: Float = 0.2) {
-            self.embeddingDim = embeddingDim
-            self.mlp = mlp
-            self.dropout = dropout
-        }
+        public init() {}
     }
 
     public static let name = "deepfm"
@@ -21,8 +17,7 @@ public enum DeepFM: RecommenderModel {
     public static let defaultConfiguration = Configuration()
 
     public static func problem(_ c: Configuration, schema: FeatureSchema) -> String? {
-        if c.embeddingDim < 1 || c.mlp.contains(where: { $0 < 1 }) { return "deepfm: the dimension and MLP sizes must be at least 1" }
-        if !(0..<1).contains(c.dropout) { return "deepfm: dropout must be in [0, 1)" }
+        if let problem = settingsProblem(["embedding_dim": [c.embeddingDim], "mlp": c.mlp], dropout: c.dropout) { return problem }
         return schema.categorical.count >= 2 ? nil : "deepfm crosses at least two categorical features; the data has \(schema.categorical.count)"
     }
 

@@ -17,12 +17,7 @@ public enum DeepModel: RecommenderModel {
         public var mlp = [128, 64]
         public var dropout: Float = 0
 
-        public init(embeddingDim: Int = 32, combine: Combine = .concat, mlp: [Int] = [128, 64], dropout: Float = 0) {
-            self.embeddingDim = embeddingDim
-            self.combine = combine
-            self.mlp = mlp
-            self.dropout = dropout
-        }
+        public init() {}
     }
 
     public static let name = "deep"
@@ -30,8 +25,7 @@ public enum DeepModel: RecommenderModel {
     public static let defaultConfiguration = Configuration()
 
     public static func problem(_ c: Configuration, schema: FeatureSchema) -> String? {
-        if c.embeddingDim < 1 || c.mlp.contains(where: { $0 < 1 }) { return "deep: the dimension and MLP sizes must be at least 1" }
-        if !(0..<1).contains(c.dropout) { return "deep: dropout must be in [0, 1)" }
+        if let problem = settingsProblem(["embedding_dim": [c.embeddingDim], "mlp": c.mlp], dropout: c.dropout) { return problem }
         return schema.categorical.isEmpty && schema.dense.isEmpty ? "deep: the data has no features" : nil
     }
 

@@ -172,14 +172,9 @@ public struct FeatureSchema: Sendable, Codable, Equatable, Hashable {
     /// `valueHash` of no bytes.
     public static let emptyValueHash = valueHash(UnsafeBufferPointer(start: nil, count: 0))
 
-    /// A table name's namespace for `key(namespace:value:)`: FNV-1a of its UTF-8, mixed.
+    /// A table name's namespace for `key(namespace:value:)`: the `valueHash` of its UTF-8.
     public static func namespace(_ table: String) -> UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for byte in table.utf8 {
-            h ^= UInt64(byte)
-            h = h &* 0x0000_0100_0000_01B3
-        }
-        return SplitMix64.mix(h)
+        Array(table.utf8).withUnsafeBufferPointer { valueHash($0) }
     }
 
     /// The hash of a value's bytes, for `key(namespace:value:)` (FNV-1a, mixed).

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A JSON value: how a model's configuration travels through options, checkpoints and the
 /// command line without the engine knowing its type. Configurations encode with snake_case

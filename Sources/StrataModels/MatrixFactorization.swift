@@ -9,10 +9,7 @@ public enum MatrixFactorization: RecommenderModel {
         /// The user and item biases and the global offset μ.
         public var biases = true
 
-        public init(embeddingDim: Int = 64, biases: Bool = true) {
-            self.embeddingDim = embeddingDim
-            self.biases = biases
-        }
+        public init() {}
     }
 
     public static let name = "mf"
@@ -20,7 +17,7 @@ public enum MatrixFactorization: RecommenderModel {
     public static let defaultConfiguration = Configuration()
 
     public static func problem(_ c: Configuration, schema: FeatureSchema) -> String? {
-        c.embeddingDim >= 1 ? nil : "mf: embedding_dim must be at least 1"
+        settingsProblem(["embedding_dim": [c.embeddingDim]])
     }
 
     public static func build(_ c: Configuration, _ b: ModelBuilder) throws -> Graph.Value {

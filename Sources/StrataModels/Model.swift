@@ -7,7 +7,7 @@
 public import StrataNN
 
 /// A recommender model: a file under Sources/StrataModels/ with a `Codable` configuration.
-public protocol RecommenderModel {
+public protocol RecommenderModel: Sendable {
     associatedtype Configuration: Codable & Equatable & Sendable
     /// What `--model` calls it.
     static var name: String { get }
@@ -23,6 +23,19 @@ public protocol RecommenderModel {
 
 extension RecommenderModel {
     public static func problem(_ configuration: Configuration, schema: FeatureSchema) -> String? { nil }
+
+    /// The settings' usual problem: a width (dimension, layer size, layer count) outside
+    /// 1...16384 (a 16384-wide layer already holds 1 GiB of weights), or a dropout outside
+    /// [0, 1); nil if there is none.
+    public static func settingsProblem(_ widths: [String: [Int]], dropout: Float? = nil) -> String? {
+        for (setting, values) in widths.sorted(by: { $0.key < $1.key }) {
+            if let bad = values.first(where: { !(1...16_384).contains($0) }) {
+                return "\(name): \(setting) must be between 1 and 16384, not \(bad)"
+            }
+        }
+        if let dropout, !(dropout >= 0 && dropout < 1) { return "\(name): dropout must be in [0, 1), not \(dropout)" }
+        return nil
+    }
 }
 
 /// A model by name with its configuration as JSON: what training options and checkpoints hold.
@@ -39,6 +52,13 @@ public struct ModelSpec: Sendable, Codable, Equatable, Hashable {
     public init<M: RecommenderModel>(_ model: M.Type, _ configuration: M.Configuration) {
         name = M.name
         self.configuration = try! JSONValue(encoding: configuration)
+    }
+
+    /// A spec of model `M` with its default configuration changed by `configure`.
+    public init<M: RecommenderModel>(_ model: M.Type, _ configure: (inout M.Configuration) -> Void) {
+        var configuration = M.defaultConfiguration
+        configure(&configuration)
+        self.init(model, configuration)
     }
 }
 

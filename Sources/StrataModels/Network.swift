@@ -170,7 +170,14 @@ public final class Network {
         if let problem = schema.problem { throw ModelError("the feature schema is not usable: \(problem)") }
         if let problem = ModelRegistry.problem(spec, schema: schema) { throw ModelError(problem) }
         let builder = ModelBuilder(schema: schema, weightDecay: weightDecay, provider: tables)
-        let output = try ModelRegistry.build(spec, builder)
+        let output: Graph.Value
+        do { output = try ModelRegistry.build(spec, builder) } catch let error as GraphError {
+            let set = schema.tables.filter { $0.value.dimension != nil }.keys.sorted()
+            guard !set.isEmpty else { throw ModelError("model \(spec.name): \(error)") }
+            throw ModelError("model \(spec.name): \(error): the schema sets the dimension of table \(set.joined(separator: ", ")), "
+                             + "and \(spec.name) may need its embeddings of one width; drop the setting, or train a model that "
+                             + "concatenates embeddings (deep, wide-deep, dcn-v2)")
+        }
         guard output.columns == 1 else { throw ModelError("model \(spec.name) scores \(output.columns) columns a row, not 1") }
         self.spec = spec
         self.schema = schema

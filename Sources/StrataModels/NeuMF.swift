@@ -12,12 +12,7 @@ public enum NeuMF: RecommenderModel {
         public var mlp = [128, 64]
         public var dropout: Float = 0.1
 
-        public init(embeddingDim: Int = 64, mlpEmbeddingDim: Int = 64, mlp: [Int] = [128, 64], dropout: Float = 0.1) {
-            self.embeddingDim = embeddingDim
-            self.mlpEmbeddingDim = mlpEmbeddingDim
-            self.mlp = mlp
-            self.dropout = dropout
-        }
+        public init() {}
     }
 
     public static let name = "neumf"
@@ -25,10 +20,9 @@ public enum NeuMF: RecommenderModel {
     public static let defaultConfiguration = Configuration()
 
     public static func problem(_ c: Configuration, schema: FeatureSchema) -> String? {
-        if c.embeddingDim < 1 || c.mlpEmbeddingDim < 1 || c.mlp.isEmpty || c.mlp.contains(where: { $0 < 1 }) {
-            return "neumf: the dimensions and MLP sizes must be at least 1"
-        }
-        return (0..<1).contains(c.dropout) ? nil : "neumf: dropout must be in [0, 1)"
+        if c.mlp.isEmpty { return "neumf: mlp needs at least one layer (its tower's output is fused with GMF's)" }
+        return settingsProblem(["embedding_dim": [c.embeddingDim], "mlp_embedding_dim": [c.mlpEmbeddingDim], "mlp": c.mlp],
+                               dropout: c.dropout)
     }
 
     public static func build(_ c: Configuration, _ b: ModelBuilder) throws -> Graph.Value {

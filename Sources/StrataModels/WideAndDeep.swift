@@ -10,11 +10,7 @@ public enum WideAndDeep: RecommenderModel {
         public var mlp = [256, 128]
         public var dropout: Float = 0
 
-        public init(embeddingDim: Int = 16, mlp: [Int] = [256, 128], dropout: Float = 0) {
-            self.embeddingDim = embeddingDim
-            self.mlp = mlp
-            self.dropout = dropout
-        }
+        public init() {}
     }
 
     public static let name = "wide-deep"
@@ -22,8 +18,7 @@ public enum WideAndDeep: RecommenderModel {
     public static let defaultConfiguration = Configuration()
 
     public static func problem(_ c: Configuration, schema: FeatureSchema) -> String? {
-        if c.embeddingDim < 1 || c.mlp.contains(where: { $0 < 1 }) { return "wide-deep: the dimension and MLP sizes must be at least 1" }
-        if !(0..<1).contains(c.dropout) { return "wide-deep: dropout must be in [0, 1)" }
+        if let problem = settingsProblem(["embedding_dim": [c.embeddingDim], "mlp": c.mlp], dropout: c.dropout) { return problem }
         return schema.categorical.isEmpty ? "wide-deep: the data has no categorical feature" : nil
     }
 

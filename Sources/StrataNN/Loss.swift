@@ -13,21 +13,35 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
     /// mean over groups and negatives of −log σ(s⁺ − s⁻). Labels are not read.
     case bpr
 
-    /// Returns the mean loss and writes d(loss)/d(prediction) into `gradient`. Row i's label is
-    /// `labels[i * stride]`. `groupSize` is 1 + the negatives per positive (BPR needs ≥ 2;
-    /// the pointwise losses treat every row alike).
-    public func evaluate(_ predictions: Tensor, labels: UnsafePointer<Float>, stride: Int = 1, groupSize: Int = 1,
-                         gradient: Tensor) -> Double {
+    /// Where a loss's targets come from.
+    public enum Labels {
+        /// Row i's label is `pointer[i * stride]`.
+        case column(UnsafePointer<Float>, stride: Int)
+        /// Implicit feedback: the first row of each group (a positive) is 1, the others (its
+        /// sampled negatives) 0.
+        case groups
+    }
+
+    /// Returns the mean loss and writes d(loss)/d(prediction) into `gradient`. `groupSize` is
+    /// 1 + the negatives per positive (BPR needs ≥ 2; the pointwise losses treat every row
+    /// alike, reading its target from `labels`).
+    public func evaluate(_ predictions: Tensor, labels: Labels, groupSize: Int = 1, gradient: Tensor) -> Double {
         precondition(predictions.columns == 1, "one prediction per row")
         let n = predictions.rows
         gradient.resize(rows: n)
         let z = predictions.data, g = gradient.data
+        func target(_ i: Int) -> Float {
+            switch labels {
+            case .column(let p, let stride): p[i * stride]
+            case .groups: i % groupSize == 0 ? 1 : 0
+            }
+        }
         var total = 0.0
         switch self {
         case .binaryCrossEntropy:
             let scale = 1 / Float(max(n, 1))
             for i in 0..<n {
-                let x = z[i], y = labels[i * stride]
+                let x = z[i], y = target(i)
                 // max(x, 0) - x·y + log(1 + e^-|x|)
                 total += Double(max(x, 0) - x * y + log1pf(expf(-abs(x))))
                 g[i] = (logistic(x) - y) * scale
@@ -36,7 +50,7 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
         case .meanSquaredError:
             let scale = 1 / Float(max(n, 1))
             for i in 0..<n {
-                let e = z[i] - labels[i * stride]
+                let e = z[i] - target(i)
                 total += Double(e * e)
                 g[i] = 2 * e * scale
             }

@@ -28,7 +28,7 @@ import Testing
 
     /// The options the command line above makes now.
     static var options: TrainingOptions {
-        TrainingOptions(model: ModelSpec(DLRM.self, .init(embeddingDim: 2, bottomMlp: [3], topMlp: [3])), batchSize: 16, steps: 12,
+        TrainingOptions(model: ModelSpec(DLRM.self) { $0.embeddingDim = 2; $0.bottomMlp = [3]; $0.topMlp = [3] }, batchSize: 16, steps: 12,
                         denseOptimizer: .adam(learningRate: 0.01), sparseOptimizer: .adagrad(learningRate: 0.01),
                         evaluationSamples: 0, checkpointEvery: 6, seed: 7)
     }

@@ -571,8 +571,9 @@ private func close(_ a: Double, _ b: Double, _ tolerance: Double = 1e-12) -> Boo
             #expect(out.count == rows * (1 + k) && out.groupSize == 1 + k)
             for r in 0..<rows {
                 let g = r * (1 + k)
-                // The positive: the raw row itself, labelled 1.
-                #expect((0..<out.labelColumns).allSatisfy { out.labels[g * out.labelColumns + $0] == 1 })
+                // The positive: the raw row itself, labels and all (the loss takes its target,
+                // 1, from its place in the group).
+                #expect((0..<out.labelColumns).allSatisfy { out.labels[g * out.labelColumns + $0] == raw.labels[r * raw.labelColumns + $0] })
                 for f in readFeatures where Array(out.keys(of: f, row: g)) != Array(raw.keys(of: f, row: r)) {
                     Issue.record("row \(r): the positive's \(schema.categorical[f].name) differs from the sample's")
                 }

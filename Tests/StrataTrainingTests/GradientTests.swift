@@ -451,7 +451,7 @@ private typealias GC = GradientCheck
         let n = logits.count
         let z = Tensor(rows: n, columns: 1, values: logits)
         let g = Tensor(rows: 0, columns: 1)
-        let mean = targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(z, labels: $0.baseAddress!, gradient: g) }
+        let mean = targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(z, labels: .column($0.baseAddress!, stride: 1), gradient: g) }
 
         // Value and gradient against float64, sample by sample and for the batch mean. The
         // float32 terms are a handful of roundings of quantities no larger than |x|, so the
@@ -460,7 +460,7 @@ private typealias GC = GradientCheck
         for i in 0..<n {
             let one = Tensor(rows: 1, columns: 1, values: [logits[i]])
             let gi = Tensor(rows: 0, columns: 1)
-            let v = [targets[i]].withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(one, labels: $0.baseAddress!, gradient: gi) }
+            let v = [targets[i]].withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(one, labels: .column($0.baseAddress!, stride: 1), gradient: gi) }
             let exact = Self.bce64(logits[i], targets[i])
             reference += exact
             #expect(v.isFinite && abs(v - exact) <= 1e-6 * max(abs(exact), 1), "bce(\(logits[i]), \(targets[i])) = \(v), float64 \(exact)")
@@ -487,7 +487,7 @@ private typealias GC = GradientCheck
             }
         ) {
             let t = Tensor(rows: n, columns: 1, values: xs)
-            return targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(t, labels: $0.baseAddress!, gradient: Tensor(rows: 0, columns: 1)) }
+            return targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(t, labels: .column($0.baseAddress!, stride: 1), gradient: Tensor(rows: 0, columns: 1)) }
         }
         let analytic = GC.doubles(g)
         // The mean's gradients are O(1/n); the float32 terms of the loss (up to 3e4 here)
@@ -502,7 +502,7 @@ private typealias GC = GradientCheck
         let predictions = r.values(n, -3, 3), targets = r.values(n, -3, 3)
         let z = Tensor(rows: n, columns: 1, values: predictions)
         let g = Tensor(rows: 0, columns: 1)
-        let value = targets.withUnsafeBufferPointer { Loss.meanSquaredError.evaluate(z, labels: $0.baseAddress!, gradient: g) }
+        let value = targets.withUnsafeBufferPointer { Loss.meanSquaredError.evaluate(z, labels: .column($0.baseAddress!, stride: 1), gradient: g) }
         var exact = 0.0
         for i in 0..<n {
             let e = Double(predictions[i]) - Double(targets[i])
@@ -515,7 +515,7 @@ private typealias GC = GradientCheck
         var xs = predictions
         let numeric = GC.centralDifferences(count: n, step: 1e-2, read: { xs[$0] }, write: { xs[$0] = $1; return $1 }) {
             let t = Tensor(rows: n, columns: 1, values: xs)
-            return targets.withUnsafeBufferPointer { Loss.meanSquaredError.evaluate(t, labels: $0.baseAddress!, gradient: Tensor(rows: 0, columns: 1)) }
+            return targets.withUnsafeBufferPointer { Loss.meanSquaredError.evaluate(t, labels: .column($0.baseAddress!, stride: 1), gradient: Tensor(rows: 0, columns: 1)) }
         }
         // Quadratic: the central difference is exact up to rounding; gradients are O(1/n).
         let analytic = GC.doubles(g)
@@ -629,7 +629,8 @@ private typealias GC = GradientCheck
 
     @Test func dlrm() throws {
         let scratch = try ScratchStore("strata-gradient-dlrm")
-        let config = DLRM.Configuration(embeddingDim: 4, bottomMlp: [5], topMlp: [6])
+        var config = DLRM.Configuration()
+        (config.embeddingDim, config.bottomMlp, config.topMlp) = (4, [5], [6])
         let tables = try (0..<3).map { try scratch.table("c\($0)", dimension: 4, seed: 100 + UInt64($0), range: 0.5) }
         let schema = ClickSchema(dense: 3, sparse: 3).features
         let model = try Network(spec: ModelSpec(DLRM.self, config), schema: schema, seed: 42) { request in
@@ -655,7 +656,7 @@ private typealias GC = GradientCheck
         func loss() throws -> Double {
             batch.dense.update(from: dense.data, count: dense.count)
             let logits = try model.forward(batch, training: true, step: 1)
-            return targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(logits, labels: $0.baseAddress!, gradient: dLogits) }
+            return targets.withUnsafeBufferPointer { Loss.binaryCrossEntropy.evaluate(logits, labels: .column($0.baseAddress!, stride: 1), gradient: dLogits) }
         }
         let pattern = {
             var signs: [Bool] = []

@@ -792,7 +792,7 @@ private let unit = 0x1p-24
         let labels = [Float](repeating: .nan, count: n)
         func evaluate(_ s: [Float], gradient: Tensor) -> Double {
             labels.withUnsafeBufferPointer {
-                Loss.bpr.evaluate(Tensor(rows: n, columns: 1, values: s), labels: $0.baseAddress!, groupSize: groupSize, gradient: gradient)
+                Loss.bpr.evaluate(Tensor(rows: n, columns: 1, values: s), labels: .column($0.baseAddress!, stride: 1), groupSize: groupSize, gradient: gradient)
             }
         }
         let g = Tensor(rows: 0, columns: 1)
@@ -858,9 +858,9 @@ private let unit = 0x1p-24
 
         let z = Tensor(rows: n, columns: 1, values: predictions)
         let compactGradient = Tensor(rows: 0, columns: 1)
-        let compact = targets.withUnsafeBufferPointer { loss.evaluate(z, labels: $0.baseAddress!, gradient: compactGradient) }
+        let compact = targets.withUnsafeBufferPointer { loss.evaluate(z, labels: .column($0.baseAddress!, stride: 1), gradient: compactGradient) }
         func stridedEvaluate(_ z: Tensor, groupSize: Int, gradient: Tensor) -> Double {
-            strided.withUnsafeBufferPointer { loss.evaluate(z, labels: $0.baseAddress!, stride: stride, groupSize: groupSize, gradient: gradient) }
+            strided.withUnsafeBufferPointer { loss.evaluate(z, labels: .column($0.baseAddress!, stride: stride), groupSize: groupSize, gradient: gradient) }
         }
         for groupSize in [1, 2, 3] {
             let g = Tensor(rows: 0, columns: 1)
@@ -1074,5 +1074,19 @@ private let unit = 0x1p-24
         #expect(out.columns == 7)
         graph.forward(rows: 2, Pass(training: false))
         #expect(graph.tensor(out).values == [0, 1, 2, 3, 1, 1, 1, 4, 5, 6, 7, 1, 1, 1])
+    }
+
+    /// Implicit feedback's targets come from the groups: the first row of each group 1, the
+    /// others 0, the same bits as an explicit label column holding them.
+    @Test func groupLabelsAreThePositiveThenItsNegatives() {
+        let z = Tensor(rows: 6, columns: 1, values: [0.3, -1.2, 2.0, 0.7, 0.1, -0.4])
+        let explicit: [Float] = [1, 0, 0, 1, 0, 0]
+        for loss in [Loss.binaryCrossEntropy, .meanSquaredError] {
+            let a = Tensor(rows: 0, columns: 1), b = Tensor(rows: 0, columns: 1)
+            let fromGroups = loss.evaluate(z, labels: .groups, groupSize: 3, gradient: a)
+            let fromColumn = explicit.withUnsafeBufferPointer { loss.evaluate(z, labels: .column($0.baseAddress!, stride: 1), gradient: b) }
+            #expect(fromGroups.bitPattern == fromColumn.bitPattern, "\(loss)")
+            #expect(a.values.map(\.bitPattern) == b.values.map(\.bitPattern), "\(loss) gradient")
+        }
     }
 }

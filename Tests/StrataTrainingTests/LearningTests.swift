@@ -19,7 +19,7 @@ import Testing
         // Small key spaces, so that every id is seen often enough to be learned.
         let data = SyntheticClicks.Options(seed: 9, samplesPerEpoch: 1_000_000, largestKeySpace: 100)
         let options = TrainingOptions(
-            model: ModelSpec(DLRM.self, .init(embeddingDim: 8, bottomMlp: [32], topMlp: [32])),
+            model: ModelSpec(DLRM.self) { $0.embeddingDim = 8; $0.bottomMlp = [32]; $0.topMlp = [32] },
             batchSize: 256, steps: 600, denseOptimizer: .adam(learningRate: 0.003),
             sparseOptimizer: .adagrad(learningRate: 0.1), evaluationSamples: 20_000, seed: 4)
         let test = SyntheticClicks(options: data, split: .test)

@@ -562,10 +562,11 @@ struct BadLineCase: Sendable, CustomTestStringConvertible {
     static let badLines: [BadLineCase] = [
         .init(name: "too few fields", line: "u1,1.5,1", mentions: ["3 fields", "the header has 4"]),
         .init(name: "too many fields", line: "u1,1.5,1,4,extra", mentions: ["5 fields", "the header has 4"]),
-        .init(name: "empty line", line: "", mentions: ["empty line", "4 fields"]),
         .init(name: "text in a numeric column", line: "u1,abc,1,4", mentions: ["column 2 'price'", "'abc'", "not a number"]),
         .init(name: "number with trailing text", line: "u1,1.5x,1,4", mentions: ["column 2 'price'", "'1.5x'", "not a number"]),
         .init(name: "not a finite number", line: "u1,nan,1,4", mentions: ["column 2 'price'", "'nan'", "not a number"]),
+        .init(name: "a number beyond Float's range", line: "u1,1e39,1,4", mentions: ["column 2 'price'", "'1e39'", "within ±3.4e38"]),
+        .init(name: "a rating beyond Float's range", line: "u1,1.5,1,-1e40", mentions: ["column 4 'rating'", "'-1e40'", "within ±3.4e38"]),
         .init(name: "binary label 2", line: "u1,1.5,2,4", mentions: ["column 3 'click'", "'2'", "not 0 or 1"]),
         .init(name: "binary label 0.5", line: "u1,1.5,0.5,4", mentions: ["column 3 'click'", "'0.5'", "not 0 or 1"]),
         .init(name: "empty binary label", line: "u1,1.5,,4", mentions: ["column 3 'click'", "''", "not 0 or 1"]),
@@ -608,6 +609,8 @@ struct BadLineCase: Sendable, CustomTestStringConvertible {
         let scratch = TableScratch()
         var lines = ["user_id,price,click,rating", Self.goodLine]
         for bad in Self.badLines { lines += [bad.line, Self.goodLine] }
+        // Empty lines (a blank last line is common) are no samples and no malformed lines.
+        lines += ["", ""]
         let goods = Self.badLines.count + 1
         var options = TabularData.Options(malformedLines: .skip)
         if split { options.splitting = .random([0.5, 0.5]) }
@@ -630,7 +633,8 @@ struct BadLineCase: Sendable, CustomTestStringConvertible {
             }
             #expect(n == goods)
             #expect(source.skippedLines == Int64(Self.badLines.count))
-            #expect(source.linesRead == Int64(lines.count))
+            // The last "" only ends the line before it with a line break.
+            #expect(source.linesRead == Int64(lines.count - 1))
         }
     }
 
@@ -721,5 +725,47 @@ struct BadLineCase: Sendable, CustomTestStringConvertible {
         #expect(numbers.reduce(0, +) == 60, "\(line)")
         #expect(numbers.allSatisfy { $0 > 0 }, "\(line)")
         #expect(line.hasSuffix("\(numbers[0]) training, \(numbers[1]) validation, \(numbers[2]) test lines"), "\(line)")
+    }
+
+    // MARK: Bounds
+
+    /// A multi-valued field holds at most 1024 values, and a cross of bags at most 1024
+    /// combinations a line: beyond, the line is malformed and the message says which.
+    @Test func bagsAndCrossesAreBounded() throws {
+        let scratch = TableScratch()
+        let schema = #"""
+            {"columns": {"u": {"kind": "categorical"}, "tags": {"kind": "multi", "separator": "|"},
+                         "more": {"kind": "multi", "separator": "|"}, "y": {"kind": "label", "type": "binary"}},
+             "crosses": [["tags", "more"]]}
+            """#
+        let many = (0..<1025).map { "t\($0)" }.joined(separator: "|")
+        let half = (0..<33).map { "m\($0)" }.joined(separator: "|")   // 33 × 32 = 1056 combinations
+        let fine = (0..<32).map { "m\($0)" }.joined(separator: "|")    // 32 × 32 = 1024
+        let thirtyTwo = (0..<32).map { "t\($0)" }.joined(separator: "|")
+        let ok = try scratch.open(schema: schema, data: "u,tags,more,y\nu1,\(thirtyTwo),\(fine),1\n")
+        #expect(try readAll(ok).rows == 1)
+        for (line, fragment) in [("u1,\(many),a,1", "column 2 'tags' holds more than 1024 values"),
+                                 ("u1,\(thirtyTwo),\(half),1", "cross 'tags_x_more' would hold 1056 combinations")] {
+            expectRefused(fragment, mentioning: ["data.csv:2:", fragment]) {
+                _ = try readAll(try scratch.open(schema: schema, data: "u,tags,more,y\n\(line)\n"))
+            }
+        }
+    }
+
+    /// A resume checks the side tables too: an edited one is other data.
+    @Test func editedSideTableIsOtherData() throws {
+        let scratch = TableScratch()
+        scratch.write("items.csv", "item,color\ni1,red\n")
+        let schema = #"""
+            {"columns": {"item": {"kind": "categorical"}, "y": {"kind": "label", "type": "binary"}},
+             "joins": [{"file": "items.csv", "on": "item", "side": "item", "columns": {"color": {"kind": "categorical"}}}]}
+            """#
+        let before = try scratch.open(schema: schema, data: "item,y\ni1,1\n")
+        let identity = try before.source(.train, shuffleBlock: 0, seed: 1).identity
+        // The same size, another time: identities compare size and modification time.
+        usleep(20_000)
+        scratch.write("items.csv", "item,color\ni1,tan\n")
+        let after = try scratch.open(schema: schema, data: "item,y\ni1,1\n")
+        #expect(try after.source(.train, shuffleBlock: 0, seed: 1).identity != identity)
     }
 }

@@ -169,7 +169,7 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         let store = try Store(path: directory, options: storeOptions)
         defer { try? store.close() }
         let data = SyntheticClicks(options: .init(samplesPerEpoch: 1000, largestKeySpace: 100))
-        var options = TrainingOptions(model: ModelSpec(DLRM.self, .init(embeddingDim: 4, bottomMlp: [8], topMlp: [8])),
+        var options = TrainingOptions(model: ModelSpec(DLRM.self) { $0.embeddingDim = 4; $0.bottomMlp = [8]; $0.topMlp = [8] },
                                       schema: ClickSchema(dense: 13, sparse: 20).features, steps: 2)
         let resources = TrainingResources(budget: storeOptions.budget, lookahead: 0, threads: 1)
         do {
@@ -213,6 +213,15 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         BadOption(arguments: ["--embedding-dim", "0"], fragments: ["dimension 0"]),
         BadOption(arguments: ["--synthetic-key-spaces", "zipf"], fragments: ["--synthetic-key-spaces", "zipf"]),
         BadOption(arguments: ["--hot-mb", "100000000"], fragments: ["impossible memory budget"]),
+        BadOption(arguments: ["--batch-size", "4611686018427387904"], fragments: ["--batch-size", "1048576"]),
+        BadOption(arguments: ["--batch-size", "600000", "--negatives", "1"], fragments: ["--batch-size", "negatives", "1048576"]),
+        BadOption(arguments: ["--negatives", "1", "--negative-sampling", ""], fragments: ["--negative-sampling"]),
+        BadOption(arguments: ["--negatives", "1", "--negative-sampling", "popularity:x"], fragments: ["popularity:x"]),
+        BadOption(arguments: ["--set", "top_mlp=[100000]"], fragments: ["top_mlp", "16384", "100000"]),
+        BadOption(arguments: ["--set", "cross_layers=2"], fragments: ["dlrm has no setting 'cross_layers'"]),
+        BadOption(arguments: ["--shuffle-block", "2147483647"], fragments: ["--shuffle-block"]),
+        BadOption(arguments: ["--top-k", "0"], fragments: ["--top-k"]),
+        BadOption(arguments: ["--protocol", "topk"], fragments: ["--protocol", "movielens"]),
     ]
 
     @Test(arguments: refusedOptions)
@@ -327,5 +336,30 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         }
         let result = try Command.run(Self.syntheticArguments(store: scratch.store) + ["--resume"])
         expectRefusal(result, mentioning: ["cannot resume", "does not hold a training run"], "--resume on a foreign store")
+    }
+
+    /// A rating label trains with MSE unless told otherwise, and BCE on it is refused.
+    @Test func ratingLabelsTrainWithMeanSquaredError() throws {
+        let scratch = Scratch()
+        let data = ["--model", "mf", "--embedding-dim", "4", "--data", "movielens:" + MovieLens.directory, "--steps", "3"]
+        let mse = try Command.run(["train", "--store", scratch.store] + data)
+        #expect(mse.status == 0, "\(mse.output)")
+        let bce = try Command.run(["train", "--store", scratch.store, "--overwrite", "--loss", "bce"] + data)
+        #expect(bce.status != 0 && bce.output.contains("holds ratings") && bce.output.contains("--loss mse"), "\(bce.output)")
+    }
+
+    /// An epoch-based run whose last step is also a checkpoint's still saves the end of the
+    /// epoch: resumed, it is complete and does not train again.
+    @Test func epochRunEndingOnACheckpointResumesComplete() throws {
+        let scratch = Scratch()
+        let example = DocumentedExampleTests.example
+        let arguments = ["train", "--store", scratch.store, "--model", "deep", "--data", "table:\(example)/clicks.csv",
+                         "--schema", "\(example)/schema.json", "--protocol", "click", "--epochs", "1", "--batch-size", "32",
+                         "--checkpoint-every", "10"]
+        let first = try Command.run(arguments)
+        #expect(first.status == 0 && first.lines.last?.hasPrefix("trained 10 steps") == true, "\(first.output)")
+        let again = try Command.run(arguments + ["--resume"])
+        #expect(again.status == 0 && again.lines.contains { $0.contains("run is complete") }, "\(again.output)")
+        #expect(!again.lines.contains { $0.hasPrefix("checkpoint ") }, "a complete run checkpointed again: \(again.output)")
     }
 }

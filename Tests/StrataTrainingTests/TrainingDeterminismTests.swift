@@ -20,7 +20,7 @@ import Testing
 
     static func options() -> TrainingOptions {
         TrainingOptions(
-            model: ModelSpec(DLRM.self, .init(embeddingDim: dimension, bottomMlp: [8], topMlp: [8])),
+            model: ModelSpec(DLRM.self) { $0.embeddingDim = dimension; $0.bottomMlp = [8]; $0.topMlp = [8] },
             // 128 rows: large enough for the AVX-512 kernel to split products over two threads.
             batchSize: 128, steps: 36, denseOptimizer: .adam(learningRate: 0.01),
             sparseOptimizer: .adam(learningRate: 0.02), evaluateEvery: 12, evaluationSamples: 256,

@@ -22,6 +22,10 @@ enum LineFault: Equatable, Sendable {
     case column(Int)
     /// A table's line has a quote that does not close, or text after a closing quote.
     case quote
+    /// A table's multi-valued column (0-based) holds more than `TabularFormat.largestBag` values.
+    case values(column: Int)
+    /// A cross (feature index) of this line would have more than `largestBag` combinations.
+    case combinations(feature: Int, count: Int)
 }
 
 /// The constant tables the parser reads, allocated once for the process.
@@ -154,7 +158,7 @@ func describe(_ fault: LineFault, line: UnsafeBufferPointer<UInt8>, schema: Clic
     case let .hex(column):
         let field = 1 + schema.dense + column
         return "categorical column \(column + 1) (field \(field + 1)): \(quoted(field)) is not a hexadecimal value of at most 16 digits"
-    case .fieldCount, .columnCount, .column, .quote:
+    case .fieldCount, .columnCount, .column, .quote, .values, .combinations:
         return "malformed"  // handled above, or not Criteo's
     }
 }

@@ -128,6 +128,18 @@ public final class Interactions: @unchecked Sendable {
     }
 }
 
+extension Array where Element == Int32 {
+    /// Whether this ascending array holds `x` (binary search): a user's items.
+    func sortedContains(_ x: Int32) -> Bool {
+        var low = 0, high = count
+        while low < high {
+            let mid = (low + high) / 2
+            if self[mid] < x { low = mid + 1 } else { high = mid }
+        }
+        return low < count && self[low] == x
+    }
+}
+
 /// Writes rows that pair a user with an item no row of the data may pair them in: a
 /// sample's user and context with a sampled negative item, or a user with every candidate
 /// item for ranking. Each feature of the row comes from the part of its side.

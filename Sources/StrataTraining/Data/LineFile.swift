@@ -411,15 +411,8 @@ public struct LineFile: BatchSource, Sendable {
         h = SplitMix64.mix(h ^ UInt64(epoch))
         h = SplitMix64.mix(h ^ blockIndex)
         var rng = SplitMix64(seed: h)
-        var i = blockCount - 1
-        while i > 0 {
-            // Multiply-high maps 64 random bits onto 0...i with a bias below i / 2^64.
-            let j = Int(rng.next().multipliedFullWidth(by: UInt64(i + 1)).high)
-            let t = order[i]
-            order[i] = order[j]
-            order[j] = t
-            i -= 1
-        }
+        var slots = UnsafeMutableBufferPointer(start: order, count: blockCount)
+        shuffle(&slots, &rng)
     }
 
     private enum NextLine {
@@ -494,6 +487,17 @@ public struct LineFile: BatchSource, Sendable {
         let got = try file.read(into: buffers.bytes + bufferEnd, count: chunk, at: bufferOffset + Int64(bufferEnd))
         if got < chunk { atEndOfFile = true }
         bufferEnd += got
+    }
+}
+
+/// Fisher–Yates with `rng`: the same permutation for the same generator state, everywhere.
+func shuffle<C: MutableCollection & RandomAccessCollection>(_ c: inout C, _ rng: inout SplitMix64) where C.Index == Int {
+    var i = c.count - 1
+    while i > 0 {
+        // Multiply-high maps 64 random bits onto 0...i with a bias below i / 2^64.
+        let j = Int(rng.next().multipliedFullWidth(by: UInt64(i + 1)).high)
+        c.swapAt(c.startIndex + i, c.startIndex + j)
+        i -= 1
     }
 }
 

@@ -11,18 +11,22 @@ public final class NegativeSampler: Sendable {
     private let interactions: Interactions
     private let composer: RowComposer
     private let key: UInt64
+    /// The binary label column whose 0s are not interactions (their lines get no group), or nil.
+    private let positivesBy: Int?
     /// Popularity sampling: Walker's alias table over the items.
     private let alias: [(threshold: UInt32, alias: Int32)]
     /// Redraws of an item the user has seen before one is taken anyway (a user who has seen
     /// almost every item must not stall the pipeline).
     static let attempts = 32
 
-    public init(_ options: NegativeSampling, interactions: Interactions, seed: UInt64) throws {
+    /// `positivesBy` is a binary label column: lines labelled 0 there are left out.
+    public init(_ options: NegativeSampling, interactions: Interactions, seed: UInt64, positivesBy: Int? = nil) throws {
         guard interactions.items.count >= 2 else {
             throw TrainingError.mismatch("negative sampling needs at least two items; the data has \(interactions.items.count)")
         }
         self.options = options
         self.interactions = interactions
+        self.positivesBy = positivesBy
         composer = RowComposer(schema: interactions.schema, users: interactions.users, items: interactions.items)
         key = SplitMix64.mix(seed ^ 0x4E45_4741_5449_5645)  // "NEGATIVE"
         switch options.distribution {
@@ -38,18 +42,20 @@ public final class NegativeSampler: Sendable {
     }
 
     /// Writes `raw`'s rows into `out`, each followed by its negatives: the same user and
-    /// context, a drawn item with its features. With negatives every sample is a positive of
-    /// implicit feedback: its labels are 1, its negatives' 0. `position` is the source's
-    /// position before `raw` was read: row r is sample `position.sample + r` of epoch
-    /// `position.epoch`.
+    /// context, a drawn item with its features. Every row is an interaction, a positive of
+    /// implicit feedback (but rows whose `positivesBy` label is 0, which are left out); the
+    /// loss takes its targets from the groups, so the labels are copied as they are.
+    /// `position` is the source's position before `raw` was read: row r is sample
+    /// `position.sample + r` of epoch `position.epoch`.
     func expand(_ raw: Batch, startingAt position: SourcePosition, into out: Batch) {
         let k = options.count, n = raw.count
         out.begin(capacity: n * (1 + k), groupSize: 1 + k)
         let userFeature = interactions.users.idFeature, itemFeature = interactions.items.idFeature
         var o = 0
         for r in 0..<n {
-            composer.write(out, row: o, user: .row(raw, r), item: .row(raw, r), context: .row(raw, r), labels: nil)
-            (out.labels + o * out.labelColumns).update(repeating: 1, count: out.labelColumns)
+            if let l = positivesBy, raw.labels[r * raw.labelColumns + l] < 0.5 { continue }
+            composer.write(out, row: o, user: .row(raw, r), item: .row(raw, r), context: .row(raw, r),
+                           labels: raw.labels + r * raw.labelColumns)
             o += 1
             let seen = interactions.users.entity(id: raw.keys(of: userFeature, row: r)[0])
                 .map { interactions.train[$0] } ?? []
@@ -76,7 +82,7 @@ public final class NegativeSampler: Sendable {
             let bits = SplitMix64.mix(h &+ UInt64(attempt) &* 0x9E37_79B9_7F4A_7C15)
             item = pick(bits)
             if item == positive { continue }
-            if options.excludeSeen && binarySearch(seen, Int32(item)) { continue }
+            if options.excludeSeen && seen.sortedContains(Int32(item)) { continue }
             break
         }
         return item
@@ -88,15 +94,6 @@ public final class NegativeSampler: Sendable {
         guard !alias.isEmpty else { return Int(bits.multipliedFullWidth(by: UInt64(n)).high) }
         let entry = alias[column]
         return UInt32(truncatingIfNeeded: bits) < entry.threshold ? column : Int(entry.alias)
-    }
-
-    private func binarySearch(_ sorted: [Int32], _ x: Int32) -> Bool {
-        var low = 0, high = sorted.count
-        while low < high {
-            let mid = (low + high) / 2
-            if sorted[mid] < x { low = mid + 1 } else { high = mid }
-        }
-        return low < sorted.count && sorted[low] == x
     }
 
     /// Vose's alias table for `probabilities` (summing to 1): column i is kept when the low

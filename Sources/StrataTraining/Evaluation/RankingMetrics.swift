@@ -29,7 +29,7 @@ public struct RankingMetrics: Sendable {
     public mutating func add(ranked: some Collection<Int32>, relevant: [Int32]) {
         guard !relevant.isEmpty else { return }
         var hits = 0, dcg = 0.0, firstHit = 0
-        for (i, item) in ranked.prefix(k).enumerated() where Self.contains(relevant, item) {
+        for (i, item) in ranked.prefix(k).enumerated() where relevant.sortedContains(item) {
             hits += 1
             dcg += 1 / log2(Double(i + 2))
             if firstHit == 0 { firstHit = i + 1 }
@@ -42,15 +42,6 @@ public struct RankingMetrics: Sendable {
         hit += hits > 0 ? 1 : 0
         mrr += firstHit > 0 ? 1 / Double(firstHit) : 0
         ndcg += dcg / ideal
-    }
-
-    private static func contains(_ sorted: [Int32], _ x: Int32) -> Bool {
-        var low = 0, high = sorted.count
-        while low < high {
-            let mid = (low + high) / 2
-            if sorted[mid] < x { low = mid + 1 } else { high = mid }
-        }
-        return low < sorted.count && sorted[low] == x
     }
 
     private func mean(_ total: Double) -> Double { users == 0 ? .nan : total / Double(users) }

@@ -25,7 +25,7 @@ public final class TrainedModel {
             request in
             do {
                 return try store.table(request.name)
-            } catch {
+            } catch StoreError.unknownTable {
                 throw TrainingError.checkpoint("the store \(store.path) has no table '\(request.name)', which model \(options.model.name) reads")
             }
         }

@@ -6,7 +6,7 @@
 // model it trains.
 import Foundation
 public import StrataModels
-public import StrataNN
+import StrataNN
 public import StrataStore
 
 /// What happened, for progress lines and the metrics file.
@@ -142,7 +142,9 @@ public final class Trainer {
                 throw TrainingError.mismatch("negative sampling needs data that names its users and items (a schema with \"user\" and \"item\")")
             }
             guard n.count >= 1 else { throw TrainingError.mismatch("negative sampling draws at least one negative per sample") }
-            negatives = try NegativeSampler(n, interactions: interactions, seed: options.seed)
+            // Lines with a binary label of 0 are no interaction to draw negatives for.
+            let binary = options.schema.labels.indices.contains(label) && options.schema.labels[label].kind == .binary
+            negatives = try NegativeSampler(n, interactions: interactions, seed: options.seed, positivesBy: binary ? label : nil)
         } else {
             guard options.loss != .bpr else { throw TrainingError.mismatch("the BPR loss ranks positives above sampled negatives: give negatives") }
             negatives = nil
@@ -217,7 +219,9 @@ public final class Trainer {
         }
         var skippedBefore: Int64 = 0, skippedThisEpoch: Int64 = 0
         let finished = isFinished
-        var changed = false  // anything trained in this run, which the end then saves
+        // Where the last checkpoint left the data: the end saves a position past it (a step
+        // trained, or an epoch's end read since).
+        var checkpointed = resumedFromStep != nil ? position : nil
 
         while !finished {
             if let steps = options.steps, step >= steps { break }
@@ -235,14 +239,13 @@ public final class Trainer {
             skippedThisEpoch = item.skippedLines
             let batch = item.batch
             let scores = try network.forward(batch, training: true, step: step + 1)
-            let loss = options.loss.evaluate(scores, labels: batch.labels + label, stride: batch.labelColumns,
-                                             groupSize: batch.groupSize, gradient: dScores)
+            let labels: Loss.Labels = negatives != nil ? .groups : .column(batch.labels + label, stride: batch.labelColumns)
+            let loss = options.loss.evaluate(scores, labels: labels, groupSize: batch.groupSize, gradient: dScores)
             try network.backward(dScores, step: step + 1)
             options.denseOptimizer.step(network.parameters, step: step + 1)
             step += 1
             samples += Int64(item.samples)
             position = item.after
-            changed = true
             lossSum += loss
             lossCount += 1
             recentLosses[recentCount % recentLosses.count] = loss
@@ -269,7 +272,7 @@ public final class Trainer {
             }
             if options.checkpointEvery > 0 && step % options.checkpointEvery == 0 && !ending {
                 try checkpoint(position, report)
-                changed = false
+                checkpointed = position
             }
         }
         // The last stretch's progress, so that every run's metrics end with one (a run shorter
@@ -280,8 +283,8 @@ public final class Trainer {
         }
         var order: [String] = []
         for (evaluator, limit) in [(validation, options.evaluationSamples), (test, nil)] {
-            // An evaluation at this very step stands: nothing has changed since.
-            if let split = evaluator?.split, let last = evaluations[split], last.step == step {
+            // An evaluation at this very step, of as many samples, stands: nothing has changed since.
+            if let split = evaluator?.split, let last = evaluations[split], last.step == step, limit == options.evaluationSamples {
                 order.append(split)
                 continue
             }
@@ -291,7 +294,7 @@ public final class Trainer {
                 report(.evaluation(e))
             }
         }
-        if changed || step == 0 { try checkpoint(position, report) }
+        if checkpointed != position { try checkpoint(position, report) }
         let seconds = Date().timeIntervalSince(started)
         let trained = samples - startSamples
         return TrainingSummary(

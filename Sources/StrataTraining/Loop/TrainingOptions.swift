@@ -42,7 +42,7 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
     /// The wide optimizer a run gets unless told otherwise: FTRL-Proximal, as in Wide & Deep.
     public static let defaultWideOptimizer = Optimizer.ftrl(alpha: 0.05, beta: 1, l1: 0, l2: 0)
 
-    public init(model: ModelSpec = ModelSpec(DLRM.self, .init()), schema: FeatureSchema = ClickSchema.criteo.features,
+    public init(model: ModelSpec = ModelSpec(DLRM.self, DLRM.defaultConfiguration), schema: FeatureSchema = ClickSchema.criteo.features,
                 batchSize: Int = 128, steps: Int? = 1000, epochs: Int = 1,
                 denseOptimizer: Optimizer = .sgd(learningRate: 0.1), sparseOptimizer: Optimizer = .sgd(learningRate: 0.1),
                 wideOptimizer: Optimizer = TrainingOptions.defaultWideOptimizer,
@@ -82,14 +82,24 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
                          optimizer: settings?.optimizer ?? optimizer)
     }
 
-    /// The label column the loss reads, or why there is none.
+    /// The label column the loss reads (with negatives, the column whose binary 0s are left
+    /// out, if any), or why the data cannot be trained on with this loss.
     func labelColumn() throws -> Int {
+        var column = 0
         if let label {
             guard let i = schema.labelIndex(label) else { throw TrainingError.mismatch("the data has no label '\(label)'") }
-            return i
+            column = i
         }
-        guard !schema.labels.isEmpty || loss == .bpr else { throw TrainingError.mismatch("the data has no label to train on") }
-        return 0
+        // With negatives the targets are the groups' (positive 1, negatives 0).
+        guard negatives == nil && loss != .bpr else { return column }
+        guard column < schema.labels.count else {
+            throw TrainingError.mismatch("the data has no label to train on; implicit feedback needs negatives (--negatives)")
+        }
+        let l = schema.labels[column]
+        if loss == .binaryCrossEntropy && l.kind == .rating {
+            throw TrainingError.mismatch("label '\(l.name)' holds ratings: train it with --loss mse, or make clicks of it (--protocol click)")
+        }
+        return column
     }
 }
 
@@ -193,8 +203,11 @@ struct LegacyTrainingOptions: Decodable {
 
     var current: TrainingOptions {
         TrainingOptions(
-            model: ModelSpec(DLRM.self, .init(embeddingDim: model.embeddingDimension, bottomMlp: model.bottomHidden,
-                                              topMlp: model.topHidden)),
+            model: ModelSpec(DLRM.self) {
+                $0.embeddingDim = model.embeddingDimension
+                $0.bottomMlp = model.bottomHidden
+                $0.topMlp = model.topHidden
+            },
             schema: ClickSchema(dense: model.denseFeatures, sparse: model.sparseFeatures).features,
             batchSize: batchSize, steps: steps, epochs: epochs, denseOptimizer: denseOptimizer,
             sparseOptimizer: sparseOptimizer, embeddingInitializer: embeddingInitializer, loss: loss,

@@ -132,7 +132,9 @@ public final class TabularData {
             joins.append(try plan.load(join, file: file, on: on))
         }
         schema = try plan.finish()
-        format = TabularFormat(schema: schema, identity: "schema \(identityText(table)) options \(options.identity)",
+        // The side tables are part of what the samples are: a resume on edited ones is refused.
+        let sides = try joins.map { try ReadOnlyFile(path: $0.file).identity }.joined(separator: ", ")
+        format = TabularFormat(schema: schema, identity: "schema \(identityText(table)) options \(options.identity) joins [\(sides)]",
                                delimiter: delimiter, names: header, roles: roles, joins: joins, assignment: nil, split: 0)
         let needsScan = options.splitting != .none || (schema.user != nil && schema.item != nil)
         guard needsScan else {
@@ -289,7 +291,10 @@ public final class TabularData {
             interactions.finish()
         }
         guard options.splitting != .none else { return (interactions, nil, counts) }
-        var byLine = [UInt8](repeating: 0, count: Int(lines.last! + 1))
+        // Every line the scan passed over that is no sample is malformed to the split readers,
+        // which parse it again (and skip it as empty, or count it as skipped).
+        var byLine = [UInt8](repeating: SplitAssignment.malformed, count: Int(reader.linesRead + 1))
+        byLine[0] = SplitAssignment.none
         for (r, line) in lines.enumerated() { byLine[Int(line)] = splits[r] + 1 }
         return (interactions, SplitAssignment(lines: byLine), counts)
     }
@@ -325,12 +330,7 @@ public final class TabularData {
     /// ratios), the rest test.
     private static func cut(_ rows: [Int], ratios: [Double], rng: inout SplitMix64, into splits: inout [UInt8]) {
         var order = rows
-        var i = order.count - 1
-        while i > 0 {
-            let j = Int(rng.next().multipliedFullWidth(by: UInt64(i + 1)).high)
-            order.swapAt(i, j)
-            i -= 1
-        }
+        shuffle(&order, &rng)
         let parts: [UInt8] = ratios.count == 2 ? [0, 2] : [0, 1, 2]
         var at = 0
         for (s, c) in splitCounts(rows.count, ratios).enumerated() {
@@ -404,24 +404,44 @@ extension TabularData.Options {
     }
 }
 
-/// Calls `body` with each line of a whole file (without `\n` or `\r\n`) and its 1-based number.
-/// For side tables, read whole: they are small next to the interactions.
-private func forEachLine(of file: String, _ body: (UnsafeBufferPointer<UInt8>, Int64) throws -> Void) throws {
-    let data: Data
-    do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
-        throw DataError.io(path: file, operation: "read", detail: (error as NSError).localizedDescription)
-    }
-    try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) in
-        let bytes = raw.bindMemory(to: UInt8.self)
-        var start = 0, number: Int64 = 0
-        while start < bytes.count {
-            var end = start
-            while end < bytes.count && bytes[end] != 0x0A { end += 1 }
-            number += 1
-            var stop = end
-            if stop > start && bytes[stop - 1] == 0x0D { stop -= 1 }
-            try body(UnsafeBufferPointer(rebasing: bytes[start..<stop]), number)
-            start = end + 1
+/// Calls `body` with each line of a file (without `\n` or `\r\n`) and its 1-based number, read
+/// in chunks: the memory is a chunk and a line, whatever the file's size. A line longer than
+/// 1 MiB is an error naming it.
+private func forEachLine(of path: String, _ body: (UnsafeBufferPointer<UInt8>, Int64) throws -> Void) throws {
+    let file = try ReadOnlyFile(path: path)
+    let chunk = 1 << 20
+    var buffer = [UInt8](repeating: 0, count: 2 * chunk)
+    var offset: Int64 = 0, kept = 0, number: Int64 = 0
+    while true {
+        let got = try buffer.withUnsafeMutableBufferPointer { try file.read(into: $0.baseAddress! + kept, count: chunk, at: offset) }
+        offset += Int64(got)
+        let end = kept + got, last = got < chunk
+        var start = 0
+        try buffer.withUnsafeBufferPointer { bytes in
+            var i = 0
+            while i < end {
+                guard bytes[i] == 0x0A else {
+                    i += 1
+                    continue
+                }
+                number += 1
+                let stop = i > start && bytes[i - 1] == 0x0D ? i - 1 : i
+                try body(UnsafeBufferPointer(rebasing: bytes[start..<stop]), number)
+                i += 1
+                start = i
+            }
+            if last && start < end {
+                number += 1
+                let stop = bytes[end - 1] == 0x0D ? end - 1 : end
+                try body(UnsafeBufferPointer(rebasing: bytes[start..<stop]), number)
+                start = end
+            }
+        }
+        if last { return }
+        kept = end - start
+        guard kept < chunk else { throw DataError.malformedLine(file: path, line: Int(number + 1), reason: "longer than \(chunk) bytes") }
+        buffer.withUnsafeMutableBufferPointer { b in
+            if kept > 0 { b.baseAddress!.update(from: b.baseAddress! + start, count: kept) }
         }
     }
 }
@@ -445,6 +465,14 @@ private struct Plan {
         self.schemaFile = schemaFile
     }
 
+    /// Why `name` cannot name a table (or the tables the models make of it, with a suffix),
+    /// or nil.
+    static func tableNameProblem(_ name: String) -> String? {
+        let allowed = name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "_-.".contains($0)) }
+        return !name.isEmpty && name.utf8.count <= 48 && allowed
+            ? nil : "table name '\(name)' must be 1 to 48 characters of A-Z, a-z, 0-9, '_', '-', '.'"
+    }
+
     /// The roles of a file's columns. `side` is a join's; nil for the interactions file.
     mutating func roles(for header: [String], columns: [String: TableSchema.Column], file: String,
                         side joinSide: FeatureSchema.Side?) throws -> [ColumnRole] {
@@ -456,12 +484,7 @@ private struct Plan {
             func problem(_ why: String) -> DataError { .schema(file: file, reason: "column '\(name)': \(why)") }
             let side = joinSide ?? c.side ?? (name == table.user ? .user : name == table.item ? .item : .context)
             let tableName = c.table ?? name
-            if c.kind != .ignore && c.kind != .label {
-                guard !tableName.isEmpty, tableName.utf8.count <= 64,
-                      tableName.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "_-.".contains($0)) }) else {
-                    throw problem("table name '\(tableName)' must be 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.'")
-                }
-            }
+            if c.kind != .ignore && c.kind != .label, let why = Self.tableNameProblem(tableName) { throw problem(why) }
             let namespace = FeatureSchema.namespace(tableName)
             switch c.kind {
             case .ignore:
@@ -566,6 +589,7 @@ private struct Plan {
                 throw DataError.schema(file: schemaFile, reason: "cross \(parts) crosses \(parts.count) feature\(parts.count == 1 ? "" : "s"); it needs at least two")
             }
             let name = parts.joined(separator: "_x_")
+            if let why = Self.tableNameProblem(name) { throw DataError.schema(file: schemaFile, reason: "cross \(parts): \(why)") }
             features.append(.init(name, table: name, side: .context, crossOf: parts))
         }
         let schema = FeatureSchema(dense: dense, categorical: features, labels: labels, user: table.user, item: table.item,

@@ -26,8 +26,9 @@ enum ColumnRole: Sendable {
     var expectation: String {
         switch self {
         case .ignore, .categorical, .multi: "any text"
-        case .bucketed, .dense: "a number"
-        case .label(_, let binary, let threshold): binary && threshold == nil ? "0 or 1" : "a number"
+        case .bucketed: "a number"
+        case .dense: "a number within ±3.4e38"
+        case .label(_, let binary, let threshold): binary && threshold == nil ? "0 or 1" : "a number within ±3.4e38"
         }
     }
 }
@@ -98,16 +99,23 @@ final class JoinTable: Sendable {
     }
 }
 
-/// Which split each line of a file belongs to, from the data's scan: 0 none (the header, a
-/// malformed line), then `Interactions.Split.rawValue + 1`.
+/// Which split each line of a file belongs to, from the data's scan: `Interactions.Split.rawValue
+/// + 1`, or `malformed` (a line the scan skipped), or `none` (the header, an empty line, and
+/// any line past the scan's end: the file changed since).
 final class SplitAssignment: Sendable {
+    static let none: UInt8 = 0
+    static let malformed: UInt8 = 0xFF
     let lines: [UInt8]
     init(lines: [UInt8]) { self.lines = lines }
     @inline(__always)
-    func split(ofLine number: Int64) -> UInt8 { number < lines.count ? lines[Int(number)] : 0 }
+    func split(ofLine number: Int64) -> UInt8 { number < lines.count ? lines[Int(number)] : Self.none }
 }
 
 struct TabularFormat: Sendable {
+    /// The most keys a bag may hold: a multi-valued field's values, a cross's combinations. A
+    /// batch of up to 2^20 rows then holds fewer than 2^31 keys in each feature's bags.
+    static let largestBag = 1024
+
     let schema: FeatureSchema
     /// The schema and options that decide the samples, as text.
     let identity: String
@@ -119,6 +127,25 @@ struct TabularFormat: Sendable {
     /// With an assignment, only the lines of `split` are samples.
     let assignment: SplitAssignment?
     let split: UInt8
+    /// Per cross of a multi-valued feature: its index and its parts' bags in the block.
+    private let bagCrosses: [(feature: Int, bags: [Int])]
+
+    init(schema: FeatureSchema, identity: String, delimiter: UInt8, names: [String], roles: [ColumnRole], joins: [JoinTable],
+         assignment: SplitAssignment?, split: UInt8) {
+        self.schema = schema
+        self.identity = identity
+        self.delimiter = delimiter
+        self.names = names
+        self.roles = roles
+        self.joins = joins
+        self.assignment = assignment
+        self.split = split
+        let bags = schema.categorical.indices.prefix(schema.readFeatures).filter { schema.categorical[$0].multiValued }
+        bagCrosses = schema.categorical.indices.dropFirst(schema.readFeatures).compactMap { f in
+            let parts = schema.categorical[f].crossOf!.compactMap { p in bags.firstIndex(of: schema.categoricalIndex(p)!) }
+            return parts.isEmpty ? nil : (f, parts)
+        }
+    }
 
     /// This format reading only the lines of `split` (`Interactions.Split.rawValue + 1`).
     func only(_ split: UInt8, of assignment: SplitAssignment, identity: String) -> TabularFormat {
@@ -126,13 +153,15 @@ struct TabularFormat: Sendable {
                       joins: joins, assignment: assignment, split: split)
     }
 
+    /// The header and empty lines are no samples (an empty last line is common); the lines of
+    /// other splits are passed over.
     func parse(_ line: UnsafeBufferPointer<UInt8>, number: Int64, into block: SampleBlock, slot: Int) -> LineOutcome {
-        if number == 1 { return .skip }  // the header
+        if number == 1 || line.isEmpty { return .skip }
         // A line of another split is passed over; one of none (the scan found it malformed,
         // and skipped it) is parsed again, so that this pass counts it as skipped too.
         if let assignment {
             let s = assignment.split(ofLine: number)
-            if s != 0 && s != split { return .skip }
+            if s != SplitAssignment.malformed && s != split { return .skip }
         }
         let roles = self.roles
         var bag = 0
@@ -151,6 +180,11 @@ struct TabularFormat: Sendable {
             if let fault { return .fault(fault) }
             guard column == roles.count else { return .fault(.columnCount(found: column)) }
             for (j, join) in joins.enumerated() { join.write(id: joinIDs[j], into: block, slot: slot) }
+            for (f, parts) in bagCrosses {
+                var count = 1
+                for b in parts { count *= block.bag(slot, b).count }
+                if count > Self.largestBag { return .fault(.combinations(feature: f, count: count)) }
+            }
             return .sample
         }
     }
@@ -167,12 +201,13 @@ struct TabularFormat: Sendable {
             return nil
         case let .multi(b, namespace, separator):
             precondition(b == bag, "bags out of order")
-            var any = false
+            var values = 0
             forEachValue(field, escaped, separator) { value in
                 block.appendBagKey(FeatureSchema.key(namespace: namespace, value: value))
-                any = true
+                values += 1
             }
-            if !any { block.appendBagKey(FeatureSchema.key(namespace: namespace, value: FeatureSchema.emptyValueHash)) }
+            if values > Self.largestBag { return .values(column: column) }
+            if values == 0 { block.appendBagKey(FeatureSchema.key(namespace: namespace, value: FeatureSchema.emptyValueHash)) }
             block.endBag(slot, b)
             bag += 1
             return nil
@@ -194,6 +229,8 @@ struct TabularFormat: Sendable {
                 guard let v = number(field, escaped) else { return .column(column) }
                 x = log ? log1p(max(v, 0)) : v
             }
+            // A number beyond Float's range would train on infinity.
+            guard Float(x).isFinite else { return .column(column) }
             block.dense[slot * block.denseColumns + index] = Float(x)
             return nil
         case let .label(index, binary, threshold):
@@ -205,6 +242,7 @@ struct TabularFormat: Sendable {
             } else {
                 y = v
             }
+            guard Float(y).isFinite else { return .column(column) }
             block.labels[slot * block.labelColumns + index] = Float(y)
             return nil
         }
@@ -228,6 +266,10 @@ struct TabularFormat: Sendable {
         case .column(let c):
             let text = c < fields.count ? fields[c] : ""
             return "column \(c + 1) '\(names[c])': \(quoted(text)) is not \(roles[c].expectation)"
+        case .values(let c):
+            return "column \(c + 1) '\(names[c])' holds more than \(Self.largestBag) values"
+        case .combinations(let f, let count):
+            return "cross '\(schema.categorical[f].name)' would hold \(count) combinations, more than \(Self.largestBag)"
         case .fieldCount, .label, .integer, .hex:
             return "malformed"
         }
