@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 # name | published figure | the run's options after `strata train`
 runs=(
     "mf-bpr|BPR-MF (RecBole, random 8:1:1 per user, full ranking): NDCG@10 0.277-0.292, Recall@10 0.237-0.252|--model mf --set biases=false --protocol topk --embedding-dim 64 --batch-size 2048 --epochs 150 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam"
-    "neumf|NeuMF: NDCG@10 within 10% of mf-bpr's|--model neumf --protocol topk --negatives 4 --loss bce --batch-size 2048 --epochs 40 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam"
+    "neumf|NeuMF: NDCG@10 within 10% of mf-bpr's|--model neumf --protocol topk --negatives 4 --loss bce --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam"
     "mf-ratings|Surprise SVD (5-fold CV): RMSE 0.934|--model mf --protocol ratings --embedding-dim 64 --batch-size 128 --epochs 20 --optimizer adam --learning-rate 0.002 --sparse-optimizer adam --weight-decay 0.0007"
     "wide-deep-ratings|Microsoft Recommenders Wide & Deep: RMSE 0.925|--model wide-deep --protocol ratings --batch-size 256 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.1"
     "deep-click|RecBole logistic regression (click = rating >= 4, 8:1:1): AUC 0.7765|--model deep --protocol click --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
