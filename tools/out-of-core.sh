@@ -56,8 +56,8 @@
 #
 # The build goes to .build-release (`swift build -c release --scratch-path .build-release
 # --product strata`). The stores, logs and metrics live in a scratch directory under
-# ${TMPDIR:-/tmp}, removed at exit unless --keep; each store's LMDB file is preallocated to
-# 1 GiB (more if the map grows). Every step that fails stops the script with its log.
+# ${TMPDIR:-/tmp}, removed at exit unless --keep; they take the disk their rows need.
+# Every step that fails stops the script with its log.
 # Figures vary about +-20% from run to run on a shared machine; run it twice before
 # believing a ratio.
 set -euo pipefail

@@ -7,22 +7,44 @@ struct Roundtrip: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write, checkpoint, reopen and read back a table larger than the memory budget, tier by tier.",
         discussion: """
-            Creates a store (removing any earlier one at --store), writes --rows rows with one row-wise Adagrad \
+            Creates a store (replacing an earlier roundtrip's at --store; any other non-empty directory is \
+            refused), writes --rows rows with one row-wise Adagrad \
             step each, checkpoints, closes, reopens and reads every row back twice (once moving rows into the hot \
             tier, once read-only), checking each against the same arithmetic done on its own. Prints what each \
             tier held and did after every phase.
             """)
 
-    @Option(help: "Store directory (removed and created anew).") var store = "strata-data/roundtrip"
+    @Option(help: "Store directory: new, empty, or an earlier roundtrip's (replaced).") var store = "strata-data/roundtrip"
     @Option(help: "Rows to write.") var rows = 1_500_000
     @Option(help: "Floats per row.") var dim = 64
     @Option(help: "Hot tier budget in MiB.") var hotMb = 8
     @Option(help: "Warm tier budget in MiB.") var warmMb = 24
 
+    /// Removes the store an earlier roundtrip left at `path`, and nothing else: a directory
+    /// that holds other files, or a store of other tables, is refused.
+    static func removeEarlierRoundtrip(_ path: String) throws {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        guard !entries.isEmpty else { return }
+        var options = Store.Options()
+        options.create = false
+        var earlier = false
+        do {
+            let db = try Store(path: path, options: options)
+            earlier = db.tableNames == ["embeddings"] && db.lastCheckpoint.payload == Array("roundtrip".utf8)
+            try db.close()
+        } catch {
+            guard case .noStore = error else { throw error }
+        }
+        guard earlier else {
+            throw ValidationError("--store \(path) holds something other than an earlier roundtrip's store; give a new or empty directory")
+        }
+        try Store.remove(at: path)
+    }
+
     func run() throws {
         // Plain copies: reading an @Option in a per-row loop costs a metadata lookup each time.
         let (store, rows, dim) = (self.store, self.rows, self.dim)
-        try? FileManager.default.removeItem(atPath: store)
+        try Self.removeEarlierRoundtrip(store)
         var options = Store.Options()
         options.budget = TierBudget(hotBytes: hotMb << 20, warmBytes: warmMb << 20)
         options.mapResidentBytes = 32 << 20

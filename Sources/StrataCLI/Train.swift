@@ -130,7 +130,7 @@ struct Train: ParsableCommand {
         var storeOptions = Store.Options()
         storeOptions.budget = resources.budget
         storeOptions.mapResidentBytes = Int(mapResidentMb * 1048576)
-        if overwrite { try removeStore() }
+        if overwrite { try Store.remove(at: store) }
         let db = try Store(path: store, options: storeOptions)
         if !resume && db.lastCheckpoint.generation > 0 {
             let generation = db.lastCheckpoint.generation
@@ -140,6 +140,11 @@ struct Train: ParsableCommand {
         let trainer = try Trainer(store: db, options: options, resources: resources, data: loaded.training, resume: resume)
         if let from = trainer.resumedFromStep { print("resumed at step \(from) from checkpoint \(db.lastCheckpoint.generation)") }
         if trainer.isFinished { print("the run is complete: the checkpoint holds its last step; evaluating only") }
+        // Warm files take disk as rows arrive, up to their budgets: say when that can pass the free space.
+        let warmTotal = db.tableNames.count * resources.budget.warmBytes
+        if let free = freeBytes(onFileSystemOf: store), warmTotal > free {
+            print("note: the warm tiers may grow to \(byteText(warmTotal)) (\(db.tableNames.count) tables of --warm-mb \(warmMb)), more than the \(byteText(free)) free for \(store); a run that fills the disk stops with 'disk full' and keeps its last checkpoint")
+        }
 
         if let reportDirectory {
             do {
@@ -287,21 +292,6 @@ struct Train: ParsableCommand {
             out[key] = (try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))) ?? .string(text)
         }
         return out
-    }
-
-    /// Deletes `store` for --overwrite: only a store (or nothing), and only once opening it has
-    /// shown that no other process holds it.
-    private func removeStore() throws {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: store, isDirectory: &isDirectory) else { return }
-        let entries = isDirectory.boolValue ? (try? FileManager.default.contentsOfDirectory(atPath: store)) ?? [] : ["?"]
-        guard entries.isEmpty || entries.contains("rows.mdb") else {
-            throw ValidationError("--overwrite: \(store) is not a Strata store; not deleting it")
-        }
-        var options = Store.Options()
-        options.create = false
-        if !entries.isEmpty { try Store(path: store, options: options).close() }
-        try FileManager.default.removeItem(atPath: store)
     }
 
     private func storeOptimizer(_ name: String, rate: Float, flag: String) throws -> Optimizer {

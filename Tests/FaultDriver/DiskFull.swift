@@ -5,7 +5,7 @@
 // up as EFBIG) to just above the largest file the store has, and keeps writing until a
 // `StoreError.diskFull` arrives:
 //   --path checkpoint  budgets hold every row in memory and each batch is checkpointed, so the
-//                      error comes from a checkpoint that must grow LMDB's preallocated map;
+//                      error comes from a checkpoint that must grow LMDB's reserved map;
 //   --path spill       budgets hold a few dozen rows and no checkpoint is taken, so the error
 //                      comes from a spill-file write.
 // Then it prints the error and the last good checkpoint, checks that every row written so far

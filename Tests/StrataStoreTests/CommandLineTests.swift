@@ -2,6 +2,7 @@
 // asserted here: these tests only check that the commands work and report what they should.
 import Foundation
 import Testing
+import StrataStore
 import StrataTestSupport
 
 @Suite struct CommandLineTests {
@@ -78,6 +79,28 @@ import StrataTestSupport
         #expect(status == 0, "\(lines.suffix(5))")
         #expect(lines.contains { $0.hasPrefix("checkpoint 1: 30000 rows") }, "\(lines)")
         #expect(lines.contains("all 30000 rows read back bit-identical, twice"), "\(lines.suffix(5))")
+        // A second run replaces the first one's store.
+        let again = try Self.run(["roundtrip", "--store", directory + "/store", "--rows", "1000", "--hot-mb", "1", "--warm-mb", "1"])
+        #expect(again.status == 0 && again.lines.contains("all 1000 rows read back bit-identical, twice"), "\(again.lines.suffix(5))")
+    }
+
+    /// --store is replaced only when it holds an earlier roundtrip's store.
+    @Test func roundtripRefusesADirectoryItDidNotMake() throws {
+        let directory = temporaryDirectory("strata-roundtrip")
+        defer { removeDirectory(directory) }
+        let notes = directory + "/notes.txt"
+        #expect(FileManager.default.createFile(atPath: notes, contents: Data("keep me".utf8)))
+        let (status, lines) = try Self.run(["roundtrip", "--store", directory, "--rows", "100"])
+        #expect(status != 0 && status < 128, "\(lines.suffix(3))")
+        #expect(lines.contains { $0.contains("other than an earlier roundtrip's store") }, "\(lines.suffix(3))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["notes.txt"])
+
+        // Nor a store of other tables.
+        let other = directory + "/other"
+        try Store(path: other).close()
+        let refused = try Self.run(["roundtrip", "--store", other, "--rows", "100"])
+        #expect(refused.status != 0 && refused.lines.contains { $0.contains("other than an earlier roundtrip's store") }, "\(refused.lines.suffix(3))")
+        #expect(FileManager.default.fileExists(atPath: other + "/rows.mdb"))
     }
 
     @Test func benchOnAMissingStoreSaysSo() throws {

@@ -93,7 +93,7 @@ import Glibc
         }
     }
 
-    /// Only the preallocated tail past LMDB's last page goes: nothing is lost.
+    /// Only the reserved tail past LMDB's last page goes: nothing is lost.
     @Test func truncatingOnlyThePreallocatedTailLosesNothing() throws {
         let path = FaultKit.directory("strata-truncated-tail")
         defer { FaultKit.remove(path) }

@@ -84,7 +84,7 @@ import StrataTestSupport
         try store.close()
     }
 
-    /// The checkpoint needs LMDB's preallocated map to double, and the file may not grow.
+    /// The checkpoint needs LMDB's reserved map to grow, and the file may not grow.
     @Test func checkpointThatMustGrowTheMap() throws {
         let path = FaultKit.directory("strata-diskfull-map") + "/store"
         defer { FaultKit.remove(String(path.dropLast(6))) }

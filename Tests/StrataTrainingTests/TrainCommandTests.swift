@@ -326,6 +326,25 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         #expect(FileManager.default.fileExists(atPath: precious), "--overwrite deleted a file that is not a store's")
     }
 
+    /// Nor is a store made among a user's files (where --overwrite could later delete them),
+    /// and a store holding a file of the user's is not deleted with it.
+    @Test func aStoreIsNeverMadeOrDeletedAmongOtherFiles() throws {
+        let scratch = Scratch()
+        let precious = scratch.file(["keep me"], name: "notes.txt")
+        let result = try Command.run(Self.resumable(store: scratch.directory))
+        expectRefusal(result, mentioning: ["not a Strata store, and not empty", "notes.txt"], "train into a directory of other files")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.directory) == ["notes.txt"])
+
+        let first = try Command.run(Self.resumable(store: scratch.store))
+        try #require(first.status == 0, "\(first.output)")
+        let mine = scratch.store + "/mine.txt"
+        #expect(FileManager.default.createFile(atPath: mine, contents: Data("mine".utf8)))
+        let over = try Command.run(Self.resumable(store: scratch.store) + ["--overwrite"])
+        expectRefusal(over, mentioning: ["not the store's", "mine.txt", "nothing was deleted"], "--overwrite on a store holding a user's file")
+        #expect(FileManager.default.fileExists(atPath: mine) && FileManager.default.fileExists(atPath: precious))
+        #expect(FileManager.default.fileExists(atPath: scratch.store + "/rows.mdb"))
+    }
+
     @Test func resumeOfAStoreWithoutATrainingRunIsRefused() throws {
         let scratch = Scratch()
         // A store whose last checkpoint's payload is not a trainer's.

@@ -36,7 +36,7 @@ public enum DiskFullWorkload {
     }
 
     /// `kind` "checkpoint": everything fits in hot memory, so only a checkpoint growing LMDB's
-    /// preallocated map can meet the limit. "spill": a few dozen rows of memory, so changed
+    /// reserved map can meet the limit. "spill": a few dozen rows of memory, so changed
     /// rows go to the spill file between checkpoints.
     public static func options(_ kind: String) -> Store.Options {
         .small(kind == "spill" ? TierBudget(hotBytes: 8 << 10, warmBytes: 16 << 10)

@@ -83,7 +83,7 @@ struct Evict: ParsableCommand {
 struct Compact: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rewrite a closed store's data file with only the pages in use, giving freed space back.",
-        discussion: "The store must not be open anywhere. The next open preallocates its LMDB map again (1 GiB by default).")
+        discussion: "The store must not be open anywhere. The file keeps its new size until checkpoints need more room.")
 
     @Argument(help: "The store directory.") var store: String
     @Flag(help: "Print the summary as JSON.") var json = false

@@ -24,7 +24,6 @@ struct StoreAccess: ParsableArguments {
         options.create = create
         options.budget = TierBudget(hotBytes: Int(hotMb * 1048576), warmBytes: 0)
         options.mapResidentBytes = Int(mapResidentMb * 1048576)
-        options.initialMapBytes = 64 << 20
         return try Store(path: store, options: options)
     }
 

@@ -66,9 +66,9 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// Flags, and why:
     /// - MDB_WRITEMAP: a write transaction's dirty pages are pages of the file mapping, which
     ///   the store can drop from its resident set, instead of malloc'd pages that LMDB keeps
-    ///   for reuse and never returns. The data file is preallocated to the map size
-    ///   (`posix_fallocate`), so a write through the map never meets a full disk, which would
-    ///   be SIGBUS: a full disk shows up as an error from `reserve` instead.
+    ///   for reuse and never returns. The data file's blocks are reserved for the whole map
+    ///   (`reserve`), so a write through the map never meets a full disk, which would be
+    ///   SIGBUS: a full disk shows up as an error from `reserve` instead.
     /// - MDB_NOTLS: read transactions are pooled and not tied to threads.
     /// - MDB_NORDAHEAD: random reads of a file larger than memory gain nothing from read-ahead.
     init(path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int) throws(LMDBError) {
@@ -108,12 +108,12 @@ final class LMDBEnvironment: @unchecked Sendable {
         return (info.me_last_pgno + 1) * Int(stat.ms_psize)
     }
 
-    /// Allocates disk blocks for the whole map (`mdb_env_get_fd`, `posix_fallocate`).
+    /// Allocates disk blocks for the whole map (`mdb_env_get_fd`, `reserveBlocks`): refused
+    /// with the sizes when the file system lacks the room.
     func reserve(_ bytes: Int) throws(SystemError) {
         var fd: Int32 = -1
         mdb_env_get_fd(handle, &fd)
-        let rc = posix_fallocate(fd, 0, off_t(bytes))
-        guard rc == 0 else { throw SystemError("posix_fallocate", dataPath, code: rc) }
+        try reserveBlocks(fd, dataPath, from: 0, length: bytes)
     }
 
     private let closed = Atomic<Bool>(false)

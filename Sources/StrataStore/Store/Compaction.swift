@@ -1,5 +1,5 @@
 // Giving disk space back after rows were removed. LMDB reuses freed pages but never shrinks
-// its file, and the store preallocates the whole map; so a closed store's data file is
+// its file, and the store reserves the whole map; so a closed store's data file is
 // copied with only the pages in use (`mdb_env_copy2` with MDB_CP_COMPACT), then the copy
 // replaces the file by rename. A crash leaves either the old file or the new one, never a
 // mix: the rename is atomic and the copy is synced before it.
@@ -16,8 +16,7 @@ public struct CompactionReport: Sendable, Equatable {
 extension Store {
     /// Rewrites the closed store at `path` with its data file holding only the pages in use.
     /// Throws `.locked` if the store is open anywhere, `.noStore` if there is none. The next
-    /// open preallocates its map again (`Options.initialMapBytes`, or the next power of two
-    /// times it that holds the data), so the file shrinks for good only past that size.
+    /// open maps the file at its new size, so the gain lasts until checkpoints need more.
     public static func compact(path: String) throws(StoreError) -> CompactionReport {
         let dataPath = path + "/rows.mdb"
         guard let before = fileSize(dataPath) else { throw .noStore(path: path) }

@@ -269,8 +269,10 @@ public final class Store: Sendable {
         /// pages from its resident set (they stay in the page cache). The third memory budget,
         /// beside each table's hot and warm bytes.
         public var mapResidentBytes = 64 << 20
-        /// The LMDB map to start with; it doubles whenever it fills.
-        public var initialMapBytes = 1 << 30
+        /// The LMDB map of a new store (an existing one opens at its file's size). It grows as
+        /// checkpoints need, its disk blocks reserved before (`growMap`): a small store stays
+        /// small, and a compacted one stays compacted.
+        public var initialMapBytes = 256 << 10
         /// Create the store if the directory holds none.
         public var create = true
         /// Tests only: called after each transaction of a checkpoint but its last commits, with
@@ -318,14 +320,31 @@ public final class Store: Sendable {
         var report: [String] = []
 
         let dataPath = path + "/rows.mdb"
-        if !fileExists(dataPath) {
+        // A new store is made only in a new or empty directory, and a first open that fails
+        // takes away what it made: the user's files are never mixed with or lost to a store.
+        let creating = !fileExists(dataPath)
+        let madeDirectory = creating && !fileExists(path)
+        var opened = false, holdsLock = false
+        defer {
+            // Only what this open made, holding the lock: a concurrent opener's files stay.
+            if creating && holdsLock && !opened {
+                for file in [dataPath, dataPath + "-lock", path + "/LOCK"] { try? removeFile(file) }
+                if madeDirectory { try? removeTree(path) }
+            }
+        }
+        if creating {
             if fileExists(path + "/tables") {
                 throw .corrupted(file: dataPath, detail: "missing, though the store has tables")
             }
             guard options.create else { throw .noStore(path: path) }
+            if !madeDirectory {
+                let entries = ((try? directoryEntries(path)) ?? []).filter { $0 != "LOCK" }.sorted()
+                guard entries.isEmpty else { throw .notEmpty(path: path, entries: entries) }
+            }
             do { try makeDirectories(path) } catch { throw Self.openFailure(error) }
         }
         let lockFile = try StoreLockFile(path: path + "/LOCK")
+        holdsLock = true
         if let size = fileSize(dataPath), size < 2 * 4096 {
             throw .corrupted(file: dataPath, detail: "truncated to \(size) bytes, less than LMDB's two header pages")
         }
@@ -340,9 +359,9 @@ public final class Store: Sendable {
         }
         let environment: LMDBEnvironment
         do {
-            let existing = fileSize(dataPath) ?? 0
-            var mapSize = max(options.initialMapBytes, 1 << 20)
-            while mapSize < existing { mapSize *= 2 }
+            // LMDB wants a whole number of pages: the file's size, or the initial size for a new
+            // file, rounded up to 64 KiB.
+            let mapSize = (max(fileSize(dataPath) ?? options.initialMapBytes, 64 << 10) + 0xFFFF) & ~0xFFFF
             environment = try LMDBEnvironment(path: dataPath, mapSize: mapSize, maxDatabases: 4096, maxReaders: 512)
             try environment.reserve(mapSize)
         } catch let error as LMDBError {
@@ -461,6 +480,33 @@ public final class Store: Sendable {
         }
         state = Mutex(State(tables: tables, nextID: (catalog.map(\.id).max() ?? 0) + 1, last: last))
         openReport = report
+        opened = true
+    }
+
+    /// The names a store's directory holds (see the layout at the top of this file).
+    static let ownEntries: Set<String> = ["LOCK", "rows.mdb", "rows.mdb-lock", "tables"]
+
+    /// Deletes the store at `path` and nothing else. Refused, deleting nothing, when the
+    /// directory is not a store (`.notEmpty`), holds files that are not the store's
+    /// (`.foreignFiles`), or is open in some process (`.locked`). A missing path or an empty
+    /// directory is no store: the directory goes, if it is there. A failure part way (a file
+    /// that cannot be deleted) leaves a store that no longer opens; delete it again.
+    public static func remove(at path: String) throws(StoreError) {
+        guard fileExists(path) else { return }
+        let entries: [String]
+        do { entries = try directoryEntries(path).sorted() } catch { throw openFailure(error) }
+        let foreign = entries.filter { !ownEntries.contains($0) }
+        guard entries.contains("rows.mdb") || entries.isEmpty else { throw .notEmpty(path: path, entries: entries) }
+        guard foreign.isEmpty else { throw .foreignFiles(path: path, entries: foreign) }
+        if !entries.isEmpty {
+            // Held while the store's files go: no process opens it half deleted.
+            let lock = try StoreLockFile(path: path + "/LOCK")
+            defer { lock.release() }
+            for name in entries where name != "LOCK" {
+                do { try removeTree(path + "/" + name) } catch { throw openFailure(error) }
+            }
+        }
+        do { try removeTree(path) } catch { throw openFailure(error) }
     }
 
     private static func openFailure(_ error: SystemError) -> StoreError {
@@ -539,7 +585,7 @@ public final class Store: Sendable {
             // Best effort: the estimate is generous, and a write that does fit must not fail for
             // want of room for it (a full map below grows again, or reports the full disk).
             // (3x: the rows, the journal's copies of what they replace, and pages freed meanwhile.)
-            try? growMap(toHold: core.environment.bytesInUse + 3 * changes + (1 << 20))
+            try? growMap(toHold: core.environment.bytesInUse + 3 * changes + (64 << 10))
             if core.checkpointInterrupted.load(ordering: .relaxed) {
                 try rollBackInterruptedCheckpoint()
             }
@@ -589,12 +635,15 @@ public final class Store: Sendable {
         let entries: Int
     }
 
-    /// Doubles the map until it holds `bytes`, reserving its disk blocks first. Caller holds
-    /// the lock exclusively, so no transaction is live and the reader pool is idle.
+    /// Grows the map to hold `bytes`, reserving its disk blocks first: by at least a quarter
+    /// (256 KiB for a small map, at most 4 GiB for a large one), so that growing is rare, a
+    /// compacted file stays near its size, and no file is more than 4 GiB past what it
+    /// needed. Caller holds the lock exclusively, so no transaction is live and the reader
+    /// pool is idle.
     private func growMap(toHold bytes: Int) throws(StoreError) {
-        var size = core.environment.mapSize
-        guard size < bytes else { return }
-        while size < bytes { size *= 2 }
+        let current = core.environment.mapSize
+        guard current < bytes else { return }
+        let size = (max(bytes, current + max(256 << 10, min(current / 4, 4 << 30))) + 0xFFFF) & ~0xFFFF
         core.readers.drain()
         do throws(SystemError) { try core.environment.reserve(size) } catch { throw core.fileFailure(error) }
         do throws(LMDBError) { try core.environment.setMapSize(size) } catch { throw core.lmdbFailure(error) }
@@ -614,7 +663,7 @@ public final class Store: Sendable {
                 return result
             } catch {
                 guard case .lmdb(let e, _) = error, e.isMapFull else { throw error }
-                try growMap(toHold: core.environment.mapSize * 2)
+                try growMap(toHold: core.environment.mapSize + 1)
             }
         }
     }

@@ -23,6 +23,12 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidLearningRate(table: String, value: Float, reason: String)
     /// There is no store at this path (and the options did not ask to create one).
     case noStore(path: String)
+    /// A store was to be created in a directory that holds files of its own: nothing was
+    /// written there.
+    case notEmpty(path: String, entries: [String])
+    /// A store was to be deleted, but its directory holds files that are not the store's:
+    /// nothing was deleted.
+    case foreignFiles(path: String, entries: [String])
     /// A file was written by a newer Strata than this one.
     case newerFormat(file: String, found: Int, supported: Int)
     /// A file does not hold what it should.
@@ -44,6 +50,11 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     /// Any other LMDB failure.
     case lmdb(LMDBError, file: String)
 
+    /// The first few names of a directory's entries.
+    private static func listing(_ entries: [String]) -> String {
+        entries.prefix(3).joined(separator: ", ") + (entries.count > 3 ? ", ..." : "")
+    }
+
     public var description: String {
         switch self {
         case .unknownTable(let name):
@@ -64,6 +75,10 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
             "table '\(table)': learning rate \(value) rejected: \(reason); nothing was applied"
         case .noStore(let path):
             "\(path): no Strata store here"
+        case .notEmpty(let path, let entries):
+            "\(path): not a Strata store, and not empty (it holds \(Self.listing(entries))); give an empty or new directory"
+        case .foreignFiles(let path, let entries):
+            "\(path): holds files that are not the store's (\(Self.listing(entries))); move them out first, nothing was deleted"
         case .newerFormat(let file, let found, let supported):
             "\(file): written in format version \(found); this build reads up to \(supported)"
         case .corrupted(let file, let detail):

@@ -84,17 +84,57 @@ struct OpenFile: ~Copyable {
         guard rc == 0 else { throw SystemError("ftruncate", path) }
     }
 
-    /// Reserves disk blocks for `[0, length)` with `posix_fallocate(3)`, so that writes
-    /// through a mapping can never meet a full disk (which would be SIGBUS, not an error).
-    func reserve(_ length: Int) throws(SystemError) {
-        let rc = posix_fallocate(descriptor, 0, off_t(length))
-        guard rc == 0 else { throw SystemError("posix_fallocate", path, code: rc) }
+    /// Reserves disk blocks for `[offset, offset + length)` (`reserveBlocks`).
+    func reserve(from offset: Int = 0, _ length: Int) throws(SystemError) {
+        try reserveBlocks(descriptor, path, from: offset, length: length)
     }
 
     /// Flushes data and metadata with `fsync(2)`.
     func sync() throws(SystemError) {
         guard fsync(descriptor) == 0 else { throw SystemError("fsync", path) }
     }
+}
+
+/// Reserves disk blocks for `[offset, offset + length)` of an open file with
+/// `posix_fallocate(3)`, so that writes through a mapping can never meet a full disk (which
+/// would be SIGBUS, not an error). First checks that the file system has room for the blocks
+/// not yet allocated: if not, throws ENOSPC saying how much was wanted and how much is free,
+/// having reserved nothing.
+/// The bytes an unprivileged process may still write on the file system holding `path`
+/// (`statvfs`'s f_bavail), or nil if it cannot be asked.
+public func freeBytes(onFileSystemOf path: String) -> Int? {
+    var fs = statvfs()
+    return statvfs(path, &fs) == 0 ? availableBytes(fs) : nil
+}
+
+private func availableBytes(_ fs: statvfs) -> Int { Int(fs.f_bavail) &* Int(fs.f_frsize) }
+
+func reserveBlocks(_ descriptor: Int32, _ path: String, from offset: Int, length: Int) throws(SystemError) {
+    var info = stat()
+    var fs = statvfs()
+    if fstat(descriptor, &info) == 0, fstatvfs(descriptor, &fs) == 0 {
+        let allocated = Int(info.st_blocks) * 512
+        // Blocks past the file's allocated ones: exact for a file reserved from the start,
+        // an upper bound for one reserved in pieces.
+        let wanted = offset + length > allocated ? min(length, offset + length - allocated) : 0
+        let free = availableBytes(fs)
+        guard wanted <= free else {
+            throw SystemError("reserving \(byteText(wanted)) more (the file system has \(byteText(free)) free) for", path, code: ENOSPC)
+        }
+    }
+    let rc = posix_fallocate(descriptor, off_t(offset), off_t(length))
+    guard rc == 0 else { throw SystemError("posix_fallocate", path, code: rc) }
+}
+
+/// Bytes as people read them: "1.5 GiB".
+public func byteText(_ bytes: Int) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes), unit = 0
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) bytes" : "\((value * 10).rounded() / 10) \(units[unit])"
 }
 
 /// A `mmap(2)` region, unmapped when the value ends.

@@ -103,6 +103,10 @@ struct Shard: ~Copyable, @unchecked Sendable {
     private let hotChunks: UnsafeMutablePointer<UInt>
     private let hotChunkCount: Int
     let warmBase: UnsafeMutableRawPointer?
+    /// Where this shard's warm slots start in the warm file, and how many of them have their
+    /// disk blocks reserved (the file is sparse: a shard's slots are reserved as it fills them).
+    let warmOffset: Int
+    private var warmReserved = 0
     let layout: RowLayout
     var recordSize: Int { layout.recordSize }
     /// Keys whose entries became dirty since the last checkpoint (may repeat).
@@ -113,7 +117,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
     private let agingPeriod: Int
 
     init(hotCapacity: Int, warmCapacity: Int,
-         warmBase: UnsafeMutableRawPointer?, layout: RowLayout) {
+         warmBase: UnsafeMutableRawPointer?, warmOffset: Int, layout: RowLayout) {
         // The index starts small and doubles as rows arrive.
         index = KeyIndex(expected: min(hotCapacity + warmCapacity, 1024))
         hot = AdmissionPolicy(capacity: hotCapacity)
@@ -123,6 +127,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
         hotChunkCount = HotArena.chunksPerShard(hotCapacity)
         hotChunks = zeroedPages(max(hotChunkCount, 1), of: UInt.self)
         self.warmBase = warmBase
+        self.warmOffset = warmOffset
         self.layout = layout
     }
 
@@ -237,6 +242,18 @@ struct Shard: ~Copyable, @unchecked Sendable {
         }
         let target: Int
         if let free = warm.takeFree() {
+            if free >= warmReserved {
+                // A slot never used: its blocks come first, 64 KiB of slots at a
+                // time, so that writing it through the mapping cannot meet a full disk.
+                let reserved = min(warm.capacity, max(free + 1, warmReserved + max(1, (64 << 10) / recordSize)))
+                do throws(StoreError) {
+                    try t.reserveWarm(from: warmOffset + warmReserved * recordSize, bytes: (reserved - warmReserved) * recordSize)
+                } catch {
+                    warm.returnEvicted(free)
+                    throw error
+                }
+                warmReserved = reserved
+            }
             target = free
         } else {
             let eviction = warm.chooseEviction { [counts = index.reader] in counts.count($0) }
@@ -734,6 +751,8 @@ struct Shard: ~Copyable, @unchecked Sendable {
     /// Takes back warm rows saved by a clean close.
     mutating func adoptWarm(_ rows: [(key: UInt64, slot: Int)]) {
         warm.adopt(rows.map { ($0.slot, $0.key) })
+        // Slots are reserved in order from the first, so all up to the highest kept one are.
+        warmReserved = (rows.lazy.map(\.slot).max() ?? -1) + 1
         for (key, slot) in rows {
             insertEntry(key, KeyHash.of(key), IndexEntry.location(.warm, slot), IndexEntry.persisted)
         }

@@ -143,7 +143,7 @@ public final class Table: @unchecked Sendable {
             let shardWarm = warmBase.map { $0 + s * warmPerShard * recordSize }
             var shard = Shard(
                 hotCapacity: hotPerShard,
-                warmCapacity: warmPerShard, warmBase: shardWarm, layout: format.layout)
+                warmCapacity: warmPerShard, warmBase: shardWarm, warmOffset: s * warmPerShard * recordSize, layout: format.layout)
             if let reused, let shardWarm {
                 // Keep only entries that belong to this shard and whose slot holds that key,
                 // intact.
@@ -441,6 +441,11 @@ public final class Table: @unchecked Sendable {
         } catch {
             throw store.lmdbFailure(error)
         }
+    }
+
+    /// Reserves disk blocks of the warm file for slots about to be written (`Shard`).
+    func reserveWarm(from offset: Int, bytes: Int) throws(StoreError) {
+        do { try warm!.reserve(from: offset, bytes: bytes) } catch { throw store.fileFailure(error) }
     }
 
     func corruptWarmSlot(_ slot: Int, key: UInt64) -> StoreError {

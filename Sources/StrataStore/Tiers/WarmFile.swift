@@ -20,8 +20,10 @@ final class WarmFile: @unchecked Sendable {
     let kept: Bool
 
     /// Opens the slot file at `bytes` long. With `keep` its contents stay; otherwise it starts
-    /// empty. Its blocks are reserved so that writes through the mapping never meet a full
-    /// disk (that would be SIGBUS, not an error).
+    /// empty. The file is sparse: the shards reserve the blocks of their slots (`reserve`)
+    /// before they first write them, so that a write through the mapping never meets a full
+    /// disk (that would be SIGBUS, not an error), and the file takes disk only for the slots
+    /// that were used.
     init(path: String, bytes: Int, keep: Bool) throws(SystemError) {
         self.path = path
         file = try OpenFile(path: path, flags: O_RDWR | O_CREAT)
@@ -31,9 +33,12 @@ final class WarmFile: @unchecked Sendable {
             try file.truncate(to: 0)
             try file.truncate(to: bytes)
         }
-        try file.reserve(bytes)
         memory = try Mapping(length: bytes, file: file)
     }
+
+    /// Reserves the blocks of `[offset, offset + bytes)`; refused with the sizes, reserving
+    /// nothing, when the file system lacks the room.
+    func reserve(from offset: Int, bytes: Int) throws(SystemError) { try file.reserve(from: offset, bytes) }
 
     /// Writes dirty pages to disk (`msync`).
     func sync() throws(SystemError) { try memory.sync(path: path) }
