@@ -14,7 +14,10 @@ struct Bench: ParsableCommand {
               warm and cold reads (the read-only path) vs hot lookups and raw LMDB (mdb_get + copy);
               row-wise Adagrad updates on hot rows vs the same arithmetic on flat arrays;
               batch latency on a Zipf 1.0 mix with hot at 1% and warm at 10% of the rows;
-              the hot tier's hit ratio on Zipf traces vs the best static cache of the same size.
+              the hot tier's hit ratio on Zipf traces vs the best static cache of the same size;
+              with --only checkpoint (not run by default): the longest a batch of updates waits while
+              a checkpoint of --checkpoint-rows changed rows is written, and update throughput with a
+              checkpoint every --checkpoint-batches batches, in the background and in place, vs none.
             Ratios, not absolute times, are what compare across machines.
             """)
 
@@ -33,7 +36,10 @@ struct Bench: ParsableCommand {
         """)
     var store: String?
     @Option(help: "The table of --store to measure.") var table: String?
-    @Option(help: "Measurements to run, comma-separated: hot, update, warm, cold, latency, policy.")
+    @Option(help: "Changed rows in each checkpoint of the checkpoint measurement.") var checkpointRows = 1_500_000
+    @Option(help: "Batches between checkpoints in the checkpoint measurement's throughput runs.")
+    var checkpointBatches = 200
+    @Option(help: "Measurements to run, comma-separated: hot, update, warm, cold, latency, policy, checkpoint.")
     var only = "hot,update,warm,cold,latency,policy"
     @Flag(help: "Print one JSON object instead of text.") var json = false
     @Option(name: .customLong("report"), help: """
@@ -263,6 +269,10 @@ struct Bench: ParsableCommand {
             }
         }
 
+        if phases.contains("checkpoint") {
+            report.checkpoint = try measureCheckpoints(path + "-checkpoint", spec: spec, log: log)
+        }
+
         report.finish()
         if let directory = reportDirectory {
             try writeReport(report, latencies: latencies, to: directory)
@@ -291,6 +301,97 @@ struct Bench: ParsableCommand {
         object["machine"] = machineDescription()
         try writeJSONReport(object, named: "bench.json", in: directory)
         drawReport("bench", directory)
+    }
+
+    /// Batches of updates while checkpoints of many changed rows are written: the longest wait
+    /// a batch sees, and throughput with frequent checkpoints, in the background and in place.
+    private func measureCheckpoints(_ path: String, spec: TableSpec, log: (String) -> Void) throws -> CheckpointFigures {
+        try? FileManager.default.removeItem(atPath: path)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let n = quick ? 20_000 : checkpointRows
+        let keys = (0..<n).map(scrambledKey)
+        let grads = gradients(batch * spec.dimension)
+        var figures = CheckpointFigures(rows: n, batchesBetween: checkpointBatches)
+        // Everything hot: the measurement is of the checkpoint, not of tiers.
+        let store = try open(path, hot: (n + n / 4 + 4096) * (spec.dimension + 8) * 4 + (64 << 20), warm: 0)
+        let table = try store.createTable("checkpoint", spec)
+        func changeAll() throws {
+            for start in stride(from: 0, to: n, by: batch) {
+                let m = min(batch, n - start)
+                try table.applyGradients(Array(keys[start..<(start + m)]), Array(grads[..<(m * spec.dimension)]))
+            }
+        }
+        var rng = SplitMix64(seed: 9)
+        let batches = (0..<64).map { _ in distinctSample(batch, from: n, &rng).map { keys[$0] } }
+        var b = 0
+        /// One batch of updates; its seconds.
+        func step() throws -> Double {
+            let t0 = now()
+            try table.applyGradients(batches[b % batches.count], grads)
+            b += 1
+            return now() - t0
+        }
+        try changeAll()
+        var t0 = now()
+        try store.checkpoint()
+        figures.firstCheckpointSeconds = now() - t0
+
+        // In place: the batch after it waits for the whole write.
+        try changeAll()
+        t0 = now()
+        try store.checkpoint()
+        figures.inPlaceSeconds = now() - t0
+
+        // In the background: batches go on. First, batches alone for comparison.
+        var alone = try (0..<200).map { _ in try step() }
+        alone.sort()
+        figures.batchMedianMs = quantile(alone, 0.5) * 1e3
+        figures.batchMaxMs = alone.last! * 1e3
+        try changeAll()
+        t0 = now()
+        let pending = try store.beginCheckpoint()
+        figures.freezeMs = (now() - t0) * 1e3
+        var during: [Double] = []
+        while pending.outcome == nil { during.append(try step()) }
+        let info = try pending.wait()
+        figures.backgroundSeconds = info.durationSeconds
+        figures.batchesDuring = during.count
+        during.sort()
+        figures.duringMedianMs = during.isEmpty ? 0 : quantile(during, 0.5) * 1e3
+        figures.duringMaxMs = during.last.map { $0 * 1e3 } ?? 0
+        figures.longestStallMs = max(figures.freezeMs, figures.duringMaxMs)
+        log("checkpoint of \(n) changed rows: in place \(fmt(figures.inPlaceSeconds)) s (every batch waits for it); "
+            + "in the background \(fmt(figures.backgroundSeconds)) s, freezing \(fmt(figures.freezeMs)) ms, "
+            + "\(figures.batchesDuring) batches of \(batch) updates meanwhile: median \(fmt(figures.duringMedianMs)) ms, "
+            + "longest \(fmt(figures.duringMaxMs)) ms (alone: median \(fmt(figures.batchMedianMs)) ms, longest \(fmt(figures.batchMaxMs)) ms)")
+
+        // Throughput: the same batches with no checkpoint, a checkpoint every
+        // `checkpointBatches` in the background, and in place.
+        let rounds = quick ? 2 : 5
+        /// Updates per second over the batches, `checkpoint` run after every
+        /// `checkpointBatches`, and `finish` (waiting for the last) in the time.
+        func rate(_ checkpoint: (() throws -> Void)?, finish: () throws -> Void = {}) throws -> Double {
+            let t0 = now()
+            for i in 1...(rounds * checkpointBatches) {
+                _ = try step()
+                if i % checkpointBatches == 0, let checkpoint { try checkpoint() }
+            }
+            try finish()
+            return Double(rounds * checkpointBatches * batch) / (now() - t0)
+        }
+        var writing: PendingCheckpoint?
+        figures.updatesPerSecondNone = try rate(nil)
+        figures.updatesPerSecondBackground = try rate({
+            _ = try writing?.wait()
+            writing = try store.beginCheckpoint()
+        }, finish: { _ = try writing?.wait() })
+        figures.updatesPerSecondInPlace = try rate { try store.checkpoint() }
+        log("updates with a checkpoint every \(checkpointBatches) batches: in the background "
+            + "\(fmt(figures.updatesPerSecondBackground / figures.updatesPerSecondNone))x, in place "
+            + "\(fmt(figures.updatesPerSecondInPlace / figures.updatesPerSecondNone))x the rate without "
+            + "(\(fmt(figures.updatesPerSecondNone / 1e6)) M rows/s)")
+        try store.close()
+        return figures
     }
 
     private func open(_ path: String, hot: Int, warm: Int, mapResident: Int? = nil, create: Bool = true) throws -> Store {
@@ -455,6 +556,7 @@ struct BenchReport: Codable {
     var hotVsFlat = 0.0, warmVsHot = 0.0, coldVsRawLmdb = 0.0, updateVsFlat = 0.0
     var p50Us = 0.0, p99Us = 0.0
     var policy: [PolicyEntry] = []
+    var checkpoint: CheckpointFigures?
 
     init(dim: Int, batch: Int, rows: Int, hotRows: Int) {
         self.dim = dim
@@ -469,4 +571,18 @@ struct BenchReport: Codable {
         coldVsRawLmdb = coldNsPerRow / rawLmdbNsPerRow
         updateVsFlat = updateNsPerRow / updateFlatNsPerRow
     }
+}
+
+/// `--only checkpoint`: batches of updates while checkpoints are written.
+struct CheckpointFigures: Codable {
+    var rows: Int
+    var batchesBetween: Int
+    var firstCheckpointSeconds = 0.0, inPlaceSeconds = 0.0, backgroundSeconds = 0.0
+    /// Batches of updates with no checkpoint: median and longest milliseconds.
+    var batchMedianMs = 0.0, batchMaxMs = 0.0
+    /// `beginCheckpoint` itself, and the batches while the checkpoint it began was written.
+    var freezeMs = 0.0, batchesDuring = 0, duringMedianMs = 0.0, duringMaxMs = 0.0
+    /// The longest a batch waited: the freeze, or the slowest batch during the write.
+    var longestStallMs = 0.0
+    var updatesPerSecondNone = 0.0, updatesPerSecondBackground = 0.0, updatesPerSecondInPlace = 0.0
 }

@@ -3,17 +3,26 @@ import StrataTestSupport
 
 /// Runs the crash scenario from its last checkpoint until killed or `--operations` are done.
 /// Prints `begin N` before the checkpoint holding N operations and `done G N` after
-/// checkpoint G completed.
+/// checkpoint G completed. With `--in-flight 1`, each checkpoint is written in the background
+/// while the operations after it go on (the next waits for it).
 enum CrashWriter {
     static func run(_ args: [String]) throws -> Int32 {
         let a = Arguments(args)
         let (store, tables) = try CrashScenario.open(a.string("store"))
         let start = CrashScenario.operations(in: store.lastCheckpoint)
         let end = start + a.int("operations", default: Int.max / 2)
+        let inFlight = a.int("in-flight", default: 0) != 0
         var workload = CrashScenario.workload(seed: UInt64(a.int("seed")))
         for _ in 0..<start { _ = workload.next() }
         say("resumed \(store.lastCheckpoint.generation) \(start)")
+        var writing: (checkpoint: PendingCheckpoint, operations: Int)?
+        func written() throws {
+            guard let (checkpoint, operations) = writing else { return }
+            writing = nil
+            say("done \(try checkpoint.wait().generation) \(operations)")
+        }
         for index in start..<end {
+            if let writing, writing.checkpoint.outcome != nil { try written() }
             let table = tables[CrashScenario.table(for: index)]
             switch workload.next() {
             case .lookup(let keys): _ = try table.lookup(keys)
@@ -22,11 +31,18 @@ enum CrashWriter {
             case .remove(let keys): try table.remove(keys)
             case .reopen: break
             case .checkpoint:
+                try written()
                 say("begin \(index + 1)")
-                let info = try store.checkpoint(payload: CrashScenario.payload(operations: index + 1))
-                say("done \(info.generation) \(index + 1)")
+                let payload = CrashScenario.payload(operations: index + 1)
+                if inFlight {
+                    writing = (try store.beginCheckpoint(payload: payload), index + 1)
+                } else {
+                    let info = try store.checkpoint(payload: payload)
+                    say("done \(info.generation) \(index + 1)")
+                }
             }
         }
+        try written()
         say("finished")
         return 0
     }

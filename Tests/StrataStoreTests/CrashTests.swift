@@ -12,7 +12,9 @@ import Glibc
     /// the store's issue reports a run with 200 or more).
     static var kills: Int { Int(getenv("STRATA_CRASH_KILLS").map { String(cString: $0) } ?? "") ?? 24 }
 
-    @Test func killedWriterReopensAtExactlyItsLastCheckpoint() throws {
+    /// Checkpoints written in place, and in the background while operations go on.
+    @Test(arguments: [false, true])
+    func killedWriterReopensAtExactlyItsLastCheckpoint(inFlight: Bool) throws {
         let directory = temporaryDirectory("strata-crash")
         defer { removeDirectory(directory) }
         let driver = productsDirectory() + "/strata-fault-driver"
@@ -24,7 +26,7 @@ import Glibc
         var rolledBack = 0, completedUnreported = 0, generations = 0
 
         for kill in 0..<Self.kills {
-            let child = try ChildProcess(driver, ["crash-writer", "--store", directory, "--seed", "\(seed)"])
+            let child = try ChildProcess(driver, ["crash-writer", "--store", directory, "--seed", "\(seed)", "--in-flight", inFlight ? "1" : "0"])
             let first = child.readLine(timeout: 60)
             try #require(first?.hasPrefix("resumed") == true, "writer did not start: \(child.readAll(timeout: 5))")
             if kill % 2 == 0 {
@@ -82,7 +84,7 @@ import Glibc
             generations = Int(checkpoint.generation)
             try store.close()
         }
-        print("crash test: \(Self.kills) kills; \(generations) checkpoints, \(replayed) operations; "
+        print("crash test\(inFlight ? " (checkpoints in flight)" : ""): \(Self.kills) kills; \(generations) checkpoints, \(replayed) operations; "
               + "\(rolledBack) kills inside a checkpoint rolled back, \(completedUnreported) landed just after its commit")
         #expect(replayed > 0)
     }

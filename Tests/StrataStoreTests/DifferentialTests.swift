@@ -6,10 +6,17 @@
 // hot and warm so that most rows live in LMDB or the spill file; every run must also read
 // exactly what the others read.
 //
+// "In flight" runs write each checkpoint in the background (`beginCheckpoint`) while the
+// stream goes on: the writer moves one transaction ahead each time the stream has run two
+// more operations, so that rows change, move, spill and go before and after it writes them;
+// one checkpoint in five is made to fail part way. Each finished checkpoint must hold in LMDB
+// exactly the reference as it was when the checkpoint began, and the stream must read exactly
+// what the other runs read.
+//
 // STRATA_DIFFERENTIAL_SEED, STRATA_DIFFERENTIAL_OPERATIONS and STRATA_DIFFERENTIAL_KEYS change
 // the stream, for longer hunts (the coverage expectations assume the defaults).
 import Testing
-import StrataStore
+@testable import StrataStore
 import StrataTestSupport
 import Synchronization
 import Dispatch
@@ -25,10 +32,13 @@ struct DifferentialBudget: Sendable, CustomTestStringConvertible {
     var warmRows: Int
     var initialMapBytes = 1 << 30
     var mapResidentBytes = 64 << 20
+    var transactionPages: Int? = nil
     /// Recount the touched table's structures after every this many operations (every table
     /// is also recounted at every checkpoint and reopening). Recounting is O(rows in memory ×
     /// changed rows), so big budgets recount less often.
     var invariantsEvery = 1
+    /// Checkpoints are written in the background while the stream goes on.
+    var inFlight = false
 
     var testDescription: String { name }
 
@@ -45,7 +55,17 @@ struct DifferentialBudget: Sendable, CustomTestStringConvertible {
         }
         o.initialMapBytes = initialMapBytes
         o.mapResidentBytes = mapResidentBytes
+        o.transactionPages = transactionPages
         return o
+    }
+
+    /// This budget with checkpoints in flight, and LMDB transactions as small as they get.
+    func inFlightVariant() -> DifferentialBudget {
+        var b = self
+        b.name += "-in-flight"
+        b.inFlight = true
+        b.transactionPages = 16
+        return b
     }
 
     static let all: [DifferentialBudget] = [
@@ -66,6 +86,9 @@ struct DifferentialBudget: Sendable, CustomTestStringConvertible {
         // 4 shards, no warm tier.
         DifferentialBudget(name: "sharded-no-warm", hotRows: 520, warmRows: 0, invariantsEvery: 8),
     ]
+    static let inFlight: [DifferentialBudget] = all.filter {
+        ["tiny-hot-and-warm", "tiny-hot-no-warm", "in-between"].contains($0.name)
+    }.map { $0.inFlightVariant() }
 }
 
 enum Differential {
@@ -186,6 +209,15 @@ enum Differential {
         var checkpoint: (references: [ReferenceTable], changeGenerations: [[UInt64: UInt64]],
                          generation: UInt64, payload: [UInt8])
 
+        /// In-flight runs: the checkpoint being written, what it must hold, and whether it is
+        /// made to fail.
+        var pending: (checkpoint: PendingCheckpoint, holds: (references: [ReferenceTable], changeGenerations: [[UInt64: UInt64]],
+                                                             generation: UInt64, payload: [UInt8]), fails: Bool)?
+        let pacing = CheckpointPacing()
+        var begun = 0, failed = 0
+        /// The generation rows changed now are stamped with.
+        var stamp: UInt64 { generation + (pending == nil ? 1 : 2) }
+
         var digest = ReadDigest()
         var reopenings = 0
         /// Opens that found the store still locked by this process (see `open`).
@@ -198,7 +230,12 @@ enum Differential {
         init(_ budget: DifferentialBudget) throws {
             self.budget = budget
             directory = temporaryDirectory("strata-differential-\(budget.name)")
-            options = budget.options()
+            var options = budget.options()
+            if budget.inFlight {
+                let pacing = self.pacing
+                options.afterCheckpointTransaction = { (_) throws(StoreError) in try pacing.writerStep() }
+            }
+            self.options = options
             references = Differential.tables.map { ReferenceTable(spec: $0.spec) }
             changeGenerations = Array(repeating: [:], count: Differential.tables.count)
             checkpoint = (references, changeGenerations, 0, [])
@@ -239,6 +276,7 @@ enum Differential {
         /// Closes cleanly (saving the warm tier's index) or drops the store without closing,
         /// then opens it again. Either way the store must hold exactly the last checkpoint.
         func reopen(clean: Bool) throws {
+            try finishCheckpoint()
             try collectTraffic()
             if clean { try store!.close() }
             tables = []
@@ -256,6 +294,7 @@ enum Differential {
         }
 
         func takeCheckpoint(payload: [UInt8]) throws {
+            if budget.inFlight { return try beginCheckpoint(payload: payload) }
             let info = try store!.checkpoint(payload: payload)
             generation += 1
             try #require(info.generation == generation, "\(context): checkpoint generation \(info.generation), expected \(generation)")
@@ -268,6 +307,65 @@ enum Differential {
                 try #require(s.rows.spill == 0 && s.bytes.spillFile == 0,
                              "\(context): table \(table.name) keeps \(s.rows.spill) spilled rows after a checkpoint")
                 try #require(s.checkpoint.generation == generation)
+            }
+        }
+
+        /// Starts writing a checkpoint in the background, after the one in flight ends.
+        func beginCheckpoint(payload: [UInt8]) throws {
+            try finishCheckpoint()
+            begun += 1
+            let fails = begun % 5 == 3
+            pacing.start(failing: fails)
+            let holds = (references, changeGenerations, generation + 1, payload)
+            pending = (try store!.beginCheckpoint(payload: payload), holds, fails)
+        }
+
+        /// Waits for the checkpoint in flight, if any, and checks what LMDB holds: exactly the
+        /// reference as it was when the checkpoint began (or, for one made to fail, the one before).
+        func finishCheckpoint() throws {
+            guard let (checkpoint, holds, fails) = pending else { return }
+            pacing.mainWaits()
+            let outcome = Result { try checkpoint.wait() }
+            pending = nil
+            switch outcome {
+            case .success(let info):
+                try #require(!fails, "\(context): a checkpoint made to fail succeeded")
+                generation += 1
+                try #require(info.generation == generation, "\(context): checkpoint generation \(info.generation), expected \(generation)")
+                self.checkpoint = holds
+            case .failure(let error):
+                try #require(fails, "\(context): checkpoint \(generation + 1) failed: \(error)")
+                failed += 1
+            }
+            checkInvariants(all: true)
+            try verifyCheckpointOnDisk()
+        }
+
+        /// Compares every table's rows in LMDB, as a scan of the last checkpoint reads them, with
+        /// the reference at that checkpoint: the same keys, and each row bit for bit.
+        func verifyCheckpointOnDisk() throws {
+            for (t, table) in tables.enumerated() {
+                let want = checkpoint.references[t]
+                var seen = 0
+                try table.scanCheckpoint { rows in
+                    for i in 0..<rows.count {
+                        let key = rows.keys[i]
+                        guard let row = want.rows[key] else {
+                            throw Divergence("\(context): LMDB holds key \(key) of \(table.name), which checkpoint \(checkpoint.generation) does not")
+                        }
+                        let state = Array(rows.state[(i * rows.stateCount)..<((i + 1) * rows.stateCount)])
+                        guard bitIdentical(Array(rows.values(at: i)), row.values), bitIdentical(state, row.state),
+                              rows.updateCounts[i] == row.updateCount,
+                              rows.changeGenerations[i] == checkpoint.changeGenerations[t][key] ?? 0 else {
+                            throw Divergence("\(context): LMDB holds key \(key) of \(table.name) as \(Array(rows.values(at: i))) "
+                                + "(count \(rows.updateCounts[i]), generation \(rows.changeGenerations[i])); checkpoint "
+                                + "\(checkpoint.generation) has \(row.values) (count \(row.updateCount), generation "
+                                + "\(checkpoint.changeGenerations[t][key] ?? 0))")
+                        }
+                        seen += 1
+                    }
+                }
+                try #require(seen == want.rows.count, "\(context): LMDB holds \(seen) rows of \(table.name), checkpoint \(checkpoint.generation) \(want.rows.count)")
             }
         }
 
@@ -366,7 +464,7 @@ enum Differential {
                         + "learning rate \(rate.map { "\($0)" } ?? "default"))"
                     try tables[t].applyGradients(keys, gradients, learningRate: rate)
                     references[t].apply(keys, gradients, learningRate: rate)
-                    for key in keys { changeGenerations[t][key] = generation + 1 }
+                    for key in keys { changeGenerations[t][key] = stamp }
                     // Read back what was just written, through the path that moves nothing.
                     try compare(try tables[t].peek(keys), t, keys, "peek after update")
                 case .remove(let keys):
@@ -399,7 +497,9 @@ enum Differential {
                 case .checkpoint, .reopen: break
                 }
                 for key in sampled { try compareSnapshot(t, key) }
+                pacing.operationDone()
             }
+            try finishCheckpoint()
 
             // Every key of every table: without moving rows, then moving them all through hot,
             // then every full row; then again after a checkpoint and a clean reopening.
@@ -411,6 +511,7 @@ enum Differential {
             context = "final checkpoint and reopening"
             try takeCheckpoint(payload: [0xFF])
             try reopen(clean: true)
+            try verifyCheckpointOnDisk()
             for t in tables.indices { for key in everyKey { try compareSnapshot(t, key) } }
             let finalRows = try tables.map { try $0.peek(everyKey).map(\.bitPattern) }
             try collectTraffic()
@@ -420,13 +521,46 @@ enum Differential {
     }
 }
 
+/// Paces a background checkpoint writer against the stream (through the store's
+/// after-transaction hook): the writer moves one transaction ahead per two operations, or
+/// runs free once the stream waits for it, and fails there when told to.
+final class CheckpointPacing: Sendable {
+    private struct State {
+        var operations = 0, released = 0
+        var mainWaiting = false, failing = false
+    }
+    private let state = Monitor(State())
+
+    func start(failing: Bool) {
+        state.when({ _ in true }) { s in
+            s.failing = failing
+            s.mainWaiting = false
+            s.released = s.operations
+        }
+    }
+
+    func operationDone() { state.when({ _ in true }) { $0.operations += 1 } }
+    func mainWaits() { state.when({ _ in true }) { $0.mainWaiting = true } }
+
+    /// Called by the writer after each transaction. (A stream that stops with a checkpoint
+    /// in flight, as a failing test does, leaves this writer waiting.)
+    func writerStep() throws(StoreError) {
+        let fail = state.when({ s in s.mainWaiting || (!s.failing && s.operations >= s.released + 2) }) { s in
+            if s.mainWaiting { return s.failing }
+            s.released = s.operations
+            return false
+        }
+        if fail { throw .diskFull(path: "(test)", generation: 0, detail: "a failure the test injects") }
+    }
+}
+
 @Suite struct DifferentialTests {
-    @Test(arguments: DifferentialBudget.all)
+    @Test(arguments: DifferentialBudget.all + DifferentialBudget.inFlight)
     func storeReadsExactlyWhatTheReferenceReads(_ budget: DifferentialBudget) throws {
         let run = try Differential.Run(budget)
         let outcome = try run.run()
         print("differential \(budget.name): \(Differential.operations) operations, \(outcome.reads) reads, "
-              + "\(run.generation) checkpoints, \(run.reopenings) reopenings; "
+              + "\(run.generation) checkpoints (\(run.failed) more failed), \(run.reopenings) reopenings; "
               + "traffic \(run.traffic)")
 
         // The run went where its budget says.
@@ -444,16 +578,18 @@ enum Differential {
             }
         }
         #expect(run.reopenings >= 4 && run.generation >= 20, "too few reopenings or checkpoints to mean much")
+        if budget.inFlight { #expect(run.failed >= 3, "too few failed checkpoints: \(run.failed)") }
         if budget.initialMapBytes < 1 << 21 {
             #expect(Differential.fileBytes(run.directory + "/rows.mdb") > budget.initialMapBytes,
                     "LMDB's map never had to grow")
         }
 
         // Every other budget's run that has finished read exactly the same, during the stream
-        // and at the end.
+        // and at the end: among runs that write checkpoints the same way (in flight, some
+        // fail, so reopenings go back to other checkpoints).
         let others = Differential.outcomes.withLock { all in
             all[budget.name] = outcome
-            return all.filter { $0.key != budget.name }
+            return all.filter { $0.key != budget.name && $0.key.hasSuffix("-in-flight") == budget.inFlight }
         }
         let everyKey = Differential.keys + Differential.unwritten
         for (name, other) in others.sorted(by: { $0.key < $1.key }) {
@@ -464,7 +600,7 @@ enum Differential {
                 let d = table.spec.dimension
                 let first = (0..<everyKey.count).first { mine[$0 * d ..< ($0 + 1) * d] != theirs[$0 * d ..< ($0 + 1) * d] }
                 let firstKey = first.map { "\(everyKey[$0])" } ?? "-"
-                #expect(mine == theirs, "\(budget.name) and \(name) end with different rows in \(table.name), first key \(firstKey)")
+                #expect(first == nil, "\(budget.name) and \(name) end with different rows in \(table.name), first key \(firstKey)")
             }
         }
     }

@@ -11,8 +11,9 @@
 //       trainer every 8 steps and before each checkpoint) minus a baseline is at most the
 //       total budget + the tables' `overhead_bytes` (index, admission lists, sketch) + the
 //       map-resident budget + `slack`;
-//   (d) so is the kernel's high-water mark (`peak_resident_bytes`) minus the baseline's: it
-//       also sees every checkpoint's commits, see below.
+//   (d) so is the kernel's high-water mark (`peak_resident_bytes`) minus the baseline's, with
+//       `writerAllowance` for checkpoints written beside the steps: it also sees every
+//       checkpoint's commits, see below.
 //
 // The baseline: what the process holds that is not table memory (binary and libraries, the
 // Swift runtime, the dense model and its optimizer state, batch buffers, the prefetch queue
@@ -48,6 +49,15 @@
 // 66,560 changed rows. With checkpoints of at most `mapResidentBytes / 2` of written pages per
 // transaction it is 7.6 MB.
 //
+// Checkpoints are written beside the steps (`beginCheckpoint`), which costs memory a
+// checkpoint in place did not: copies of frozen rows that steps change (in `overhead_bytes`),
+// the writer thread's stack, and its transaction's written pages on top of the map pages the
+// steps read. Measured on this run (debug build, /proc/PID/status sampled every 10 ms): the
+// high-water mark was 52.8 MB with checkpoints beside the steps against 45.3 MB with the
+// same checkpoints in place; the largest RssAnon 17.0 MB against 14.6 MB (the copies, 1.6 MB
+// by `overhead_bytes`, and the stack), RssFile 34.3 MB against 31.1 MB. (d) allows
+// `writerAllowance` for it, beyond the overhead.
+//
 // About 20 s in a debug build on 2 cores (the main run's 240 steps; the baseline takes 0.5 s).
 import Foundation
 import StrataStore
@@ -62,6 +72,7 @@ import Testing
     static let mapResidentMB = 1.0
     static let batchSize = 256, steps = 240, checkpointEvery = 10
     static let slack = 4 << 20
+    static let writerAllowance = 6 << 20
 
     static func arguments(store: String, keySpace: String, steps: Int) -> [String] {
         ["train", "--data", "synthetic:criteo", "--json", "--store", store,
@@ -162,7 +173,7 @@ import Testing
         #expect(growth <= allowed,
                 "resident memory reached \(growth) bytes above the baseline between steps, more than budget \(budget) + overhead \(overhead) + map-resident \(mapResident) + slack \(Self.slack) = \(allowed)")
         // (d) And at its peak, checkpoint commits included.
-        #expect(peak - basePeak <= allowed,
-                "the high-water mark is \(peak - basePeak) bytes above the baseline's, more than the \(allowed) allowed")
+        #expect(peak - basePeak <= allowed + Self.writerAllowance,
+                "the high-water mark is \(peak - basePeak) bytes above the baseline's, more than the \(allowed) allowed + \(Self.writerAllowance) for checkpoints written beside the steps")
     }
 }

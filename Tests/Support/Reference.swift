@@ -79,6 +79,18 @@ public struct ReferenceTable: Sendable {
     public mutating func remove(_ keys: [UInt64]) {
         for key in keys { rows[key] = nil }
     }
+
+    /// Rows set outright, as `Table.assign` without state or counts: the values rounded to
+    /// the storage type, a fresh optimizer state, count 0.
+    public mutating func assign(_ keys: [UInt64], values: [Float]) {
+        let d = spec.dimension
+        for (i, key) in keys.enumerated() {
+            var r = initialRow(key)
+            r.values = Array(values[i * d ..< (i + 1) * d])
+            r.values.withUnsafeMutableBufferPointer { spec.storage.round($0.baseAddress!, count: d) }
+            rows[key] = r
+        }
+    }
 }
 
 /// Bit-level comparison: NaN payloads and signed zeros count.

@@ -438,6 +438,9 @@ private struct WrittenPages {
 /// `mdb_txn_begin`.
 final class LMDBReaderPool: Sendable {
     private let environment: LMDBEnvironment
+    /// Checkpoints made durable while this pool served: a lazy reader begun before the last
+    /// one renews its snapshot before its next read (`LMDBLazyReader`).
+    let commits = Atomic<Int>(0)
     /// A reset `MDB_txn`, used by one thread at a time (MDB_NOTLS allows moving it).
     private struct Idle: @unchecked Sendable { let raw: OpaquePointer }
     private let idle = Mutex<[Idle]>([])
@@ -492,6 +495,8 @@ final class LMDBReaderPool: Sendable {
 struct LMDBLazyReader: ~Copyable {
     private let pool: LMDBReaderPool
     private var raw: OpaquePointer?
+    /// `pool.commits` when the snapshot was taken.
+    private var seen = 0
 
     init(pool: LMDBReaderPool) {
         self.pool = pool
@@ -504,7 +509,22 @@ struct LMDBLazyReader: ~Copyable {
     /// The value under an integer key (`mdb_get`), or nil; valid while this reader lives.
     @inline(__always)
     mutating func get(_ db: LMDBDatabase, _ key: UInt64) throws(LMDBError) -> UnsafeRawBufferPointer? {
-        if raw == nil { raw = try pool.acquireRaw() }
+        let commits = pool.commits.load(ordering: .acquiring)
+        if raw == nil {
+            raw = try pool.acquireRaw()
+            seen = commits
+        } else if commits != seen {
+            // A checkpoint became durable since: rows it wrote may have left memory, and must
+            // be read as it wrote them.
+            mdb_txn_reset(raw!)
+            let rc = mdb_txn_renew(raw!)
+            guard rc == 0 else {
+                mdb_txn_abort(raw!)
+                raw = nil
+                throw LMDBError(code: rc, function: "mdb_txn_renew")
+            }
+            seen = commits
+        }
         return try lmdbGet(raw!, db, key)
     }
 }

@@ -37,3 +37,58 @@ final class CheckpointLock: @unchecked Sendable {
         return try body()
     }
 }
+
+/// A value guarded by a mutex, with a condition to wait on until it changes: what the
+/// checkpoint writer hands between threads (a turn taken on one thread and given back on
+/// another, which a mutex cannot be).
+final class Monitor<State>: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private let condition: UnsafeMutablePointer<pthread_cond_t>
+    private var state: State
+
+    init(_ state: State) {
+        self.state = state
+        mutex = .allocate(capacity: 1)
+        condition = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(condition, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+        condition.deallocate()
+    }
+
+    /// Waits until `ready(state)`, then runs `body` on the state and wakes every waiter.
+    func when<R>(_ ready: (State) -> Bool, _ body: (inout State) -> R) -> R {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        while !ready(state) { pthread_cond_wait(condition, mutex) }
+        let result = body(&state)
+        pthread_cond_broadcast(condition)
+        return result
+    }
+
+    /// The state now, without waiting.
+    var current: State {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return state
+    }
+}
+
+/// The right to write a checkpoint: taken when a checkpoint freezes rows, given back (maybe
+/// on another thread) once it is durable or has failed. One checkpoint at a time.
+final class CheckpointTurn: Sendable {
+    private let taken = Monitor(false)
+
+    /// Waits for the checkpoint in flight, if any, to end, and takes the turn.
+    func take() { taken.when({ !$0 }) { $0 = true } }
+    func giveBack() { taken.when({ _ in true }) { $0 = false } }
+    /// Waits for the checkpoint in flight, if any, to end.
+    func awaitFree() { taken.when({ !$0 }) { _ in } }
+    /// Whether a checkpoint is being frozen or written now.
+    var isTaken: Bool { taken.current }
+}

@@ -98,16 +98,20 @@ extension Table {
             try store.ensureOpen()
             var sum = ShardCounters()
             var overhead = 0
-            withEachShard { shard in
-                sum = sum + shard.counters
-                overhead += shard.index.bytes + shard.sketch.bytes + shard.dirtyKeys.capacity * 8
-                    + (shard.hot.capacity + shard.warm.capacity) * AdmissionPolicy.bytesPerSlot
+            // Under `lastCheckpoint`, which a checkpoint's end holds: the counts and LMDB's
+            // record count are of the same moment.
+            let (persisted, last) = lastCheckpoint.withLock { last in
+                withEachShard { shard in
+                    sum = sum + shard.counters
+                    overhead += shard.index.bytes + shard.sketch.bytes + shard.dirtyKeys.capacity * 8 + shard.frozenCopies.bytes
+                        + (shard.hot.capacity + shard.warm.capacity) * AdmissionPolicy.bytesPerSlot
+                }
+                return (persistedRows.load(ordering: .relaxed), last)
             }
             let r = format.layout.recordSize
             var s = TableStatistics(
                 name: name, spec: spec, shards: shardCount, recordBytes: r,
                 hotCapacityRows: hotCapacity, warmCapacityRows: warmCapacity)
-            let persisted = persistedRows.load(ordering: .relaxed)
             s.rows = .init(hot: sum.hotRows, warm: sum.warmRows, spill: sum.spillRows,
                            cold: persisted - sum.persistedResident - sum.tombstones, initializerInHot: sum.hotVirgins)
             var cold = 0
@@ -125,7 +129,6 @@ extension Table {
                             coldOnDisk: cold, overhead: overhead)
             s.traffic = Self.traffic(sum)
             s.trafficBeforeOpen = trafficBeforeOpen
-            let last = lastCheckpoint.withLock { $0 }
             s.checkpoint = .init(generation: store.generation.load(ordering: .relaxed), rowsWritten: last.written,
                                  rowsDeleted: last.deleted, bytesWritten: last.bytes,
                                  durationSeconds: Double(bitPattern: store.lastCheckpointSeconds.load(ordering: .relaxed)))

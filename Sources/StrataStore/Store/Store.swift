@@ -13,12 +13,20 @@
 // Concurrency (the GRDB way: written down once, here):
 // - Batch calls on tables run in parallel from any threads. Each holds the checkpoint lock
 //   shared and one shard lock at a time.
-// - `checkpoint`, `createTable` and `close` hold the checkpoint lock exclusively, so they
-//   happen between batches, never inside one.
-// - LMDB is written only inside `checkpoint` (and by the open's roll-back of a checkpoint
-//   that did not finish), by write transactions one after another, each fsynced on commit;
-//   an undo journal makes them one atomic step (see CheckpointJournal). Lookups read LMDB
-//   through pooled read transactions (MDB_NOTLS).
+// - A checkpoint has two halves. Its freeze takes the checkpoint turn (one checkpoint at a
+//   time), then the lock exclusively, between batches, for as long as it takes to swap each
+//   shard's change list and flip its epoch bit. Its write, on a thread of its own for
+//   `beginCheckpoint`, holds only one shard lock at a time (for one row), and the lock
+//   exclusively only to grow the map; batches go on meanwhile, and a frozen row they change
+//   is first copied (FrozenCopies) so the write sees it as frozen. The end of the write marks
+//   the rows written under each table's `lastCheckpoint` lock, then gives the turn back.
+// - `createTable` and `close` hold the lock exclusively (close takes the turn first, so it
+//   waits for a checkpoint being written).
+// - LMDB is written only by a checkpoint's write (and by the open's roll-back of a
+//   checkpoint that did not finish), by write transactions one after another, each fsynced
+//   on commit; an undo journal makes them one atomic step (see CheckpointJournal). Lookups
+//   read LMDB through pooled read transactions (MDB_NOTLS), renewed when a checkpoint has
+//   committed; scans of the last checkpoint wait for a write in progress, without the lock.
 // - Nothing here is async, so no LMDB transaction ever crosses an `await`.
 // - Do not use a store across fork(2); open it in the child instead.
 import FoundationEssentials
@@ -34,8 +42,13 @@ final class StoreCore: Sendable {
     let lock = CheckpointLock()
     let environment: LMDBEnvironment
     let readers: LMDBReaderPool
-    /// Checkpoints completed in this store's life; rows changed now get `generation + 1`.
+    /// Checkpoints completed in this store's life.
     let generation: Atomic<UInt64>
+    /// The generation rows changed now are stamped with: the checkpoint that will hold them
+    /// (`generation + 1`, or `+ 2` while a checkpoint is being written).
+    let changeStamp: Atomic<UInt64>
+    /// Held from a checkpoint's freeze until it is durable or has failed.
+    let turn = CheckpointTurn()
     /// How long the last checkpoint took (a Double's bits).
     let lastCheckpointSeconds = Atomic<UInt64>(0)
     /// A checkpoint failed and so did putting LMDB back: LMDB holds part of it until the next
@@ -59,9 +72,34 @@ final class StoreCore: Sendable {
         readers = LMDBReaderPool(environment: environment)
         self.lockFile = lockFile
         self.generation = Atomic(generation)
+        changeStamp = Atomic(generation + 1)
         self.mapResidentLimit = mapResidentLimit
         refreshMapRegion()
         trimMap()
+    }
+
+    /// Runs `body` with the lock held shared and a read snapshot of LMDB at the last completed
+    /// checkpoint. Mid-write LMDB holds part of a checkpoint, so the snapshot is begun while
+    /// none is being written, waiting (without the lock) for one that is.
+    func withCheckpointSnapshot<R>(_ body: (borrowing LMDBReadTransaction) throws(StoreError) -> R) throws(StoreError) -> R {
+        while true {
+            var result: R?
+            try lock.shared { () throws(StoreError) in
+                try ensureOpen()
+                if checkpointInterrupted.load(ordering: .relaxed) { throw .checkpointInterrupted(path: path) }
+                // Under the lock, a free turn stays free: a checkpoint freezes under it exclusively.
+                guard !turn.isTaken else { return }
+                let txn: LMDBReadTransaction
+                do throws(LMDBError) { txn = try readers.acquire() } catch { throw lmdbFailure(error) }
+                do throws(StoreError) { result = try body(txn) } catch {
+                    readers.release(txn)
+                    throw error
+                }
+                readers.release(txn)
+            }
+            if let result { return result }
+            turn.awaitFree()
+        }
     }
 
     @inline(__always)
@@ -217,6 +255,27 @@ final class StoreLockFile: Sendable {
     deinit { release() }
 }
 
+/// A checkpoint being written in the background (`Store.beginCheckpoint`).
+public final class PendingCheckpoint: Sendable {
+    private let ending = Monitor<Result<CheckpointInfo, StoreError>?>(nil)
+
+    init() {}
+
+    /// Waits until the checkpoint is durable and returns what it made durable, or throws why
+    /// it failed: the store is then at the checkpoint before, and the rows this one froze go
+    /// into the next.
+    public func wait() throws(StoreError) -> CheckpointInfo {
+        try ending.when({ $0 != nil }) { $0! }.get()
+    }
+
+    /// How the checkpoint ended, or nil while it is being written. Does not wait.
+    public var outcome: Result<CheckpointInfo, StoreError>? { ending.current }
+
+    func finish(_ result: Result<CheckpointInfo, StoreError>) {
+        ending.when({ _ in true }) { $0 = result }
+    }
+}
+
 /// What a checkpoint made durable.
 public struct CheckpointInfo: Sendable, Codable, Equatable {
     /// 0 for a new store, then one more per checkpoint.
@@ -285,7 +344,11 @@ public final class Store: Sendable {
 
         /// Pages one transaction of a checkpoint may write to: together they stay resident
         /// while it commits, so they share the map-resident budget with the reads around them.
-        var pagesPerTransaction: Int { max(16, mapResidentBytes / Int(sysconf(Int32(_SC_PAGESIZE))) / 2) }
+        var pagesPerTransaction: Int {
+            transactionPages ?? max(16, mapResidentBytes / Int(sysconf(Int32(_SC_PAGESIZE))) / 2)
+        }
+        /// Tests only: `pagesPerTransaction`, to make checkpoints of many small transactions.
+        var transactionPages: Int? = nil
     }
 
     public let path: String
@@ -568,61 +631,119 @@ public final class Store: Sendable {
 
     /// Makes the current state of every table durable, with `payload`, as one atomic step:
     /// after a crash at any moment the store reopens at exactly this checkpoint or the one
-    /// before. Costs time in proportion to the rows changed since the last checkpoint. On
-    /// failure (a full disk, say) nothing durable changes and the in-memory state is kept,
-    /// so the call can be retried.
+    /// before. Batches on other threads go on while it is written (`beginCheckpoint`); this
+    /// call returns once it is durable. On failure (a full disk, say) nothing durable changes
+    /// and the rows it would have written go into the next checkpoint, so the call can be
+    /// retried.
     @discardableResult
     public func checkpoint(payload: [UInt8] = []) throws(StoreError) -> CheckpointInfo {
-        try core.lock.exclusive { () throws(StoreError) -> CheckpointInfo in
-            try core.ensureOpen()
-            let started = ContinuousClock.now
-            let time = Date().timeIntervalSince1970
-            let tables = state.withLock { $0.tables.values.sorted { $0.id < $1.id } }
-            let generation = core.generation.load(ordering: .relaxed) + 1
-            // Grown before writing when the changes may not fit: a write that meets a full map
-            // is undone and redone whole after the map grows.
-            let changes = tables.reduce(0) { $0 + $1.changedRows * ($1.format.layout.recordSize + 64) } + payload.count
-            // Best effort: the estimate is generous, and a write that does fit must not fail for
-            // want of room for it (a full map below grows again, or reports the full disk).
-            // (3x: the rows, the journal's copies of what they replace, and pages freed meanwhile.)
-            try? growMap(toHold: core.environment.bytesInUse + 3 * changes + (64 << 10))
-            if core.checkpointInterrupted.load(ordering: .relaxed) {
-                try rollBackInterruptedCheckpoint()
+        try writeFrozen(try freeze(payload))
+    }
+
+    /// Starts a checkpoint of the current state of every table, with `payload`, and writes it
+    /// on a background thread while batches go on; `wait()` on the result says when it is
+    /// durable. The state is taken now, between batches (the call waits for batches in
+    /// progress, and first for a checkpoint still being written): later batches are not in
+    /// it. Batches stall only for that moment, which is proportional to the number of shards,
+    /// not rows; a row changed before the checkpoint has written it is first copied (see
+    /// FrozenCopies). A failure is reported by `wait()`, with the store as `checkpoint`'s
+    /// failure leaves it.
+    public func beginCheckpoint(payload: [UInt8] = []) throws(StoreError) -> PendingCheckpoint {
+        let frozen = try freeze(payload)
+        let pending = PendingCheckpoint()
+        do {
+            try startThread(for: "the checkpoint writer of \(core.path)") { [self] in
+                pending.finish(Result { () throws(StoreError) in try self.writeFrozen(frozen) })
             }
-            let written: [Written]
-            do throws(StoreError) {
-                written = try write(tables, generation: generation, time: time, payload: payload)
-            } catch {
-                // Put LMDB back at the last checkpoint; if that fails too, the next checkpoint
-                // (or open) finishes it.
-                do throws(StoreError) { try rollBackInterruptedCheckpoint() } catch {
-                    core.checkpointInterrupted.store(true, ordering: .relaxed)
-                }
-                throw error
-            }
-            // Durable now. Nothing below can fail, so memory never disagrees with LMDB.
-            core.trimMap()
-            let elapsed = started.duration(to: .now)
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-            var total = CheckpointTotals()
-            for w in written {
-                w.table.withEachShard { $0.checkpointCommitted(w.table) }
-                w.table.adopt(rows: w.rows, deletions: w.deletions, persistedRows: w.entries, totals: w.totals)
-                // Every spilled row was just written to LMDB; an error emptying the file only
-                // leaves dead bytes, which the next open truncates.
-                try? w.table.spill.reset()
-                total.written += w.totals.written
-                total.deleted += w.totals.deleted
-                total.bytes += w.totals.bytes
-            }
-            core.generation.store(generation, ordering: .relaxed)
-            core.lastCheckpointSeconds.store(seconds.bitPattern, ordering: .relaxed)
-            let info = CheckpointInfo(
-                generation: generation, time: time, durationSeconds: seconds, rowsWritten: total.written,
-                rowsDeleted: total.deleted, bytesWritten: total.bytes, payload: payload)
-            state.withLock { $0.last = info }
-            return info
+        } catch {
+            // No thread: write it here.
+            pending.finish(Result { () throws(StoreError) in try writeFrozen(frozen) })
         }
+        return pending
+    }
+
+    /// What a checkpoint froze, to be written by `writeFrozen` on any thread.
+    private struct Frozen: Sendable {
+        let tables: [Table]
+        /// The keys of the frozen rows, by table, then shard.
+        let keys: [[[UInt64]]]
+        let generation: UInt64
+        let time: Double
+        let started: ContinuousClock.Instant
+        let payload: [UInt8]
+    }
+
+    /// Takes the turn and, between batches, freezes every table's changed rows.
+    private func freeze(_ payload: [UInt8]) throws(StoreError) -> Frozen {
+        core.turn.take()
+        do {
+            return try core.lock.exclusive { () throws(StoreError) -> Frozen in
+                try core.ensureOpen()
+                let started = ContinuousClock.now
+                let time = Date().timeIntervalSince1970
+                let tables = state.withLock { $0.tables.values.sorted { $0.id < $1.id } }
+                let generation = core.generation.load(ordering: .relaxed) + 1
+                // Grown before writing when the changes may not fit: a write that meets a full
+                // map is undone and redone whole after the map grows.
+                let changes = tables.reduce(0) { $0 + $1.changedRows * ($1.format.layout.recordSize + 64) } + payload.count
+                // Best effort: the estimate is generous, and a write that does fit must not fail for
+                // want of room for it (a full map below grows again, or reports the full disk).
+                // (3x: the rows, the journal's copies of what they replace, and pages freed meanwhile.)
+                try? growMap(toHold: core.environment.bytesInUse + 3 * changes + (64 << 10))
+                if core.checkpointInterrupted.load(ordering: .relaxed) {
+                    try rollBackInterruptedCheckpoint()
+                }
+                let keys = tables.map { $0.freeze() }
+                core.changeStamp.store(generation + 1, ordering: .relaxed)
+                return Frozen(tables: tables, keys: keys, generation: generation, time: time, started: started, payload: payload)
+            }
+        } catch {
+            core.turn.giveBack()
+            throw error
+        }
+    }
+
+    /// Writes what `freeze` froze, then gives the turn back. Holds no lock but a shard's, one
+    /// row at a time, and the store's exclusively only to grow the map.
+    private func writeFrozen(_ frozen: Frozen) throws(StoreError) -> CheckpointInfo {
+        defer { core.turn.giveBack() }
+        let written: [Written]
+        do throws(StoreError) {
+            written = try write(frozen)
+        } catch {
+            // Put LMDB back at the last checkpoint; if that fails too, the next checkpoint
+            // (or open) finishes it.
+            do throws(StoreError) { try rollBackInterruptedCheckpoint() } catch {
+                core.checkpointInterrupted.store(true, ordering: .relaxed)
+            }
+            for (table, keys) in zip(frozen.tables, frozen.keys) { table.checkpointEnded(keys, written: nil) }
+            core.changeStamp.store(core.generation.load(ordering: .relaxed) + 1, ordering: .relaxed)
+            throw error
+        }
+        // Durable now. Nothing below can fail, so memory never disagrees with LMDB. Reads
+        // begun before see the new checkpoint from here on, before any row it wrote can
+        // leave memory.
+        core.readers.commits.add(1, ordering: .releasing)
+        core.trimMap()
+        let elapsed = frozen.started.duration(to: .now)
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        var total = CheckpointTotals()
+        for (w, keys) in zip(written, frozen.keys) {
+            w.table.checkpointEnded(keys, written: (w.rows, w.deletions, w.entries, w.totals))
+            // Spilled rows it wrote left the spill file; once none is left, the file is emptied (an
+            // error doing so only leaves dead bytes, which the next open truncates).
+            try? w.table.spill.resetIfUnused()
+            total.written += w.totals.written
+            total.deleted += w.totals.deleted
+            total.bytes += w.totals.bytes
+        }
+        core.generation.store(frozen.generation, ordering: .relaxed)
+        core.lastCheckpointSeconds.store(seconds.bitPattern, ordering: .relaxed)
+        let info = CheckpointInfo(
+            generation: frozen.generation, time: frozen.time, durationSeconds: seconds, rowsWritten: total.written,
+            rowsDeleted: total.deleted, bytesWritten: total.bytes, payload: frozen.payload)
+        state.withLock { $0.last = info }
+        return info
     }
 
     /// What one table's part of a checkpoint wrote, and the LMDB handles it used.
@@ -638,8 +759,8 @@ public final class Store: Sendable {
     /// Grows the map to hold `bytes`, reserving its disk blocks first: by at least a quarter
     /// (256 KiB for a small map, at most 4 GiB for a large one), so that growing is rare, a
     /// compacted file stays near its size, and no file is more than 4 GiB past what it
-    /// needed. Caller holds the lock exclusively, so no transaction is live and the reader
-    /// pool is idle.
+    /// needed. Caller holds the lock exclusively, so no read transaction is live and the
+    /// reader pool is idle, and no write transaction is open.
     private func growMap(toHold bytes: Int) throws(StoreError) {
         let current = core.environment.mapSize
         guard current < bytes else { return }
@@ -651,8 +772,8 @@ public final class Store: Sendable {
     }
 
     /// Runs `body` in a write transaction and commits it. When the map fills, the transaction
-    /// is undone, the map doubled, and `body` run again, so it must not change anything
-    /// outside the transaction but what it returns.
+    /// is undone, the map grown (between batches), and `body` run again, so it must not change
+    /// anything outside the transaction but what it returns.
     private func inTransaction<T>(_ body: (borrowing LMDBWriteTransaction) throws(StoreError) -> T) throws(StoreError) -> T {
         while true {
             do throws(StoreError) {
@@ -663,17 +784,16 @@ public final class Store: Sendable {
                 return result
             } catch {
                 guard case .lmdb(let e, _) = error, e.isMapFull else { throw error }
-                try growMap(toHold: core.environment.mapSize + 1)
+                try core.lock.exclusive { () throws(StoreError) in try growMap(toHold: core.environment.mapSize + 1) }
             }
         }
     }
 
-    /// Writes every table's changes, then the catalog, in transactions of at most
+    /// Writes every table's frozen rows, then the catalog, in transactions of at most
     /// `options.pagesPerTransaction` pages (see `CheckpointJournal`). Nothing in memory changes here;
     /// on failure LMDB may hold part of the checkpoint, which the caller rolls back.
-    private func write(_ tables: [Table], generation: UInt64, time: Double, payload: [UInt8])
-        throws(StoreError) -> [Written]
-    {
+    private func write(_ frozen: Frozen) throws(StoreError) -> [Written] {
+        let (tables, generation, time, payload) = (frozen.tables, frozen.generation, frozen.time, frozen.payload)
         func lmdb<T: ~Copyable>(_ body: () throws(LMDBError) -> T) throws(StoreError) -> T {
             do { return try body() } catch { throw core.lmdbFailure(error) }
         }
@@ -704,7 +824,7 @@ public final class Store: Sendable {
         var position = (table: 0, key: 0)
         var current: (table: Int, keys: [UInt64]) = (-1, [])
         func keys(_ t: Int) -> [UInt64] {
-            if current.table != t { current = (t, tables[t].changedKeys()) }
+            if current.table != t { current = (t, Table.writingOrder(frozen.keys[t])) }
             return current.keys
         }
         while position.table < tables.count {
@@ -786,9 +906,13 @@ public final class Store: Sendable {
 
     // MARK: Closing
 
-    /// Saves the warm tier's index so the next open keeps it, closes LMDB and releases the
-    /// lock. Changes since the last checkpoint are not kept: call `checkpoint` first.
+    /// Waits for a checkpoint being written, saves the warm tier's index so the next open
+    /// keeps it, closes LMDB and releases the lock. Changes since the last checkpoint are not
+    /// kept: call `checkpoint` first.
     public func close() throws(StoreError) {
+        // After a checkpoint being written, if any: it ends durable or failed first.
+        core.turn.take()
+        defer { core.turn.giveBack() }
         try core.lock.exclusive { () throws(StoreError) in
             if core.isClosed { return }
             let (tables, generation) = state.withLock { s in (Array(s.tables.values), s.last.generation) }

@@ -314,3 +314,23 @@ func zeroedPages<T>(_ count: Int, of: T.Type) -> UnsafeMutablePointer<T> {
 func freePages<T>(_ pointer: UnsafeMutablePointer<T>, _ count: Int) {
     munmap(pointer, max(count * MemoryLayout<T>.stride, 1))
 }
+
+/// Runs `body` on a new detached thread (`pthread_create`); `purpose` names it in an error.
+func startThread(for purpose: String, _ body: @escaping @Sendable () -> Void) throws(SystemError) {
+    final class Box: @unchecked Sendable {
+        let body: @Sendable () -> Void
+        init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+    }
+    let box = Unmanaged.passRetained(Box(body)).toOpaque()
+    var thread = pthread_t()
+    let rc = pthread_create(&thread, nil, { context in
+        let box = Unmanaged<Box>.fromOpaque(context!).takeRetainedValue()
+        box.body()
+        return nil
+    }, box)
+    guard rc == 0 else {
+        Unmanaged<Box>.fromOpaque(box).release()
+        throw SystemError("pthread_create", purpose, code: rc)
+    }
+    pthread_detach(thread)
+}

@@ -24,6 +24,13 @@ struct IndexEntry {
     static let persisted: UInt32 = 2
     /// The row reads as its initializer: never written, or removed since the checkpoint.
     static let virgin: UInt32 = 4
+    /// Which checkpoint a dirty row's change is for: the bit of the shard's epoch when it
+    /// changed. A checkpoint freezes the rows of one epoch while the next one's change.
+    static let odd: UInt32 = 8
+    /// LMDB does not hold this key yet but will once the checkpoint in flight, which froze
+    /// its row written, is durable: removing the row leaves a tombstone (`isTombstone`).
+    /// The checkpoint's end turns it into `persisted`, or clears it if that checkpoint failed.
+    static let shadows: UInt32 = 16
     /// The low bits hold the flags above; the high 16 bits count recent accesses (halved as
     /// they age), which admission compares.
     static let flagMask: UInt32 = 0xFFFF

@@ -7,8 +7,10 @@
 //                        simply dropped)
 //   warm is full      -> its victim leaves: dropped if LMDB already holds the same bytes,
 //                        else written to the spill file until the next checkpoint
-//   checkpoint        -> every changed row is written to LMDB; spilled rows are then
-//                        dropped from the spill file, as LMDB holds them
+//   checkpoint        -> the changed rows are frozen; the checkpoint writes them to LMDB
+//                        while batches go on (a frozen row changed before it is written is
+//                        copied first, see FrozenCopies); once it is durable, spilled rows
+//                        it wrote leave the spill file, as LMDB holds them
 // Each step that can fail (a spill write, a cold read) runs before any row moves, so an
 // error leaves every row where it was (access counts and CLOCK bits may have changed). The
 // exception is a warm slot found damaged: its row is dropped first, then the error says so.
@@ -109,8 +111,15 @@ struct Shard: ~Copyable, @unchecked Sendable {
     private var warmReserved = 0
     let layout: RowLayout
     var recordSize: Int { layout.recordSize }
-    /// Keys whose entries became dirty since the last checkpoint (may repeat).
+    /// Keys whose entries became dirty since the last checkpoint froze rows (may repeat).
     var dirtyKeys: [UInt64] = []
+    /// While a checkpoint is in flight, the `dirty` and `odd` bits of an entry it froze and has
+    /// not taken yet (`isFrozen`); never matched otherwise.
+    private var frozenMatch: UInt32 = .max
+    /// The `odd` bit of rows changed now; it flips when a checkpoint freezes them.
+    private var epoch: UInt32 = 0
+    /// Frozen rows changed before the checkpoint wrote them, as it froze them.
+    var frozenCopies: FrozenCopies
     var counters = ShardCounters()
     /// Accesses since access counts were last halved, and how many between halvings.
     private var accesses = 0
@@ -129,6 +138,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
         self.warmBase = warmBase
         self.warmOffset = warmOffset
         self.layout = layout
+        frozenCopies = FrozenCopies(recordSize: layout.recordSize)
     }
 
     deinit { freePages(hotChunks, max(hotChunkCount, 1)) }
@@ -232,7 +242,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
         if e.has(IndexEntry.virgin) {
             // Its value is the initializer's: nothing to keep but, for a removed row, the
             // tombstone.
-            if e.has(IndexEntry.persisted) { relocate(key, hash, to: .none, 0) } else { removeEntry(at: p) }
+            if Self.isTombstone(e) { relocate(key, hash, to: .none, 0) } else { removeEntry(at: p) }
             counters.dropped += 1
             return
         }
@@ -457,6 +467,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
     private mutating func step(_ slot: Int, position p: Int, _ gradient: UnsafePointer<Float>, _ learningRate: Float,
                                _ stamp: UInt64, _ format: RowFormat) {
         let record = hotRecord(slot)
+        if isFrozen(index[p]) { keepFrozen(at: p, index[p].has(IndexEntry.virgin) ? nil : record.base) }
         let d = format.layout.dimension
         let count = record.updateCount &+ 1
         record.updateCount = count
@@ -470,7 +481,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
     private mutating func markChanged(_ record: RowRecord, position p: Int, _ stamp: UInt64) {
         record.changeGeneration = stamp
         let flags = index[p].flags
-        let written = (flags & ~IndexEntry.virgin) | IndexEntry.dirty
+        let written = (flags & ~(IndexEntry.virgin | IndexEntry.odd)) | IndexEntry.dirty | epoch
         if written != flags { setFlags(at: p, written) }
     }
 
@@ -485,13 +496,15 @@ struct Shard: ~Copyable, @unchecked Sendable {
             let i = g.index(m)
             let slot = try resident(g.keys[i], g.hashes[i], t, &scratch)
             let record = hotRecord(slot)
+            let p = index.find(g.keys[i], hash: g.hashes[i])!
+            if isFrozen(index[p]) { keepFrozen(at: p, index[p].has(IndexEntry.virgin) ? nil : record.base) }
             record.values.update(from: values + i &* d, count: d)
             t.format.storage.round(record.values, count: d)
             if let state { record.state(layout).update(from: state + i &* n, count: n) } else {
                 record.state(layout).update(repeating: 0, count: n)
             }
             record.updateCount = counts?[i] ?? 0
-            markChanged(record, position: index.find(g.keys[i], hash: g.hashes[i])!, stamp)
+            markChanged(record, position: p, stamp)
         }
     }
 
@@ -586,6 +599,13 @@ struct Shard: ~Copyable, @unchecked Sendable {
 
     /// Whether LMDB's record of this row has the same bytes as its copy here (so a damaged
     /// copy can be dropped and the row read from LMDB).
+    /// Whether the entry is a removed row that must stay in the index to hide LMDB's record
+    /// (at the last checkpoint, or the one in flight).
+    @inline(__always)
+    static func isTombstone(_ e: IndexEntry) -> Bool {
+        e.has(IndexEntry.virgin) && e.flags & (IndexEntry.persisted | IndexEntry.shadows) != 0
+    }
+
     private static func lmdbHoldsExactly(_ e: IndexEntry) -> Bool {
         e.has(IndexEntry.persisted) && !e.has(IndexEntry.dirty) && !e.has(IndexEntry.virgin)
     }
@@ -634,76 +654,119 @@ struct Shard: ~Copyable, @unchecked Sendable {
     mutating func remove(_ key: UInt64, _ hash: UInt64, _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) {
         if let p = index.find(key, hash: hash) {
             let e = index[p]
+            if e.tier == .none { return }
+            // A frozen row is kept as it was, and LMDB will hold it: its removal is a tombstone.
+            let frozen = isFrozen(e)
+            if frozen {
+                var source: UnsafeRawPointer?
+                if !e.has(IndexEntry.virgin) {
+                    switch e.tier {
+                    case .hot: source = UnsafeRawPointer(hotRecord(e.slot).base)
+                    case .warm:
+                        let record = warmRecord(e.slot)
+                        guard record.key == key, record.isIntact(layout) else { throw t.corruptWarmSlot(e.slot, key: key) }
+                        source = UnsafeRawPointer(record.base)
+                    case .spill:
+                        try readSpill(e.slot, key: key, into: RowRecord(scratch.record, layout), t)
+                        source = UnsafeRawPointer(scratch.record)
+                    case .none: break
+                    }
+                }
+                keepFrozen(at: p, source)
+            }
             switch e.tier {
-            case .none: return
+            case .none: break
             case .hot: hot.release(e.slot)
             case .warm: warm.release(e.slot)
             case .spill: t.spill.release(e.slot)
             }
-            if e.has(IndexEntry.persisted) {
+            // LMDB holds a record of it, or will once the checkpoint in flight is durable.
+            let holds = index[p].flags & (IndexEntry.persisted | IndexEntry.shadows)
+            if holds != 0 {
                 relocate(key, hash, to: .none, 0)
-                setFlags(at: index.find(key, hash: hash)!, IndexEntry.virgin | IndexEntry.persisted | IndexEntry.dirty)
+                setFlags(at: index.find(key, hash: hash)!, IndexEntry.virgin | IndexEntry.dirty | epoch | holds)
             } else {
                 removeEntry(at: p)
             }
             return
         }
         if try t.coldGet(key, &scratch) != nil {
-            insertEntry(key, hash, IndexEntry.location(.none, 0), IndexEntry.virgin | IndexEntry.persisted | IndexEntry.dirty)
+            insertEntry(key, hash, IndexEntry.location(.none, 0), IndexEntry.virgin | IndexEntry.persisted | IndexEntry.dirty | epoch)
         }
     }
 
     // MARK: Checkpoint
 
-    /// Writes the change to `key` since the last checkpoint, if any, into the open LMDB
-    /// transaction, journaling what it replaces. Changes nothing in memory:
-    /// `checkpointCommitted` does that once the checkpoint is durable.
-    func writeChange(_ key: UInt64, _ txn: borrowing LMDBWriteTransaction, rows: LMDBDatabase, deletions: LMDBDatabase,
-                     generation: UInt64, _ t: Table, _ scratch: inout BatchScratch,
-                     _ journal: inout CheckpointJournal, _ totals: inout CheckpointTotals) throws(StoreError) {
-        guard let p = index.find(key, hash: KeyHash.of(key)) else { return }
-        let e = index[p]
-        guard e.has(IndexEntry.dirty) else { return }
-        if e.has(IndexEntry.virgin) {
-            var stamp = generation
-            do throws(LMDBError) {
-                try journal.delete(txn, rows, .rows, table: t.id, key)
-                try withUnsafeBytes(of: &stamp) { (b) throws(LMDBError) in
-                    try journal.put(txn, deletions, .deletions, table: t.id, key, b)
-                }
-            } catch { throw t.store.lmdbFailure(error) }
-            t.store.noteMapTraffic(16)
-            totals.deleted += 1
-            totals.bytes += 16
-            return
-        }
-        let record: RowRecord
-        switch e.tier {
-        case .hot: record = hotRecord(e.slot)
-        case .warm:
-            record = warmRecord(e.slot)
-            // A damaged copy must not become durable with a fresh checksum.
-            guard record.key == key, record.isIntact(layout) else { throw t.corruptWarmSlot(e.slot, key: key) }
-        case .spill:
-            record = RowRecord(scratch.record, layout)
-            try readSpill(e.slot, key: key, into: record, t)
-        case .none: preconditionFailure("a written row always has a copy")
-        }
-        let bytes = scratch.codec.encode(record)
-        do throws(LMDBError) { try journal.put(txn, rows, .rows, table: t.id, key, bytes) } catch { throw t.store.lmdbFailure(error) }
-        t.store.noteMapTraffic(bytes.count)
-        totals.written += 1
-        totals.bytes += bytes.count + 8
+    /// Whether the entry is one a checkpoint in flight froze and has not taken yet.
+    @inline(__always)
+    func isFrozen(_ e: IndexEntry) -> Bool { e.flags & (IndexEntry.dirty | IndexEntry.odd) == frozenMatch }
+
+    /// Starts a checkpoint (the store holds its lock exclusively): the rows changed so far are
+    /// frozen, and their keys handed over; rows changed from now on are the next one's.
+    mutating func freeze() -> [UInt64] {
+        precondition(frozenMatch == .max && frozenCopies.isEmpty, "a checkpoint froze rows while another was in flight")
+        var keys: [UInt64] = []
+        swap(&keys, &dirtyKeys)
+        frozenMatch = IndexEntry.dirty | epoch
+        epoch ^= IndexEntry.odd
+        return keys
     }
 
-    /// After a durable commit: changed rows are now clean copies of LMDB; spilled rows and
-    /// tombstones leave the index.
-    mutating func checkpointCommitted(_ t: Table) {
-        for key in dirtyKeys {
-            let hash = KeyHash.of(key)
-            guard let p = index.find(key, hash: hash) else { continue }
+    /// Before a frozen row first changes: keeps a copy of it as it was frozen (`source`, or
+    /// nil for a removed row), and makes its entry the next checkpoint's.
+    @inline(never)
+    private mutating func keepFrozen(at p: Int, _ source: UnsafeRawPointer?) {
+        let e = index[p]
+        frozenCopies.keep(e.key, source, persisted: e.has(IndexEntry.persisted))
+        // A row LMDB gets only from this checkpoint: removing it now needs a tombstone.
+        let shadows = source != nil && !e.has(IndexEntry.persisted) ? IndexEntry.shadows : 0
+        setFlags(at: p, (e.flags & ~IndexEntry.odd) | epoch | shadows)
+        dirtyKeys.append(e.key)
+    }
+
+    /// What the checkpoint in flight writes for a frozen key. (@unchecked Sendable: the bytes
+    /// are in the writer's own scratch, out of the shard.)
+    enum FrozenChange: @unchecked Sendable {
+        /// Nothing: the key was listed, but its change was undone before the checkpoint began.
+        case none
+        case delete
+        /// The encoded record, valid until the scratch encodes again.
+        case write(UnsafeRawBufferPointer)
+    }
+
+    /// The frozen state of `key`, encoded. Changes nothing.
+    func frozenChange(_ key: UInt64, _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) -> FrozenChange {
+        if let p = index.find(key, hash: KeyHash.of(key)), isFrozen(index[p]) {
             let e = index[p]
-            guard e.has(IndexEntry.dirty) else { continue }
+            if e.has(IndexEntry.virgin) { return .delete }
+            let record: RowRecord
+            switch e.tier {
+            case .hot: record = hotRecord(e.slot)
+            case .warm:
+                record = warmRecord(e.slot)
+                // A damaged copy must not become durable with a fresh checksum.
+                guard record.key == key, record.isIntact(layout) else { throw t.corruptWarmSlot(e.slot, key: key) }
+            case .spill:
+                record = RowRecord(scratch.record, layout)
+                try readSpill(e.slot, key: key, into: record, t)
+            case .none: preconditionFailure("a written row always has a copy")
+            }
+            return .write(scratch.codec.encode(record))
+        }
+        switch frozenCopies.copy(of: key, layout: layout)?.copy {
+        case nil: return .none
+        case .removed: return .delete
+        case .record(let record): return .write(scratch.codec.encode(record))
+        }
+    }
+
+    /// After the checkpoint that froze `keys` is durable: the rows it wrote are clean copies
+    /// of LMDB; spilled ones and tombstones leave the index. Rows changed since stay dirty,
+    /// now knowing whether LMDB holds them.
+    mutating func checkpointCommitted(_ keys: [UInt64], _ t: Table) {
+        for key in keys {
+            guard let p = index.find(key, hash: KeyHash.of(key)), isFrozen(index[p]) else { continue }
+            let e = index[p]
             if e.has(IndexEntry.virgin) {
                 if e.tier == .none { removeEntry(at: p) } else { setFlags(at: p, IndexEntry.virgin) }
             } else if e.tier == .spill {
@@ -713,7 +776,43 @@ struct Shard: ~Copyable, @unchecked Sendable {
                 setFlags(at: p, IndexEntry.persisted)
             }
         }
-        dirtyKeys.removeAll(keepingCapacity: dirtyKeys.capacity <= 4096)
+        settleCopies { copy, _ in
+            if case .record = copy { true } else { false }
+        }
+    }
+
+    /// After the checkpoint that froze `keys` failed (LMDB is back at the one before): every
+    /// frozen row is the next checkpoint's again.
+    mutating func checkpointFailed(_ keys: [UInt64]) {
+        for key in keys {
+            guard let p = index.find(key, hash: KeyHash.of(key)), isFrozen(index[p]) else { continue }
+            setFlags(at: p, (index[p].flags & ~IndexEntry.odd) | epoch)
+        }
+        dirtyKeys.append(contentsOf: keys)
+        settleCopies { _, persistedBefore in persistedBefore }
+    }
+
+    /// Ends the checkpoint in flight: each row changed after it froze gets `held(copy,
+    /// persisted before)`, whether LMDB now holds a record of it, and the copies go. A
+    /// tombstone of a key LMDB does not hold has nothing to delete and goes too.
+    private mutating func settleCopies(_ held: (FrozenCopies.Copy, Bool) -> Bool) {
+        var settled: [(key: UInt64, holds: Bool)] = []
+        settled.reserveCapacity(frozenCopies.count)
+        frozenCopies.forEachKey { key in
+            let (copy, persisted) = frozenCopies.copy(of: key, layout: layout)!
+            settled.append((key, held(copy, persisted)))
+        }
+        for (key, holds) in settled {
+            guard let p = index.find(key, hash: KeyHash.of(key)) else { continue }
+            let e = index[p]
+            if e.has(IndexEntry.virgin) && !holds {
+                if e.tier == .none { removeEntry(at: p) } else { setFlags(at: p, IndexEntry.virgin) }
+            } else {
+                setFlags(at: p, (e.flags & ~(IndexEntry.persisted | IndexEntry.shadows)) | (holds ? IndexEntry.persisted : 0))
+            }
+        }
+        frozenCopies.removeAll()
+        frozenMatch = .max
         index.shrink(keepingRoomFor: hot.count + warm.count)
     }
 
@@ -780,12 +879,17 @@ struct Shard: ~Copyable, @unchecked Sendable {
             case .spill:
                 precondition(e.has(IndexEntry.dirty) && !e.has(IndexEntry.virgin), "a clean row in spill")
             case .none:
-                precondition(e.has(IndexEntry.virgin) && e.has(IndexEntry.persisted), "a tombstone that shadows nothing")
+                precondition(Self.isTombstone(e), "a tombstone that shadows nothing")
             }
             if !e.has(IndexEntry.persisted) && !e.has(IndexEntry.virgin) {
                 precondition(e.has(IndexEntry.dirty), "a new row that no checkpoint would write")
             }
-            if e.has(IndexEntry.dirty) { precondition(dirtyKeys.contains(e.key), "dirty row not listed") }
+            if e.has(IndexEntry.dirty) && !isFrozen(e) { precondition(dirtyKeys.contains(e.key), "dirty row not listed") }
+            if e.has(IndexEntry.shadows) {
+                guard case .record = frozenCopies.copy(of: e.key, layout: layout)?.copy else {
+                    preconditionFailure("a row shadows no frozen copy")
+                }
+            }
         }
         precondition(hotSeen == hot.count && warmSeen == warm.count, "tier slot counts disagree with the index")
         precondition(recount.hotRows == counters.hotRows && recount.hotVirgins == counters.hotVirgins

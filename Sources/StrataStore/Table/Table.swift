@@ -219,8 +219,8 @@ public final class Table: @unchecked Sendable {
                 throw .nonFiniteGradient(table: name, key: ukeys[bad / d], element: bad % d)
             }
             try forEachGroup(ukeys) { (shard, group, scratch) throws(StoreError) in
-                // Read under the checkpoint lock, which holds the generation still.
-                let stamp = store.generation.load(ordering: .relaxed) + 1
+                // Read under the checkpoint lock, which holds the stamp still.
+                let stamp = store.changeStamp.load(ordering: .relaxed)
                 try shard.apply(group, gradients: ugrads, learningRate: rate, stamp: stamp, self, &scratch)
             }
         }
@@ -252,7 +252,7 @@ public final class Table: @unchecked Sendable {
             throw .invalidRows(table: name, reason: "key \(key) appears more than once")
         }
         try forEachGroup(keys) { (shard, group, scratch) throws(StoreError) in
-            let stamp = store.generation.load(ordering: .relaxed) + 1
+            let stamp = store.changeStamp.load(ordering: .relaxed)
             try shard.assign(group, values: values.baseAddress!, state: state?.baseAddress, counts: updateCounts?.baseAddress,
                              stamp: stamp, self, &scratch)
         }
@@ -347,7 +347,8 @@ public final class Table: @unchecked Sendable {
         }
     }
 
-    /// Rows changed or removed since the last checkpoint.
+    /// Rows changed or removed since the last checkpoint froze rows (counting repeats): about
+    /// what the next one writes.
     var changedRows: Int {
         var count = 0
         withEachShard { count += $0.dirtyKeys.count }
@@ -361,13 +362,21 @@ public final class Table: @unchecked Sendable {
         }
     }
 
-    // MARK: Checkpoint and close (called by the store with its lock held exclusively)
+    // MARK: Checkpoint and close
 
-    /// Keys changed since the last checkpoint, sorted, each once: the order a checkpoint
-    /// writes them in, so that consecutive writes share LMDB pages.
-    func changedKeys() -> [UInt64] {
-        var keys: [UInt64] = []
-        withEachShard { keys.append(contentsOf: $0.dirtyKeys) }
+    /// Freezes the rows changed so far for a checkpoint (the store holds its lock
+    /// exclusively); returns their keys, by shard.
+    func freeze() -> [[UInt64]] {
+        var keys: [[UInt64]] = []
+        keys.reserveCapacity(shardCount)
+        withEachShard { keys.append($0.freeze()) }
+        return keys
+    }
+
+    /// The frozen keys, sorted, each once: the order a checkpoint writes them in, so that
+    /// consecutive writes share LMDB pages.
+    static func writingOrder(_ frozen: [[UInt64]]) -> [UInt64] {
+        var keys = Array(frozen.joined())
         keys.sort()
         var unique = 0
         for key in keys where unique == 0 || keys[unique - 1] != key {
@@ -378,9 +387,10 @@ public final class Table: @unchecked Sendable {
         return keys
     }
 
-    /// Writes the changes to `keys[start...]` into `txn` through `journal`, until the
+    /// Writes the frozen rows of `keys[start...]` into `txn` through `journal`, until the
     /// transaction has written to `pageLimit` pages. Returns the index of the first key not
-    /// written. Changes nothing in memory.
+    /// written. Changes nothing in memory. Each row is encoded under its shard's lock and
+    /// written to LMDB after it, so a batch waits for at most one row's encoding.
     func writeChanges(_ keys: [UInt64], from start: Int, _ txn: borrowing LMDBWriteTransaction,
                       rows: LMDBDatabase, deletions: LMDBDatabase, generation: UInt64, pageLimit: Int,
                       journal: inout CheckpointJournal, totals: inout CheckpointTotals) throws(StoreError) -> Int {
@@ -389,20 +399,53 @@ public final class Table: @unchecked Sendable {
         while i < keys.count && txn.pagesWritten < pageLimit {
             let key = keys[i]
             let s = shardCount == 1 ? 0 : Int(KeyHash.of(key) &>> shardShift)
-            try shards[s].withLock { (shard) throws(StoreError) in
-                try shard.writeChange(key, txn, rows: rows, deletions: deletions, generation: generation,
-                                      self, &scratch, &journal, &totals)
+            let change = try shards[s].withLock { (shard) throws(StoreError) in try shard.frozenChange(key, self, &scratch) }
+            do throws(LMDBError) {
+                switch change {
+                case .none: break
+                case .delete:
+                    var stamp = generation
+                    try journal.delete(txn, rows, .rows, table: id, key)
+                    try withUnsafeBytes(of: &stamp) { (b) throws(LMDBError) in
+                        try journal.put(txn, deletions, .deletions, table: id, key, b)
+                    }
+                    store.noteMapTraffic(16)
+                    totals.deleted += 1
+                    totals.bytes += 16
+                case .write(let bytes):
+                    try journal.put(txn, rows, .rows, table: id, key, bytes)
+                    store.noteMapTraffic(bytes.count)
+                    totals.written += 1
+                    totals.bytes += bytes.count + 8
+                }
+            } catch {
+                throw store.lmdbFailure(error)
             }
             i += 1
         }
         return i
     }
 
-    func adopt(rows: LMDBDatabase, deletions: LMDBDatabase, persistedRows count: Int, totals: CheckpointTotals) {
-        rowsHandle.store(rows.handle, ordering: .relaxed)
-        deletionsHandle.store(deletions.handle, ordering: .relaxed)
-        persistedRows.store(count, ordering: .relaxed)
-        lastCheckpoint.withLock { $0 = totals }
+    /// Ends the checkpoint that froze `frozen` (from `freeze`), durable or failed.
+    /// Ends the checkpoint that froze `frozen`: durable with `written` (the table's LMDB
+    /// handles, its record count and the checkpoint's totals), or failed (nil). Holds
+    /// `lastCheckpoint` throughout, as `statistics` does, so counts never mix the new LMDB
+    /// with rows not yet marked as written.
+    func checkpointEnded(_ frozen: [[UInt64]], written: (rows: LMDBDatabase, deletions: LMDBDatabase, entries: Int,
+                                                         totals: CheckpointTotals)?) {
+        lastCheckpoint.withLock { last in
+            if let written {
+                rowsHandle.store(written.rows.handle, ordering: .relaxed)
+                deletionsHandle.store(written.deletions.handle, ordering: .relaxed)
+                persistedRows.store(written.entries, ordering: .relaxed)
+                last = written.totals
+            }
+            for s in 0..<shardCount {
+                shards[s].withLock { shard in
+                    if written != nil { shard.checkpointCommitted(frozen[s], self) } else { shard.checkpointFailed(frozen[s]) }
+                }
+            }
+        }
     }
 
     /// Saves the warm rows that LMDB holds exactly, so the next open starts with them.
@@ -598,21 +641,15 @@ extension Table {
     /// Keys LMDB holds for this table as of the last checkpoint, in key order, at most
     /// `limit` of them (an LMDB cursor walk).
     public func storedKeys(limit: Int = .max) throws(StoreError) -> [UInt64] {
-        try store.lock.shared { () throws(StoreError) -> [UInt64] in
-            try store.ensureOpen()
+        try store.withCheckpointSnapshot { (txn) throws(StoreError) -> [UInt64] in
             guard let db = rowsDatabase else { return [] }
             var keys: [UInt64] = []
-            let txn: LMDBReadTransaction
-            do throws(LMDBError) { txn = try store.readers.acquire() } catch { throw store.lmdbFailure(error) }
-            var failure: LMDBError?
             do throws(LMDBError) {
                 try txn.forEach(db) { key, _ in
                     keys.append(key)
                     return keys.count < limit
                 }
-            } catch { failure = error }
-            store.readers.release(txn)
-            if let failure { throw store.lmdbFailure(failure) }
+            } catch { throw store.lmdbFailure(error) }
             return keys
         }
     }

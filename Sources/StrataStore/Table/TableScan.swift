@@ -80,13 +80,9 @@ extension Table {
     /// Keys whose rows a checkpoint after `generation` deleted (by `remove`) and that no
     /// later checkpoint wrote again, in key order, with the generation that deleted them.
     public func deletedKeys(after generation: UInt64) throws(StoreError) -> [(key: UInt64, generation: UInt64)] {
-        try store.lock.shared { () throws(StoreError) -> [(key: UInt64, generation: UInt64)] in
-            try store.ensureOpen()
-            if store.checkpointInterrupted.load(ordering: .relaxed) { throw .checkpointInterrupted(path: store.path) }
+        try store.withCheckpointSnapshot { (txn) throws(StoreError) -> [(key: UInt64, generation: UInt64)] in
             guard let deletions = deletionsDatabase, let rows = rowsDatabase else { return [] }
             var found: [(key: UInt64, generation: UInt64)] = []
-            let txn: LMDBReadTransaction
-            do throws(LMDBError) { txn = try store.readers.acquire() } catch { throw store.lmdbFailure(error) }
             var failure: StoreError?
             var lmdbFailure: LMDBError?
             do throws(LMDBError) {
@@ -106,7 +102,6 @@ extension Table {
             } catch {
                 lmdbFailure = error
             }
-            store.readers.release(txn)
             if let lmdbFailure { throw store.lmdbFailure(lmdbFailure) }
             if let failure { throw failure }
             return found
@@ -165,12 +160,8 @@ extension Table {
         var next: UInt64? = 0
         while let start = next {
             next = nil
-            try store.lock.shared { () throws(StoreError) in
-                try store.ensureOpen()
-                if store.checkpointInterrupted.load(ordering: .relaxed) { throw .checkpointInterrupted(path: store.path) }
+            try store.withCheckpointSnapshot { (txn) throws(StoreError) in
                 guard let db = rowsDatabase else { return }
-                let txn: LMDBReadTransaction
-                do throws(LMDBError) { txn = try store.readers.acquire() } catch { throw store.lmdbFailure(error) }
                 var seen = 0
                 var failure: StoreError?
                 do throws(LMDBError) {
@@ -191,7 +182,6 @@ extension Table {
                 } catch {
                     failure = store.lmdbFailure(error)
                 }
-                store.readers.release(txn)
                 if let failure { throw failure }
             }
             try flush()

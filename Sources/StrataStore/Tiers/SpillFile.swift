@@ -46,9 +46,11 @@ final class SpillFile: Sendable {
         slots.withLock { $0.free.append(slot) }
     }
 
-    /// Empties the file once no slot is in use (after a checkpoint moved every row out).
-    func reset() throws(SystemError) {
+    /// Empties the file if no slot is in use (after a checkpoint moved every row out, and
+    /// no row was spilled since it froze them).
+    func resetIfUnused() throws(SystemError) {
         try slots.withLock { (s) throws(SystemError) in
+            guard s.free.count == s.end, s.end > 0 else { return }
             s = ([], 0)
             try file.truncate(to: 0)
         }

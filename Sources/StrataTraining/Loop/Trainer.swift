@@ -65,7 +65,7 @@ public struct TrainingSummary: Sendable {
         /// Hot and warm budgets per table.
         public var budgetBytesPerTable: Int
         /// Memory beyond the budgets: index, admission state, the list of rows changed since the
-        /// last checkpoint. The most seen, just before a checkpoint or at the end.
+        /// last checkpoint, copies of rows a checkpoint being written froze. The most seen.
         public var overheadBytes: Int
         /// Where this run's lookups and updates found their rows.
         public var hotHitRatio: Double, warmHitRatio: Double, coldHitRatio: Double
@@ -117,8 +117,11 @@ public final class Trainer {
     public private(set) var samples: Int64 = 0
     public private(set) var resumedFromStep: Int?
     private var residentBetweenSteps = 0
-    /// The tables' overhead just before a checkpoint, when the change lists are longest.
+    /// The tables' overhead just before a checkpoint, when the change lists are longest, and
+    /// every 8 steps while one is written, as the copies of rows it froze grow.
     private var peakOverhead = 0
+    /// The checkpoint being written while training goes on, and the step it holds.
+    private var writing: (checkpoint: PendingCheckpoint, step: Int)?
 
     private var source: any BatchSource
     private let validation: (any Evaluator)?
@@ -252,7 +255,12 @@ public final class Trainer {
             if recentCount < recentLosses.count { firstLosses += loss }
             recentCount += 1
             prefetcher?.recycle(batch)
-            if step % 8 == 0 { residentBetweenSteps = max(residentBetweenSteps, residentBytes()) }
+            if step % 8 == 0 {
+                residentBetweenSteps = max(residentBetweenSteps, residentBytes())
+                // The copies of frozen rows that steps change grow as a checkpoint is written.
+                if writing != nil { try noteOverhead() }
+            }
+            if let writing, writing.checkpoint.outcome != nil { try checkpointWritten(report) }
 
             let now = Date()
             if now.timeIntervalSince(lastReport) >= 1 {
@@ -295,6 +303,7 @@ public final class Trainer {
             }
         }
         if checkpointed != position { try checkpoint(position, report) }
+        try checkpointWritten(report)
         let seconds = Date().timeIntervalSince(started)
         let trained = samples - startSamples
         return TrainingSummary(
@@ -307,12 +316,26 @@ public final class Trainer {
             residentBytesBetweenSteps: residentBetweenSteps)
     }
 
+    /// Starts a checkpoint of this step, written while training goes on, after waiting for
+    /// the one before: steps stall only while the store freezes its changed rows.
     private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) -> Void) throws {
         residentBetweenSteps = max(residentBetweenSteps, residentBytes())
-        peakOverhead = max(peakOverhead, try network.tables.reduce(0) { $0 + (try $1.statistics().bytes.overhead) })
+        try noteOverhead()
+        try checkpointWritten(report)
         let state = TrainerState(options: options, data: source.identity, step: step, samples: samples, position: position)
-        let info = try store.checkpoint(payload: try CheckpointPayload.encode(state, parameters: network.parameters))
-        report(.checkpoint(step: step, generation: info.generation, seconds: info.durationSeconds))
+        writing = (try store.beginCheckpoint(payload: try CheckpointPayload.encode(state, parameters: network.parameters)), step)
+    }
+
+    /// Waits for the checkpoint being written, if any, and reports it; throws its failure.
+    private func checkpointWritten(_ report: (TrainingEvent) -> Void) throws {
+        guard let (checkpoint, at) = writing else { return }
+        writing = nil
+        let info = try checkpoint.wait()
+        report(.checkpoint(step: at, generation: info.generation, seconds: info.durationSeconds))
+    }
+
+    private func noteOverhead() throws {
+        peakOverhead = max(peakOverhead, try network.tables.reduce(0) { $0 + (try $1.statistics().bytes.overhead) })
     }
 
     private func progress(_ loss: Double, rate: Double) -> TrainingEvent.Progress {
