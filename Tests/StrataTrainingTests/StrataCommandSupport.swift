@@ -18,9 +18,13 @@ enum StrataCommand {
         var error: String? { lines.first { $0.hasPrefix("Error:") } }
     }
 
-    /// Runs `strata` to its end (killing it after `timeout` seconds).
-    static func run(_ arguments: [String], timeout: Double = 120) throws -> Result {
-        let child = try ChildProcess(path, arguments)
+    /// Runs `strata` to its end (killing it after `timeout` seconds). With `cgroupProcs` (a
+    /// cgroup's `cgroup.procs`), a shell writes its pid there and then becomes `strata`, so
+    /// that everything `strata` allocates from its first page on is charged to that cgroup.
+    static func run(_ arguments: [String], timeout: Double = 120, cgroupProcs: String? = nil) throws -> Result {
+        let child = try cgroupProcs.map { procs in
+            try ChildProcess("/bin/sh", ["-c", #"echo $$ > "$0" && exec "$@""#, procs, path] + arguments)
+        } ?? ChildProcess(path, arguments)
         let deadline = ChildProcess.now() + timeout
         var ended = false
         while ChildProcess.now() < deadline {
