@@ -761,9 +761,9 @@ struct Shard: ~Copyable, @unchecked Sendable {
     }
 
     /// After the checkpoint that froze `keys` is durable: the rows it wrote are clean copies
-    /// of LMDB; spilled ones and tombstones leave the index. Rows changed since stay dirty,
-    /// now knowing whether LMDB holds them.
-    mutating func checkpointCommitted(_ keys: [UInt64], _ t: Table) {
+    /// of LMDB; spilled ones and tombstones leave the index. Called in slices, so batches get
+    /// the shard between them; `settle` ends it.
+    mutating func checkpointCommitted(_ keys: ArraySlice<UInt64>, _ t: Table) {
         for key in keys {
             guard let p = index.find(key, hash: KeyHash.of(key)), isFrozen(index[p]) else { continue }
             let e = index[p]
@@ -776,20 +776,29 @@ struct Shard: ~Copyable, @unchecked Sendable {
                 setFlags(at: p, IndexEntry.persisted)
             }
         }
-        settleCopies { copy, _ in
-            if case .record = copy { true } else { false }
-        }
     }
 
     /// After the checkpoint that froze `keys` failed (LMDB is back at the one before): every
-    /// frozen row is the next checkpoint's again.
-    mutating func checkpointFailed(_ keys: [UInt64]) {
+    /// frozen row is the next checkpoint's again. In slices, as `checkpointCommitted`.
+    mutating func checkpointFailed(_ keys: ArraySlice<UInt64>) {
         for key in keys {
             guard let p = index.find(key, hash: KeyHash.of(key)), isFrozen(index[p]) else { continue }
             setFlags(at: p, (index[p].flags & ~IndexEntry.odd) | epoch)
+            // (A frozen row changed since is listed already.)
+            dirtyKeys.append(key)
         }
-        dirtyKeys.append(contentsOf: keys)
-        settleCopies { _, persistedBefore in persistedBefore }
+    }
+
+    /// Ends the checkpoint in flight, after every slice of its keys: rows changed since it
+    /// froze now know whether LMDB holds them.
+    mutating func settle(durable: Bool) {
+        if durable {
+            settleCopies { copy, _ in
+                if case .record = copy { true } else { false }
+            }
+        } else {
+            settleCopies { _, persistedBefore in persistedBefore }
+        }
     }
 
     /// Ends the checkpoint in flight: each row changed after it froze gets `held(copy,

@@ -441,9 +441,14 @@ public final class Table: @unchecked Sendable {
                 last = written.totals
             }
             for s in 0..<shardCount {
-                shards[s].withLock { shard in
-                    if written != nil { shard.checkpointCommitted(frozen[s], self) } else { shard.checkpointFailed(frozen[s]) }
+                // In slices: a batch waits for one slice, not a shard's whole checkpoint.
+                for start in stride(from: 0, to: frozen[s].count, by: 4096) {
+                    let slice = frozen[s][start..<min(start + 4096, frozen[s].count)]
+                    shards[s].withLock { shard in
+                        if written != nil { shard.checkpointCommitted(slice, self) } else { shard.checkpointFailed(slice) }
+                    }
                 }
+                shards[s].withLock { $0.settle(durable: written != nil) }
             }
         }
     }
