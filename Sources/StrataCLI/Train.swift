@@ -68,7 +68,7 @@ struct Train: ParsableCommand {
     var overwrite = false
 
     @Option(help: "Hot tier budget per table, MiB.") var hotMb: Double = 64
-    @Option(help: "Warm tier budget per table, MiB: a memory-mapped file reserved on disk for every table when the store opens (0: rows leaving the hot tier go to the spill file, or are dropped when LMDB has them).")
+    @Option(help: "Warm tier budget per table, MiB: a memory-mapped file per table that takes disk blocks as rows reach it, 64 KiB at a time, checking free space first (0: rows leaving the hot tier go to the spill file, or are dropped when LMDB has them).")
     var warmMb: Double = 0
     @Option(help: "LMDB pages kept mapped in the process before they are dropped (they stay in the page cache), MiB.")
     var mapResidentMb: Double = 64
