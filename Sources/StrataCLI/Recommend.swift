@@ -29,7 +29,7 @@ struct Recommend: ParsableCommand {
     }
 
     func run() throws {
-        let store = try access.open()
+        let store = try access.openForReading()
         defer { try? store.close() }
         let model = try TrainedModel(store: store)
         let loaded = try input.load(seed: model.options.seed, label: model.options.label)

@@ -115,6 +115,16 @@ struct Train: ParsableCommand {
     /// 2^31 keys a batch's offsets count.
     static let largestBatch = 1 << 20
 
+    /// The store, emptied first with --overwrite; refused, naming the process, while another has it.
+    private func openStore(_ options: Store.Options) throws -> Store {
+        do {
+            if overwrite { try Store.remove(at: store) }
+            return try Store(path: store, options: options)
+        } catch .locked(_, let holder) {
+            throw StoreAccess.inUse(store, by: holder, command: "train")
+        }
+    }
+
     func run() throws {
         let loaded = try input.load(seed: seed, label: label)
         let options = try trainingOptions(loaded)
@@ -130,8 +140,7 @@ struct Train: ParsableCommand {
         var storeOptions = Store.Options()
         storeOptions.budget = resources.budget
         storeOptions.mapResidentBytes = Int(mapResidentMb * 1048576)
-        if overwrite { try Store.remove(at: store) }
-        let db = try Store(path: store, options: storeOptions)
+        let db = try openStore(storeOptions)
         if !resume && db.lastCheckpoint.generation > 0 {
             let generation = db.lastCheckpoint.generation
             try db.close()

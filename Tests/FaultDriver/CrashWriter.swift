@@ -1,14 +1,19 @@
-import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 
 /// Runs the crash scenario from its last checkpoint until killed or `--operations` are done.
 /// Prints `begin N` before the checkpoint holding N operations and `done G N` after
 /// checkpoint G completed. With `--in-flight 1`, each checkpoint is written in the background
-/// while the operations after it go on (the next waits for it).
+/// while the operations after it go on (the next waits for it). `--transaction-pages P`
+/// splits each checkpoint into transactions of P pages (readers in another process then
+/// find it half written for longer).
 enum CrashWriter {
     static func run(_ args: [String]) throws -> Int32 {
         let a = Arguments(args)
-        let (store, tables) = try CrashScenario.open(a.string("store"))
+        var options = CrashScenario.options()
+        let pages = a.int("transaction-pages", default: 0)
+        if pages > 0 { options.transactionPagesForTesting = pages }
+        let (store, tables) = try CrashScenario.open(a.string("store"), options: options)
         let start = CrashScenario.operations(in: store.lastCheckpoint)
         let end = start + a.int("operations", default: Int.max / 2)
         let inFlight = a.int("in-flight", default: 0) != 0

@@ -17,6 +17,7 @@ let modes: [String: ([String]) throws -> Int32] = [
     "open-store": OpenStore.run,
     "resident-memory-peak": PeakMemory.run,
     "store-teardown": StoreTeardown.run,
+    "held-checkpoint": HeldCheckpoint.run,
 ]
 
 let arguments = Array(CommandLine.arguments.dropFirst())
@@ -34,7 +35,7 @@ do {
 
 /// Writes one line to stdout unbuffered, so a parent sees it even if this process is killed
 /// right after.
-func say(_ line: String) {
+@Sendable func say(_ line: String) {
     var bytes = Array((line + "\n").utf8)
     var done = 0
     while done < bytes.count {

@@ -381,4 +381,58 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         #expect(again.status == 0 && again.lines.contains { $0.contains("run is complete") }, "\(again.output)")
         #expect(!again.lines.contains { $0.hasPrefix("checkpoint ") }, "a complete run checkpointed again: \(again.output)")
     }
+
+    // MARK: Reading while it trains
+
+    /// While `strata train` writes a store, `strata info` names it (pid and command, from
+    /// LOCK) and the checkpoint it reads, `get` reads a row of it, and the commands that
+    /// write (another `train`, `import`) are refused naming it. The values read are checked
+    /// against the checkpoints in ReadWhileWritingTests; here it is a real trainer.
+    @Test func toolsReadAStoreWhileItTrains() throws {
+        let scratch = Scratch()
+        let trainer = try ChildProcess(Command.path, [
+            "train", "--data", "synthetic:criteo", "--synthetic-keys", "1000", "--steps", "100000000", "--batch-size", "16",
+            "--eval-samples", "0", "--checkpoint-every", "20", "--store", scratch.store] + Command.tinyModel)
+        defer {
+            trainer.kill()
+            _ = try? trainer.wait()
+        }
+        let named = "process \(trainer.pid) (strata train)"
+        // Until the trainer has completed a checkpoint (its output read on, so it never blocks).
+        var info: [String: Any]?
+        for _ in 0..<600 where info == nil {
+            while trainer.readLine(timeout: 0.001) != nil {}
+            try #require(!trainer.lines.contains { $0.hasPrefix("Error") }, "the trainer failed: \(trainer.lines.suffix(3))")
+            let run = try Command.run(["info", scratch.store, "--json"])
+            if let object = summary(run), ((object["checkpoint"] as? [String: Any])?["generation"] as? Int ?? 0) >= 1 {
+                info = object
+            } else {
+                usleep(100_000)
+            }
+        }
+        let object = try #require(info, "no checkpoint to read: \(trainer.lines.suffix(3))")
+        let writer = object["writer"] as? [String: Any]
+        #expect(object["read_only"] as? Bool == true)
+        #expect(writer?["pid"] as? Int == Int(trainer.pid) && writer?["command"] as? String == "strata train", "\(object)")
+
+        let text = try Command.run(["info", scratch.store])
+        #expect(text.status == 0, "\(text.output)")
+        #expect(text.lines.contains { $0.hasPrefix("open for writing in \(named); read-only at its last completed checkpoint, ") },
+                "\(text.output)")
+        let table = try #require((object["tables"] as? [[String: Any]])?.first?["name"] as? String)
+        let get = try Command.run(["get", scratch.store, table, "1", "--json"])
+        #expect(get.status == 0 && get.lines.contains { $0.hasPrefix("{") }, "\(get.output)")
+        #expect(get.lines.contains { $0.hasPrefix("note: ") && $0.contains("open for writing in \(named)") }, "\(get.output)")
+
+        let export = scratch.directory + "/export"
+        let exported = try Command.run(["export", scratch.store, table, "--format", "npy", "--out", export])
+        #expect(exported.status == 0, "\(exported.output)")
+        for (command, arguments) in [("train", Self.syntheticArguments(store: scratch.store) + ["--resume"]),
+                                     ("import", ["import", scratch.store, table, "--from", export])] {
+            let refused = try Command.run(arguments)
+            expectRefusal(refused, mentioning: ["in use by \(named)", "\(command) writes the store"], "\(command) while training")
+        }
+        while trainer.readLine(timeout: 0.001) != nil {}
+        #expect(!trainer.lines.contains { $0.hasPrefix("Error") }, "\(trainer.lines.suffix(3))")
+    }
 }

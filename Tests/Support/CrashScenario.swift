@@ -28,8 +28,8 @@ public enum CrashScenario {
     public static var keys: [UInt64] { Array(0..<3000) + (0..<4).map { UInt64.max - $0 } }
 
     /// Opens (creating if needed) the scenario's store and tables.
-    public static func open(_ path: String) throws -> (Store, [Table]) {
-        let store = try Store(path: path, options: options())
+    public static func open(_ path: String, options: Store.Options = options()) throws -> (Store, [Table]) {
+        let store = try Store(path: path, options: options)
         let tables = try Self.tables.map { try store.createTable($0.name, $0.spec) }
         return (store, tables)
     }

@@ -12,17 +12,26 @@ struct Info: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
-        let store = try access.open()
+        let store = try access.openForReading(quiet: true)
         defer { try? store.close() }
         let last = store.lastCheckpoint
         // c2 before c10.
         let names = store.tableNames.sorted { $0.compare($1, options: .numeric) == .orderedAscending }
         let statistics = try names.map { try store.table($0).statistics() }
         if json {
-            try printJSON(["store": store.path, "checkpoint": checkpointSummary(last), "tables": statistics.map(tableSummary)])
+            var writer: Any = NSNull()
+            if case .reader(let w?) = store.access { writer = ["pid": Int(w.pid), "command": w.command ?? NSNull()] as [String: Any] }
+            try printJSON(["store": store.path, "checkpoint": checkpointSummary(last), "tables": statistics.map(tableSummary),
+                           "read_only": store.access != .writer, "writer": writer])
             return
         }
         print("store \(store.path)")
+        if case .reader(let writer) = store.access {
+            // Which process trains it, and which of its checkpoints this reads.
+            print(writer.map { "open for writing in \($0); read-only at its last completed checkpoint, \(last.generation)" }
+                  ?? "read-only at its last checkpoint, \(last.generation)")
+            for line in store.openReport { print("  \(line)") }
+        }
         print("last checkpoint: " + checkpointLine(last))
         if statistics.isEmpty {
             print("no tables")
@@ -91,7 +100,7 @@ struct Inspect: ParsableCommand {
     }
 
     func run() throws {
-        let store = try access.open()
+        let store = try access.openForReading()
         defer { try? store.close() }
         let t = try StoreAccess.table(store, table)
         let s = try t.statistics()
@@ -166,7 +175,7 @@ struct Get: ParsableCommand {
 
     func run() throws {
         let parsed = try keys.map(parseKey)
-        let store = try access.open()
+        let store = try access.openForReading()
         defer { try? store.close() }
         let t = try StoreAccess.table(store, table)
         for key in parsed {
@@ -204,7 +213,7 @@ struct Verify: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
-        let store = try access.open()
+        let store = try access.openForReading()
         defer { try? store.close() }
         var problems: [IntegrityProblem] = []
         var rows = 0

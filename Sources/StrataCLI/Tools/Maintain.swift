@@ -33,7 +33,7 @@ struct Evict: ParsableCommand {
     }
 
     func run() throws {
-        let store = try access.open()
+        let store = try access.open(for: "evict")
         defer { try? store.close() }
         let t = try StoreAccess.table(store, table)
         let before = try t.statistics()
@@ -89,7 +89,12 @@ struct Compact: ParsableCommand {
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func run() throws {
-        let report = try Store.compact(path: store)
+        let report: CompactionReport
+        do {
+            report = try Store.compact(path: store)
+        } catch .locked(_, let holder) {
+            throw StoreAccess.inUse(store, by: holder, command: "compact")
+        }
         if json {
             try printJSON(["store": store, "file_bytes_before": report.fileBytesBefore, "file_bytes_after": report.fileBytesAfter,
                            "bytes_in_use_before": report.bytesInUseBefore])
@@ -121,7 +126,7 @@ struct Neighbors: ParsableCommand {
 
     func run() throws {
         let query = try parseKey(key)
-        let store = try access.open()
+        let store = try access.openForReading()
         defer { try? store.close() }
         let t = try StoreAccess.table(store, table)
         let row = try t.row(query)

@@ -1,9 +1,15 @@
 // What the offline tools share: how they open a store, and how they print.
 //
-// The tools open the store as its one writer (it must not be open elsewhere; a store in use
-// by `strata train` is refused with the holder's pid). They read the last checkpoint. They
-// keep their memory small: a few MiB of hot rows per table, no warm tier (a warm tier saved
-// by a clean close stays for the next open that has one), and LMDB's resident pages capped.
+// The tools read the last checkpoint. Those that only read (info, inspect, get, export,
+// neighbors, verify, recommend) open the store as its writer when no process has it open,
+// and otherwise read-only beside the process that has (`strata train`, say), at its last
+// completed checkpoint (`Store(readerAt:)`). Writer first, because an open for writing
+// checks and repairs what a reader cannot (an interrupted checkpoint is rolled back, verify
+// sees the warm files), and a store nobody trains reads the same either way. Those that
+// write (import, evict, compact, train) are refused while another process has the store,
+// naming it. They keep their memory small: a few MiB of hot rows per table, no warm tier (a
+// warm tier saved by a clean close stays for the next open that has one), and LMDB's
+// resident pages capped.
 import ArgumentParser
 import Foundation
 import StrataStore
@@ -14,17 +20,75 @@ struct StoreAccess: ParsableArguments {
     @Option(help: "LMDB pages kept mapped while the command runs (they stay in the page cache), MiB.")
     var mapResidentMb: Double = 16
 
+    @Option(help: "While another process writes the store: how long to wait for a checkpoint it is writing, seconds.")
+    var wait: Double = 600
+
     func validate() throws {
         guard hotMb >= 0, hotMb.isFinite else { throw ValidationError("--hot-mb must be 0 or more") }
         guard mapResidentMb > 0, mapResidentMb.isFinite else { throw ValidationError("--map-resident-mb must be more than 0") }
+        guard wait >= 0, wait <= 1e9 else { throw ValidationError("--wait must be 0 to 1e9 seconds") }
     }
 
-    func open(create: Bool = false) throws -> Store {
+    private func options(create: Bool) -> Store.Options {
         var options = Store.Options()
         options.create = create
         options.budget = TierBudget(hotBytes: Int(hotMb * 1048576), warmBytes: 0)
         options.mapResidentBytes = Int(mapResidentMb * 1048576)
-        return try Store(path: store, options: options)
+        options.readerWaitLimit = .milliseconds(Int64(wait * 1000))
+        return options
+    }
+
+    /// Opens the store for `command`, which writes it: refused while another process has it.
+    func open(create: Bool = false, for command: String) throws -> Store {
+        do {
+            return try Store(path: store, options: options(create: create))
+        } catch .locked(_, let holder) {
+            throw Self.inUse(store, by: holder, command: command)
+        }
+    }
+
+    /// Opens the store for a tool that only reads (see the top of this file). Read-only, it
+    /// says on standard error which process writes the store and which checkpoint it reads,
+    /// unless `quiet`.
+    func openForReading(quiet: Bool = false) throws -> Store {
+        // Twice at most: a writer that died mid-checkpoint leaves it for an open for writing to roll back.
+        for attempt in 0..<2 {
+            do {
+                return try Store(path: store, options: options(create: false))
+            } catch {
+                guard case .locked(_, let holder) = error, !holder.hasPrefix("this process") else { throw error }
+            }
+            let reader: Store
+            do {
+                reader = try Store(readerAt: store, options: options(create: false))
+            } catch {
+                if case .checkpointInterrupted = error, attempt == 0 { continue }
+                throw error
+            }
+            if !quiet { Self.note(Self.readingLine(reader) + reader.openReport.map { "; " + $0 }.joined()) }
+            return reader
+        }
+        return try Store(path: store, options: options(create: false))
+    }
+
+    /// "STORE is open for writing in process N (cmd); read-only at its last completed
+    /// checkpoint, G", for a store opened for reading; empty for one opened for writing.
+    static func readingLine(_ store: Store) -> String {
+        guard case .reader(let writer) = store.access else { return "" }
+        let generation = store.lastCheckpoint.generation
+        guard let writer else { return "\(store.path): read-only at its last checkpoint, \(generation)" }
+        return "\(store.path) is open for writing in \(writer); read-only at its last completed checkpoint, \(generation)"
+    }
+
+    /// Writes `line` to standard error as a note.
+    static func note(_ line: String) {
+        FileHandle.standardError.write(Data(("note: " + line + "\n").utf8))
+    }
+
+    /// The error of a writing command refused because `holder` has the store.
+    static func inUse(_ store: String, by holder: String, command: String) -> ToolError {
+        ToolError("\(store) is in use by \(holder); \(command) writes the store, which one process at a time may do: "
+                  + "run it once that process has closed the store (info, inspect, get, export, neighbors and verify can read it meanwhile)")
     }
 
     /// The table called `name`, or an error listing the tables there are.

@@ -34,7 +34,7 @@ struct Export: ParsableCommand {
 
     func run() throws {
         let format = TableFileFormat(rawValue: format)!
-        let store = try access.open()
+        let store = try access.openForReading()
         defer { try? store.close() }
         let t = try StoreAccess.table(store, table)
         let generation = store.lastCheckpoint.generation
@@ -120,7 +120,7 @@ struct Import: ParsableCommand {
             throw ToolError("--from \(from): not a .safetensors file nor a directory with values.npy or vectors.tsv; say --format")
         }
         let reader = try TableFileReader(path: from, format: format)
-        let store = try access.open(create: true)
+        let store = try access.open(create: true, for: "import")
         defer { try? store.close() }
         let t: Table
         if store.tableNames.contains(table) {

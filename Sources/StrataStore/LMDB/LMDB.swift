@@ -6,6 +6,11 @@
 // - Write transactions are begun and committed on one thread, and only while the store
 //   holds its checkpoint lock exclusively (or is being opened), so there is never more than
 //   one at a time.
+// - A store opened for reading beside another process's writer opens the environment
+//   MDB_RDONLY with the lock file, so its one snapshot holds a slot in the reader table and
+//   the writer does not reuse the pages it reads (`init(readingAt:)`, `LMDBReaderPool`).
+// - LMDB allows one environment per data file in a process (its locks are fcntl locks, which
+//   any close of the file drops); `StoreLockFile` keeps to that.
 // - Transactions never cross an `await`: nothing in the store is async.
 import CLMDB
 import CStrataSupport
@@ -91,6 +96,30 @@ final class LMDBEnvironment: @unchecked Sendable {
         if mdb_env_get_fd(handle, &fd) == 0 && fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
     }
 
+    /// Opens an existing environment read-only beside a writer that may be in another process
+    /// (`mdb_env_open` with MDB_RDONLY, and the lock file: each read transaction takes a
+    /// slot in its reader table, and the writer reuses no page a live slot may read). Writes
+    /// nothing but LMDB's lock file. The map starts at `mapSize`; `beginSnapshot` follows the
+    /// writer when it grows.
+    init(readingAt path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int) throws(LMDBError) {
+        var env: OpaquePointer?
+        try check(mdb_env_create(&env), "mdb_env_create")
+        do {
+            try check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize")
+            try check(mdb_env_set_maxdbs(env, MDB_dbi(maxDatabases)), "mdb_env_set_maxdbs")
+            try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)), "mdb_env_set_maxreaders")
+            let flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS | MDB_NORDAHEAD | MDB_RDONLY)
+            try check(mdb_env_open(env, path, flags, 0o644), "mdb_env_open")
+        } catch {
+            mdb_env_close(env)
+            throw error
+        }
+        handle = env!
+        dataPath = path
+        var fd: Int32 = -1
+        if mdb_env_get_fd(handle, &fd) == 0 && fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    }
+
     /// Bytes of pages an existing data file's header says are in use, read by opening it
     /// read-only without the lock file (`mdb_env_open` with MDB_RDONLY | MDB_NOLOCK), which
     /// never changes the file. (A writable MDB_WRITEMAP open would first extend a truncated
@@ -146,6 +175,42 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// this process is live: LMDB does not check, and live readers would keep stale pointers.
     func setMapSize(_ bytes: Int) throws(LMDBError) {
         try check(mdb_env_set_mapsize(handle, bytes), "mdb_env_set_mapsize")
+    }
+
+    /// The last transaction committed to the file by any process (`mdb_env_info`, read from
+    /// the lock file's shared memory): a store opened for reading watches it to learn that
+    /// its writer committed, without beginning a transaction.
+    var lastTransactionID: Int {
+        var info = MDB_envinfo()
+        mdb_env_info(handle, &info)
+        return info.me_last_txnid
+    }
+
+    /// Frees the reader-table slots of processes that ended without closing the environment
+    /// (`mdb_reader_check`), so a killed reader does not keep its snapshot's pages from
+    /// being reused. Returns how many it freed.
+    @discardableResult
+    func clearStaleReaders() throws(LMDBError) -> Int {
+        var dead: Int32 = 0
+        try check(mdb_reader_check(handle, &dead), "mdb_reader_check")
+        return Int(dead)
+    }
+
+    /// Begins a read transaction (`mdb_txn_begin` with MDB_RDONLY). When another process has
+    /// grown the map past this one's (MDB_MAP_RESIZED), adopts its size
+    /// (`mdb_env_set_mapsize` with 0) and begins again. The caller guarantees that no other
+    /// transaction of this process is live, as resizing wants.
+    func beginSnapshot() throws(LMDBError) -> OpaquePointer {
+        while true {
+            var txn: OpaquePointer?
+            let rc = mdb_txn_begin(handle, nil, UInt32(MDB_RDONLY), &txn)
+            if rc == MDB_MAP_RESIZED {
+                try check(mdb_env_set_mapsize(handle, 0), "mdb_env_set_mapsize")
+                continue
+            }
+            try check(rc, "mdb_txn_begin")
+            return txn!
+        }
     }
 
     /// Writes a copy of the environment to the file `path` with free pages left out and the
@@ -280,20 +345,18 @@ extension LMDBReading where Self: ~Copyable {
     }
 }
 
-/// A read-only snapshot (`MDB_txn` begun with MDB_RDONLY); aborted when the value ends.
+/// A read-only snapshot (`MDB_txn` begun with MDB_RDONLY) from a pool, given back to it when
+/// the value ends, on every path (an error included).
 struct LMDBReadTransaction: ~Copyable, LMDBReading {
     let txn: OpaquePointer
+    private let pool: LMDBReaderPool
 
-    fileprivate init(_ txn: OpaquePointer) { self.txn = txn }
-
-    deinit { mdb_txn_abort(txn) }
-
-    /// Gives up ownership without aborting, for the pool.
-    fileprivate consuming func reset() -> OpaquePointer {
-        let raw = txn
-        discard self
-        return raw
+    fileprivate init(_ txn: OpaquePointer, pool: LMDBReaderPool) {
+        self.txn = txn
+        self.pool = pool
     }
+
+    deinit { pool.releaseRaw(txn) }
 }
 
 /// The write transaction; aborted when the value ends unless `commit` consumed it.
@@ -435,7 +498,8 @@ private struct WrittenPages {
 }
 
 /// Read transactions kept reset between uses, so a batch pays `mdb_txn_renew` rather than
-/// `mdb_txn_begin`.
+/// `mdb_txn_begin`; or, for a store opened for reading, one snapshot pinned for the pool's
+/// whole life, which every acquire returns.
 final class LMDBReaderPool: Sendable {
     private let environment: LMDBEnvironment
     /// Checkpoints made durable while this pool served: a lazy reader begun before the last
@@ -444,25 +508,43 @@ final class LMDBReaderPool: Sendable {
     /// A reset `MDB_txn`, used by one thread at a time (MDB_NOTLS allows moving it).
     private struct Idle: @unchecked Sendable { let raw: OpaquePointer }
     private let idle = Mutex<[Idle]>([])
+    /// The pinned snapshot; nil once `close` ended it, and for a pool of fresh snapshots.
+    private let pinned: Mutex<Idle?>
+    let isPinned: Bool
 
     init(environment: LMDBEnvironment) {
         self.environment = environment
+        pinned = Mutex(nil)
+        isPinned = false
+    }
+
+    /// A pool of one snapshot, begun now (`LMDBEnvironment.beginSnapshot`) and ended by
+    /// `close` or when the pool ends. Its users take turns: LMDB lets a read transaction move
+    /// between threads (MDB_NOTLS) but not serve two at once; the store opened for reading
+    /// holds its checkpoint lock exclusively around every use.
+    init(pinningSnapshotOf environment: LMDBEnvironment) throws(LMDBError) {
+        self.environment = environment
+        pinned = Mutex(Idle(raw: try environment.beginSnapshot()))
+        isPinned = true
     }
 
     deinit {
-        idle.withLock { for t in $0 { mdb_txn_abort(t.raw) } }
+        close()
     }
 
-    /// A fresh snapshot, from the pool when one is idle.
+    /// A snapshot: the pinned one, or a fresh one (from the pool when one is idle).
     func acquire() throws(LMDBError) -> LMDBReadTransaction {
-        LMDBReadTransaction(try acquireRaw())
+        LMDBReadTransaction(try acquireRaw(), pool: self)
     }
 
-    func release(_ transaction: consuming LMDBReadTransaction) {
-        releaseRaw(transaction.reset())
-    }
+    /// Gives a transaction back (ending its value does the same).
+    func release(_ transaction: consuming LMDBReadTransaction) {}
 
     fileprivate func acquireRaw() throws(LMDBError) -> OpaquePointer {
+        if isPinned {
+            guard let raw = pinned.withLock({ $0?.raw }) else { throw LMDBError(code: EINVAL, function: "a closed snapshot") }
+            return raw
+        }
         if let raw = idle.withLock({ $0.popLast()?.raw }) {
             let rc = mdb_txn_renew(raw)
             if rc == 0 { return raw }
@@ -474,8 +556,9 @@ final class LMDBReaderPool: Sendable {
         return txn!
     }
 
-    /// Takes back a live read transaction (`mdb_txn_reset`).
+    /// Takes back a live read transaction (`mdb_txn_reset`); the pinned one stays as it is.
     fileprivate func releaseRaw(_ raw: OpaquePointer) {
+        if isPinned { return }
         mdb_txn_reset(raw)
         let entry = Idle(raw: raw)
         idle.withLock { $0.append(entry) }
@@ -487,6 +570,13 @@ final class LMDBReaderPool: Sendable {
             for t in list { mdb_txn_abort(t.raw) }
             list.removeAll()
         }
+    }
+
+    /// Aborts every idle transaction and the pinned snapshot, before the environment closes.
+    /// The caller guarantees none is in use.
+    func close() {
+        drain()
+        if let snapshot = pinned.withLock({ p -> Idle? in defer { p = nil }; return p }) { mdb_txn_abort(snapshot.raw) }
     }
 }
 

@@ -6,11 +6,14 @@ import Glibc
 /// it shared; `checkpoint`, `close` and table creation hold it exclusively, so they see every
 /// table between batches, never in the middle of one. Writers are preferred, so a stream of
 /// lookups cannot starve a checkpoint. Not recursive: nothing holding it calls back into the
-/// public API.
+/// public API. A store opened for reading takes it exclusively for batches too: its one LMDB
+/// snapshot serves one thread at a time.
 final class CheckpointLock: @unchecked Sendable {
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+    private let exclusiveOnly: Bool
 
-    init() {
+    init(exclusiveOnly: Bool = false) {
+        self.exclusiveOnly = exclusiveOnly
         lock = .allocate(capacity: 1)
         var attributes = pthread_rwlockattr_t()
         pthread_rwlockattr_init(&attributes)
@@ -26,7 +29,7 @@ final class CheckpointLock: @unchecked Sendable {
 
     @inline(__always)
     func shared<R: ~Copyable, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
-        pthread_rwlock_rdlock(lock)
+        if exclusiveOnly { pthread_rwlock_wrlock(lock) } else { pthread_rwlock_rdlock(lock) }
         defer { pthread_rwlock_unlock(lock) }
         return try body()
     }

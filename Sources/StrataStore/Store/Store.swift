@@ -2,7 +2,8 @@
 // checkpoint of all of them.
 //
 //   STORE/
-//     LOCK               locked (fcntl record lock) by the process that has the store open; holds its pid
+//     LOCK               locked (fcntl record lock) by the process that has the store open for
+//                        writing; holds what it is: "process 1234 (strata train)"
 //     rows.mdb           LMDB: databases "meta", "rows.<id>", "deleted.<id>", "undo"
 //     rows.mdb-lock      LMDB's reader table
 //     tables/<id>/
@@ -29,6 +30,28 @@
 //   committed; scans of the last checkpoint wait for a write in progress, without the lock.
 // - Nothing here is async, so no LMDB transaction ever crosses an `await`.
 // - Do not use a store across fork(2); open it in the child instead.
+// - One process writes a store (it holds LOCK); any number of others may read it at the same
+//   time, each through a store opened for reading (`Store(readerAt:)`, one per process):
+//   - A reader sees the writer's last completed checkpoint, and only it: it takes one LMDB
+//     read snapshot, in which `meta/pending` is absent, and keeps it for its whole life, so
+//     every row, table and payload it returns is of that one checkpoint, whatever the
+//     writer does meanwhile. To see a later one, open again.
+//   - A snapshot taken while a checkpoint is being written (between the commit of its
+//     first transaction, which records `pending`, and of its last, which removes it) holds
+//     part of it: the open lets it go and takes another once the writer has committed again
+//     (it watches LMDB's last transaction number rather than begin transactions). With
+//     `beginCheckpoint` back to back that can be most of the time; the moment between one
+//     checkpoint's last commit and the next one's first (an fsync at least) is enough.
+//   - Its snapshot holds a slot in LMDB's reader table (the environment is opened MDB_RDONLY
+//     with the lock file), so the writer does not reuse the pages it may read. It never
+//     blocks a checkpoint, but while it is open the pages the writer frees cannot be reused,
+//     so the data file may grow. The writer frees the slots of readers that died
+//     (`mdb_reader_check`) when it opens and at each checkpoint.
+//   - It writes nothing of the writer's: no LOCK, no warm or spill file (its warm budget is
+//     0 and its spill file opens nothing), no warm.index, no roll-back, no leftover removal.
+//     Its hot tier is its own memory. Every writing call throws `.openedForReading`.
+//   - Its batches hold the checkpoint lock exclusively: the one snapshot serves one thread
+//     at a time (LMDB read transactions cannot serve two at once).
 import FoundationEssentials
 import Synchronization
 #if canImport(Glibc)
@@ -39,7 +62,8 @@ import Glibc
 final class StoreCore: Sendable {
     let path: String
     let dataPath: String
-    let lock = CheckpointLock()
+    let access: Store.Access
+    let lock: CheckpointLock
     let environment: LMDBEnvironment
     let readers: LMDBReaderPool
     /// Checkpoints completed in this store's life.
@@ -55,6 +79,7 @@ final class StoreCore: Sendable {
     /// checkpoint (or open) rolls it back, so scans of the last checkpoint refuse to run.
     let checkpointInterrupted = Atomic<Bool>(false)
     private let closed = Atomic<Bool>(false)
+    /// LOCK, held by a writer; a reader's place in the process-wide set of open stores.
     private let lockFile: StoreLockFile
 
     // LMDB's map pages are dropped from the resident set when they pass this much.
@@ -65,11 +90,16 @@ final class StoreCore: Sendable {
     private let mapBaseline = Mutex<Int>(0)
     private let mapRegion = Mutex<(base: UInt, length: Int)?>(nil)
 
-    init(path: String, environment: LMDBEnvironment, lockFile: StoreLockFile, generation: UInt64, mapResidentLimit: Int) {
+    /// A writer's core reads through a pool of fresh snapshots; a reader's through `readers`,
+    /// its one pinned snapshot.
+    init(path: String, environment: LMDBEnvironment, lockFile: StoreLockFile, generation: UInt64, mapResidentLimit: Int,
+         access: Store.Access = .writer, readers: LMDBReaderPool? = nil) {
         self.path = path
         dataPath = environment.dataPath
+        self.access = access
+        lock = CheckpointLock(exclusiveOnly: access != .writer)
         self.environment = environment
-        readers = LMDBReaderPool(environment: environment)
+        self.readers = readers ?? LMDBReaderPool(environment: environment)
         self.lockFile = lockFile
         self.generation = Atomic(generation)
         changeStamp = Atomic(generation + 1)
@@ -109,10 +139,20 @@ final class StoreCore: Sendable {
 
     var isClosed: Bool { closed.load(ordering: .relaxed) }
 
+    /// Throws `.openedForReading` naming `operation` when the store was opened for reading.
+    @inline(__always)
+    func ensureWritable(_ operation: @autoclosure () -> String) throws(StoreError) {
+        if case .reader(let writer) = access {
+            throw .openedForReading(path: path, writer: writer?.description, operation: operation())
+        }
+    }
+
+    var isReader: Bool { access != .writer }
+
     /// Closes LMDB and releases the lock. Caller holds `lock` exclusively.
     func shutDown() {
         closed.store(true, ordering: .relaxed)
-        readers.drain()
+        readers.close()
         environment.close()
         lockFile.release()
     }
@@ -192,62 +232,108 @@ final class StoreCore: Sendable {
     }
 }
 
-/// `STORE/LOCK`, locked while the store is open: with a POSIX record lock (`fcntl`
-/// F_SETLK) against other processes, and in a process-wide set against a second `Store` in
-/// this process. (An `flock` would also be held by any child forked while the store is open,
+/// `STORE/LOCK`, locked while the store is open for writing: with a POSIX record lock
+/// (`fcntl` F_SETLK) against other processes, and in a process-wide set against a second
+/// `Store` in this process. It holds what the writer is, "process 1234 (strata train)", for a
+/// second opener's error and for readers to quote. A store opened for reading takes no lock
+/// and writes nothing here; it joins the set only, as LMDB allows one environment per file in
+/// a process. (An `flock` would also be held by any child forked while the store is open,
 /// until it execs, making a quick reopen fail at random; record locks are not inherited.)
 final class StoreLockFile: Sendable {
+    /// Stores open in this process, by their directory's device and inode.
     private static let openHere = Mutex<Set<String>>([])
     private let descriptor: Atomic<Int32>
+    private let registered = Atomic<Bool>(true)
+    private let path: String
     private let identity: String
 
     /// Takes the lock or says who holds it. Runs under the process-wide set's lock from the
     /// first look at the file to the end: a descriptor of LOCK opened and closed here while
     /// another `Store` of this process holds it would drop that store's record lock.
     init(path: String) throws(StoreError) {
-        let result: Result<(Int32, String), StoreError> = Self.openHere.withLock { open in
-            var info = stat()
-            if stat(path, &info) == 0, open.contains(Self.identity(info)) {
-                return .failure(.locked(path: path, holder: "this process (\(getpid())), through another Store"))
-            }
+        let identity = Self.identity(ofStoreWithLock: path)
+        let result: Result<Int32, StoreError> = Self.openHere.withLock { open in
+            if open.contains(identity) { return .failure(Self.openInThisProcess(path)) }
             let fd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
             guard fd >= 0 else {
                 let e = SystemError("open", path)
                 return .failure(e.isPermission ? .readOnly(path: path, detail: e.description) : .system(e))
             }
-            fstat(fd, &info)
             var lock = flock()
             lock.l_type = Int16(F_WRLCK)
             lock.l_whence = Int16(SEEK_SET)
             if fcntl(fd, F_SETLK, &lock) != 0 {
                 let code = errno
-                var holder = flock()
-                holder.l_type = Int16(F_WRLCK)
-                holder.l_whence = Int16(SEEK_SET)
-                let who = fcntl(fd, F_GETLK, &holder) == 0 && holder.l_type != Int16(F_UNLCK)
-                    ? "process \(holder.l_pid)" : "another process"
+                let who = recordLockHolder(fd).map { Self.writer($0, fd).description } ?? "another process"
                 Glibc.close(fd)
                 if code == EACCES || code == EAGAIN { return .failure(.locked(path: path, holder: who)) }
                 return .failure(.system(SystemError("fcntl(F_SETLK)", path, code: code)))
             }
-            open.insert(Self.identity(info))
-            return .success((fd, Self.identity(info)))
+            open.insert(identity)
+            return .success(fd)
         }
-        let (fd, identity) = try result.get()
-        let text = Array("process \(getpid())\n".utf8)
+        let fd = try result.get()
+        let what = processDescription()
+        let text = Array("process \(getpid())\(what.isEmpty ? "" : " (\(what))")\n".utf8)
         _ = ftruncate(fd, 0)
         _ = pwrite(fd, text, text.count, 0)
         descriptor = Atomic(fd)
+        self.path = path
         self.identity = identity
     }
 
-    private static func identity(_ info: stat) -> String { "\(info.st_dev):\(info.st_ino)" }
+    /// Joins the process-wide set for a store opened for reading, taking no lock and opening
+    /// nothing: refused when a `Store` of this process has the store open.
+    init(readerOf path: String) throws(StoreError) {
+        let identity = Self.identity(ofStoreWithLock: path)
+        let joined = Self.openHere.withLock { open in open.insert(identity).inserted }
+        guard joined else { throw Self.openInThisProcess(path) }
+        descriptor = Atomic(-1)
+        self.path = path
+        self.identity = identity
+    }
+
+    /// For a reader: the process that holds the lock now, as it describes itself, or nil when
+    /// none does. Opens LOCK read-only and closes it, under the set's lock, which this reader's
+    /// place in the set keeps every other `Store` of this process off.
+    func holder() -> Store.Writer? {
+        Self.openHere.withLock { _ in
+            let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return nil }
+            defer { Glibc.close(fd) }
+            return recordLockHolder(fd).map { Self.writer($0, fd) }
+        }
+    }
+
+    private static func openInThisProcess(_ path: String) -> StoreError {
+        .locked(path: path, holder: "this process (\(getpid())), through another Store")
+    }
+
+    /// The store's directory's device and inode (its path when it cannot be read): the same
+    /// whatever path names it.
+    private static func identity(ofStoreWithLock path: String) -> String {
+        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        var info = stat()
+        return stat(directory.isEmpty ? "/" : directory, &info) == 0 ? "\(info.st_dev):\(info.st_ino)" : directory
+    }
+
+    /// The holder `pid` with its command as it wrote it in the file ("process PID (what)"),
+    /// or none when the file says nothing of that process (it is being rewritten, or was
+    /// written by an older build).
+    private static func writer(_ pid: pid_t, _ fd: Int32) -> Store.Writer {
+        var bytes = [UInt8](repeating: 0, count: 256)
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
+        let line = n > 0 ? String(decoding: bytes[..<n].prefix { $0 != 0x0A }, as: UTF8.self) : ""
+        let prefix = "process \(pid) ("
+        guard line.hasPrefix(prefix), line.hasSuffix(")"), line.count > prefix.count + 1 else { return Store.Writer(pid: pid, command: nil) }
+        return Store.Writer(pid: pid, command: String(line.dropFirst(prefix.count).dropLast()))
+    }
 
     func release() {
+        guard registered.exchange(false, ordering: .relaxed) else { return }
         let fd = descriptor.exchange(-1, ordering: .relaxed)
-        guard fd >= 0 else { return }
         Self.openHere.withLock { open in
-            Glibc.close(fd)
+            if fd >= 0 { Glibc.close(fd) }
             open.remove(identity)
         }
     }
@@ -337,6 +423,13 @@ public final class Store: Sendable {
         /// Tests only: called after each transaction of a checkpoint but its last commits, with
         /// their count so far; throwing (or ending the process) interrupts the checkpoint there.
         var afterCheckpointTransaction: (@Sendable (Int) throws(StoreError) -> Void)? = nil
+        /// How long a store opened for reading (`init(readerAt:)`) waits for a checkpoint
+        /// being written to finish before it throws `.checkpointInProgress`: a checkpoint
+        /// writes its changed rows, so a large one takes seconds to minutes.
+        public var readerWaitLimit: Duration = .seconds(600)
+        /// Tests only: called before each snapshot a store opened for reading takes, with the
+        /// number taken before (each found a checkpoint half written).
+        var beforeReaderSnapshot: (@Sendable (Int) -> Void)? = nil
 
         public init() {}
 
@@ -349,6 +442,20 @@ public final class Store: Sendable {
         }
         /// Tests only: `pagesPerTransaction`, to make checkpoints of many small transactions.
         var transactionPages: Int? = nil
+
+        /// `afterCheckpointTransaction`, for test programs of their own (strata-fault-driver
+        /// holds a writer part way through a checkpoint for readers in another process), which
+        /// cannot see internals: `@_spi(Testing) import StrataStore`.
+        @_spi(Testing) public var afterCheckpointTransactionForTesting: (@Sendable (Int) throws(StoreError) -> Void)? {
+            get { afterCheckpointTransaction }
+            set { afterCheckpointTransaction = newValue }
+        }
+        /// `transactionPages`, for the same programs (a checkpoint of many transactions is
+        /// half written for longer).
+        @_spi(Testing) public var transactionPagesForTesting: Int? {
+            get { transactionPages }
+            set { transactionPages = newValue }
+        }
     }
 
     public let path: String
@@ -367,7 +474,7 @@ public final class Store: Sendable {
         var last: CheckpointInfo
     }
 
-    private struct CatalogEntry: Codable {
+    struct CatalogEntry: Codable {
         var id: Int
         var name: String
         var spec: TableSpec
@@ -408,18 +515,7 @@ public final class Store: Sendable {
         }
         let lockFile = try StoreLockFile(path: path + "/LOCK")
         holdsLock = true
-        if let size = fileSize(dataPath), size < 2 * 4096 {
-            throw .corrupted(file: dataPath, detail: "truncated to \(size) bytes, less than LMDB's two header pages")
-        }
-
-        // LMDB trusts its header's page count; a file cut short would be SIGBUS on first read.
-        if let size = fileSize(dataPath) {
-            let needed: Int
-            do { needed = try LMDBEnvironment.bytesInUse(path: dataPath) } catch { throw Self.lmdbOpenFailure(error, dataPath) }
-            if size < needed {
-                throw .corrupted(file: dataPath, detail: "truncated: \(size) bytes, but its pages need \(needed)")
-            }
-        }
+        try Self.checkLength(of: dataPath)
         let environment: LMDBEnvironment
         do {
             // LMDB wants a whole number of pages: the file's size, or the initial size for a new
@@ -427,6 +523,8 @@ public final class Store: Sendable {
             let mapSize = (max(fileSize(dataPath) ?? options.initialMapBytes, 64 << 10) + 0xFFFF) & ~0xFFFF
             environment = try LMDBEnvironment(path: dataPath, mapSize: mapSize, maxDatabases: 4096, maxReaders: 512)
             try environment.reserve(mapSize)
+            // Readers of an earlier run that were killed would keep their pages from reuse.
+            _ = try? environment.clearStaleReaders()
         } catch let error as LMDBError {
             throw Self.lmdbOpenFailure(error, dataPath)
         } catch let error as SystemError {
@@ -458,46 +556,18 @@ public final class Store: Sendable {
             throw Self.lmdbOpenFailure(error, dataPath)
         }
 
-        var catalog: [CatalogEntry] = []
-        var last = CheckpointInfo(generation: 0, time: 0, durationSeconds: 0, rowsWritten: 0, rowsDeleted: 0, bytesWritten: 0, payload: [])
-        var handles: [Int: (LMDBDatabase, LMDBDatabase, Int)] = [:]
-        var traffic: [Int: TableStatistics.Traffic] = [:]
+        var loaded = LoadedCheckpoint()
         do {
             let txn = try environment.beginWrite()
             let existingMeta = try txn.openDatabase("meta", integerKeys: false)
             let metaDB = try existingMeta ?? txn.createDatabase("meta", integerKeys: false)
-            if let format = try txn.get(metaDB, name: "format") {
-                let version = format.count == 4 ? Int(format.withUnsafeBytes { $0.load(as: UInt32.self) }) : -1
-                guard version == Self.formatVersion else {
-                    if version > Self.formatVersion {
-                        throw StoreError.newerFormat(file: dataPath, found: version, supported: Self.formatVersion)
-                    }
-                    throw StoreError.corrupted(file: dataPath, detail: "unknown format version \(version)")
-                }
-                guard let info = try txn.get(metaDB, name: "checkpoint"),
-                      let decoded = try? JSONDecoder().decode(CheckpointInfo.self, from: Data(info)),
-                      let list = try txn.get(metaDB, name: "catalog"),
-                      let entries = try? JSONDecoder().decode([CatalogEntry].self, from: Data(list)) else {
-                    throw StoreError.corrupted(file: dataPath, detail: "the store's catalog or checkpoint record is unreadable")
-                }
-                last = decoded
-                last.payload = try txn.get(metaDB, name: "payload") ?? []
-                catalog = entries
-                for entry in entries {
-                    guard let rows = try txn.openDatabase("rows.\(entry.id)", integerKeys: true),
-                          let deleted = try txn.openDatabase("deleted.\(entry.id)", integerKeys: true) else {
-                        throw StoreError.corrupted(file: dataPath, detail: "table '\(entry.name)' has no rows database")
-                    }
-                    handles[entry.id] = (rows, deleted, try txn.statistics(rows).entries)
-                    if let saved = try txn.get(metaDB, name: "traffic.\(entry.id)") {
-                        traffic[entry.id] = try? JSONDecoder().decode(TableStatistics.Traffic.self, from: Data(saved))
-                    }
-                }
+            if let found = try Self.loadCheckpoint(txn, meta: metaDB, dataPath: dataPath) {
+                loaded = found
             } else {
                 // A new store: checkpoint 0, empty.
                 try txn.put(metaDB, name: "format", withUnsafeBytes(of: UInt32(Self.formatVersion)) { Array($0) })
                 try txn.put(metaDB, name: "catalog", Array(try JSONEncoder().encode([CatalogEntry]())))
-                try txn.put(metaDB, name: "checkpoint", Array(try JSONEncoder().encode(last)))
+                try txn.put(metaDB, name: "checkpoint", Array(try JSONEncoder().encode(loaded.last)))
             }
             try txn.commit()
             meta = metaDB
@@ -509,11 +579,11 @@ public final class Store: Sendable {
             throw .corrupted(file: dataPath, detail: "\(error)")
         }
 
-        core = StoreCore(path: path, environment: environment, lockFile: lockFile, generation: last.generation,
+        core = StoreCore(path: path, environment: environment, lockFile: lockFile, generation: loaded.last.generation,
                          mapResidentLimit: options.mapResidentBytes)
 
         // Leftovers of tables created after the last checkpoint belong to no checkpoint.
-        let known = Set(catalog.map(\.id))
+        let known = Set(loaded.catalog.map(\.id))
         if let names = try? directoryEntries(path + "/tables") {
             for name in names where Int(name).map({ !known.contains($0) }) ?? true {
                 do { try removeTree(path + "/tables/" + name) } catch { throw core.fileFailure(error) }
@@ -521,29 +591,99 @@ public final class Store: Sendable {
             }
         }
 
+        let tables = try Self.makeTables(loaded, core: core, options: options, report: &report)
+        state = Mutex(State(tables: tables, nextID: (loaded.catalog.map(\.id).max() ?? 0) + 1, last: loaded.last))
+        openReport = report
+        opened = true
+    }
+
+    /// A store opened for reading (`init(readerAt:options:)`), from the parts its open made.
+    init(reader core: StoreCore, path: String, options: Options, meta: LMDBDatabase, loaded: LoadedCheckpoint,
+         tables: [String: Table], report: [String]) {
+        self.path = path
+        self.options = options
+        self.core = core
+        self.meta = meta
+        state = Mutex(State(tables: tables, nextID: (loaded.catalog.map(\.id).max() ?? 0) + 1, last: loaded.last))
+        openReport = report
+    }
+
+    /// The last checkpoint as LMDB's meta records hold it.
+    struct LoadedCheckpoint {
+        var last = CheckpointInfo(generation: 0, time: 0, durationSeconds: 0, rowsWritten: 0, rowsDeleted: 0, bytesWritten: 0, payload: [])
+        var catalog: [CatalogEntry] = []
+        /// Each table's databases and rows, by table id.
+        var handles: [Int: (rows: LMDBDatabase, deletions: LMDBDatabase, count: Int)] = [:]
+        var traffic: [Int: TableStatistics.Traffic] = [:]
+    }
+
+    /// Reads the last checkpoint's records from `meta` in `txn`, checks the format and opens
+    /// every table's databases; nil when `meta` holds no format record yet (a new store).
+    /// Throws `StoreError` or `LMDBError`.
+    static func loadCheckpoint<T: LMDBReading & ~Copyable>(_ txn: borrowing T, meta metaDB: LMDBDatabase, dataPath: String) throws
+        -> LoadedCheckpoint?
+    {
+        guard let format = try txn.get(metaDB, name: "format") else { return nil }
+        let version = format.count == 4 ? Int(format.withUnsafeBytes { $0.load(as: UInt32.self) }) : -1
+        guard version == Self.formatVersion else {
+            if version > Self.formatVersion {
+                throw StoreError.newerFormat(file: dataPath, found: version, supported: Self.formatVersion)
+            }
+            throw StoreError.corrupted(file: dataPath, detail: "unknown format version \(version)")
+        }
+        guard let info = try txn.get(metaDB, name: "checkpoint"),
+              let decoded = try? JSONDecoder().decode(CheckpointInfo.self, from: Data(info)),
+              let list = try txn.get(metaDB, name: "catalog"),
+              let entries = try? JSONDecoder().decode([CatalogEntry].self, from: Data(list)) else {
+            throw StoreError.corrupted(file: dataPath, detail: "the store's catalog or checkpoint record is unreadable")
+        }
+        var loaded = LoadedCheckpoint(last: decoded, catalog: entries)
+        loaded.last.payload = try txn.get(metaDB, name: "payload") ?? []
+        for entry in entries {
+            guard let rows = try txn.openDatabase("rows.\(entry.id)", integerKeys: true),
+                  let deleted = try txn.openDatabase("deleted.\(entry.id)", integerKeys: true) else {
+                throw StoreError.corrupted(file: dataPath, detail: "table '\(entry.name)' has no rows database")
+            }
+            loaded.handles[entry.id] = (rows, deleted, try txn.statistics(rows).entries)
+            if let saved = try txn.get(metaDB, name: "traffic.\(entry.id)") {
+                loaded.traffic[entry.id] = try? JSONDecoder().decode(TableStatistics.Traffic.self, from: Data(saved))
+            }
+        }
+        return loaded
+    }
+
+    /// The catalog's tables. A writer takes back the warm rows a clean close saved, noting in
+    /// `report` what it could not; a reader has no warm tier.
+    static func makeTables(_ loaded: LoadedCheckpoint, core: StoreCore, options: Options, report: inout [String])
+        throws(StoreError) -> [String: Table]
+    {
         var tables: [String: Table] = [:]
-        for entry in catalog {
-            let (rows, deleted, count) = handles[entry.id]!
-            let directory = path + "/tables/\(entry.id)"
-            let (saved, problem) = WarmIndexFile.read(directory + "/warm.index")
-            if let problem { report.append(problem) }
-            var warmRows = saved
-            if let s = saved, s.generation != last.generation {
-                report.append("tables/\(entry.id)/warm.index is from generation \(s.generation), not \(last.generation); the warm tier starts empty")
-                warmRows = nil
+        for entry in loaded.catalog {
+            let (rows, deleted, count) = loaded.handles[entry.id]!
+            let directory = core.path + "/tables/\(entry.id)"
+            var budget = options.budget(for: entry.name)
+            var warmRows: WarmIndexFile.Contents? = nil
+            if core.isReader {
+                budget.warmBytes = 0
+            } else {
+                let (saved, problem) = WarmIndexFile.read(directory + "/warm.index")
+                if let problem { report.append(problem) }
+                warmRows = saved
+                if let s = saved, s.generation != loaded.last.generation {
+                    report.append("tables/\(entry.id)/warm.index is from generation \(s.generation), not \(loaded.last.generation); the warm tier starts empty")
+                    warmRows = nil
+                }
             }
             let table = try Table(
-                store: core, id: entry.id, name: entry.name, spec: entry.spec, budget: options.budget(for: entry.name),
+                store: core, id: entry.id, name: entry.name, spec: entry.spec, budget: budget,
                 databases: (rows, deleted), persistedRows: count, warmRows: warmRows,
-                trafficBeforeOpen: traffic[entry.id] ?? .init())
+                trafficBeforeOpen: loaded.traffic[entry.id] ?? .init())
             if table.warmSlotsDropped > 0 {
                 report.append("\(table.warmPath): \(table.warmSlotsDropped) saved rows failed their key or checksum check; they are read from LMDB")
             }
             tables[entry.name] = table
         }
-        state = Mutex(State(tables: tables, nextID: (catalog.map(\.id).max() ?? 0) + 1, last: last))
-        openReport = report
-        opened = true
+        return tables
     }
 
     /// The names a store's directory holds (see the layout at the top of this file).
@@ -572,11 +712,25 @@ public final class Store: Sendable {
         do { try removeTree(path) } catch { throw openFailure(error) }
     }
 
-    private static func openFailure(_ error: SystemError) -> StoreError {
+    /// Refuses a data file shorter than its pages (LMDB trusts its header's page count; a
+    /// file cut short would be SIGBUS on first read). Reads it without changing it.
+    static func checkLength(of dataPath: String) throws(StoreError) {
+        guard let size = fileSize(dataPath) else { return }
+        if size < 2 * 4096 {
+            throw .corrupted(file: dataPath, detail: "truncated to \(size) bytes, less than LMDB's two header pages")
+        }
+        let needed: Int
+        do { needed = try LMDBEnvironment.bytesInUse(path: dataPath) } catch { throw Self.lmdbOpenFailure(error, dataPath) }
+        if size < needed {
+            throw .corrupted(file: dataPath, detail: "truncated: \(size) bytes, but its pages need \(needed)")
+        }
+    }
+
+    static func openFailure(_ error: SystemError) -> StoreError {
         error.isPermission ? .readOnly(path: error.path, detail: error.description) : .system(error)
     }
 
-    private static func lmdbOpenFailure(_ error: LMDBError, _ file: String) -> StoreError {
+    static func lmdbOpenFailure(_ error: LMDBError, _ file: String) -> StoreError {
         if error.isPermission { return .readOnly(path: file, detail: error.description) }
         if error.isCorruption || error.isVersionMismatch { return .corrupted(file: file, detail: error.description) }
         if error.isDiskFull { return .diskFull(path: file, generation: 0, detail: error.description) }
@@ -608,6 +762,7 @@ public final class Store: Sendable {
         if let problem = spec.problem { throw .invalidTable(name: name, reason: problem) }
         return try core.lock.exclusive { () throws(StoreError) -> Table in
             try core.ensureOpen()
+            try core.ensureWritable("createTable('\(name)')")
             if let existing = state.withLock({ $0.tables[name] }) {
                 guard existing.spec == spec else { throw .tableExists(name: name, existing: existing.spec) }
                 return existing
@@ -675,7 +830,11 @@ public final class Store: Sendable {
 
     /// Takes the turn and, between batches, freezes every table's changed rows.
     private func freeze(_ payload: [UInt8]) throws(StoreError) -> Frozen {
+        try core.ensureWritable("checkpoint")
         core.turn.take()
+        // Slots of readers in other processes that died would keep the pages they read from
+        // reuse for ever. Outside the lock: batches need not wait for it.
+        if !core.isClosed { _ = try? core.environment.clearStaleReaders() }
         do {
             return try core.lock.exclusive { () throws(StoreError) -> Frozen in
                 try core.ensureOpen()
@@ -917,8 +1076,9 @@ public final class Store: Sendable {
             if core.isClosed { return }
             let (tables, generation) = state.withLock { s in (Array(s.tables.values), s.last.generation) }
             var failure: StoreError?
-            // Only tables the last checkpoint holds: the others vanish at the next open.
-            for table in tables where table.rowsDatabase != nil {
+            // Only tables the last checkpoint holds: the others vanish at the next open. A
+            // reader has no warm tier, and warm.index is the writer's.
+            for table in tables where table.rowsDatabase != nil && !core.isReader {
                 do throws(StoreError) { try table.saveWarmTier(generation: generation) } catch { failure = failure ?? error }
             }
             core.shutDown()

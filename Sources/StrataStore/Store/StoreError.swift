@@ -40,6 +40,13 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case readOnly(path: String, detail: String)
     /// Another process (or another `Store` in this one) has the store open.
     case locked(path: String, holder: String)
+    /// The store was opened for reading (`Store(readerAt:)`), beside `writer` when a process
+    /// had it open for writing then, and `operation` writes. Nothing changed.
+    case openedForReading(path: String, writer: String?, operation: String)
+    /// A store opened for reading found a checkpoint still being written (of `generation`,
+    /// when known, by `writer`, when a process held the store) after waiting as long as
+    /// `Store.Options.readerWaitLimit` allows. Nothing changed; open again later.
+    case checkpointInProgress(path: String, generation: UInt64?, writer: String?)
     /// The budgets cannot work: no room for a single hot row, or more rows in a shard than a
     /// slot number can name.
     case impossibleBudget(table: String, detail: String)
@@ -89,6 +96,14 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(path): cannot write (\(detail))"
         case .locked(let path, let holder):
             "\(path): the store is in use by \(holder)"
+        case .openedForReading(let path, let writer?, let operation):
+            "\(path): opened read-only beside \(writer), which writes it; \(operation) needs the store opened for writing, "
+                + "once that process has closed it; nothing was changed"
+        case .openedForReading(let path, nil, let operation):
+            "\(path): opened read-only; \(operation) needs the store opened for writing (Store(path:)); nothing was changed"
+        case .checkpointInProgress(let path, let generation, let writer):
+            "\(path): \(generation.map { "checkpoint \($0)" } ?? "a checkpoint") is still being written"
+                + (writer.map { " by \($0)" } ?? "") + "; its last completed checkpoint can be read once it has finished: try again"
         case .impossibleBudget(let table, let detail):
             "table '\(table)': impossible memory budget: \(detail)"
         case .closed:

@@ -95,6 +95,36 @@ struct OpenFile: ~Copyable {
     }
 }
 
+/// The process holding a POSIX record lock that conflicts with a write lock on the whole of
+/// the open file `descriptor` (`fcntl` F_GETLK), or nil when none does or it cannot be asked.
+/// Locks of this process never conflict with its own, so they are not seen.
+func recordLockHolder(_ descriptor: Int32) -> pid_t? {
+    var probe = flock()
+    probe.l_type = Int16(F_WRLCK)
+    probe.l_whence = Int16(SEEK_SET)
+    guard fcntl(descriptor, F_GETLK, &probe) == 0, probe.l_type != Int16(F_UNLCK) else { return nil }
+    return probe.l_pid
+}
+
+/// What this process is, for others to read: the name of its program and, when the first
+/// argument is a word rather than an option or a path, that argument (a subcommand), as in
+/// "strata train"; from `/proc/self/cmdline`. Empty where there is none.
+func processDescription() -> String {
+    let fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return "" }
+    defer { close(fd) }
+    var bytes = [UInt8](repeating: 0, count: 4096)
+    let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    guard n > 0 else { return "" }
+    let arguments = bytes[..<n].split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+    guard let program = arguments.first?.split(separator: "/").last.map(String.init) else { return "" }
+    if arguments.count > 1, let first = arguments[1].first, first.isLetter, arguments[1].count <= 32,
+       arguments[1].allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) {
+        return program + " " + arguments[1]
+    }
+    return program
+}
+
 /// Reserves disk blocks for `[offset, offset + length)` of an open file with
 /// `posix_fallocate(3)`, so that writes through a mapping can never meet a full disk (which
 /// would be SIGBUS, not an error). First checks that the file system has room for the blocks

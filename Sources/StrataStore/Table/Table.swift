@@ -102,8 +102,13 @@ public final class Table: @unchecked Sendable {
         self.persistedRows = Atomic(persistedRows)
 
         do {
-            try makeDirectories(directory)
-            spill = try SpillFile(path: directory + "/spill.slab", recordSize: recordSize)
+            // A reader's rows never change, and the directory and its spill file are the writer's.
+            if store.isReader {
+                spill = SpillFile(unbackedFor: directory + "/spill.slab", recordSize: recordSize)
+            } else {
+                try makeDirectories(directory)
+                spill = try SpillFile(path: directory + "/spill.slab", recordSize: recordSize)
+            }
             hotArena = try HotArena(recordSize: recordSize, shards: count, slotsPerShard: hotPerShard)
         } catch {
             throw store.fileFailure(error)
@@ -203,6 +208,7 @@ public final class Table: @unchecked Sendable {
     /// rejected and nothing changes. `learningRate` overrides the table's for this batch.
     public func applyGradients(_ keys: UnsafeBufferPointer<UInt64>, _ gradients: UnsafeBufferPointer<Float>,
                                learningRate: Float? = nil) throws(StoreError) {
+        try store.ensureWritable("applyGradients on table '\(name)'")
         let d = format.layout.dimension
         try checkShape(keys.count * d, gradients.count, "gradients for \(keys.count) keys")
         if let bad = firstNonFinite(gradients) {
@@ -233,6 +239,7 @@ public final class Table: @unchecked Sendable {
     public func assign(_ keys: UnsafeBufferPointer<UInt64>, values: UnsafeBufferPointer<Float>,
                        state: UnsafeBufferPointer<Float>? = nil,
                        updateCounts: UnsafeBufferPointer<UInt64>? = nil) throws(StoreError) {
+        try store.ensureWritable("assign on table '\(name)'")
         let layout = format.layout
         try checkShape(keys.count * layout.dimension, values.count, "values for \(keys.count) keys")
         if let state { try checkShape(keys.count * layout.stateCount, state.count, "optimizer state for \(keys.count) keys") }
@@ -261,6 +268,7 @@ public final class Table: @unchecked Sendable {
     /// Removes rows: they read as the initializer's values again, and the next checkpoint
     /// deletes them from disk and records their keys as deleted.
     public func remove(_ keys: UnsafeBufferPointer<UInt64>) throws(StoreError) {
+        try store.ensureWritable("remove on table '\(name)'")
         try forEachGroup(keys) { (shard, group, scratch) throws(StoreError) in
             for m in group.members {
                 let i = group.index(m)

@@ -10,7 +10,11 @@ import Glibc
 final class SpillFile: Sendable {
     let path: String
     let recordSize: Int
-    private let file: OpenFile
+    /// Nil for a store opened for reading: its rows never change, so none is ever spilled,
+    /// and the file at `path` is the writer's.
+    private let file: OpenFile?
+    /// Whether `file` is there (a noncopyable optional cannot be looked into without a borrow).
+    private let backed: Bool
     private let slots = Mutex<(free: [Int], end: Int)>(([], 0))
 
     /// Opens the file empty.
@@ -18,17 +22,27 @@ final class SpillFile: Sendable {
         self.path = path
         self.recordSize = recordSize
         file = try OpenFile(path: path, flags: O_RDWR | O_CREAT | O_TRUNC)
+        backed = true
+    }
+
+    /// A spill file that opens nothing, for a store opened for reading: a write is refused.
+    init(unbackedFor path: String, recordSize: Int) {
+        self.path = path
+        self.recordSize = recordSize
+        file = nil
+        backed = false
     }
 
     /// Writes a record to a new slot and returns it; on failure no slot is used.
     func write(_ record: UnsafeRawPointer) throws(SystemError) -> Int {
+        guard backed else { throw SystemError("spilling a row of a store opened for reading to", path, code: EROFS) }
         let slot = slots.withLock { s in
             if let free = s.free.popLast() { return free }
             s.end += 1
             return s.end - 1
         }
         do {
-            try file.write(UnsafeRawBufferPointer(start: record, count: recordSize), at: slot * recordSize)
+            try file?.write(UnsafeRawBufferPointer(start: record, count: recordSize), at: slot * recordSize)
         } catch {
             release(slot)
             throw error
@@ -38,7 +52,7 @@ final class SpillFile: Sendable {
 
     /// Reads the record in `slot`.
     func read(_ slot: Int, into record: UnsafeMutableRawPointer) throws(SystemError) {
-        let n = try file.read(into: UnsafeMutableRawBufferPointer(start: record, count: recordSize), at: slot * recordSize)
+        let n = try file?.read(into: UnsafeMutableRawBufferPointer(start: record, count: recordSize), at: slot * recordSize) ?? 0
         if n != recordSize { throw SystemError("pread", path, code: EIO) }
     }
 
@@ -52,7 +66,7 @@ final class SpillFile: Sendable {
         try slots.withLock { (s) throws(SystemError) in
             guard s.free.count == s.end, s.end > 0 else { return }
             s = ([], 0)
-            try file.truncate(to: 0)
+            try file?.truncate(to: 0)
         }
     }
 
