@@ -8,6 +8,7 @@
 // (`strata bench` measures it), where LRU is 10-15 points away.
 //
 // A hit only sets a bit here: no list is touched on the lookup path.
+import CStrataSupport
 
 /// Estimated access counts of keys the shard does not hold: four 8-bit counters per key
 /// inside one 64-byte block, so an update touches one cache line.
@@ -148,7 +149,12 @@ struct AdmissionPolicy: ~Copyable {
 
     /// Marks a slot as used since CLOCK last passed it.
     @inline(__always)
-    func touch(_ slot: Int) { marks[slot] |= Self.referenced }
+    func touch(_ slot: Int) {
+        // Read first: a mark already set is not written again, so a hit dirties no line.
+        if marks[slot] & Self.referenced == 0 { marks[slot] |= Self.referenced }
+    }
+    /// Starts loading slot's mark, which `touch` reads a few rows later.
+    func prefetchMark(_ slot: Int) { strata_prefetch(marks + slot) }
 
     /// Takes a free slot, or nil when the tier is full: a released one first, else the lowest
     /// never used, so a tier that is never full touches few pages.

@@ -392,6 +392,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
             scratch.slots[m] = Int32(truncatingIfNeeded: slot)
             scratch.positions[m] = Int32(truncatingIfNeeded: p)
             let row = hotRecord(slot).base
+            hot.prefetchMark(slot)
             var offset = 0
             while offset < rowBytes {
                 strata_prefetch(row + offset)
