@@ -598,8 +598,6 @@ struct Shard: ~Copyable, @unchecked Sendable {
         t.format.initialValues(out, key: key)
     }
 
-    /// Whether LMDB's record of this row has the same bytes as its copy here (so a damaged
-    /// copy can be dropped and the row read from LMDB).
     /// Whether the entry is a removed row that must stay in the index to hide LMDB's record
     /// (at the last checkpoint, or the one in flight).
     @inline(__always)
@@ -607,6 +605,8 @@ struct Shard: ~Copyable, @unchecked Sendable {
         e.has(IndexEntry.virgin) && e.flags & (IndexEntry.persisted | IndexEntry.shadows) != 0
     }
 
+    /// Whether LMDB's record of this row has the same bytes as its copy here (so a damaged
+    /// copy can be dropped and the row read from LMDB).
     private static func lmdbHoldsExactly(_ e: IndexEntry) -> Bool {
         e.has(IndexEntry.persisted) && !e.has(IndexEntry.dirty) && !e.has(IndexEntry.virgin)
     }
