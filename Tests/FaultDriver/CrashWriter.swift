@@ -28,14 +28,8 @@ enum CrashWriter {
         }
         for index in start..<end {
             if let writing, writing.checkpoint.outcome != nil { try written() }
-            let table = tables[CrashScenario.table(for: index)]
-            switch workload.next() {
-            case .lookup(let keys): _ = try table.lookup(keys)
-            case .peek(let keys): _ = try table.peek(keys)
-            case .apply(let keys, let g, let lr): try table.applyGradients(keys, g, learningRate: lr)
-            case .remove(let keys): try table.remove(keys)
-            case .reopen: break
-            case .checkpoint:
+            let op = workload.next()
+            if try !CrashScenario.run(op, index: index, on: tables), case .checkpoint = op {
                 try written()
                 say("begin \(index + 1)")
                 let payload = CrashScenario.payload(operations: index + 1)

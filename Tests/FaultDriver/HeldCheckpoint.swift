@@ -37,14 +37,8 @@ enum HeldCheckpoint {
         var index = 0
         while store.lastCheckpoint.generation < last {
             let generation = store.lastCheckpoint.generation + 1
-            let table = tables[CrashScenario.table(for: index)]
-            switch workload.next() {
-            case .lookup(let keys): _ = try table.lookup(keys)
-            case .peek(let keys): _ = try table.peek(keys)
-            case .apply(let keys, let g, let lr): try table.applyGradients(keys, g, learningRate: lr)
-            case .remove(let keys): try table.remove(keys)
-            case .reopen: break
-            case .checkpoint:
+            let op = workload.next()
+            if try !CrashScenario.run(op, index: index, on: tables), case .checkpoint = op {
                 writing.withLock { $0 = generation > 1 ? Int(generation) : 0 }
                 let info = try store.checkpoint(payload: CrashScenario.payload(operations: index + 1))
                 say("done \(info.generation) \(index + 1)")

@@ -46,6 +46,20 @@ public enum CrashScenario {
     /// Operation `index` goes to table `index % tables.count`.
     public static func table(for index: Int) -> Int { index % tables.count }
 
+    /// Runs operation `index` on its table if it reads or changes rows; returns false for a
+    /// checkpoint or reopening, which the caller does its own way.
+    public static func run(_ op: Operation, index: Int, on tables: [Table]) throws -> Bool {
+        let table = tables[table(for: index)]
+        switch op {
+        case .lookup(let keys): _ = try table.lookup(keys)
+        case .peek(let keys): _ = try table.peek(keys)
+        case .apply(let keys, let g, let lr): try table.applyGradients(keys, g, learningRate: lr)
+        case .remove(let keys): try table.remove(keys)
+        case .checkpoint, .reopen: return false
+        }
+        return true
+    }
+
     /// Applies to the references what operation `index` does to rows.
     public static func replay(_ op: Operation, index: Int, into references: inout [ReferenceTable]) {
         switch op {

@@ -77,23 +77,9 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// - MDB_NOTLS: read transactions are pooled and not tied to threads.
     /// - MDB_NORDAHEAD: random reads of a file larger than memory gain nothing from read-ahead.
     init(path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int) throws(LMDBError) {
-        var env: OpaquePointer?
-        try check(mdb_env_create(&env), "mdb_env_create")
-        do {
-            try check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize")
-            try check(mdb_env_set_maxdbs(env, MDB_dbi(maxDatabases)), "mdb_env_set_maxdbs")
-            try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)), "mdb_env_set_maxreaders")
-            let flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS | MDB_NORDAHEAD | MDB_WRITEMAP)
-            try check(mdb_env_open(env, path, flags, 0o644), "mdb_env_open")
-        } catch {
-            mdb_env_close(env)
-            throw error
-        }
-        handle = env!
+        handle = try Self.open(path, mapSize: mapSize, maxDatabases: maxDatabases, maxReaders: maxReaders,
+                               access: UInt32(MDB_WRITEMAP))
         dataPath = path
-        // LMDB leaves its data file open across exec; a child process has no use for it.
-        var fd: Int32 = -1
-        if mdb_env_get_fd(handle, &fd) == 0 && fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
     }
 
     /// Opens an existing environment read-only beside a writer that may be in another process
@@ -102,22 +88,30 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// nothing but LMDB's lock file. The map starts at `mapSize`; `beginSnapshot` follows the
     /// writer when it grows.
     init(readingAt path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int) throws(LMDBError) {
+        handle = try Self.open(path, mapSize: mapSize, maxDatabases: maxDatabases, maxReaders: maxReaders,
+                               access: UInt32(MDB_RDONLY))
+        dataPath = path
+    }
+
+    /// `mdb_env_open` with the flags both opens share and `access` (MDB_WRITEMAP or
+    /// MDB_RDONLY); on failure nothing stays open.
+    private static func open(_ path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int,
+                             access: UInt32) throws(LMDBError) -> OpaquePointer {
         var env: OpaquePointer?
         try check(mdb_env_create(&env), "mdb_env_create")
         do {
             try check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize")
             try check(mdb_env_set_maxdbs(env, MDB_dbi(maxDatabases)), "mdb_env_set_maxdbs")
             try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)), "mdb_env_set_maxreaders")
-            let flags = UInt32(MDB_NOSUBDIR | MDB_NOTLS | MDB_NORDAHEAD | MDB_RDONLY)
-            try check(mdb_env_open(env, path, flags, 0o644), "mdb_env_open")
+            try check(mdb_env_open(env, path, UInt32(MDB_NOSUBDIR | MDB_NOTLS | MDB_NORDAHEAD) | access, 0o644), "mdb_env_open")
         } catch {
             mdb_env_close(env)
             throw error
         }
-        handle = env!
-        dataPath = path
+        // LMDB leaves its data file open across exec; a child process has no use for it.
         var fd: Int32 = -1
-        if mdb_env_get_fd(handle, &fd) == 0 && fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        if mdb_env_get_fd(env, &fd) == 0 && fd >= 0 { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return env!
     }
 
     /// Bytes of pages an existing data file's header says are in use, read by opening it

@@ -571,12 +571,8 @@ public final class Store: Sendable {
             }
             try txn.commit()
             meta = metaDB
-        } catch let error as StoreError {
-            throw error
-        } catch let error as LMDBError {
-            throw Self.lmdbOpenFailure(error, dataPath)
         } catch {
-            throw .corrupted(file: dataPath, detail: "\(error)")
+            throw Self.openFailure(reading: error, dataPath)
         }
 
         core = StoreCore(path: path, environment: environment, lockFile: lockFile, generation: loaded.last.generation,
@@ -728,6 +724,15 @@ public final class Store: Sendable {
 
     static func openFailure(_ error: SystemError) -> StoreError {
         error.isPermission ? .readOnly(path: error.path, detail: error.description) : .system(error)
+    }
+
+    /// What an open's reads of LMDB and its catalog threw, as a StoreError.
+    static func openFailure(reading error: any Error, _ dataPath: String) -> StoreError {
+        switch error {
+        case let error as StoreError: error
+        case let error as LMDBError: lmdbOpenFailure(error, dataPath)
+        default: .corrupted(file: dataPath, detail: "\(error)")
+        }
     }
 
     static func lmdbOpenFailure(_ error: LMDBError, _ file: String) -> StoreError {

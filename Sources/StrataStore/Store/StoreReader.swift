@@ -84,12 +84,8 @@ extension Store {
             do {
                 snapshot = try LMDBReaderPool(pinningSnapshotOf: environment)
                 found = try Self.checkpoint(in: snapshot, dataPath: dataPath)
-            } catch let error as StoreError {
-                throw error
-            } catch let error as LMDBError {
-                throw Self.lmdbOpenFailure(error, dataPath)
             } catch {
-                throw .corrupted(file: dataPath, detail: "\(error)")
+                throw Self.openFailure(reading: error, dataPath)
             }
             guard case .completed(let meta, let loaded) = found else {
                 snapshot.close()
