@@ -48,8 +48,10 @@ public struct TrainingSummary: Sendable {
     /// The kernel's high-water mark of the process's resident set (VmHWM), if known: it
     /// includes transients inside calls, such as a checkpoint's commit.
     public var peakResidentBytes: Int?
-    /// The largest resident set seen between steps (sampled every 8 steps and before each
-    /// checkpoint): the memory training holds, without a checkpoint commit's transient.
+    /// The largest resident set seen between steps while no checkpoint is being written
+    /// (sampled every 8 steps and at each checkpoint, once the one before is durable): the
+    /// memory training holds, without a checkpoint writer's pages and copies, which only
+    /// `peakResidentBytes` sees.
     public var residentBytesBetweenSteps: Int
 
     /// The final evaluation: the last split evaluated at the end.
@@ -256,9 +258,8 @@ public final class Trainer {
             recentCount += 1
             prefetcher?.recycle(batch)
             if step % 8 == 0 {
-                residentBetweenSteps = max(residentBetweenSteps, residentBytes())
                 // The copies of frozen rows that steps change grow as a checkpoint is written.
-                if writing != nil { try noteOverhead() }
+                if writing != nil { try noteOverhead() } else { residentBetweenSteps = max(residentBetweenSteps, residentBytes()) }
             }
             if let writing, writing.checkpoint.outcome != nil { try checkpointWritten(report) }
 
@@ -319,9 +320,10 @@ public final class Trainer {
     /// Starts a checkpoint of this step, written while training goes on, after waiting for
     /// the one before: steps stall only while the store freezes its changed rows.
     private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) -> Void) throws {
-        residentBetweenSteps = max(residentBetweenSteps, residentBytes())
         try noteOverhead()
         try checkpointWritten(report)
+        // The change lists at their longest, and no writer beside the steps.
+        residentBetweenSteps = max(residentBetweenSteps, residentBytes())
         let state = TrainerState(options: options, data: source.identity, step: step, samples: samples, position: position)
         writing = (try store.beginCheckpoint(payload: try CheckpointPayload.encode(state, parameters: network.parameters)), step)
     }
