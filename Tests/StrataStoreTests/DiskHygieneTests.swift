@@ -235,6 +235,41 @@ private final class SmallDisk {
         _ = try? store.close()  // its warm index may not fit the full disk either
     }
 
+    /// The map grows by a quarter while the disk has room for that, then by only what a
+    /// checkpoint needs: checkpoints go on until LMDB's pages themselves fill the disk (more
+    /// than 14 of a 16 MiB tmpfs: 15.8 MiB measured; quarter steps alone stopped at 13.2 MiB,
+    /// when a quarter of the map no longer fit), and the one that finds no room fails with
+    /// `.diskFull`, leaving the last one whole.
+    @Test(.enabled(if: SmallDisk.available, "needs root to mount a small tmpfs"))
+    func theMapUsesTheLastOfTheDisk() throws {
+        let disk = try #require(SmallDisk(megabytes: 16))
+        let path = disk.path + "/store"
+        var options = Store.Options()
+        options.budget = TierBudget(hotBytes: 64 << 20, warmBytes: 0)
+        let store = try Store(path: path, options: options)
+        let table = try store.createTable("rows", spec)
+        var (written, inUse) = (0, 0)
+        var failure: StoreError?
+        while written < 400_000 && failure == nil {
+            do throws(StoreError) {
+                try write(table, from: written, count: 2000)
+                try store.checkpoint()
+                written += 2000
+            } catch {
+                failure = error
+            }
+            if failure == nil { inUse = try LMDBEnvironment.bytesInUse(path: path + "/rows.mdb") }
+        }
+        let error = try #require(failure, "\(written) rows fit a 16 MiB disk")
+        guard case .diskFull = error else { Issue.record("\(error)"); return }
+        print("a 16 MiB disk: \(written) rows checkpointed, LMDB pages in use \(inUse) bytes; then \(error)")
+        #expect(inUse > 14 << 20, "checkpoints stopped with \(inUse) bytes of LMDB pages on a 16 MiB disk")
+        try store.close()
+        let reopened = try Store(path: path, options: options)
+        defer { try? reopened.close() }
+        #expect(try reopened.table("rows").statistics().rows.total == written)
+    }
+
     /// A store is never made in a directory of other files, and `Store.remove` deletes a
     /// store and nothing else.
     @Test func otherFilesAreNeverMadeAStoreOrDeleted() throws {

@@ -923,14 +923,21 @@ public final class Store: Sendable {
     /// Grows the map to hold `bytes`, reserving its disk blocks first: by at least a quarter
     /// (256 KiB for a small map, at most 4 GiB for a large one), so that growing is rare, a
     /// compacted file stays near its size, and no file is more than 4 GiB past what it
-    /// needed. Caller holds the lock exclusively, so no read transaction is live and the
-    /// reader pool is idle, and no write transaction is open.
+    /// needed; by only what `bytes` needs when the disk lacks room for that. Caller holds the
+    /// lock exclusively, so no read transaction is live and the reader pool is idle, and no
+    /// write transaction is open.
     private func growMap(toHold bytes: Int) throws(StoreError) {
         let current = core.environment.mapSize
         guard current < bytes else { return }
-        let size = (max(bytes, current + max(256 << 10, min(current / 4, 4 << 30))) + 0xFFFF) & ~0xFFFF
+        let needed = (bytes + 0xFFFF) & ~0xFFFF
+        var size = (max(bytes, current + max(256 << 10, min(current / 4, 4 << 30))) + 0xFFFF) & ~0xFFFF
         core.readers.drain()
-        do throws(SystemError) { try core.environment.reserve(size) } catch { throw core.fileFailure(error) }
+        do throws(SystemError) {
+            do { try core.environment.reserve(size) } catch where error.isDiskFull && size > needed {
+                size = needed
+                try core.environment.reserve(size)
+            }
+        } catch { throw core.fileFailure(error) }
         do throws(LMDBError) { try core.environment.setMapSize(size) } catch { throw core.lmdbFailure(error) }
         core.refreshMapRegion()
     }
