@@ -9,19 +9,6 @@ import StrataTestSupport
 import Glibc
 #endif
 
-/// Disk blocks allocated under `path` (st_blocks), as `du` counts them.
-private func allocatedBytes(_ path: String) -> Int {
-    var info = stat()
-    guard lstat(path, &info) == 0 else { return 0 }
-    var total = Int(info.st_blocks) * 512
-    if info.st_mode & S_IFMT == S_IFDIR {
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
-            total += allocatedBytes(path + "/" + name)
-        }
-    }
-    return total
-}
-
 private func apparentBytes(_ path: String) -> Int {
     ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int) ?? -1
 }
@@ -131,6 +118,58 @@ private final class SmallDisk {
         // At most a quarter more (256 KiB for a small file) and LMDB's rounding.
         #expect(apparentBytes(data) <= report.fileBytesAfter + max(256 << 10, report.fileBytesAfter / 4) + (128 << 10),
                 "a small checkpoint after compaction: \(apparentBytes(data)) bytes, compacted to \(report.fileBytesAfter)")
+    }
+
+    /// A table written in key order over several checkpoints fills its LMDB pages: rows past
+    /// the last stored key are appended (MDB_APPEND), which leaves a full page full, where an
+    /// ordinary put past the end moves the page's last row to the new page. With records of
+    /// at most 548 bytes (128 floats and a row-wise Adagrad accumulator, LZ4 when it helps)
+    /// that is 7 rows a 4 KiB page: measured 1006 pages for 7000 rows, against 1174 without
+    /// appending and 1745 in a scrambled order (LMDB is deterministic: these do not vary).
+    /// Every row reads back bit for bit after a reopen, and updates and new keys below the
+    /// last go through ordinary puts.
+    @Test func rowsWrittenInKeyOrderFillTheirPages() throws {
+        let directory = temporaryDirectory("strata-disk")
+        defer { removeDirectory(directory) }
+        let rows = 7_000, dim = 128
+        let wide = TableSpec(dimension: dim, initializer: .init(.uniform(low: -0.05, high: 0.05), seed: 3),
+                             optimizer: .rowwiseAdagrad(learningRate: 0.1))
+        var options = Store.Options()
+        options.budget = TierBudget(hotBytes: 1 << 20, warmBytes: 0)
+        func build(_ name: String, _ key: (Int) -> UInt64) throws -> (pages: Int, store: Store) {
+            let store = try Store(path: directory + "/" + name, options: options)
+            let table = try store.createTable("rows", wide)
+            for round in 0..<4 {
+                let keys = (round * rows / 4..<(round + 1) * rows / 4).map(key)
+                for start in stride(from: 0, to: keys.count, by: 500) {
+                    let part = Array(keys[start..<min(start + 500, keys.count)])
+                    try table.applyGradients(part, part.flatMap { k in (0..<dim).map { Float(k % 7) * 0.01 + Float($0) * 0.001 } })
+                }
+                try store.checkpoint()
+            }
+            return (try table.statistics().bytes.coldOnDisk / 4096, store)
+        }
+        let scrambled = try build("scrambled") { UInt64($0 &* 2_654_435_761 % 1_000_003) }
+        let (ordered, store) = try build("ordered") { UInt64($0) }
+        try scrambled.store.close()
+        print("\(rows) rows of 548 bytes in LMDB: \(ordered) pages written in key order, \(scrambled.pages) in a scrambled order")
+        #expect(Double(ordered) <= Double(rows) / 6.8, "\(ordered) pages for \(rows) rows written in key order: fewer than 6.8 rows a page")
+
+        let table = try store.table("rows")
+        let before = try table.peek((0..<UInt64(rows)).map { $0 })
+        let touched: [UInt64] = [5, 4_000, 6_999, 20_000, 20_001]
+        try table.applyGradients(touched, [Float](repeating: 0.5, count: touched.count * dim))
+        let after = try table.peek(touched)
+        try store.checkpoint()
+        try store.close()
+        let reopened = try Store(path: directory + "/ordered", options: options)
+        defer { try? reopened.close() }
+        let again = try reopened.table("rows")
+        #expect(try again.statistics().rows.total == rows + 2)
+        #expect(try again.peek(touched).map(\.bitPattern) == after.map(\.bitPattern))
+        let untouched = (0..<UInt64(rows)).filter { !touched.contains($0) }
+        let expected = untouched.flatMap { k in before[Int(k) * dim..<Int(k + 1) * dim] }
+        #expect(try again.peek(untouched).map(\.bitPattern) == expected.map(\.bitPattern))
     }
 
     /// The warm file is as long as its budget but takes disk only for the slots rows reached;

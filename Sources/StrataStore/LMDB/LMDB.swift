@@ -296,6 +296,17 @@ extension LMDBReading where Self: ~Copyable {
             overflowPages: s.ms_overflow_pages, entries: s.ms_entries)
     }
 
+    /// The largest key of an integer-keyed database (`mdb_cursor_get` with MDB_LAST), or nil
+    /// when it is empty.
+    func lastKey(_ db: LMDBDatabase) throws(LMDBError) -> UInt64? {
+        var last: UInt64?
+        try forEachFromLast(db) { key, _ in
+            last = key
+            return false
+        }
+        return last
+    }
+
     /// Calls `body` for each entry of an integer-keyed database from the last key down
     /// (`mdb_cursor_get` with MDB_LAST then MDB_PREV). `body` returns false to stop.
     func forEachFromLast(_ db: LMDBDatabase, _ body: (UInt64, UnsafeRawBufferPointer) -> Bool) throws(LMDBError) {
@@ -383,13 +394,19 @@ struct LMDBWriteTransaction: ~Copyable, LMDBReading {
 
     /// Stores a value under an integer key, replacing any (`mdb_put` with MDB_RESERVE, then a
     /// copy into the reserved space, whose page `commit` makes present first).
+    ///
+    /// With `append`, `key` must be greater than every key in `db` (MDB_APPEND; else the put
+    /// fails with MDB_KEYEXIST and writes nothing): the pair goes at the end without a search,
+    /// and a full last page keeps all its entries, where an ordinary put past the end moves
+    /// the last one to the new page (with 548-byte records, 6 rows a page instead of 7).
     @inline(__always)
-    func put(_ db: LMDBDatabase, _ key: UInt64, _ value: UnsafeRawBufferPointer) throws(LMDBError) {
+    func put(_ db: LMDBDatabase, _ key: UInt64, _ value: UnsafeRawBufferPointer, append: Bool = false) throws(LMDBError) {
         var k = key
         var dataVal = MDB_val(mv_size: value.count, mv_data: nil)
+        let flags = UInt32(MDB_RESERVE) | (append ? UInt32(MDB_APPEND) : 0)
         let rc = withUnsafeMutablePointer(to: &k) { kp in
             var keyVal = MDB_val(mv_size: 8, mv_data: kp)
-            return mdb_put(txn, db.handle, &keyVal, &dataVal, UInt32(MDB_RESERVE))
+            return mdb_put(txn, db.handle, &keyVal, &dataVal, flags)
         }
         try check(rc, "mdb_put")
         guard let target = dataVal.mv_data, value.count > 0 else { return }

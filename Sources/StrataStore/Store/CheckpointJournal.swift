@@ -53,11 +53,12 @@ struct CheckpointJournal {
         try txn.delete(meta, name: Self.pendingName)
     }
 
-    /// Writes `value` under `key` in `db`, first saving what it replaces.
+    /// Writes `value` under `key` in `db`, first saving what it replaces. With `append`, `key`
+    /// is past every key in `db` (see `LMDBWriteTransaction.put`), so nothing is replaced.
     mutating func put(_ txn: borrowing LMDBWriteTransaction, _ db: LMDBDatabase, _ target: Target, table: Int,
-                      _ key: UInt64, _ value: UnsafeRawBufferPointer) throws(LMDBError) {
-        try save(txn, db, target, table: table, key, mustExist: false)
-        try txn.put(db, key, value)
+                      _ key: UInt64, _ value: UnsafeRawBufferPointer, append: Bool = false) throws(LMDBError) {
+        try save(txn, db, target, table: table, key, mustExist: false, absent: append)
+        try txn.put(db, key, value, append: append)
     }
 
     /// Deletes `key` from `db`, first saving what was there (nothing when it was absent).
@@ -68,9 +69,9 @@ struct CheckpointJournal {
     }
 
     private mutating func save(_ txn: borrowing LMDBWriteTransaction, _ db: LMDBDatabase, _ target: Target,
-                               table: Int, _ key: UInt64, mustExist: Bool) throws(LMDBError) {
+                               table: Int, _ key: UInt64, mustExist: Bool, absent: Bool = false) throws(LMDBError) {
         if created.contains(table) { return }
-        let old = try txn.get(db, key)
+        let old = absent ? nil : try txn.get(db, key)
         if old == nil && mustExist { return }
         entry.removeAll(keepingCapacity: true)
         entry.append(target.rawValue)
@@ -81,7 +82,8 @@ struct CheckpointJournal {
         // Copied before the journal's own put, which may move pages of this transaction.
         if let old { entry += old }
         let failure = entry.withUnsafeBytes { b -> LMDBError? in
-            do throws(LMDBError) { try txn.put(database, next, b) } catch { return error }
+            // Entries are numbered upwards from an empty journal.
+            do throws(LMDBError) { try txn.put(database, next, b, append: true) } catch { return error }
             return nil
         }
         if let failure { throw failure }

@@ -285,15 +285,64 @@ private func residentPages() -> (resident: Int, shared: Int)? {
 /// The kernel's high-water mark of this process's resident set (VmHWM in
 /// `/proc/self/status`) in bytes, or nil where there is none. Writing "5" to
 /// `/proc/self/clear_refs` resets it.
-public func peakResidentBytes() -> Int? {
-    guard let f = fopen("/proc/self/status", "r") else { return nil }
+public func peakResidentBytes() -> Int? { procKilobyteFields("/proc/self/status", ["VmHWM:"])["VmHWM:"] }
+
+/// This process's resident memory by kind: what a cgroup's memory limit counts, and which of
+/// it the kernel can reclaim without writing.
+public struct ProcessMemory: Sendable, Equatable {
+    /// Anonymous pages (RssAnon): heap, stacks, the hot tier. Never reclaimable without swap.
+    public var anonymous: Int
+    /// Pages of mapped files (RssFile), clean or dirty: LMDB's map, the warm and spill files,
+    /// the binary and its libraries.
+    public var fileBacked: Int
+    /// Dirty pages of mapped files (Private_Dirty + Shared_Dirty - Anonymous in
+    /// `/proc/self/smaps_rollup`): the part of `fileBacked` the kernel must write back before
+    /// it can reclaim it.
+    public var fileDirty: Int
+    /// The resident set's high-water mark (VmHWM).
+    public var peak: Int
+
+    public init(anonymous: Int, fileBacked: Int, fileDirty: Int, peak: Int) {
+        (self.anonymous, self.fileBacked, self.fileDirty, self.peak) = (anonymous, fileBacked, fileDirty, peak)
+    }
+
+    /// Read from `/proc/self/status` and `/proc/self/smaps_rollup`; nil where they are
+    /// missing. smaps_rollup walks the page tables: call it every few seconds, not per batch.
+    public static func current() -> ProcessMemory? {
+        let status = procKilobyteFields("/proc/self/status", ["RssAnon:", "RssFile:", "RssShmem:", "VmHWM:"])
+        let rollup = procKilobyteFields("/proc/self/smaps_rollup", ["Private_Dirty:", "Shared_Dirty:", "Anonymous:"])
+        guard let anonymous = status["RssAnon:"], let file = status["RssFile:"], let peak = status["VmHWM:"],
+              let privateDirty = rollup["Private_Dirty:"], let sharedDirty = rollup["Shared_Dirty:"],
+              let anonymousMapped = rollup["Anonymous:"] else { return nil }
+        return ProcessMemory(anonymous: anonymous, fileBacked: file + (status["RssShmem:"] ?? 0),
+                             fileDirty: max(0, privateDirty + sharedDirty - anonymousMapped), peak: peak)
+    }
+}
+
+/// The `name: N kB` fields of a /proc file, in bytes, for the names asked (each with its colon).
+private func procKilobyteFields(_ path: String, _ names: [String]) -> [String: Int] {
+    guard let f = fopen(path, "r") else { return [:] }
     defer { fclose(f) }
+    var found: [String: Int] = [:]
     var line = [CChar](repeating: 0, count: 512)
     while fgets(&line, Int32(line.count), f) != nil {
         let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        if text.hasPrefix("VmHWM:") { return Int(text.filter(\.isNumber)).map { $0 * 1024 } }
+        guard let name = names.first(where: { text.hasPrefix($0) }) else { continue }
+        found[name] = Int(text.dropFirst(name.count).filter(\.isNumber)).map { $0 * 1024 }
     }
-    return nil
+    return found
+}
+
+/// Disk blocks allocated to `path` and, for a directory, everything under it (st_blocks, as
+/// `du` counts them; symbolic links are not followed). 0 for a missing path.
+public func allocatedBytes(_ path: String) -> Int {
+    var info = stat()
+    guard lstat(path, &info) == 0 else { return 0 }
+    var total = Int(info.st_blocks) * 512
+    if info.st_mode & S_IFMT == S_IFDIR, let names = try? directoryEntries(path) {
+        for name in names { total += allocatedBytes(path + "/" + name) }
+    }
+    return total
 }
 
 /// The names in a directory (`opendir`, `readdir`), without "." and "..".

@@ -404,6 +404,10 @@ public final class Table: @unchecked Sendable {
                       journal: inout CheckpointJournal, totals: inout CheckpointTotals) throws(StoreError) -> Int {
         var scratch = BatchScratch(self)
         var i = start
+        // Keys ascend, so those past the table's last stored key go at the end of its B-tree,
+        // in full pages (see `LMDBWriteTransaction.put`): a table written in key order.
+        let lastStored: UInt64?
+        do { lastStored = try txn.lastKey(rows) } catch { throw store.lmdbFailure(error) }
         while i < keys.count && txn.pagesWritten < pageLimit {
             let key = keys[i]
             let s = shardCount == 1 ? 0 : Int(KeyHash.of(key) &>> shardShift)
@@ -421,7 +425,7 @@ public final class Table: @unchecked Sendable {
                     totals.deleted += 1
                     totals.bytes += 16
                 case .write(let bytes):
-                    try journal.put(txn, rows, .rows, table: id, key, bytes)
+                    try journal.put(txn, rows, .rows, table: id, key, bytes, append: lastStored.map { key > $0 } ?? true)
                     store.noteMapTraffic(bytes.count)
                     totals.written += 1
                     totals.bytes += bytes.count + 8
