@@ -114,30 +114,39 @@ struct Roundtrip: ParsableCommand {
 
         var t0 = now()
         var sinceCheckpoint = 0
-        var longestBatch = 0.0
+        var longestBatch = 0.0, writeWaited = 0.0
         for start in stride(from: 0, to: rows, by: batch) {
             let b0 = now()
             let k = keys(start, min(batch, rows - start))
             try table.applyGradients(k, k.flatMap(gradient))
             sinceCheckpoint += k.count
+            var pacing = 0.0
             if checkpointRows > 0 && sinceCheckpoint >= checkpointRows {
+                // Waiting for the checkpoint before is pacing, counted apart; the freeze is a stall.
+                let w0 = now()
                 try settle()
+                pacing = now() - w0
+                writeWaited += pacing
                 pending = try db.beginCheckpoint(payload: payload)
                 sinceCheckpoint = 0
             }
-            longestBatch = max(longestBatch, now() - b0)
+            longestBatch = max(longestBatch, now() - b0 - pacing)
             memory.sample()
         }
         try settle()
         figures["write_rows_per_second"] = Double(rows) / (now() - t0)
         figures["write_longest_batch_seconds"] = longestBatch
+        figures["write_checkpoint_wait_seconds"] = writeWaited
         phase("write", t0, table)
         let c0 = now()
         let info = try db.checkpoint(payload: payload)
         checkpoints.add(info)
         print("checkpoint \(info.generation): \(info.rowsWritten) rows, \(fmt(Double(info.bytesWritten) / 1_048_576)) MiB "
               + "in \(fmt(info.durationSeconds)) s")
-        if checkpoints.count > 1 { print("checkpoints while writing: \(checkpoints)") }
+        if checkpoints.count > 1 {
+            print("checkpoints while writing: \(checkpoints); writes waited \(fmt(writeWaited)) s in all for the one before to end, "
+                  + "longest batch otherwise \(fmt(longestBatch * 1e3)) ms")
+        }
         figures["write_seconds"] = now() - t0
         figures["write_checkpoints"] = Double(checkpoints.count)
         figures["write_checkpoint_seconds_total"] = checkpoints.seconds
@@ -241,6 +250,7 @@ struct Roundtrip: ParsableCommand {
         latencies.reserveCapacity(trainBatches)
         var checkpoints = CheckpointTally()
         var pending: PendingCheckpoint?
+        var waited = 0.0
         let before = try table.statistics().traffic
         let t0 = now()
         for b in 1...trainBatches {
@@ -255,10 +265,16 @@ struct Roundtrip: ParsableCommand {
                 try grads.withUnsafeBufferPointer { try table.applyGradients(k, $0) }
             }
             if b % checkpointEvery == 0 {
+                // Waiting for the checkpoint before is pacing, counted apart; the freeze is a stall.
+                let w0 = now()
                 if let p = pending { checkpoints.add(try p.wait()) }
+                waited += now() - w0
+                let f0 = now()
                 pending = try db.beginCheckpoint(payload: Array("roundtrip".utf8))
+                latencies.append(now() - f0 + (w0 - b0))
+            } else {
+                latencies.append(now() - b0)
             }
-            latencies.append(now() - b0)
             memory.sample()
         }
         if let p = pending { checkpoints.add(try p.wait()) }
@@ -273,6 +289,7 @@ struct Roundtrip: ParsableCommand {
         figures["train_batch_p50_seconds"] = quantile(latencies, 0.5)
         figures["train_batch_p99_seconds"] = quantile(latencies, 0.99)
         figures["train_batch_longest_seconds"] = latencies.last ?? 0
+        figures["train_checkpoint_wait_seconds"] = waited
         figures["train_checkpoints"] = Double(checkpoints.count)
         figures["train_checkpoint_rows_mean"] = Double(checkpoints.rows) / Double(max(checkpoints.count, 1))
         figures["train_checkpoint_bytes_mean"] = Double(checkpoints.bytes) / Double(max(checkpoints.count, 1))
@@ -286,7 +303,7 @@ struct Roundtrip: ParsableCommand {
               + "\(fmt(figures["train_batch_p99_seconds"]! * 1e3)) ms, longest \(fmt(figures["train_batch_longest_seconds"]! * 1e3)) ms; "
               + "hits hot \(fmt(figures["train_hit_hot"]! * 100))%, warm and spill \(fmt(figures["train_hit_warm_and_spill"]! * 100))%, "
               + "LMDB \(fmt(figures["train_hit_lmdb"]! * 100))%")
-        print("checkpoints while training: \(checkpoints)")
+        print("checkpoints while training: \(checkpoints); batches waited \(fmt(waited)) s in all for the one before to end")
         try db.close()
     }
 }
