@@ -3,9 +3,10 @@
 # run: `strata train --data synthetic:criteo --json` on the same data for the same steps,
 #   1. all in memory: a hot budget per table with room for every row the run can touch
 #      (x1.5, a power of two MiB, as tools/compare-pytorch.sh picks it), no warm tier;
-#   2. out of core: hot + warm budgets per table, plus LMDB's resident map pages, that add up
-#      to at least --budget-ratio (default 10) times less than the tables' records as run 1
-#      built them (so run 1 goes first), with look-ahead;
+#   2. out of core: hot + warm budgets per table that add up to at least --budget-ratio
+#      (default 10) times less than the tables' records as run 1 built them (so run 1 goes
+#      first), with look-ahead; LMDB's map pages are left to the kernel as clean page cache
+#      (no --map-resident-mb cap) unless --map-resident-mb gives one;
 #   3. a baseline (unless --no-baseline): run 2's command for a few steps with every
 #      categorical feature's key space cut to 10 ids, whose peak resident memory is the
 #      process's fixed memory (binary, dense model, batch buffers, prefetch queue), so that
@@ -27,16 +28,16 @@
 #                           run uses the same
 #     --threads N           --threads of every run (default 2)
 #     --budget-ratio N      the out-of-core run's memory budget is the tables' record bytes
-#                           (from the all-in-memory run) / N (default 10): 1/4 of it for LMDB's
-#                           resident map pages, the rest split evenly over the 26 tables, half
-#                           hot, half warm. Ignored for whatever --hot-mb, --warm-mb and
-#                           --map-resident-mb set
+#                           (from the all-in-memory run) / N (default 10), split evenly over the
+#                           26 tables, half hot, half warm; with --map-resident-mb, the cap
+#                           counts in it too. Ignored for whatever --hot-mb and --warm-mb set
 #     --hot-mb X            the out-of-core run's hot budget per table, MiB (fractions allowed)
 #     --warm-mb X           its warm budget per table, MiB
-#     --map-resident-mb X   its LMDB map pages kept resident, MiB (default: 1/4 of the memory
-#                           budget, that is 26 x (hot + warm) / 3). A small cap costs time: the
-#                           store drops all of LMDB's mapped pages each time that much has gone
-#                           through the map, and the next reads fault the B-tree back in
+#     --map-resident-mb X   cap LMDB's map pages resident in the process at X MiB (default: no
+#                           cap). A small cap costs time: the store drops all of LMDB's mapped
+#                           pages each time half of it has been added, and the next reads fault
+#                           the B-tree back in (0.45 of the all-in-memory rate with 3 MiB here,
+#                           against 0.89 without)
 #     --memory-hot-mb N     the all-in-memory run's hot budget per table, MiB (default: room
 #                           for every row it can touch, as above)
 #     --checkpoint-every N  --checkpoint-every of both runs (default: steps / 4, so that rows
@@ -174,19 +175,20 @@ import json, sys
 summary, ratio, tables = json.load(open(sys.argv[1])), float(sys.argv[2]), int(sys.argv[3])
 given = [None if a == "-" else float(a) for a in sys.argv[4:7]]
 mib = 1 << 20
-budget = summary["tables"]["row_bytes"] / ratio / mib          # MiB, tables and map together
-per_table = budget * 3 / 4 / tables
+budget = summary["tables"]["row_bytes"] / ratio / mib          # MiB, tables and any map cap together
+per_table = (budget - (given[2] or 0)) / tables
 hot = given[0] if given[0] is not None else per_table / 2
 warm = given[1] if given[1] is not None else per_table / 2
 # Whole bytes, as strata rounds them down; at least one 96-byte row of hot.
 hot = max(hot, 96 / mib)
-mapres = given[2] if given[2] is not None else tables * (hot + warm) / 3
-print("%.6f %.6f %.6f" % (hot, warm, mapres))
+print("%.6f %.6f %s" % (hot, warm, "-" if given[2] is None else "%.6f" % given[2]))
 EOF
 ) || fail "cannot work out the budgets from $scratch/memory.json"
 read -r hot_mb warm_mb map_mb <<<"$budgets"
+map_cap=()
+[ "$map_mb" = - ] || map_cap=(--map-resident-mb "$map_mb")
 run disk "[2/3] out of core ($steps steps)" "${common[@]}" --steps "$steps" --lookahead "$lookahead" \
-    --hot-mb "$hot_mb" --warm-mb "$warm_mb" --map-resident-mb "$map_mb"
+    --hot-mb "$hot_mb" --warm-mb "$warm_mb" "${map_cap[@]}"
 
 # ---- 3. baseline -------------------------------------------------------------------------
 if [ "$baseline" = 1 ]; then
@@ -196,14 +198,15 @@ if [ "$baseline" = 1 ]; then
     base_args=("${common[@]}")
     for i in "${!base_args[@]}"; do [ "${base_args[$i]}" = kaggle ] && base_args[$i]=geometric; done
     run base "[3/3] baseline: run 2 with 10 ids per feature ($base_steps steps)" "${base_args[@]}" --steps "$base_steps" \
-        --synthetic-keys 10 --lookahead "$lookahead" --hot-mb "$hot_mb" --warm-mb "$warm_mb" --map-resident-mb "$map_mb"
+        --synthetic-keys 10 --lookahead "$lookahead" --hot-mb "$hot_mb" --warm-mb "$warm_mb" "${map_cap[@]}"
 fi
 
 echo
 python3 - "$scratch" "$baseline" "$hot_mb" "$warm_mb" "$map_mb" "$memory_hot_mb" "$tables" "$steps" "$batch" "$lookahead" "$checkpoint_every" <<'EOF'
 import json, os, sys
 scratch, baseline = sys.argv[1], sys.argv[2] == "1"
-hot_mb, warm_mb, map_mb, memory_hot_mb = (float(a) for a in sys.argv[3:7])
+hot_mb, warm_mb, memory_hot_mb = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[6])
+map_mb = None if sys.argv[5] == "-" else float(sys.argv[5])
 tables, steps, batch, lookahead, checkpoint_every = (int(a) for a in sys.argv[7:12])
 mib = 1 << 20
 
@@ -244,14 +247,15 @@ def pct(t):
 
 mt, dt = mem["tables"], disk["tables"]
 table_budget = dt["budget_bytes_per_table"] * tables
-map_bytes = int(map_mb * mib)
+map_bytes = int((map_mb or 0) * mib)
 budget = table_budget + map_bytes
 mem_wo, disk_wo = without_checkpoint(mem, "memory"), without_checkpoint(disk, "disk")
 if mt["row_bytes"] != dt["row_bytes"]:
     print("warning: the runs built tables of different sizes (%d and %d bytes of records)" % (mt["row_bytes"], dt["row_bytes"]))
 
 print("%d steps of %d samples, look-ahead %d, a checkpoint every %d steps; out of core: hot %.3f MiB + warm %.3f MiB a table x %d tables, "
-      "LMDB map resident %.2f MiB; all in memory: hot %g MiB a table" % (steps, batch, lookahead, checkpoint_every, hot_mb, warm_mb, tables, map_mb, memory_hot_mb))
+      "LMDB map pages %s; all in memory: hot %g MiB a table" % (steps, batch, lookahead, checkpoint_every, hot_mb, warm_mb, tables,
+      "left to the kernel (no cap)" if map_mb is None else "capped at %.2f MiB" % map_mb, memory_hot_mb))
 print()
 w = 36
 print(f"{'':{w}} {'all in memory':>22} {'out of core':>22} {'ratio':>8}")
@@ -262,9 +266,15 @@ print(f"{'tables: rows':{w}} {mt['rows']:>22,} {dt['rows']:>22,}")
 print(f"{'tables: record bytes':{w}} {mb(mt['row_bytes']):>22} {mb(dt['row_bytes']):>22}   (largest table {mb(dt['largest_table_bytes'])})")
 print(f"{'memory budget: tables (hot + warm)':{w}} {mb(mt['budget_bytes_per_table'] * tables):>22} {mb(table_budget):>22} "
       f"{ratio(dt['row_bytes'], table_budget):>8}   (record bytes / budget)")
-print(f"{'memory budget: tables + LMDB map':{w}} {'':>22} {mb(budget):>22} {ratio(dt['row_bytes'], budget):>8}   (record bytes / budget)")
+if map_mb is not None:
+    print(f"{'memory budget: tables + LMDB map':{w}} {'':>22} {mb(budget):>22} {ratio(dt['row_bytes'], budget):>8}   (record bytes / budget)")
 print(f"{'overhead (index, admission, sketch)':{w}} {mb(mt['overhead_bytes']):>22} {mb(dt['overhead_bytes']):>22}")
 print(f"{'peak resident (VmHWM)':{w}} {mb(mem.get('peak_resident_bytes')):>22} {mb(disk.get('peak_resident_bytes')):>22}")
+print(f"{'anonymous between steps (RssAnon)':{w}} {mb(mem.get('anonymous_bytes_between_steps')):>22} {mb(disk.get('anonymous_bytes_between_steps')):>22}")
+print(f"{'dirty file pages between steps':{w}} {mb(mem.get('file_dirty_bytes_between_steps')):>22} {mb(disk.get('file_dirty_bytes_between_steps')):>22}")
+if base is not None and base.get("anonymous_bytes_between_steps") and disk.get("anonymous_bytes_between_steps"):
+    grown = disk["anonymous_bytes_between_steps"] + disk["file_dirty_bytes_between_steps"] - base["anonymous_bytes_between_steps"] - base["file_dirty_bytes_between_steps"]
+    print(f"{'anonymous + dirty - baseline':{w}} {'':>22} {mb(grown):>22} {ratio(grown, budget + dt['overhead_bytes']):>8}   (x budget + overhead)")
 if base is not None and base.get("peak_resident_bytes") and disk.get("peak_resident_bytes"):
     fixed = base["peak_resident_bytes"]
     growth = disk["peak_resident_bytes"] - fixed

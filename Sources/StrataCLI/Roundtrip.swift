@@ -96,7 +96,7 @@ struct Roundtrip: ParsableCommand {
         var db = try Store(path: store, options: options)
         var table = try db.createTable("embeddings", spec)
         let recordBytes = try table.statistics().recordBytes
-        let budget = options.budget.hotBytes + options.budget.warmBytes + options.mapResidentBytes
+        let budget = options.budget.hotBytes + options.budget.warmBytes + (mapResidentMb << 20)
         print("store \(store): table 'embeddings', \(rows) rows x \(dim) floats (\(recordBytes) bytes a record, "
               + "\(order.rawValue) keys), budgets hot \(hotMb) MiB, warm \(warmMb) MiB, LMDB map resident \(mapResidentMb) MiB")
         print("the table is \(fmt(Double(rows * recordBytes) / Double(budget)))x the memory budget; its records take "

@@ -70,8 +70,8 @@ struct Train: ParsableCommand {
     @Option(help: "Hot tier budget per table, MiB.") var hotMb: Double = 64
     @Option(help: "Warm tier budget per table, MiB: a memory-mapped file per table that takes disk blocks as rows reach it, 64 KiB at a time, checking free space first (0: rows leaving the hot tier go to the spill file, or are dropped when LMDB has them).")
     var warmMb: Double = 0
-    @Option(help: "LMDB pages kept mapped in the process before they are dropped (they stay in the page cache), MiB.")
-    var mapResidentMb: Double = 64
+    @Option(help: "A cap on LMDB's pages mapped in the process, MiB: past half of it they are dropped from its page tables (they stay in the page cache). Default: no cap; they are clean page cache the kernel reclaims under memory pressure, a cgroup's limit included, and a small cap costs time.")
+    var mapResidentMb: Double?
     @Option(help: "Batches read and warmed ahead of the step in progress (0: none).") var lookahead = 4
     @Option(help: "Threads for matrix products.") var threads = 2
 
@@ -89,7 +89,7 @@ struct Train: ParsableCommand {
         // Refused here, not trapped on a precondition deep inside.
         func require(_ ok: Bool, _ message: String) throws { if !ok { throw ValidationError(message) } }
         let mebibytes = Double(Int.max >> 21)
-        for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb), ("--map-resident-mb", mapResidentMb)] {
+        for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb), ("--map-resident-mb", mapResidentMb ?? 0)] {
             try require((0...mebibytes).contains(value), "\(flag) must be between 0 and \(Int(mebibytes)), not \(value)")
         }
         try require((1...Self.largestBatch).contains(batchSize), "--batch-size must be between 1 and \(Self.largestBatch), not \(batchSize)")
@@ -139,7 +139,7 @@ struct Train: ParsableCommand {
 
         var storeOptions = Store.Options()
         storeOptions.budget = resources.budget
-        storeOptions.mapResidentBytes = Int(mapResidentMb * 1048576)
+        storeOptions.mapResidentBytes = mapResidentMb.map { Int($0 * 1048576) }
         let db = try openStore(storeOptions)
         if !resume && db.lastCheckpoint.generation > 0 {
             let generation = db.lastCheckpoint.generation
@@ -231,6 +231,8 @@ struct Train: ParsableCommand {
         object["evaluations"] = s.evaluations.map(\.json)
         if let r = s.resumedFromStep { object["resumed_from_step"] = r }
         if let p = s.peakResidentBytes { object["peak_resident_bytes"] = p }
+        if let a = s.anonymousBytesBetweenSteps { object["anonymous_bytes_between_steps"] = a }
+        if let d = s.fileDirtyBytesBetweenSteps { object["file_dirty_bytes_between_steps"] = d }
         return object
     }
 

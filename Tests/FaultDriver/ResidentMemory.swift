@@ -68,7 +68,7 @@ enum ResidentMemory {
         say("growth \(peak - baseline)")
         say("hot-budget \(options.budget.hotBytes)")
         say("warm-budget \(options.budget.warmBytes)")
-        say("map-budget \(options.mapResidentBytes)")
+        say("map-budget \(options.mapResidentBytes ?? 0)")
         say("overhead \(stats.bytes.overhead)")
         say("cold-bytes \(stats.bytes.coldOnDisk)")
         say("record-bytes \(stats.recordBytes)")

@@ -82,7 +82,8 @@ final class StoreCore: Sendable {
     /// LOCK, held by a writer; a reader's place in the process-wide set of open stores.
     private let lockFile: StoreLockFile
 
-    // LMDB's map pages are dropped from the resident set when they pass this much.
+    // LMDB's map pages are dropped from the resident set when they pass this much; Int.max
+    // when they are left to the kernel.
     private let mapResidentLimit: Int
     /// Traffic through the map since its resident pages were last measured.
     private let mapTraffic = Atomic<Int>(0)
@@ -168,6 +169,7 @@ final class StoreCore: Sendable {
     /// fault-around), so an estimate was off by a factor of four either way.
     @inline(__always)
     func noteMapTraffic(_ bytes: Int) {
+        guard mapResidentLimit < Int.max else { return }
         let total = mapTraffic.add(bytes + 65536, ordering: .relaxed).newValue
         if total > mapResidentLimit / 8 { checkMapResidence() }
     }
@@ -190,8 +192,9 @@ final class StoreCore: Sendable {
         }
     }
 
-    /// Drops all of the map's pages from this process's page tables now.
+    /// Drops all of the map's pages from this process's page tables now, if they are capped.
     func trimMap() {
+        guard mapResidentLimit < Int.max else { return }
         mapTraffic.store(0, ordering: .relaxed)
         mapBaseline.withLock { baseline in
             releaseMapPages()
@@ -410,10 +413,17 @@ public final class Store: Sendable {
         /// Memory for each table unless `tableBudgets` names it.
         public var budget = TierBudget(hotBytes: 256 << 20, warmBytes: 1 << 30)
         public var tableBudgets: [String: TierBudget] = [:]
-        /// At most this much of LMDB's map stays resident: past it, the store drops the map's
-        /// pages from its resident set (they stay in the page cache). The third memory budget,
-        /// beside each table's hot and warm bytes.
-        public var mapResidentBytes = 64 << 20
+        /// A cap on LMDB's map pages resident in this process, or nil (the default) for none.
+        /// Those pages are clean page cache but inside a checkpoint's transaction, which
+        /// `pagesPerTransaction` bounds; the kernel reclaims them under memory pressure, a
+        /// cgroup's limit included, as it does unmapped page cache. With a cap, the store drops
+        /// the map's pages from its page tables each time half the cap has been added (they stay
+        /// in the page cache), for a resident set that stays within the budgets even where
+        /// nothing presses on memory. That costs time: each cold read maps a whole folio of
+        /// the file (about 84 pages here) and the B-tree's upper pages fault back in after
+        /// every drop. `tools/out-of-core.sh` ran at 0.45 of its all-in-memory throughput with
+        /// a 3 MiB cap and 0.89 without.
+        public var mapResidentBytes: Int? = nil
         /// The LMDB map of a new store (an existing one opens at its file's size). It grows as
         /// checkpoints need, its disk blocks reserved before (`growMap`): a small store stays
         /// small, and a compacted one stays compacted.
@@ -435,10 +445,10 @@ public final class Store: Sendable {
 
         func budget(for table: String) -> TierBudget { tableBudgets[table] ?? budget }
 
-        /// Pages one transaction of a checkpoint may write to: together they stay resident
-        /// while it commits, so they share the map-resident budget with the reads around them.
+        /// Pages one transaction of a checkpoint may write to: together they are dirty and
+        /// resident while it commits, so they take half the map-resident cap, or 32 MiB.
         var pagesPerTransaction: Int {
-            transactionPages ?? max(16, mapResidentBytes / Int(sysconf(Int32(_SC_PAGESIZE))) / 2)
+            transactionPages ?? max(16, (mapResidentBytes ?? 64 << 20) / Int(sysconf(Int32(_SC_PAGESIZE))) / 2)
         }
         /// Tests only: `pagesPerTransaction`, to make checkpoints of many small transactions.
         var transactionPages: Int? = nil
@@ -576,7 +586,7 @@ public final class Store: Sendable {
         }
 
         core = StoreCore(path: path, environment: environment, lockFile: lockFile, generation: loaded.last.generation,
-                         mapResidentLimit: options.mapResidentBytes)
+                         mapResidentLimit: options.mapResidentBytes ?? Int.max)
 
         // Leftovers of tables created after the last checkpoint belong to no checkpoint.
         let known = Set(loaded.catalog.map(\.id))

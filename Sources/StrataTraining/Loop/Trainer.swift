@@ -53,6 +53,11 @@ public struct TrainingSummary: Sendable {
     /// memory training holds, without a checkpoint writer's pages and copies, which only
     /// `peakResidentBytes` sees.
     public var residentBytesBetweenSteps: Int
+    /// The largest anonymous memory (RssAnon) and dirty file pages seen at the same moments,
+    /// if /proc gives them: what the budgets bound, without the clean page cache of LMDB's
+    /// map, which the kernel reclaims under pressure (see `Store.Options.mapResidentBytes`).
+    public var anonymousBytesBetweenSteps: Int?
+    public var fileDirtyBytesBetweenSteps: Int?
 
     /// The final evaluation: the last split evaluated at the end.
     public var evaluation: Evaluation? { evaluations.last }
@@ -119,6 +124,7 @@ public final class Trainer {
     public private(set) var samples: Int64 = 0
     public private(set) var resumedFromStep: Int?
     private var residentBetweenSteps = 0
+    private var memoryBetweenSteps: ProcessMemory?
     /// The tables' overhead just before a checkpoint, when the change lists are longest, and
     /// every 8 steps while one is written, as the copies of rows it froze grow.
     private var peakOverhead = 0
@@ -259,7 +265,7 @@ public final class Trainer {
             prefetcher?.recycle(batch)
             if step % 8 == 0 {
                 // The copies of frozen rows that steps change grow as a checkpoint is written.
-                if writing != nil { try noteOverhead() } else { residentBetweenSteps = max(residentBetweenSteps, residentBytes()) }
+                if writing != nil { try noteOverhead() } else { sampleResident() }
             }
             if let writing, writing.checkpoint.outcome != nil { try checkpointWritten(report) }
 
@@ -314,7 +320,8 @@ public final class Trainer {
             finalLoss: recentCount == 0 ? .nan : recentLosses.prefix(recentCount).reduce(0, +) / Double(min(recentCount, recentLosses.count)),
             evaluations: order.compactMap { evaluations[$0] }, resumedFromStep: resumedFromStep,
             skippedLines: skippedBefore + skippedThisEpoch, tables: try tableSummary(), peakResidentBytes: peakResidentBytes(),
-            residentBytesBetweenSteps: residentBetweenSteps)
+            residentBytesBetweenSteps: residentBetweenSteps, anonymousBytesBetweenSteps: memoryBetweenSteps?.anonymous,
+            fileDirtyBytesBetweenSteps: memoryBetweenSteps?.fileDirty)
     }
 
     /// Starts a checkpoint of this step, written while training goes on, after waiting for
@@ -323,7 +330,7 @@ public final class Trainer {
         try noteOverhead()
         try checkpointWritten(report)
         // The change lists at their longest, and no writer beside the steps.
-        residentBetweenSteps = max(residentBetweenSteps, residentBytes())
+        sampleResident()
         let state = TrainerState(options: options, data: source.identity, step: step, samples: samples, position: position)
         writing = (try store.beginCheckpoint(payload: try CheckpointPayload.encode(state, parameters: network.parameters)), step)
     }
@@ -334,6 +341,15 @@ public final class Trainer {
         writing = nil
         let info = try checkpoint.wait()
         report(.checkpoint(step: at, generation: info.generation, seconds: info.durationSeconds))
+    }
+
+    private func sampleResident() {
+        residentBetweenSteps = max(residentBetweenSteps, residentBytes())
+        guard let now = ProcessMemory.current() else { return }
+        var m = memoryBetweenSteps ?? now
+        m.anonymous = max(m.anonymous, now.anonymous)
+        m.fileDirty = max(m.fileDirty, now.fileDirty)
+        memoryBetweenSteps = m
     }
 
     private func noteOverhead() throws {
