@@ -46,6 +46,12 @@
 #                           in the spill file instead). Every checkpoint is inside the timing;
 #                           the table also shows samples/s without the final one
 #     --no-baseline         skip run 3 (the table then shows peaks without a baseline)
+#     --drop-caches         also run 2's command toward twice the steps, stopped (kill -9) once
+#                           its checkpoint at --steps is durable, then drop the page cache (sync;
+#                           echo 3 > /proc/sys/vm/drop_caches: needs root) and resume it, so
+#                           that its LMDB file starts on the device, not in memory; reports the
+#                           resumed run's samples/s and its page faults that read the device
+#                           (/usr/bin/time's major faults) per second
 #     --skip-build          use the strata binary already built in .build-release
 #     --strata PATH         use this strata binary (no build)
 #     --keep                keep the scratch directory (stores, logs, metrics)
@@ -78,6 +84,7 @@ map_mb=""
 memory_hot_mb=""
 checkpoint_every=""
 baseline=1
+drop_caches=0
 build=1
 keep=0
 strata=""
@@ -99,6 +106,7 @@ while [ $# -gt 0 ]; do
         --memory-hot-mb) decimal "$1" "${2-}"; memory_hot_mb="$2"; shift 2 ;;
         --checkpoint-every) number "$1" "${2-}"; checkpoint_every="$2"; shift 2 ;;
         --no-baseline) baseline=0; shift ;;
+        --drop-caches) drop_caches=1; shift ;;
         --skip-build) build=0; shift ;;
         --strata) [ -n "${2-}" ] || fail "--strata wants a path"; strata="$2"; build=0; shift 2 ;;
         --keep) keep=1; shift ;;
@@ -155,8 +163,10 @@ run() {   # name, what, arguments...
     shift 2
     echo "$what: strata $*"
     started=$(date +%s.%N)
-    "$strata" "$@" --store "$scratch/store-$name" --metrics "$scratch/$name.metrics.jsonl" >"$scratch/$name.out" 2>&1 || status=$?
-    [ "$keep" = 1 ] || rm -rf "$scratch/store-$name"
+    # ${store_of:-NAME} picks another run's store; ${timed:-} runs strata under /usr/bin/time -v.
+    ${timed:+/usr/bin/time -v -o "$scratch/$name.time"} "$strata" "$@" --store "$scratch/store-${store_of:-$name}" \
+        --metrics "$scratch/$name.metrics.jsonl" >"$scratch/$name.out" 2>&1 || status=$?
+    [ "$keep" = 1 ] || [ -n "${keep_store:-}" ] || rm -rf "$scratch/store-${store_of:-$name}"
     [ "$status" = 0 ] || step_failed "strata $*" "$status" "$scratch/$name.out"
     grep '^{' "$scratch/$name.out" | tail -n 1 >"$scratch/$name.json" || true
     python3 -c 'import json, sys; json.load(open(sys.argv[1]))["tables"]' "$scratch/$name.json" 2>/dev/null \
@@ -189,6 +199,24 @@ map_cap=()
 [ "$map_mb" = - ] || map_cap=(--map-resident-mb "$map_mb")
 run disk "[2/3] out of core ($steps steps)" "${common[@]}" --steps "$steps" --lookahead "$lookahead" \
     --hot-mb "$hot_mb" --warm-mb "$warm_mb" "${map_cap[@]}"
+if [ "$drop_caches" = 1 ]; then
+    # Run 2's command toward twice the steps, stopped with kill -9 once its checkpoint at
+    # `steps` is durable (a resume must use the very same options), then resumed from there
+    # with the page cache dropped.
+    long=("${common[@]}" --steps $(( 2 * steps )) --lookahead "$lookahead" --hot-mb "$hot_mb" --warm-mb "$warm_mb" "${map_cap[@]}")
+    echo "[2/3] out of core toward $(( 2 * steps )) steps, stopped after its checkpoint at step $steps: strata ${long[*]}"
+    "$strata" "${long[@]}" --store "$scratch/store-cold" --metrics "$scratch/prep.metrics.jsonl" >"$scratch/prep.out" 2>&1 &
+    pid=$!
+    until grep -q "\"event\":\"checkpoint\".*\"step\":$steps[,}]" "$scratch/prep.metrics.jsonl" 2>/dev/null; do
+        kill -0 "$pid" 2>/dev/null || step_failed "the run to stop at step $steps ended before its checkpoint there" - "$scratch/prep.out"
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    sync
+    echo 3 2>/dev/null >/proc/sys/vm/drop_caches || fail "--drop-caches: cannot write /proc/sys/vm/drop_caches (needs root)"
+    store_of=cold timed=1 run cold "[2/3] resumed at step $steps with the page cache dropped" "${long[@]}" --resume
+fi
 
 # ---- 3. baseline -------------------------------------------------------------------------
 if [ "$baseline" = 1 ]; then
@@ -287,6 +315,22 @@ if base is not None and base.get("peak_resident_bytes") and disk.get("peak_resid
         print(f"{'resident between steps - baseline':{w}} {mb(mem['resident_bytes_between_steps'] - fixed):>22} "
               f"{mb(between - fixed):>22} {ratio(between - fixed, allowed):>8}   (x budget + overhead)")
 print(f"{'lookups, % hot/warm+spill/LMDB/new':{w}} {pct(mt):>22} {pct(dt):>22}")
+if os.path.exists(os.path.join(scratch, "cold.json")):
+    cold = load("cold")
+    faults = elapsed = None
+    for line in open(os.path.join(scratch, "cold.time")):
+        key, _, value = line.strip().rpartition(": ")
+        if key == "Major (requiring I/O) page faults":
+            faults = int(value)
+        elif key.startswith("Elapsed (wall clock) time"):
+            parts = [float(p) for p in value.split(":")]
+            elapsed = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    print()
+    print(f"{'resumed, page cache dropped: samples/s':{w}} {'':>22} {rate(cold['samples_per_second']):>22} "
+          f"{ratio(cold['samples_per_second'], mem['samples_per_second']):>8}   (x all in memory)")
+    print(f"{'  lookups, % hot/warm+spill/LMDB/new':{w}} {'':>22} {pct(cold['tables']):>22}")
+    if faults is not None and elapsed:
+        print(f"{'  page faults that read the device':{w}} {'':>22} {faults:>22,}   ({faults / elapsed:,.0f}/s over {elapsed:.1f} s)")
 if base is not None and disk.get("peak_resident_bytes") and disk["peak_resident_bytes"] - base["peak_resident_bytes"] > budget + dt["overhead_bytes"]:
     print()
     over = (disk["peak_resident_bytes"] - base["peak_resident_bytes"] - budget - dt["overhead_bytes"]) / 1e6
