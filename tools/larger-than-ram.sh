@@ -7,7 +7,7 @@
 # dirty file pages; sampled every second), throughput, checkpoint times and sizes, reopen
 # times, and disk bytes per row against the raw values and optimizer state.
 # A benchmark, not a test: CI does not run it. It takes about (rows x 600 bytes) of disk and,
-# for the default 51 million rows, most of an hour on 2 cores.
+# for the default 51 million rows, 33 minutes on this 2-core VM.
 #
 # Usage:
 #   tools/larger-than-ram.sh [options]
