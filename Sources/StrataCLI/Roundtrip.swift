@@ -67,7 +67,7 @@ struct Roundtrip: ParsableCommand {
         var earlier = false
         do {
             let db = try Store(path: path, options: options)
-            earlier = db.tableNames == ["embeddings"] && db.lastCheckpoint.payload == Array("roundtrip".utf8)
+            earlier = db.tableNames == ["embeddings"] && db.lastCheckpoint.payload == payload
             try db.close()
         } catch {
             guard case .noStore = error else { throw error }
@@ -87,7 +87,6 @@ struct Roundtrip: ParsableCommand {
         options.mapResidentBytes = mapResidentMb << 20
         let spec = TableSpec(dimension: dim, initializer: .init(.uniform(low: -0.05, high: 0.05), seed: 7),
                              optimizer: .rowwiseAdagrad(learningRate: 0.05))
-        let payload = Array("roundtrip".utf8)
         let batch = 1024
         let baseline = residentBytes()
         var figures: [String: Double] = ["rows": Double(rows), "dim": Double(dim)]
@@ -104,17 +103,10 @@ struct Roundtrip: ParsableCommand {
         figures["record_bytes"] = Double(recordBytes)
         figures["budget_bytes"] = Double(budget)
 
-        // Checkpoints beside the batches: each begins once the one before is durable.
         var checkpoints = CheckpointTally()
-        var pending: PendingCheckpoint?
-        func settle() throws {
-            if let p = pending { checkpoints.add(try p.wait()) }
-            pending = nil
-        }
-
         var t0 = now()
         var sinceCheckpoint = 0
-        var longestBatch = 0.0, writeWaited = 0.0
+        var longestBatch = 0.0
         for start in stride(from: 0, to: rows, by: batch) {
             let b0 = now()
             let k = keys(start, min(batch, rows - start))
@@ -122,30 +114,24 @@ struct Roundtrip: ParsableCommand {
             sinceCheckpoint += k.count
             var pacing = 0.0
             if checkpointRows > 0 && sinceCheckpoint >= checkpointRows {
-                // Waiting for the checkpoint before is pacing, counted apart; the freeze is a stall.
-                let w0 = now()
-                try settle()
-                pacing = now() - w0
-                writeWaited += pacing
-                pending = try db.beginCheckpoint(payload: payload)
+                pacing = try checkpoints.begin(db)
                 sinceCheckpoint = 0
             }
             longestBatch = max(longestBatch, now() - b0 - pacing)
             memory.sample()
         }
-        try settle()
+        try checkpoints.settle()
         figures["write_rows_per_second"] = Double(rows) / (now() - t0)
         figures["write_longest_batch_seconds"] = longestBatch
-        figures["write_checkpoint_wait_seconds"] = writeWaited
+        figures["write_checkpoint_wait_seconds"] = checkpoints.waited
         phase("write", t0, table)
         let c0 = now()
-        let info = try db.checkpoint(payload: payload)
-        checkpoints.add(info)
+        let info = try checkpoints.final(db)
         print("checkpoint \(info.generation): \(info.rowsWritten) rows, \(fmt(Double(info.bytesWritten) / 1_048_576)) MiB "
               + "in \(fmt(info.durationSeconds)) s")
         if checkpoints.count > 1 {
-            print("checkpoints while writing: \(checkpoints); writes waited \(fmt(writeWaited)) s in all for the one before to end, "
-                  + "longest batch otherwise \(fmt(longestBatch * 1e3)) ms")
+            print("checkpoints while writing: \(checkpoints); writes waited \(fmt(checkpoints.waited)) s in all for the one before "
+                  + "to end, longest batch otherwise \(fmt(longestBatch * 1e3)) ms")
         }
         figures["write_seconds"] = now() - t0
         figures["write_checkpoints"] = Double(checkpoints.count)
@@ -249,8 +235,6 @@ struct Roundtrip: ParsableCommand {
         var latencies: [Double] = []
         latencies.reserveCapacity(trainBatches)
         var checkpoints = CheckpointTally()
-        var pending: PendingCheckpoint?
-        var waited = 0.0
         let before = try table.statistics().traffic
         let t0 = now()
         for b in 1...trainBatches {
@@ -264,22 +248,13 @@ struct Roundtrip: ParsableCommand {
                 try out.withUnsafeMutableBufferPointer { try table.lookup(k, into: $0) }
                 try grads.withUnsafeBufferPointer { try table.applyGradients(k, $0) }
             }
-            if b % checkpointEvery == 0 {
-                // Waiting for the checkpoint before is pacing, counted apart; the freeze is a stall.
-                let w0 = now()
-                if let p = pending { checkpoints.add(try p.wait()) }
-                waited += now() - w0
-                let f0 = now()
-                pending = try db.beginCheckpoint(payload: Array("roundtrip".utf8))
-                latencies.append(now() - f0 + (w0 - b0))
-            } else {
-                latencies.append(now() - b0)
-            }
+            let pacing = b % checkpointEvery == 0 ? try checkpoints.begin(db) : 0
+            latencies.append(now() - b0 - pacing)
             memory.sample()
         }
-        if let p = pending { checkpoints.add(try p.wait()) }
+        try checkpoints.settle()
         let c0 = now()
-        checkpoints.add(try db.checkpoint(payload: Array("roundtrip".utf8)))
+        _ = try checkpoints.final(db)
         let seconds = now() - t0
         let t = try table.statistics().traffic
         let accesses = Double(max(t.accesses - before.accesses, 1))
@@ -289,7 +264,7 @@ struct Roundtrip: ParsableCommand {
         figures["train_batch_p50_seconds"] = quantile(latencies, 0.5)
         figures["train_batch_p99_seconds"] = quantile(latencies, 0.99)
         figures["train_batch_longest_seconds"] = latencies.last ?? 0
-        figures["train_checkpoint_wait_seconds"] = waited
+        figures["train_checkpoint_wait_seconds"] = checkpoints.waited
         figures["train_checkpoints"] = Double(checkpoints.count)
         figures["train_checkpoint_rows_mean"] = Double(checkpoints.rows) / Double(max(checkpoints.count, 1))
         figures["train_checkpoint_bytes_mean"] = Double(checkpoints.bytes) / Double(max(checkpoints.count, 1))
@@ -303,7 +278,7 @@ struct Roundtrip: ParsableCommand {
               + "\(fmt(figures["train_batch_p99_seconds"]! * 1e3)) ms, longest \(fmt(figures["train_batch_longest_seconds"]! * 1e3)) ms; "
               + "hits hot \(fmt(figures["train_hit_hot"]! * 100))%, warm and spill \(fmt(figures["train_hit_warm_and_spill"]! * 100))%, "
               + "LMDB \(fmt(figures["train_hit_lmdb"]! * 100))%")
-        print("checkpoints while training: \(checkpoints); batches waited \(fmt(waited)) s in all for the one before to end")
+        print("checkpoints while training: \(checkpoints); batches waited \(fmt(checkpoints.waited)) s in all for the one before to end")
         try db.close()
     }
 }
@@ -313,12 +288,42 @@ private func key(of index: Int, _ order: Roundtrip.KeyOrder) -> UInt64 {
     order == .dense ? UInt64(index) : scrambledKey(index)
 }
 
-/// Checkpoints of a phase: how many, their rows, bytes and seconds.
+/// What an earlier roundtrip's checkpoints carry, so that the next one knows its store.
+private let payload = Array("roundtrip".utf8)
+
+/// The checkpoints of a phase, each written beside the batches that follow and begun once
+/// the one before is durable: how many, their rows, bytes and seconds, and how long the
+/// batches waited for one to end before the next could begin.
 private struct CheckpointTally: CustomStringConvertible {
     var count = 0, rows = 0, bytes = 0
-    var seconds = 0.0, longest = 0.0
+    var seconds = 0.0, longest = 0.0, waited = 0.0
+    private var pending: PendingCheckpoint?
 
-    mutating func add(_ info: CheckpointInfo) {
+    /// Waits for the checkpoint being written, then begins the next; returns the seconds
+    /// waited, which are pacing, not a stall (the freeze is).
+    mutating func begin(_ db: Store) throws -> Double {
+        let w0 = now()
+        try settle()
+        let wait = now() - w0
+        waited += wait
+        pending = try db.beginCheckpoint(payload: payload)
+        return wait
+    }
+
+    /// Waits for the checkpoint being written, if any.
+    mutating func settle() throws {
+        if let p = pending { add(try p.wait()) }
+        pending = nil
+    }
+
+    /// The phase's last checkpoint, in place.
+    mutating func final(_ db: Store) throws -> CheckpointInfo {
+        let info = try db.checkpoint(payload: payload)
+        add(info)
+        return info
+    }
+
+    private mutating func add(_ info: CheckpointInfo) {
         count += 1
         rows += info.rowsWritten + info.rowsDeleted
         bytes += info.bytesWritten
@@ -341,10 +346,7 @@ private struct MemorySamples: CustomStringConvertible {
         let t = now()
         guard t - last >= 1, let m = ProcessMemory.current() else { return }
         last = t
-        largest.anonymous = max(largest.anonymous, m.anonymous)
-        largest.fileBacked = max(largest.fileBacked, m.fileBacked)
-        largest.fileDirty = max(largest.fileDirty, m.fileDirty)
-        largest.peak = max(largest.peak, m.peak)
+        largest.raise(to: m)
     }
 
     func report(into figures: inout [String: Double]) {

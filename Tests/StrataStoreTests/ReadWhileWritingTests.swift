@@ -43,6 +43,12 @@ final class ScenarioWriter {
         child = try ChildProcess(FaultKit.driver, arguments)
     }
 
+    /// The crash scenario written at `path` with checkpoints in flight, each begun as soon as
+    /// the last is durable, in transactions of 2 pages.
+    static func checkpointingContinuously(at path: String) throws -> ScenarioWriter {
+        try ScenarioWriter(["crash-writer", "--store", path, "--seed", "\(ReaderChecks.seed)", "--in-flight", "1", "--transaction-pages", "2"])
+    }
+
     var description: String { "process \(child.pid)" }
 
     private func take(_ line: String) {
@@ -284,7 +290,7 @@ enum ReaderChecks {
         let directory = FaultKit.directory("strata-read-continuous")
         defer { FaultKit.remove(directory) }
         let path = directory + "/store"
-        let writer = try ScenarioWriter(["crash-writer", "--store", path, "--seed", "\(ReaderChecks.seed)", "--in-flight", "1", "--transaction-pages", "2"])
+        let writer = try ScenarioWriter.checkpointingContinuously(at: path)
         defer { writer.child.kill() }
         let named = Store.Writer(pid: writer.child.pid, command: "strata-fault-driver crash-writer")
         var replay = ScenarioReplay(seed: ReaderChecks.seed)
@@ -379,7 +385,7 @@ final class Counter: @unchecked Sendable {
         let directory = FaultKit.directory("strata-read-tools")
         defer { FaultKit.remove(directory) }
         let path = directory + "/store"
-        let writer = try ScenarioWriter(["crash-writer", "--store", path, "--seed", "\(ReaderChecks.seed)", "--in-flight", "1", "--transaction-pages", "2"])
+        let writer = try ScenarioWriter.checkpointingContinuously(at: path)
         defer { writer.child.kill() }
         let named = "process \(writer.child.pid) (strata-fault-driver crash-writer)"
         var replay = ScenarioReplay(seed: ReaderChecks.seed)

@@ -82,9 +82,9 @@ final class StoreCore: Sendable {
     /// LOCK, held by a writer; a reader's place in the process-wide set of open stores.
     private let lockFile: StoreLockFile
 
-    // LMDB's map pages are dropped from the resident set when they pass this much; Int.max
-    // when they are left to the kernel.
-    private let mapResidentLimit: Int
+    // LMDB's map pages are dropped from the resident set when they pass this much; nil when
+    // they are left to the kernel.
+    private let mapResidentLimit: Int?
     /// Traffic through the map since its resident pages were last measured.
     private let mapTraffic = Atomic<Int>(0)
     /// The process's file-backed resident bytes right after the last trim.
@@ -93,7 +93,7 @@ final class StoreCore: Sendable {
 
     /// A writer's core reads through a pool of fresh snapshots; a reader's through `readers`,
     /// its one pinned snapshot.
-    init(path: String, environment: LMDBEnvironment, lockFile: StoreLockFile, generation: UInt64, mapResidentLimit: Int,
+    init(path: String, environment: LMDBEnvironment, lockFile: StoreLockFile, generation: UInt64, mapResidentLimit: Int?,
          access: Store.Access = .writer, readers: LMDBReaderPool? = nil) {
         self.path = path
         dataPath = environment.dataPath
@@ -169,12 +169,12 @@ final class StoreCore: Sendable {
     /// fault-around), so an estimate was off by a factor of four either way.
     @inline(__always)
     func noteMapTraffic(_ bytes: Int) {
-        guard mapResidentLimit < Int.max else { return }
+        guard let limit = mapResidentLimit else { return }
         let total = mapTraffic.add(bytes + 65536, ordering: .relaxed).newValue
-        if total > mapResidentLimit / 8 { checkMapResidence() }
+        if total > limit / 8 { checkMapResidence(limit) }
     }
 
-    private func checkMapResidence() {
+    private func checkMapResidence(_ limit: Int) {
         mapTraffic.store(0, ordering: .relaxed)
         mapBaseline.withLock { baseline in
             guard let now = fileResidentBytes() else {
@@ -185,7 +185,7 @@ final class StoreCore: Sendable {
             // Other file pages (warm tiers, libraries) may have left the resident set since
             // the last trim; measured from the lower point, the map's growth is not hidden.
             baseline = min(baseline, now)
-            if now - baseline > mapResidentLimit / 2 {
+            if now - baseline > limit / 2 {
                 releaseMapPages()
                 baseline = fileResidentBytes() ?? 0
             }
@@ -194,7 +194,7 @@ final class StoreCore: Sendable {
 
     /// Drops all of the map's pages from this process's page tables now, if they are capped.
     func trimMap() {
-        guard mapResidentLimit < Int.max else { return }
+        guard mapResidentLimit != nil else { return }
         mapTraffic.store(0, ordering: .relaxed)
         mapBaseline.withLock { baseline in
             releaseMapPages()
@@ -586,7 +586,7 @@ public final class Store: Sendable {
         }
 
         core = StoreCore(path: path, environment: environment, lockFile: lockFile, generation: loaded.last.generation,
-                         mapResidentLimit: options.mapResidentBytes ?? Int.max)
+                         mapResidentLimit: options.mapResidentBytes)
 
         // Leftovers of tables created after the last checkpoint belong to no checkpoint.
         let known = Set(loaded.catalog.map(\.id))

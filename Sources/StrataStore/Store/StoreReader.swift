@@ -105,7 +105,7 @@ extension Store {
             }
             let core = StoreCore(
                 path: path, environment: environment, lockFile: registration, generation: loaded.last.generation,
-                mapResidentLimit: options.mapResidentBytes ?? Int.max, access: .reader(writer: writerBefore), readers: snapshot)
+                mapResidentLimit: options.mapResidentBytes, access: .reader(writer: writerBefore), readers: snapshot)
             var report: [String] = []
             if let waitedFor {
                 let waited = clock.now - started

@@ -306,6 +306,14 @@ public struct ProcessMemory: Sendable, Equatable {
         (self.anonymous, self.fileBacked, self.fileDirty, self.peak) = (anonymous, fileBacked, fileDirty, peak)
     }
 
+    /// Raises each field to `other`'s where that is larger: the most of each kind seen.
+    public mutating func raise(to other: ProcessMemory) {
+        anonymous = max(anonymous, other.anonymous)
+        fileBacked = max(fileBacked, other.fileBacked)
+        fileDirty = max(fileDirty, other.fileDirty)
+        peak = max(peak, other.peak)
+    }
+
     /// Read from `/proc/self/status` and `/proc/self/smaps_rollup`; nil where they are
     /// missing. smaps_rollup walks the page tables: call it every few seconds, not per batch.
     public static func current() -> ProcessMemory? {

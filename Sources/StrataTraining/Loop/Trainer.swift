@@ -346,10 +346,7 @@ public final class Trainer {
     private func sampleResident() {
         residentBetweenSteps = max(residentBetweenSteps, residentBytes())
         guard let now = ProcessMemory.current() else { return }
-        var m = memoryBetweenSteps ?? now
-        m.anonymous = max(m.anonymous, now.anonymous)
-        m.fileDirty = max(m.fileDirty, now.fileDirty)
-        memoryBetweenSteps = m
+        memoryBetweenSteps = memoryBetweenSteps.map { var m = $0; m.raise(to: now); return m } ?? now
     }
 
     private func noteOverhead() throws {
