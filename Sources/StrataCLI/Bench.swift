@@ -285,7 +285,7 @@ struct Bench: ParsableCommand {
             encoder.outputFormatting = [.sortedKeys]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))
         } else {
-            print("hot_vs_flat \(fmt(report.hotVsFlat))  warm_vs_hot \(fmt(report.warmVsHot))  "
+            print("hot_vs_flat \(fmt(report.hotVsFlat)) (flat gather \(fmt(report.flatGatherNsPerRow)) ns/row)  warm_vs_hot \(fmt(report.warmVsHot))  "
                   + "cold_vs_raw_lmdb \(fmt(report.coldVsRawLmdb))  update_vs_flat \(fmt(report.updateVsFlat))")
         }
     }
