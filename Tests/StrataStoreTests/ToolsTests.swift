@@ -186,6 +186,66 @@ import StrataTestSupport
         try expectFailure(["import", path, "emb", "--from", npy + "/doubles"], "<f8")
     }
 
+    /// Files crafted to break a reader's arithmetic: each import fails with exit status 1 and
+    /// an `Error:` line naming the file, never a signal (each trapped before its fix).
+    @Test func craftedTableFilesAreRefusedNotCrashed() throws {
+        let directory = temporaryDirectory("strata-tools-crafted")
+        defer { removeDirectory(directory) }
+        let path = directory + "/store"
+        _ = try Self.makeStore(path)
+
+        func npy(_ shape: String, descr: String = "<u8", data: Int = 0) -> Data {
+            var dict = "{'descr': '\(descr)', 'fortran_order': False, 'shape': \(shape), }"
+            dict += String(repeating: " ", count: (64 - (10 + dict.utf8.count + 1) % 64) % 64) + "\n"
+            let n = dict.utf8.count
+            return Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(n & 0xFF), UInt8(n >> 8)] + Array(dict.utf8)
+                        + [UInt8](repeating: 0, count: data))
+        }
+        func safetensors(length: UInt64? = nil, _ header: String, data: Int = 0) -> Data {
+            let bytes = Array(header.utf8)
+            return Data(withUnsafeBytes(of: (length ?? UInt64(bytes.count)).littleEndian) { Array($0) } + bytes
+                        + [UInt8](repeating: 0, count: data))
+        }
+        let goodValues = npy("(2, 12)", descr: "<f4", data: 96)
+        var cases: [(name: String, files: [String: Data], says: String)] = [
+            ("length-max.safetensors", ["": safetensors(length: .max, "{}")], "header length"),
+            ("length-2-63.safetensors", ["": safetensors(length: 1 << 63 | 5, "{}")], "header length"),
+            ("shape-overflow.safetensors", ["": safetensors(#"""
+                {"keys":{"dtype":"U64","shape":[4611686018427387904],"data_offsets":[0,8]},
+                 "values":{"dtype":"F32","shape":[1,12],"data_offsets":[8,56]}}
+                """#, data: 56)], "larger than any file"),
+            ("negative-offsets.safetensors", ["": safetensors(#"""
+                {"keys":{"dtype":"U64","shape":[1],"data_offsets":[-8,0]},
+                 "values":{"dtype":"F32","shape":[1,12],"data_offsets":[0,48]}}
+                """#, data: 48)], "data_offsets"),
+            ("negative-shape.safetensors", ["": safetensors(#"""
+                {"keys":{"dtype":"U64","shape":[-1],"data_offsets":[0,0]},
+                 "values":{"dtype":"F32","shape":[1,12],"data_offsets":[0,48]}}
+                """#, data: 48)], "negative dimension"),
+        ]
+        for (name, shape) in [("close-before-open", ")2, (1"), ("negative", "(-5,)"),
+                              ("overflow", "(4611686018427387904,)"), ("not-a-number", "(2, x)")] {
+            cases.append(("npy-" + name, ["keys.npy": npy(shape, data: 16), "values.npy": goodValues],
+                          name == "overflow" ? "larger than any file" : name == "negative" ? "negative dimension"
+                              : name == "not-a-number" ? "not a whole number" : "no 'shape'"))
+        }
+        cases.append(("npy-values-overflow", ["keys.npy": npy("(2,)", data: 16),
+                                              "values.npy": npy("(2, 2305843009213693952)", descr: "<f4")], "larger than any file"))
+        for c in cases {
+            let target = directory + "/" + c.name
+            if c.files.keys.contains("") {
+                FileManager.default.createFile(atPath: target, contents: c.files[""])
+            } else {
+                try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+                for (file, data) in c.files { FileManager.default.createFile(atPath: target + "/" + file, contents: data) }
+            }
+            let (status, lines) = try Self.run(["import", path, "crafted", "--from", target])
+            #expect(status == 1, "\(c.name): status \(status): \(lines.suffix(3))")
+            #expect(lines.contains { $0.hasPrefix("Error:") && $0.contains(c.name) && $0.contains(c.says) },
+                    "\(c.name): \(lines.suffix(3))")
+        }
+    }
+
     // MARK: export to numpy and safetensors, and back
 
     @Test func exportsLoadInNumpyAndSafetensorsAndRoundTripBitForBit() throws {

@@ -56,6 +56,24 @@ struct TensorShape: Equatable {
         self.rows = rows
         width = columns
     }
+
+    /// The shape a file states for tensor `name`, refused unless it has one dimension (keys,
+    /// update counts, deleted keys) or two (values, state), none negative, and its bytes fit
+    /// in an `Int`.
+    static func stated(_ dims: [Int], name: String, type: ElementType, in path: String) throws -> TensorShape {
+        let matrix = name == "values" || name == "state"
+        guard dims.count == (matrix ? 2 : 1) || (!matrix && dims.count == 2 && dims[1] == 1) else {
+            throw ToolError("\(path): tensor '\(name)' has shape \(dims); it must have \(matrix ? 2 : 1) dimension\(matrix ? "s" : "")")
+        }
+        guard dims.allSatisfy({ $0 >= 0 }) else { throw ToolError("\(path): tensor '\(name)' has a negative dimension in its shape \(dims)") }
+        var bytes = type.size
+        for d in dims {
+            let (product, overflow) = bytes.multipliedReportingOverflow(by: d)
+            guard !overflow else { throw ToolError("\(path): tensor '\(name)' of shape \(dims) would be larger than any file") }
+            bytes = product
+        }
+        return TensorShape(name: name, type: type, rows: dims[0], columns: matrix ? dims[1] : nil)
+    }
 }
 
 // MARK: - Files
@@ -180,21 +198,41 @@ enum NPY {
         if let order = field("fortran_order"), order.hasPrefix("True") {
             throw ToolError("\(file.path) is in Fortran order; save it C-contiguous")
         }
-        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("), let close = shapeField.firstIndex(of: ")") else {
+        guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("),
+              let close = shapeField[open...].firstIndex(of: ")") else {
             throw ToolError("\(file.path): no 'shape' in the header")
         }
-        let dims = shapeField[shapeField.index(after: open)..<close].split(separator: ",").compactMap {
-            Int($0.trimmingCharacters(in: .whitespaces))
+        var dims: [Int] = []
+        for item in shapeField[shapeField.index(after: open)..<close].split(separator: ",") {
+            let text = item.trimmingCharacters(in: .whitespaces)
+            guard let n = Int(text) else { throw ToolError("\(file.path): '\(text)' in its shape is not a whole number") }
+            dims.append(n)
         }
-        guard dims.count == 1 || dims.count == 2 else {
-            throw ToolError("\(file.path) has \(dims.count) dimensions; \(name) needs \(name == "keys" ? 1 : 2)")
-        }
-        let shape = TensorShape(name: name, type: type, rows: dims[0], columns: dims.count == 2 ? dims[1] : nil)
+        let shape = try TensorShape.stated(dims, name: name, type: type, in: file.path)
         let dataOffset = offset + headerLength
-        guard dataOffset + shape.bytes <= file.size else {
+        guard shape.bytes <= file.size - dataOffset else {
             throw ToolError("\(file.path) is \(file.size) bytes; its shape \(dims) needs \(dataOffset + shape.bytes)")
         }
         return (shape, dataOffset)
+    }
+}
+
+// MARK: - safetensors
+
+enum Safetensors {
+    /// A safetensors file's JSON header and where its data starts. The 8-byte length is checked
+    /// against the file's size before anything else is read.
+    static func header(_ file: InputFile) throws -> (object: [String: Any], dataStart: Int) {
+        guard file.size >= 8 else { throw ToolError("\(file.path) is not a safetensors file (\(file.size) bytes)") }
+        let length = try file.bytes(8, at: 0).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard length > 0, length <= UInt64(file.size - 8) else {
+            throw ToolError("\(file.path) is not a safetensors file: its header length \(length) does not fit its \(file.size) bytes")
+        }
+        let header = try file.bytes(Int(length), at: 8)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(header)) as? [String: Any] else {
+            throw ToolError("\(file.path): its header is not a JSON object")
+        }
+        return (object, 8 + Int(length))
     }
 }
 
@@ -270,11 +308,7 @@ final class TableFileWriter {
             return (try? Data(contentsOf: URL(fileURLWithPath: path + "/strata.json")))
                 .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: String] }
         }
-        guard let file = try? InputFile(path), file.size >= 8,
-              let head = try? file.bytes(8, at: 0) else { return nil }
-        let length = Int(head.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
-        guard length > 0, 8 + length <= file.size, let header = try? file.bytes(length, at: 8),
-              let object = try? JSONSerialization.jsonObject(with: Data(header)) as? [String: Any] else { return nil }
+        guard let file = try? InputFile(path), let (object, _) = try? Safetensors.header(file) else { return nil }
         return object["__metadata__"] as? [String: String]
     }
 
@@ -388,13 +422,7 @@ final class TableFileReader {
             }
         case .safetensors:
             let input = try InputFile(path)
-            guard input.size >= 8 else { throw ToolError("\(path) is not a safetensors file (\(input.size) bytes)") }
-            let length = Int(try input.bytes(8, at: 0).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
-            guard length > 0, 8 + length <= input.size else { throw ToolError("\(path) is not a safetensors file (header length \(length))") }
-            let header = try input.bytes(length, at: 8)
-            guard let object = try? JSONSerialization.jsonObject(with: Data(header)) as? [String: Any] else {
-                throw ToolError("\(path): its header is not JSON")
-            }
+            let (object, dataStart) = try Safetensors.header(input)
             for name in ["keys", "values", "state", "update_counts", "deleted_keys"] {
                 guard let entry = object[name] as? [String: Any] else {
                     if name == "keys" || name == "values" { throw ToolError("\(path) has no tensor '\(name)'") }
@@ -410,12 +438,13 @@ final class TableFileReader {
                 case "U64": type = .uint64
                 default: throw ToolError("\(path): tensor '\(name)' is \(dtype); \(["keys", "update_counts", "deleted_keys"].contains(name) ? "U64" : "F32") expected")
                 }
-                guard shape.count == 1 || shape.count == 2 else { throw ToolError("\(path): tensor '\(name)' has shape \(shape)") }
-                let s = TensorShape(name: name, type: type, rows: shape[0], columns: shape.count == 2 ? shape[1] : nil)
-                guard offsets[1] - offsets[0] == s.bytes, 8 + length + offsets[1] <= input.size else {
-                    throw ToolError("\(path): tensor '\(name)' of shape \(shape) does not fit its data_offsets \(offsets)")
+                let s = try TensorShape.stated(shape, name: name, type: type, in: path)
+                guard offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= input.size - dataStart,
+                      offsets[1] - offsets[0] == s.bytes else {
+                    throw ToolError("\(path): tensor '\(name)' of shape \(shape) does not fit its data_offsets \(offsets) "
+                        + "in the \(input.size - dataStart) bytes after the header")
                 }
-                tensors[name] = (input, 8 + length + offsets[0], s)
+                tensors[name] = (input, dataStart + offsets[0], s)
             }
         case .tsv:
             let vectors = try LineReader(path + "/vectors.tsv")
