@@ -21,12 +21,12 @@ struct Bench: ParsableCommand {
             Ratios, not absolute times, are what compare across machines.
             """)
 
-    @Option(help: "Rows in the benchmark table.") var rows = 1_000_000
-    @Option(help: "Floats per row.") var dim = 64
-    @Option(help: "Keys per batch.") var batch = 1024
-    @Option(help: "Rows in the hot tier for the hot, update and warm measurements (default: all rows).")
+    @Option(parsing: .unconditional, help: "Rows in the benchmark table.") var rows = 1_000_000
+    @Option(parsing: .unconditional, help: "Floats per row.") var dim = 64
+    @Option(parsing: .unconditional, help: "Keys per batch.") var batch = 1024
+    @Option(parsing: .unconditional, help: "Rows in the hot tier for the hot, update and warm measurements (default: all rows).")
     var hotRows: Int?
-    @Option(help: "Seconds spent on each timed measurement.") var seconds = 1.0
+    @Option(parsing: .unconditional, help: "Seconds spent on each timed measurement.") var seconds = 1.0
     @Option(help: "Directory for the scratch store (default: a new temporary directory, removed afterwards).")
     var dir: String?
     @Option(help: """
@@ -36,8 +36,8 @@ struct Bench: ParsableCommand {
         """)
     var store: String?
     @Option(help: "The table of --store to measure.") var table: String?
-    @Option(help: "Changed rows in each checkpoint of the checkpoint measurement.") var checkpointRows = 1_500_000
-    @Option(help: "Batches between checkpoints in the checkpoint measurement's throughput runs.")
+    @Option(parsing: .unconditional, help: "Changed rows in each checkpoint of the checkpoint measurement.") var checkpointRows = 1_500_000
+    @Option(parsing: .unconditional, help: "Batches between checkpoints in the checkpoint measurement's throughput runs.")
     var checkpointBatches = 200
     @Option(help: "Measurements to run, comma-separated: hot, update, warm, cold, latency, policy, checkpoint.")
     var only = "hot,update,warm,cold,latency,policy"
@@ -48,6 +48,20 @@ struct Bench: ParsableCommand {
     var reportDirectory: String?
     @Flag(help: "Tiny sizes and short timings: checks that the benchmark runs; its figures mean nothing.")
     var quick = false
+
+    func validate() throws {
+        try OptionCheck.whole(rows, "--rows", 1...(1 << 31))
+        try OptionCheck.whole(dim, "--dim", 1...65_536)
+        try OptionCheck.whole(batch, "--batch", 1...(1 << 20))
+        if let hotRows { try OptionCheck.whole(hotRows, "--hot-rows", 1...Int.max) }
+        try OptionCheck.number(seconds, "--seconds", 0.001...86_400)
+        try OptionCheck.whole(checkpointRows, "--checkpoint-rows", 1...(1 << 31))
+        try OptionCheck.whole(checkpointBatches, "--checkpoint-batches", 1...Int.max)
+        let known: Set = ["hot", "update", "warm", "cold", "latency", "policy", "checkpoint"]
+        for name in only.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            try OptionCheck.require(known.contains(name), "--only: '\(name)' is not a measurement; choose from \(known.sorted().joined(separator: ", "))")
+        }
+    }
 
     func run() throws {
         // Plain copies: reading an @Option in a loop costs a metadata lookup each time.

@@ -22,31 +22,30 @@ struct DataOptions: ParsableArguments {
     var `protocol` = EvaluationProtocol.none
     @Option(help: "Tabular data: the split's ratios, train:test or train:valid:test (default: the protocol's).")
     var split: String?
-    @Option(help: "The click protocol: a rating at or above this is a click.") var clickThreshold = 4.0
+    @Option(parsing: .unconditional, help: "The click protocol: a rating at or above this is a click.") var clickThreshold = 4.0
     @Option(help: "Tabular data: a cross of features for the wide part, as A,B (repeatable).") var cross: [String] = []
-    @Option(help: "Ranking metrics at this K.") var topK = 10
+    @Option(parsing: .unconditional, help: "Ranking metrics at this K.") var topK = 10
     @Option(help: "A malformed input line: skip (and count) or stop.") var onMalformed = "stop"
-    @Option(help: "Samples read together and shuffled (0: file order; default 0 for Criteo files, 131072 for tables).")
+    @Option(parsing: .unconditional, help: "Samples read together and shuffled (0: file order; default 0 for Criteo files, 131072 for tables).")
     var shuffleBlock: Int?
 
     @Option(help: "Synthetic data: samples per epoch.") var syntheticSamples: Int64 = 10_000_000
-    @Option(help: "Synthetic data: the largest key space of a categorical feature (others shrink geometrically to 10).")
+    @Option(parsing: .unconditional, help: "Synthetic data: the largest key space of a categorical feature (others shrink geometrically to 10).")
     var syntheticKeys: Double = 1e7
     @Option(help: "Synthetic data: key spaces of the categorical features: geometric (see --synthetic-keys) or kaggle (Criteo Kaggle's table sizes).")
     var syntheticKeySpaces = "geometric"
-    @Option(help: "Synthetic data: Zipf exponent of the categorical ids.") var syntheticZipf = 1.05
+    @Option(parsing: .unconditional, help: "Synthetic data: Zipf exponent of the categorical ids.") var syntheticZipf = 1.05
 
     func validate() throws {
-        func require(_ ok: Bool, _ message: String) throws { if !ok { throw ValidationError(message) } }
-        try require((1...100_000).contains(topK), "--top-k must be between 1 and 100000, not \(topK)")
-        try require((0...(1 << 24)).contains(shuffleBlock ?? 0),
+        try OptionCheck.whole(topK, "--top-k", 1...100_000)
+        try OptionCheck.require((0...(1 << 24)).contains(shuffleBlock ?? 0),
                     "--shuffle-block must be between 0 and \(1 << 24) samples (a block is held in memory), not \(shuffleBlock ?? 0)")
-        try require(clickThreshold.isFinite, "--click-threshold must be a number")
-        try require(syntheticSamples >= 1, "--synthetic-samples must be at least 1, not \(syntheticSamples)")
-        try require(syntheticKeys >= 10 && syntheticKeys <= Double(Int64.max / 2),
+        try OptionCheck.require(clickThreshold.isFinite, "--click-threshold must be a number")
+        try OptionCheck.whole(Int(syntheticSamples), "--synthetic-samples", 1...Int.max)
+        try OptionCheck.require(syntheticKeys >= 10 && syntheticKeys <= Double(Int64.max / 2),
                     "--synthetic-keys must be at least 10 (the smallest feature's key space), not \(syntheticKeys)")
-        try require(syntheticZipf.isFinite && syntheticZipf > 0, "--synthetic-zipf must be positive, not \(syntheticZipf)")
-        try require(["skip", "stop"].contains(onMalformed), "--on-malformed: skip or stop, not '\(onMalformed)'")
+        try OptionCheck.positive(syntheticZipf, "--synthetic-zipf", most: 100)
+        try OptionCheck.require(["skip", "stop"].contains(onMalformed), "--on-malformed: skip or stop, not '\(onMalformed)'")
     }
 
     var malformedLines: MalformedLinePolicy { onMalformed == "skip" ? .skip : .stop }

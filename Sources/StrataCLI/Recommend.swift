@@ -19,13 +19,13 @@ struct Recommend: ParsableCommand {
     @OptionGroup var access: StoreAccess
     @OptionGroup var input: DataOptions
     @Option(help: "The user, as the data writes its id.") var user: String
-    @Option(name: [.customShort("k"), .long], help: "How many items.") var count = 10
+    @Option(name: [.customShort("k"), .long], parsing: .unconditional, help: "How many items.") var count = 10
     @Option(help: "A column of the items to show beside each (default: the item id).") var show: String?
     @Flag(help: "Also rank the items the user has already interacted with.") var includeSeen = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
-        guard (1...100_000).contains(count) else { throw ValidationError("-k must be between 1 and 100000, not \(count)") }
+        try OptionCheck.whole(count, "-k", 1...100_000)
     }
 
     func run() throws {

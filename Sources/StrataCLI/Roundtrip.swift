@@ -29,32 +29,31 @@ struct Roundtrip: ParsableCommand {
     }
 
     @Option(help: "Store directory: new, empty, or an earlier roundtrip's (replaced).") var store = "strata-data/roundtrip"
-    @Option(help: "Rows to write.") var rows = 1_500_000
-    @Option(help: "Floats per row.") var dim = 64
-    @Option(help: "Hot tier budget in MiB.") var hotMb = 8
-    @Option(help: "Warm tier budget in MiB.") var warmMb = 24
-    @Option(help: "LMDB map pages kept resident, MiB.") var mapResidentMb = 32
+    @Option(parsing: .unconditional, help: "Rows to write.") var rows = 1_500_000
+    @Option(parsing: .unconditional, help: "Floats per row.") var dim = 64
+    @Option(parsing: .unconditional, help: "Hot tier budget in MiB.") var hotMb = 8
+    @Option(parsing: .unconditional, help: "Warm tier budget in MiB.") var warmMb = 24
+    @Option(parsing: .unconditional, help: "LMDB map pages kept resident, MiB.") var mapResidentMb = 32
     @Option(help: "Keys: \(KeyOrder.allCases.map(\.rawValue).joined(separator: " or ")).") var keys = KeyOrder.hashed
-    @Option(help: "Rows written between checkpoints while writing (0: one checkpoint, after the last row).")
+    @Option(parsing: .unconditional, help: "Rows written between checkpoints while writing (0: one checkpoint, after the last row).")
     var checkpointRows = 0
-    @Option(help: "Training batches after the read-back (0: none).") var trainBatches = 0
-    @Option(help: "Keys per training batch.") var trainBatch = 4096
-    @Option(help: "Zipf exponent of the training keys.") var zipf = 1.05
-    @Option(help: "Training batches between checkpoints.") var checkpointEvery = 1000
+    @Option(parsing: .unconditional, help: "Training batches after the read-back (0: none).") var trainBatches = 0
+    @Option(parsing: .unconditional, help: "Keys per training batch.") var trainBatch = 4096
+    @Option(parsing: .unconditional, help: "Zipf exponent of the training keys.") var zipf = 1.05
+    @Option(parsing: .unconditional, help: "Training batches between checkpoints.") var checkpointEvery = 1000
     @Flag(help: "End with one line of JSON holding every figure.") var json = false
 
     func validate() throws {
-        func require(_ ok: Bool, _ message: String) throws { if !ok { throw ValidationError(message) } }
-        try require(rows >= 1, "--rows must be at least 1, not \(rows)")
-        try require((1...65_536).contains(dim), "--dim must be between 1 and 65536, not \(dim)")
+        try OptionCheck.require(rows >= 1, "--rows must be at least 1, not \(rows)")
+        try OptionCheck.require((1...65_536).contains(dim), "--dim must be between 1 and 65536, not \(dim)")
         for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb), ("--map-resident-mb", mapResidentMb)] {
-            try require((0...(Int.max >> 21)).contains(value), "\(flag) must be between 0 and \(Int.max >> 21), not \(value)")
+            try OptionCheck.require((0...(Int.max >> 21)).contains(value), "\(flag) must be between 0 and \(Int.max >> 21), not \(value)")
         }
-        try require(checkpointRows >= 0, "--checkpoint-rows must be 0 or more, not \(checkpointRows)")
-        try require(trainBatches >= 0, "--train-batches must be 0 or more, not \(trainBatches)")
-        try require((1...1 << 20).contains(trainBatch), "--train-batch must be between 1 and \(1 << 20), not \(trainBatch)")
-        try require(zipf > 0 && zipf.isFinite, "--zipf must be a positive number, not \(zipf)")
-        try require(checkpointEvery >= 1, "--checkpoint-every must be at least 1, not \(checkpointEvery)")
+        try OptionCheck.require(checkpointRows >= 0, "--checkpoint-rows must be 0 or more, not \(checkpointRows)")
+        try OptionCheck.require(trainBatches >= 0, "--train-batches must be 0 or more, not \(trainBatches)")
+        try OptionCheck.require((1...1 << 20).contains(trainBatch), "--train-batch must be between 1 and \(1 << 20), not \(trainBatch)")
+        try OptionCheck.require(zipf > 0 && zipf.isFinite, "--zipf must be a positive number, not \(zipf)")
+        try OptionCheck.require(checkpointEvery >= 1, "--checkpoint-every must be at least 1, not \(checkpointEvery)")
     }
 
     /// Removes the store an earlier roundtrip left at `path`, and nothing else: a directory

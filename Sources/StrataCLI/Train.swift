@@ -32,48 +32,48 @@ struct Train: ParsableCommand {
     @OptionGroup var input: DataOptions
     @Option(help: "Store directory.") var store = "strata-data/train"
 
-    @Option(help: "Model setting: the embedding dimension.") var embeddingDim: Int?
+    @Option(parsing: .unconditional, help: "Model setting: the embedding dimension.") var embeddingDim: Int?
     @Option(help: "Model setting: the MLP's hidden sizes, dash-separated (e.g. 128-64).") var mlp: String?
-    @Option(help: "Model setting: dropout after the MLP's hidden layers.") var dropout: Float?
-    @Option(help: "Model setting (dcn-v2): cross layers.") var crossLayers: Int?
+    @Option(parsing: .unconditional, help: "Model setting: dropout after the MLP's hidden layers.") var dropout: Float?
+    @Option(parsing: .unconditional, help: "Model setting (dcn-v2): cross layers.") var crossLayers: Int?
     @Option(help: "Model setting (deep): how user and item embeddings meet: concat or product.") var combine: String?
-    @Option(help: "Model setting (neumf): the MLP tower's embedding dimension.") var mlpEmbeddingDim: Int?
+    @Option(parsing: .unconditional, help: "Model setting (neumf): the MLP tower's embedding dimension.") var mlpEmbeddingDim: Int?
     @Option(help: "Model setting (dlrm): bottom MLP hidden sizes, dash-separated (its input is the dense features, its output the embedding dimension).")
     var bottomMlp: String?
     @Option(help: "Model setting (dlrm): top MLP hidden sizes, dash-separated (its output is one logit).") var topMlp: String?
     @Option(name: .customLong("set"), help: "Model setting KEY=VALUE (VALUE as JSON, or text); repeatable.") var settings: [String] = []
 
-    @Option(help: "Samples per step (before negatives).") var batchSize = 128
-    @Option(help: "Dense learning rate.") var learningRate: Float = 0.1
-    @Option(help: "Embedding learning rate (default: the dense one).") var sparseLearningRate: Float?
+    @Option(parsing: .unconditional, help: "Samples per step (before negatives).") var batchSize = 128
+    @Option(parsing: .unconditional, help: "Dense learning rate.") var learningRate: Float = 0.1
+    @Option(parsing: .unconditional, help: "Embedding learning rate (default: the dense one).") var sparseLearningRate: Float?
     @Option(help: "Dense optimizer: sgd, adagrad, rowwise-adagrad, adam or ftrl (the store's arithmetic).") var optimizer = "sgd"
     @Option(help: "Embedding optimizer in the store: sgd, adagrad, rowwise-adagrad, adam or ftrl (default: like --optimizer).")
     var sparseOptimizer: String?
     @Option(help: "Wide tables' optimizer in the store (wide-deep): ftrl (FTRL-Proximal), or any of the store's.") var wideOptimizer = "ftrl"
-    @Option(help: "Wide tables' learning rate (FTRL's alpha).") var wideLearningRate: Float = 0.05
-    @Option(help: "L2 regularisation of the embedding rows a batch touches (added to their gradients).") var weightDecay: Float = 0
+    @Option(parsing: .unconditional, help: "Wide tables' learning rate (FTRL's alpha).") var wideLearningRate: Float = 0.05
+    @Option(parsing: .unconditional, help: "L2 regularisation of the embedding rows a batch touches (added to their gradients).") var weightDecay: Float = 0
     @Option(help: "Loss: bce (clicks), mse (ratings) or bpr (ranking with negatives); default: the protocol's.") var loss: String?
     @Option(help: "The label to train on (default: the data's first).") var label: String?
-    @Option(help: "Negatives sampled per sample (default: 1 for the topk protocol, else none).") var negatives: Int?
+    @Option(parsing: .unconditional, help: "Negatives sampled per sample (default: 1 for the topk protocol, else none).") var negatives: Int?
     @Option(help: "How negatives are drawn: uniform, or popularity[:EXPONENT] (by training interactions^exponent, default 1).")
     var negativeSampling = "uniform"
-    @Option(help: "Steps to train (default: one epoch, or --epochs).") var steps: Int?
-    @Option(help: "Passes over the data when --steps is not given.") var epochs = 1
-    @Option(help: "Evaluate every N steps (and at the end); 0: only at the end.") var evalEvery = 0
-    @Option(help: "Samples per evaluation during training (ranking: users); the final test evaluates all.") var evalSamples = 100_000
-    @Option(help: "Checkpoint every N steps (and at the end); 0: only at the end.") var checkpointEvery = 0
-    @Option(help: "Seed of the initial weights, the data order and the split.") var seed: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Steps to train (default: one epoch, or --epochs).") var steps: Int?
+    @Option(parsing: .unconditional, help: "Passes over the data when --steps is not given.") var epochs = 1
+    @Option(parsing: .unconditional, help: "Evaluate every N steps (and at the end); 0: only at the end.") var evalEvery = 0
+    @Option(parsing: .unconditional, help: "Samples per evaluation during training (ranking: users); the final test evaluates all.") var evalSamples = 100_000
+    @Option(parsing: .unconditional, help: "Checkpoint every N steps (and at the end); 0: only at the end.") var checkpointEvery = 0
+    @Option(parsing: .unconditional, help: "Seed of the initial weights, the data order and the split.") var seed: UInt64 = 1
     @Flag(help: "Continue from the store's last checkpoint.") var resume = false
     @Flag(help: "Delete the store's contents and start over (without it, a store that holds a checkpoint is refused unless --resume).")
     var overwrite = false
 
-    @Option(help: "Hot tier budget per table, MiB.") var hotMb: Double = 64
-    @Option(help: "Warm tier budget per table, MiB: a memory-mapped file per table that takes disk blocks as rows reach it, 64 KiB at a time, checking free space first (0: rows leaving the hot tier go to the spill file, or are dropped when LMDB has them).")
+    @Option(parsing: .unconditional, help: "Hot tier budget per table, MiB.") var hotMb: Double = 64
+    @Option(parsing: .unconditional, help: "Warm tier budget per table, MiB: a memory-mapped file per table that takes disk blocks as rows reach it, 64 KiB at a time, checking free space first (0: rows leaving the hot tier go to the spill file, or are dropped when LMDB has them).")
     var warmMb: Double = 0
-    @Option(help: "A cap on LMDB's pages mapped in the process, MiB: past half of it they are dropped from its page tables (they stay in the page cache). Default: no cap; they are clean page cache the kernel reclaims under memory pressure, a cgroup's limit included, and a small cap costs time.")
+    @Option(parsing: .unconditional, help: "A cap on LMDB's pages mapped in the process, MiB: past half of it they are dropped from its page tables (they stay in the page cache). Default: no cap; they are clean page cache the kernel reclaims under memory pressure, a cgroup's limit included, and a small cap costs time.")
     var mapResidentMb: Double?
-    @Option(help: "Batches read and warmed ahead of the step in progress (0: none).") var lookahead = 4
-    @Option(help: "Threads for matrix products.") var threads = 2
+    @Option(parsing: .unconditional, help: "Batches read and warmed ahead of the step in progress (0: none).") var lookahead = 4
+    @Option(parsing: .unconditional, help: "Threads for matrix products.") var threads = 2
 
     @Option(help: "Write one JSON object per progress line, evaluation and checkpoint to this file.") var metrics: String?
     @Flag(help: "Print the final summary as JSON.") var json = false
@@ -87,28 +87,27 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         // Refused here, not trapped on a precondition deep inside.
-        func require(_ ok: Bool, _ message: String) throws { if !ok { throw ValidationError(message) } }
-        let mebibytes = Double(Int.max >> 21)
         for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb), ("--map-resident-mb", mapResidentMb ?? 0)] {
-            try require((0...mebibytes).contains(value), "\(flag) must be between 0 and \(Int(mebibytes)), not \(value)")
+            try OptionCheck.mebibytes(value, flag)
         }
-        try require((1...Self.largestBatch).contains(batchSize), "--batch-size must be between 1 and \(Self.largestBatch), not \(batchSize)")
-        try require(batchSize * (1 + (negatives ?? 1)) <= Self.largestBatch,
+        try OptionCheck.whole(batchSize, "--batch-size", 1...Self.largestBatch)
+        if let negatives { try OptionCheck.whole(negatives, "--negatives", 0...1000) }
+        try OptionCheck.require(batchSize * (1 + (negatives ?? 1)) <= Self.largestBatch,
                     "--batch-size \(batchSize) with \(negatives ?? 1) negatives a sample makes batches of more than \(Self.largestBatch) rows")
-        try require(embeddingDim.map { $0 >= 1 } ?? true, "--embedding-dim: a dimension 0 table holds nothing; give at least 1")
-        try require(steps.map { $0 >= 1 } ?? true, "--steps must be at least 1")
-        try require(epochs >= 1, "--epochs must be at least 1, not \(epochs)")
-        try require(evalEvery >= 0 && evalSamples >= 0 && checkpointEvery >= 0,
-                    "--eval-every, --eval-samples and --checkpoint-every cannot be negative")
-        try require(!(resume && overwrite), "--resume and --overwrite exclude each other")
-        try require(lookahead >= 0, "--lookahead cannot be negative")
-        try require((1...256).contains(threads), "--threads must be between 1 and 256, not \(threads)")
-        try require(learningRate.isFinite && learningRate > 0, "--learning-rate must be positive, not \(learningRate)")
-        try require(sparseLearningRate.map { $0.isFinite && $0 > 0 } ?? true, "--sparse-learning-rate must be positive")
-        try require(wideLearningRate.isFinite && wideLearningRate > 0, "--wide-learning-rate must be positive")
-        try require(weightDecay.isFinite && weightDecay >= 0, "--weight-decay must be >= 0, not \(weightDecay)")
-        try require(negatives.map { (0...1000).contains($0) } ?? true, "--negatives must be between 0 and 1000")
-        try require(dropout.map { $0 >= 0 && $0 < 1 } ?? true, "--dropout must be in [0, 1)")
+        if let embeddingDim { try OptionCheck.whole(embeddingDim, "--embedding-dim", 1...65_536) }
+        if let steps { try OptionCheck.whole(steps, "--steps", 1...Int.max) }
+        try OptionCheck.whole(epochs, "--epochs", 1...1_000_000)
+        try OptionCheck.whole(evalEvery, "--eval-every", 0...Int.max)
+        try OptionCheck.whole(evalSamples, "--eval-samples", 0...Int.max)
+        try OptionCheck.whole(checkpointEvery, "--checkpoint-every", 0...Int.max)
+        try OptionCheck.require(!(resume && overwrite), "--resume and --overwrite exclude each other")
+        try OptionCheck.whole(lookahead, "--lookahead", 0...1024)
+        try OptionCheck.whole(threads, "--threads", 1...256)
+        try OptionCheck.positive(Double(learningRate), "--learning-rate", most: 1e6)
+        if let sparseLearningRate { try OptionCheck.positive(Double(sparseLearningRate), "--sparse-learning-rate", most: 1e6) }
+        try OptionCheck.positive(Double(wideLearningRate), "--wide-learning-rate", most: 1e6)
+        try OptionCheck.number(Double(weightDecay), "--weight-decay", 0...1e6)
+        if let dropout { try OptionCheck.require(dropout >= 0 && dropout < 1, "--dropout must be at least 0 and below 1, not \(dropout)") }
     }
 
     /// Rows a step may hold, negatives included: bags of up to 1024 keys then stay within the
@@ -135,11 +134,11 @@ struct Train: ParsableCommand {
             print("\(input.protocol.rawValue) protocol: \(table.counts[0]) training, \(table.counts[1]) validation, \(table.counts[2]) test lines")
         }
         let resources = TrainingResources(
-            budget: TierBudget(hotBytes: Int(hotMb * 1048576), warmBytes: Int(warmMb * 1048576)), lookahead: lookahead, threads: threads)
+            budget: TierBudget(hotBytes: OptionCheck.bytes(mebibytes: hotMb), warmBytes: OptionCheck.bytes(mebibytes: warmMb)), lookahead: lookahead, threads: threads)
 
         var storeOptions = Store.Options()
         storeOptions.budget = resources.budget
-        storeOptions.mapResidentBytes = mapResidentMb.map { Int($0 * 1048576) }
+        storeOptions.mapResidentBytes = mapResidentMb.map(OptionCheck.bytes(mebibytes:))
         let db = try openStore(storeOptions)
         if !resume && db.lastCheckpoint.generation > 0 {
             let generation = db.lastCheckpoint.generation

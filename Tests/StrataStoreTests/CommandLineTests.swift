@@ -14,6 +14,50 @@ import StrataTestSupport
         return (try child.wait(), lines)
     }
 
+    /// Bad option values, each refused before any work with exit status 64 and one `Error:`
+    /// line naming the option and the value; never a signal. The traps among them (a zero
+    /// batch, a size too large for an Int, a negative value read as a missing one) are the
+    /// ones a user met.
+    @Test(arguments: [
+        (["bench", "--batch", "0"], "--batch", "0"),
+        (["bench", "--batch", "-5"], "--batch", "-5"),
+        (["bench", "--rows", "0"], "--rows", "0"),
+        (["bench", "--hot-rows", "0"], "--hot-rows", "0"),
+        (["bench", "--dim", "0"], "--dim", "0"),
+        (["bench", "--seconds", "nan"], "--seconds", "nan"),
+        (["bench", "--seconds", "-1"], "--seconds", "-1"),
+        (["bench", "--checkpoint-rows", "0"], "--checkpoint-rows", "0"),
+        (["bench", "--checkpoint-batches", "-1"], "--checkpoint-batches", "-1"),
+        (["bench", "--only", "hot,nope"], "--only", "nope"),
+        (["info", "STORE", "--hot-mb", "1e300"], "--hot-mb", "1e+300"),
+        (["inspect", "STORE", "t", "--hot-mb", "-1"], "--hot-mb", "-1"),
+        (["get", "STORE", "t", "1", "--map-resident-mb", "0"], "--map-resident-mb", "0"),
+        (["info", "STORE", "--wait", "-3"], "--wait", "-3"),
+        (["inspect", "STORE", "t", "--bins", "0"], "--bins", "0"),
+        (["export", "STORE", "t", "--format", "npy", "--out", "X", "--batch-size", "0"], "--batch-size", "0"),
+        (["import", "STORE", "t", "--from", "X", "--checkpoint-rows", "-4"], "--checkpoint-rows", "-4"),
+        (["evict", "STORE", "t", "--max-norm", "-1"], "--max-norm", "-1"),
+        (["neighbors", "STORE", "t", "1", "-k", "-2"], "-k", "-2"),
+        (["train", "--data", "synthetic:criteo", "--batch-size", "-5"], "--batch-size", "-5"),
+        (["train", "--data", "synthetic:criteo", "--shuffle-block", "3000000000"], "--shuffle-block", "3000000000"),
+        (["train", "--data", "synthetic:criteo", "--hot-mb", "1e300"], "--hot-mb", "1e+300"),
+        (["train", "--data", "synthetic:criteo", "--warm-mb", "-2"], "--warm-mb", "-2"),
+        (["train", "--data", "synthetic:criteo", "--threads", "0"], "--threads", "0"),
+        (["train", "--data", "synthetic:criteo", "--lookahead", "-1"], "--lookahead", "-1"),
+        (["roundtrip", "--rows", "-1"], "--rows", "-1"),
+        (["roundtrip", "--train-batch", "0"], "--train-batch", "0"),
+    ])
+    func badOptionValuesAreRefusedNamingTheOptionAndValue(_ arguments: [String], _ option: String, _ value: String) throws {
+        let directory = temporaryDirectory("strata-bad-option")
+        defer { removeDirectory(directory) }
+        let resolved = arguments.map { $0 == "STORE" ? directory + "/store" : $0 == "X" ? directory + "/x" : $0 }
+        let (status, lines) = try Self.run(resolved)
+        #expect(status == 64, "\(arguments): status \(status): \(lines.suffix(3))")
+        let error = lines.first { $0.hasPrefix("Error:") }
+        #expect(error.map { $0.contains(option) && $0.contains(value) } == true, "\(arguments): \(lines.prefix(3))")
+        #expect(!FileManager.default.fileExists(atPath: directory + "/store"), "\(arguments) created a store")
+    }
+
     @Test func benchQuickReportsEveryFigureAsJSON() throws {
         let (status, lines) = try Self.run(["bench", "--quick", "--json"])
         #expect(status == 0, "\(lines.suffix(5))")

@@ -210,7 +210,7 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         BadOption(arguments: ["--eval-data", "criteo:/nonexistent/eval.tsv"], fragments: ["/nonexistent/eval.tsv"]),
         BadOption(arguments: ["--bottom-mlp", "8-x"], fragments: ["--bottom-mlp", "8-x"]),
         BadOption(arguments: ["--top-mlp", "0"], fragments: ["--top-mlp"]),
-        BadOption(arguments: ["--embedding-dim", "0"], fragments: ["dimension 0"]),
+        BadOption(arguments: ["--embedding-dim", "0"], fragments: ["--embedding-dim must be between 1 and 65536, not 0"]),
         BadOption(arguments: ["--synthetic-key-spaces", "zipf"], fragments: ["--synthetic-key-spaces", "zipf"]),
         BadOption(arguments: ["--hot-mb", "100000000"], fragments: ["impossible memory budget"]),
         BadOption(arguments: ["--batch-size", "4611686018427387904"], fragments: ["--batch-size", "1048576"]),

@@ -92,11 +92,11 @@ struct Inspect: ParsableCommand {
 
     @OptionGroup var access: StoreAccess
     @Argument(help: "The table.") var table: String
-    @Option(help: "Bins of the row-norm histogram.") var bins = 10
+    @Option(parsing: .unconditional, help: "Bins of the row-norm histogram.") var bins = 10
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
-        guard bins >= 1 && bins <= 1000 else { throw ValidationError("--bins must be 1 to 1000") }
+        try OptionCheck.whole(bins, "--bins", 1...1000)
     }
 
     func run() throws {
@@ -209,7 +209,7 @@ struct Verify: ParsableCommand {
         discussion: "Exits 0 when nothing is wrong, 1 when something is, naming the table, key and file.")
 
     @OptionGroup var access: StoreAccess
-    @Option(help: "Stop listing after this many problems.") var limit = 100
+    @Option(parsing: .unconditional, help: "Stop listing after this many problems.") var limit = 100
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {

@@ -17,19 +17,19 @@ struct Evict: ParsableCommand {
 
     @OptionGroup var access: StoreAccess
     @Argument(help: "The table.") var table: String
-    @Option(help: "Evict rows not changed after this checkpoint generation.") var notUpdatedSince: UInt64?
-    @Option(help: "Evict rows updated fewer than this many times.") var minUpdates: UInt64?
-    @Option(help: "Evict rows whose L2 norm is at most this.") var maxNorm: Double?
+    @Option(parsing: .unconditional, help: "Evict rows not changed after this checkpoint generation.") var notUpdatedSince: UInt64?
+    @Option(parsing: .unconditional, help: "Evict rows updated fewer than this many times.") var minUpdates: UInt64?
+    @Option(parsing: .unconditional, help: "Evict rows whose L2 norm is at most this.") var maxNorm: Double?
     @Flag(help: "Count what would be evicted; change nothing.") var dryRun = false
-    @Option(help: "Checkpoint after this many removals, and at the end.") var checkpointRows = 1_000_000
+    @Option(parsing: .unconditional, help: "Checkpoint after this many removals, and at the end.") var checkpointRows = 1_000_000
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
         guard notUpdatedSince != nil || minUpdates != nil || maxNorm != nil else {
             throw ValidationError("give --not-updated-since, --min-updates or --max-norm")
         }
-        if let maxNorm, !(maxNorm >= 0) { throw ValidationError("--max-norm must be 0 or more") }
-        guard checkpointRows >= 1 else { throw ValidationError("--checkpoint-rows must be 1 or more") }
+        if let maxNorm { try OptionCheck.require(maxNorm >= 0, "--max-norm must be 0 or more, not \(maxNorm)") }
+        try OptionCheck.whole(checkpointRows, "--checkpoint-rows", 1...(1 << 31))
     }
 
     func run() throws {
@@ -114,13 +114,13 @@ struct Neighbors: ParsableCommand {
     @OptionGroup var access: StoreAccess
     @Argument(help: "The table.") var table: String
     @Argument(help: "The key whose neighbours to find.") var key: String
-    @Option(name: .customShort("k"), help: "How many neighbours.") var count = 10
+    @Option(name: .customShort("k"), parsing: .unconditional, help: "How many neighbours.") var count = 10
     @Option(help: "dot or cosine.") var metric = "cosine"
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
         _ = try parseKey(key)
-        guard count >= 1 else { throw ValidationError("-k must be 1 or more") }
+        try OptionCheck.whole(count, "-k", 1...1_000_000)
         guard metric == "dot" || metric == "cosine" else { throw ValidationError("--metric: dot or cosine, not '\(metric)'") }
     }
 

@@ -16,24 +16,25 @@ import StrataStore
 
 struct StoreAccess: ParsableArguments {
     @Argument(help: "The store directory.") var store: String
-    @Option(help: "Hot tier budget per table while the command runs, MiB.") var hotMb: Double = 4
-    @Option(help: "LMDB pages kept mapped while the command runs (they stay in the page cache), MiB.")
+    @Option(parsing: .unconditional, help: "Hot tier budget per table while the command runs, MiB.") var hotMb: Double = 4
+    @Option(parsing: .unconditional, help: "LMDB pages kept mapped while the command runs (they stay in the page cache), MiB.")
     var mapResidentMb: Double = 16
 
-    @Option(help: "While another process writes the store: how long to wait for a checkpoint it is writing, seconds.")
+    @Option(parsing: .unconditional, help: "While another process writes the store: how long to wait for a checkpoint it is writing, seconds.")
     var wait: Double = 600
 
     func validate() throws {
-        guard hotMb >= 0, hotMb.isFinite else { throw ValidationError("--hot-mb must be 0 or more") }
-        guard mapResidentMb > 0, mapResidentMb.isFinite else { throw ValidationError("--map-resident-mb must be more than 0") }
-        guard wait >= 0, wait <= 1e9 else { throw ValidationError("--wait must be 0 to 1e9 seconds") }
+        try OptionCheck.mebibytes(hotMb, "--hot-mb")
+        try OptionCheck.mebibytes(mapResidentMb, "--map-resident-mb")
+        try OptionCheck.require(mapResidentMb > 0, "--map-resident-mb must be more than 0")
+        try OptionCheck.number(wait, "--wait", 0...1e9)
     }
 
     private func options(create: Bool) -> Store.Options {
         var options = Store.Options()
         options.create = create
-        options.budget = TierBudget(hotBytes: Int(hotMb * 1048576), warmBytes: 0)
-        options.mapResidentBytes = Int(mapResidentMb * 1048576)
+        options.budget = TierBudget(hotBytes: OptionCheck.bytes(mebibytes: hotMb), warmBytes: 0)
+        options.mapResidentBytes = OptionCheck.bytes(mebibytes: mapResidentMb)
         options.readerWaitLimit = .milliseconds(Int64(wait * 1000))
         return options
     }

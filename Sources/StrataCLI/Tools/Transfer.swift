@@ -22,14 +22,14 @@ struct Export: ParsableCommand {
     @Option(help: "npy, safetensors or tsv.") var format: String
     @Option(help: "Where to write: a directory (npy, tsv) or a file (safetensors).") var out: String
     @Flag(help: "Also write the optimizer state and update counts (npy and safetensors).") var withState = false
-    @Option(help: "Only rows changed after this checkpoint generation, and the keys deleted since.") var since: UInt64?
-    @Option(help: "Rows per batch.") var batchSize = 8192
+    @Option(parsing: .unconditional, help: "Only rows changed after this checkpoint generation, and the keys deleted since.") var since: UInt64?
+    @Option(parsing: .unconditional, help: "Rows per batch.") var batchSize = 8192
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
         guard let f = TableFileFormat(rawValue: format) else { throw ValidationError("--format: npy, safetensors or tsv, not '\(format)'") }
         if f == .tsv && withState { throw ValidationError("--with-state: the TSV layout has no place for optimizer state; use npy or safetensors") }
-        guard batchSize >= 1 else { throw ValidationError("--batch-size must be 1 or more") }
+        try OptionCheck.whole(batchSize, "--batch-size", 1...(1 << 24))
     }
 
     func run() throws {
@@ -105,14 +105,15 @@ struct Import: ParsableCommand {
     @Option(help: "The file (safetensors) or directory (npy, tsv) to read.") var from: String
     @Option(help: "npy, safetensors or tsv (default: found from the path).") var format: String?
     @Option(help: "Storage of a table created here: float32, float16 or bfloat16.") var storage = "float32"
-    @Option(help: "Rows per batch.") var batchSize = 8192
-    @Option(help: "Checkpoint after this many rows, and at the end.") var checkpointRows = 1_000_000
+    @Option(parsing: .unconditional, help: "Rows per batch.") var batchSize = 8192
+    @Option(parsing: .unconditional, help: "Checkpoint after this many rows, and at the end.") var checkpointRows = 1_000_000
     @Flag(help: "Print the summary as JSON.") var json = false
 
     func validate() throws {
         if let format, TableFileFormat(rawValue: format) == nil { throw ValidationError("--format: npy, safetensors or tsv, not '\(format)'") }
         guard StorageType(rawValue: storage) != nil else { throw ValidationError("--storage: float32, float16 or bfloat16, not '\(storage)'") }
-        guard batchSize >= 1, checkpointRows >= 1 else { throw ValidationError("--batch-size and --checkpoint-rows must be 1 or more") }
+        try OptionCheck.whole(batchSize, "--batch-size", 1...(1 << 24))
+        try OptionCheck.whole(checkpointRows, "--checkpoint-rows", 1...(1 << 31))
     }
 
     func run() throws {
