@@ -165,8 +165,8 @@ struct Train: ParsableCommand {
         let copy = try metrics == nil ? nil : reportDirectory.map { try MetricsLog(path: $0 + "/metrics.jsonl") }
         let terminal = isatty(1) != 0
         let summary = try trainer.run { event in
-            log?.write(event)
-            copy?.write(event)
+            try log?.write(event)
+            try copy?.write(event)
             switch event {
             case .progress(let p):
                 let line = "step \(p.step)  \(fmt(p.samplesPerSecond)) samples/s  loss \(String(format: "%.4f", p.loss))  "
@@ -321,30 +321,37 @@ private func megabytes(_ bytes: Int) -> String { String(format: "%.1f MB", Doubl
 
 /// The metrics file: one JSON object per line.
 final class MetricsLog {
+    let path: String
     private let handle: FileHandle
     private let encoder: JSONEncoder
 
     init(path: String) throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil),
-              let h = FileHandle(forWritingAtPath: path) else {
-            throw ValidationError("cannot write the metrics file \(path)")
-        }
-        handle = h
+        self.path = path
+        // open(2), not FileManager.createFile, which writes a new file and renames it over
+        // the path: a log written where the user points, be it a pipe or a device.
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ValidationError("cannot write the metrics file \(path): \(String(cString: strerror(errno)))") }
+        handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.outputFormatting = [.sortedKeys]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
     }
 
-    func write(_ event: TrainingEvent) {
-        var object: [String: Any] = [:]
-        func merge<T: Encodable>(_ kind: String, _ value: T) {
-            guard let data = try? encoder.encode(value),
-                  let dict = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { return }
-            object = dict
-            object["event"] = kind
-        }
+    /// Appends one event's line; throws, naming the file, when it cannot be encoded or written.
+    func write(_ event: TrainingEvent) throws {
+        var object: [String: Any]
         switch event {
-        case .progress(let p): merge("progress", p)
+        case .progress(let p):
+            do {
+                guard let dict = try JSONSerialization.jsonObject(with: try encoder.encode(p)) as? [String: Any] else {
+                    throw ToolError("not a JSON object")
+                }
+                object = dict
+            } catch {
+                throw ToolError("cannot encode a progress event for the metrics file \(path): \(error)")
+            }
+            object["event"] = "progress"
         case .evaluation(let e):
             object = e.json
             object["event"] = "evaluation"
@@ -352,7 +359,23 @@ final class MetricsLog {
             object = ["event": "checkpoint", "step": step, "generation": generation, "seconds": seconds]
         }
         object["time"] = Date().timeIntervalSince1970
-        guard let line = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
-        handle.write(line + Data("\n".utf8))
+        do {
+            // Non-finite numbers (a diverged loss) are not JSON: they are written as strings.
+            let line = try JSONSerialization.data(withJSONObject: Self.finite(object), options: [.sortedKeys])
+            try handle.write(contentsOf: line + Data("\n".utf8))
+        } catch {
+            throw ToolError("cannot write the metrics file \(path): \(error.localizedDescription)")
+        }
+    }
+
+    /// `value` with every non-finite number, however deep, replaced by "nan", "inf" or "-inf".
+    private static func finite(_ value: Any) -> Any {
+        switch value {
+        case let x as Double where !x.isFinite: return x.isNaN ? "nan" : x > 0 ? "inf" : "-inf"
+        case let x as Float where !x.isFinite: return x.isNaN ? "nan" : x > 0 ? "inf" : "-inf"
+        case let d as [String: Any]: return d.mapValues(finite)
+        case let a as [Any]: return a.map(finite)
+        default: return value
+        }
     }
 }

@@ -231,6 +231,16 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         expectRefusal(result, mentioning: bad.fragments, bad.testDescription)
     }
 
+    /// A metrics file that cannot take a line stops the run with an error naming it, instead
+    /// of dropping the events (or trapping inside FileHandle, as it did). /dev/full fails
+    /// every write with ENOSPC.
+    @Test func metricsThatCannotBeWrittenStopTheRun() throws {
+        let scratch = Scratch()
+        let result = try Command.run(Self.syntheticArguments(store: scratch.store) + ["--metrics", "/dev/full"])
+        expectRefusal(result, mentioning: ["metrics file /dev/full"], "--metrics /dev/full")
+        #expect(FileManager.default.fileExists(atPath: "/dev/full"))
+    }
+
     @Test func unknownMalformedPolicyIsRefused() throws {
         let scratch = Scratch()
         let path = scratch.file(goodLines(8))

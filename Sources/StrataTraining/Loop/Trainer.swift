@@ -200,11 +200,11 @@ public final class Trainer {
 
     /// Trains to the end (steps or epochs), reporting as it goes. Denormals are flushed to
     /// zero throughout (`Denormals`).
-    public func run(report: (TrainingEvent) -> Void) throws -> TrainingSummary {
+    public func run(report: (TrainingEvent) throws -> Void) throws -> TrainingSummary {
         try Denormals.flushed { try train(report: report) }
     }
 
-    private func train(report: (TrainingEvent) -> Void) throws -> TrainingSummary {
+    private func train(report: (TrainingEvent) throws -> Void) throws -> TrainingSummary {
         let batchSize = options.batchSize
         let dScores = Tensor(rows: 0, columns: 1)
         let started = Date()
@@ -271,7 +271,7 @@ public final class Trainer {
 
             let now = Date()
             if now.timeIntervalSince(lastReport) >= 1 {
-                report(.progress(progress(lossSum / Double(max(lossCount, 1)),
+                try report(.progress(progress(lossSum / Double(max(lossCount, 1)),
                                           rate: Double(samples - samplesAtReport) / now.timeIntervalSince(lastReport))))
                 lastReport = now
                 samplesAtReport = samples
@@ -283,7 +283,7 @@ public final class Trainer {
             if options.evaluateEvery > 0 && step % options.evaluateEvery == 0 && !ending,
                let e = try evaluate(validation ?? test, limit: options.evaluationSamples) {
                 evaluations[e.split] = e
-                report(.evaluation(e))
+                try report(.evaluation(e))
             }
             if options.checkpointEvery > 0 && step % options.checkpointEvery == 0 && !ending {
                 try checkpoint(position, report)
@@ -293,7 +293,7 @@ public final class Trainer {
         // The last stretch's progress, so that every run's metrics end with one (a run shorter
         // than the reporting interval has no other).
         if samples > samplesAtReport {
-            report(.progress(progress(lossSum / Double(max(lossCount, 1)),
+            try report(.progress(progress(lossSum / Double(max(lossCount, 1)),
                                       rate: Double(samples - samplesAtReport) / max(Date().timeIntervalSince(lastReport), 1e-9))))
         }
         var order: [String] = []
@@ -306,7 +306,7 @@ public final class Trainer {
             if let e = try evaluate(evaluator, limit: limit) {
                 evaluations[e.split] = e
                 order.append(e.split)
-                report(.evaluation(e))
+                try report(.evaluation(e))
             }
         }
         if checkpointed != position { try checkpoint(position, report) }
@@ -326,7 +326,7 @@ public final class Trainer {
 
     /// Starts a checkpoint of this step, written while training goes on, after waiting for
     /// the one before: steps stall only while the store freezes its changed rows.
-    private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) -> Void) throws {
+    private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) throws -> Void) throws {
         try noteOverhead()
         try checkpointWritten(report)
         // The change lists at their longest, and no writer beside the steps.
@@ -336,11 +336,11 @@ public final class Trainer {
     }
 
     /// Waits for the checkpoint being written, if any, and reports it; throws its failure.
-    private func checkpointWritten(_ report: (TrainingEvent) -> Void) throws {
+    private func checkpointWritten(_ report: (TrainingEvent) throws -> Void) throws {
         guard let (checkpoint, at) = writing else { return }
         writing = nil
         let info = try checkpoint.wait()
-        report(.checkpoint(step: at, generation: info.generation, seconds: info.durationSeconds))
+        try report(.checkpoint(step: at, generation: info.generation, seconds: info.durationSeconds))
     }
 
     private func sampleResident() {
