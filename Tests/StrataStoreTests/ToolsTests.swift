@@ -73,7 +73,11 @@ import StrataTestSupport
         #expect(tables.count == 1)
         #expect(tables.first?["rows"] as? Int == keys.count)
         #expect(tables.first?["dimension"] as? Int == 12)
-        #expect((infoObject["checkpoint"] as? [String: Any])?["generation"] as? Int == 2)
+        let checkpoint = try #require(infoObject["checkpoint"] as? [String: Any])
+        #expect(checkpoint["generation"] as? Int == 2)
+        // The stored record carries the checkpoint's duration (it read 0 before).
+        let seconds = try #require(checkpoint["duration_seconds"] as? Double)
+        #expect(seconds > 0 && seconds < 600, "duration_seconds \(seconds)")
         // Traffic of the process that wrote the store survives it.
         #expect((tables.first?["accesses"] as? Int ?? 0) >= 4000, "\(tables)")
         let text = try Self.run(["info", path])

@@ -371,6 +371,9 @@ public struct CheckpointInfo: Sendable, Codable, Equatable {
     public var generation: UInt64
     /// Seconds since 1970 when the checkpoint was taken.
     public var time: Double
+    /// Seconds from freezing the changed rows to the end of the checkpoint. As stored (and
+    /// read by a later open or a reader), up to the start of its last transaction: the record
+    /// is written inside it, so its own commit and `fsync` are not counted.
     public var durationSeconds: Double
     public var rowsWritten: Int
     public var rowsDeleted: Int
@@ -879,6 +882,11 @@ public final class Store: Sendable {
 
     /// Writes what `freeze` froze, then gives the turn back. Holds no lock but a shard's, one
     /// row at a time, and the store's exclusively only to grow the map.
+    private static func seconds(since start: ContinuousClock.Instant) -> Double {
+        let elapsed = start.duration(to: .now)
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+    }
+
     private func writeFrozen(_ frozen: Frozen) throws(StoreError) -> CheckpointInfo {
         defer { core.turn.giveBack() }
         let written: [Written]
@@ -899,8 +907,7 @@ public final class Store: Sendable {
         // leave memory.
         core.readers.commits.add(1, ordering: .releasing)
         core.trimMap()
-        let elapsed = frozen.started.duration(to: .now)
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        let seconds = Self.seconds(since: frozen.started)
         var total = CheckpointTotals()
         for (w, keys) in zip(written, frozen.keys) {
             w.table.checkpointEnded(keys, written: (w.rows, w.deletions, w.entries, w.totals))
@@ -1043,7 +1050,7 @@ public final class Store: Sendable {
         }
         let catalog = tables.map { CatalogEntry(id: $0.id, name: $0.name, spec: $0.spec) }
         let info = CheckpointInfo(
-            generation: generation, time: time, durationSeconds: 0, rowsWritten: total.written,
+            generation: generation, time: time, durationSeconds: Self.seconds(since: frozen.started), rowsWritten: total.written,
             rowsDeleted: total.deleted, bytesWritten: total.bytes, payload: payload)
         let catalogJSON: Data, infoJSON: Data
         do {
