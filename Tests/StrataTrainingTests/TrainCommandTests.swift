@@ -241,6 +241,24 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         #expect(FileManager.default.fileExists(atPath: "/dev/full"))
     }
 
+    /// An epoch run whose last step falls on an evaluation and checkpoint interval evaluates
+    /// and checkpoints once there (it wrote an extra, empty checkpoint before); a run of two
+    /// epochs still checkpoints at the end of the first.
+    @Test(arguments: [1, 2])
+    func epochRunEndingOnAnIntervalCheckpointsOnce(epochs: Int) throws {
+        let scratch = Scratch()
+        let result = try Command.run(["train", "--data", "synthetic:criteo", "--store", scratch.store, "--synthetic-samples", "4000",
+                                      "--synthetic-keys", "1000", "--batch-size", "100", "--epochs", "\(epochs)",
+                                      "--eval-every", "20", "--checkpoint-every", "20", "--eval-samples", "200"] + Command.tinyModel)
+        #expect(result.status == 0, "\(result.lines.suffix(3))")
+        let checkpoints = result.lines.filter { $0.hasPrefix("checkpoint ") }.map { $0.components(separatedBy: " (")[0] }
+        let steps = 40 * epochs
+        #expect(checkpoints == (1...(steps / 20)).map { "checkpoint \($0) at step \($0 * 20)" },
+                "\(checkpoints)")
+        let evaluations = result.lines.filter { $0.hasPrefix("eval at step \(steps) ") }
+        #expect(evaluations.count == 1, "\(evaluations)")
+    }
+
     @Test func unknownMalformedPolicyIsRefused() throws {
         let scratch = Scratch()
         let path = scratch.file(goodLines(8))

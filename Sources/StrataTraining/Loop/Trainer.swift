@@ -233,11 +233,21 @@ public final class Trainer {
         // Where the last checkpoint left the data: the end saves a position past it (a step
         // trained, or an epoch's end read since).
         var checkpointed = resumedFromStep != nil ? position : nil
+        // An interval's checkpoint waits for the next read: if that read ends the last epoch,
+        // the end's checkpoint is the one (an epoch's end is known only once it is read).
+        var pendingCheckpoint: SourcePosition?
 
         while !finished {
             if let steps = options.steps, step >= steps { break }
             if options.steps == nil && epochsDone >= options.epochs { break }
             let item = try nextBatch()
+            if let pending = pendingCheckpoint {
+                pendingCheckpoint = nil
+                if !(item.endOfEpoch && options.steps == nil && epochsDone + 1 >= options.epochs) {
+                    try checkpoint(pending, report)
+                    checkpointed = pending
+                }
+            }
             if item.endOfEpoch {
                 // Without this, --steps on an empty file would loop forever.
                 guard position.sample > 0 else { throw TrainingError.noData(source.identity) }
@@ -286,8 +296,7 @@ public final class Trainer {
                 try report(.evaluation(e))
             }
             if options.checkpointEvery > 0 && step % options.checkpointEvery == 0 && !ending {
-                try checkpoint(position, report)
-                checkpointed = position
+                pendingCheckpoint = position
             }
         }
         // The last stretch's progress, so that every run's metrics end with one (a run shorter
