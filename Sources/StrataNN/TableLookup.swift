@@ -149,8 +149,13 @@ public final class TableLookup {
         useStarts[use] = start
         useOffsets[use].removeAll(keepingCapacity: true)
         if let offsets = k.offsets {
+            // Checked whole before any is used: a bad offset in the middle would otherwise
+            // read past the keys.
             precondition(offsets.count >= 1 && offsets[0] == 0 && Int(offsets[offsets.count - 1]) == k.keys.count,
-                         "bag offsets must run from 0 to the number of keys")
+                         "bag offsets must run from 0 to the number of keys (\(k.keys.count))")
+            for s in 1..<offsets.count {
+                precondition(offsets[s - 1] <= offsets[s], "bag offsets must not decrease: \(offsets[s - 1]) then \(offsets[s]) at sample \(s)")
+            }
             useOffsets[use].append(contentsOf: offsets)
         }
         outputs[use].resize(rows: k.samples)
@@ -165,7 +170,6 @@ public final class TableLookup {
                     for s in 0..<output.rows {
                         let o = output.row(s)
                         let (first, end) = offsets.isEmpty ? (s, s + 1) : (Int(offsets[s]), Int(offsets[s + 1]))
-                        precondition(first <= end, "bag offsets must not decrease")
                         if end - first == 1 {
                             o.update(from: r.baseAddress! + Int(at[start + first]) * d, count: d)
                             continue

@@ -49,9 +49,17 @@ public final class Tensor {
     @inline(__always)
     public func row(_ r: Int) -> UnsafeMutablePointer<Float> { data + r * columns }
 
+    /// One element, bounds-checked. `data` and `row(_:)` are the unchecked ways in, for
+    /// loops whose bounds are checked once outside them.
     public subscript(r: Int, c: Int) -> Float {
-        get { data[r * columns + c] }
-        set { data[r * columns + c] = newValue }
+        get {
+            precondition((0..<rows).contains(r) && (0..<columns).contains(c), "element (\(r), \(c)) of a \(rows) × \(columns) tensor")
+            return data[r * columns + c]
+        }
+        set {
+            precondition((0..<rows).contains(r) && (0..<columns).contains(c), "element (\(r), \(c)) of a \(rows) × \(columns) tensor")
+            data[r * columns + c] = newValue
+        }
     }
 
     /// The values, row after row.

@@ -545,6 +545,27 @@ private typealias GC = GradientCheck
         EmbeddingCase(name: "bags", keys: [1, 1, 1, 1, 2, 1], bagStarts: [0, 4, 5, 6], pooling: .mean, dimension: 3),
     ]
 
+    /// Offsets that end right but overshoot in the middle stop with a precondition before any
+    /// key past the end is read (the pooling read out of bounds before), as do the tensor's
+    /// checked element accesses.
+    @Test func badBagOffsetsAndTensorIndicesStopCleanly() async throws {
+        let result = try await #require(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let scratch = try ScratchStore("strata-bad-offsets")
+            let layer = TableLookup(table: try scratch.table("e", dimension: 2, seed: 1))
+            _ = layer.addUse(pooling: .sum)
+            let keys: [UInt64] = [1, 2, 3], offsets: [Int32] = [0, 1_000_000, 3]
+            try keys.withUnsafeBufferPointer { k in
+                try offsets.withUnsafeBufferPointer { o in try layer.forward(training: false) { _ in UseKeys(keys: k, offsets: o) } }
+            }
+        }
+        let said = String(decoding: result.standardErrorContent, as: UTF8.self)
+        #expect(said.contains("bag offsets must not decrease: 1000000 then 3"), "\(said.suffix(400))")
+        await #expect(processExitsWith: .failure) {
+            let t = Tensor(rows: 2, columns: 3)
+            _ = t[2, 0]
+        }
+    }
+
     @Test(arguments: embeddingCases)
     func tableLookup(_ c: EmbeddingCase) throws {
         let scratch = try ScratchStore("strata-gradient-embedding")
