@@ -372,13 +372,11 @@ enum Differential {
         /// Recounts every table's structures (`all`) or one table's (they trap on any
         /// disagreement). Debug builds only.
         func checkInvariants(all: Bool, table: Int? = nil) {
-            #if STRATA_INVARIANTS
             if all {
                 for t in tables { t.checkInvariants() }
             } else if let table {
                 tables[table].checkInvariants()
             }
-            #endif
         }
 
         // MARK: Comparisons

@@ -155,9 +155,7 @@ import Glibc
             }
         }
         try #require(warmSlotOffset(table, victim) == nil, "\(what): the row never left warm")
-        #if STRATA_INVARIANTS
         table.checkInvariants()
-        #endif
 
         if dirty {
             #expect(errors.count == 1, "\(what): push-out errors \(errors.map(\.description))")

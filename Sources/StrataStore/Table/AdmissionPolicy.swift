@@ -287,9 +287,10 @@ struct AdmissionPolicy: ~Copyable {
         list.count -= 1
     }
 
-    #if STRATA_INVARIANTS
-    /// Recounts the lists and checks they agree with the marks and the free list.
+    /// Recounts the lists and checks they agree with the marks and the free list. Only in
+    /// builds with STRATA_INVARIANTS (debug); elsewhere it does nothing.
     func checkInvariants() {
+        #if STRATA_INVARIANTS
         var seen = 0
         for (list, mark) in [(windowList, Self.window), (mainList, Self.main)] {
             var n = 0, s = list.head, prev = Self.nil32
@@ -303,6 +304,6 @@ struct AdmissionPolicy: ~Copyable {
         }
         precondition(windowList.count <= windowCapacity && mainList.count <= mainCapacity, "region over capacity")
         precondition(seen + freeCount == neverUsed && neverUsed <= capacity, "slots lost or double counted")
+        #endif
     }
-    #endif
 }

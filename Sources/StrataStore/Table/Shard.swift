@@ -866,9 +866,10 @@ struct Shard: ~Copyable, @unchecked Sendable {
         }
     }
 
-    #if STRATA_INVARIANTS
-    /// Recounts everything from the index and the tiers and traps on any disagreement.
+    /// Recounts everything from the index and the tiers and traps on any disagreement. Only in
+    /// builds with STRATA_INVARIANTS (debug); elsewhere it does nothing.
     func checkInvariants(_ t: Table) {
+        #if STRATA_INVARIANTS
         hot.checkInvariants()
         warm.checkInvariants()
         var recount = ShardCounters()
@@ -905,8 +906,8 @@ struct Shard: ~Copyable, @unchecked Sendable {
             && recount.warmRows == counters.warmRows && recount.spillRows == counters.spillRows
             && recount.persistedResident == counters.persistedResident && recount.tombstones == counters.tombstones
             && recount.unpersisted == counters.unpersisted, "row counters drifted")
+        #endif
     }
-    #endif
 }
 
 /// Totals of one checkpoint.

@@ -482,12 +482,13 @@ public final class Table: @unchecked Sendable {
         }
     }
 
-    #if STRATA_INVARIANTS
-    /// Recounts every shard (tests call this; it is O(rows in memory)).
+    /// Recounts every shard and traps on any disagreement (tests call this; it is O(rows in
+    /// memory)). Only in builds with STRATA_INVARIANTS (debug); elsewhere it does nothing.
     public func checkInvariants() {
+        #if STRATA_INVARIANTS
         withEachShard { $0.checkInvariants(self) }
+        #endif
     }
-    #endif
 
     // MARK: Errors with file names
 
