@@ -144,9 +144,14 @@ func reserveBlocks(_ descriptor: Int32, _ path: String, from offset: Int, length
     var fs = statvfs()
     if fstat(descriptor, &info) == 0, fstatvfs(descriptor, &fs) == 0 {
         let allocated = Int(info.st_blocks) * 512
-        // Blocks past the file's allocated ones: exact for a file reserved from the start,
-        // an upper bound for one reserved in pieces.
-        let wanted = offset + length > allocated ? min(length, offset + length - allocated) : 0
+        // The file system allocates whole blocks: the range widened to them.
+        let block = max(Int(fs.f_frsize), 512)
+        let start = offset / block * block, end = (offset + length + block - 1) / block * block
+        // An upper bound on the bytes the range still needs. A file reserved from its start
+        // (LMDB's) holds its allocated blocks first, so the range needs what lies past them.
+        // A file reserved in pieces (a warm file, one region per shard) says nothing about
+        // this range through its blocks elsewhere: all of it counts.
+        let wanted = start == 0 ? max(end - allocated, 0) : end - start
         let free = availableBytes(fs)
         guard wanted <= free else {
             throw SystemError("reserving \(byteText(wanted)) more (the file system has \(byteText(free)) free) for", path, code: ENOSPC)
