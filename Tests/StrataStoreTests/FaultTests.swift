@@ -198,6 +198,61 @@ import Glibc
 
     // MARK: Non-finite gradients
 
+    /// A finite gradient whose step would overflow (a float32 row pushed past 3.4e38 by a
+    /// huge learning rate; a float16 row past 65504) rejects the whole batch: no value, state
+    /// or update count changes, in any tier, and the table takes good batches after. Before,
+    /// the step wrote infinity into the row, which kept it through checkpoints.
+    @Test func stepThatWouldOverflowRejectsTheWholeBatch() throws {
+        let path = FaultKit.directory("strata-fault-overflow")
+        defer { FaultKit.remove(path) }
+        let store = try FaultKit.open(path, Self.options())
+        var (table, reference, keys) = try Self.populated(store)
+        // 41 keys over every tier, more than the 32 hot slots: staging pushes staged rows out
+        // of hot before they are written back.
+        let batch = Array(keys.prefix(10)) + Array(keys[95..<115]) + Array(keys.suffix(6)) + [1, 2, 3, 4, 5]
+        func state(_ keys: [UInt64]) throws -> [[Float]] {
+            try keys.map { let r = try table.row($0); return r.values + r.optimizerState + [Float(r.updateCount)] }
+        }
+        // Adam moves each value by a few times the learning rate at most: 1e37 leaves rows
+        // finite, the largest finite rate does not.
+        let huge = Float.greatestFiniteMagnitude
+        let first = Array(batch.prefix(3))
+        let g1 = Self.gradients(first, 8, salt: 7)
+        try table.applyGradients(first, g1, learningRate: 1e37)
+        reference.apply(first, g1, learningRate: 1e37)
+        let before = try state(keys + [1, 2, 3, 4, 5])
+        let g = Self.gradients(batch, 8, salt: 7)
+        let error = FaultKit.storeError { try table.applyGradients(batch, g, learningRate: huge) }
+        guard case .nonFiniteStep(table: "t", key: let key, what: let what) = error else {
+            Issue.record("expected nonFiniteStep, got \(String(describing: error))")
+            return
+        }
+        #expect(batch.contains(key) && what.hasPrefix("value"), "\(key) \(what)")
+        #expect(error?.description.contains("nothing was applied") == true)
+        #expect(try state(keys + [1, 2, 3, 4, 5]) == before, "a rejected batch changed rows")
+        #expect(try FaultKit.wrongRows(table, reference, keys + [1, 2, 3, 4, 5]).isEmpty)
+
+        // A good batch over the same keys still applies, staged rows pushed out of hot and back.
+        let good = Self.gradients(batch, 8, salt: 11)
+        try table.applyGradients(batch, good)
+        reference.apply(batch, good)
+        #expect(try FaultKit.wrongRows(table, reference, keys + [1, 2, 3, 4, 5]).isEmpty)
+
+        // float16: a row at 60000 given a gradient of -70000 by SGD would store infinity.
+        let half = try store.createTable("half", TableSpec(dimension: 4, storage: .float16,
+            initializer: .init(.uniform(low: -0.1, high: 0.1), seed: 1), optimizer: .sgd(learningRate: 1)))
+        let (ids, initial): ([UInt64], [Float]) = ([7, 8], [60000, 1, 2, 3, 4, 5, 6, 7])
+        try ids.withUnsafeBufferPointer { k in try initial.withUnsafeBufferPointer { v in try half.assign(k, values: v) } }
+        let rows = try [7, 8].map { try half.row($0).values }
+        #expect(throws: StoreError.nonFiniteStep(table: "half", key: 7, what: "value 0")) {
+            try half.applyGradients([8, 7], [0.5, 0.5, 0.5, 0.5, -70000, 0, 0, 0])
+        }
+        #expect(try [7, 8].map { try half.row($0).values } == rows)
+        try half.applyGradients([8, 7], [0.5, 0.5, 0.5, 0.5, -5000, 0, 0, 0])
+        #expect(try half.row(7).values[0] == 64992 && half.row(8).values[0] == 3.5)  // 65000 rounds to 64992 as float16
+        try store.close()
+    }
+
     @Test(arguments: [Float.nan, .infinity, -.infinity, .signalingNaN, -Float.nan])
     func nonFiniteGradientRejectsTheWholeBatch(_ bad: Float) throws {
         let path = FaultKit.directory("strata-fault-nonfinite")

@@ -75,6 +75,8 @@ final class StoreCore: Sendable {
     let turn = CheckpointTurn()
     /// How long the last checkpoint took (a Double's bits).
     let lastCheckpointSeconds = Atomic<UInt64>(0)
+    /// Where update batches stage their steps.
+    let staging = StagingBlock()
     /// A checkpoint failed and so did putting LMDB back: LMDB holds part of it until the next
     /// checkpoint (or open) rolls it back, so scans of the last checkpoint refuse to run.
     let checkpointInterrupted = Atomic<Bool>(false)

@@ -12,6 +12,9 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case shapeMismatch(table: String, expected: Int, actual: Int, what: String)
     /// A gradient holds NaN or infinity. The whole batch was rejected; nothing changed.
     case nonFiniteGradient(table: String, key: UInt64, element: Int)
+    /// A step would make a value (as stored: float16 overflows at 65520) or an optimizer
+    /// state element of `key` infinite or NaN. The batch was rejected; nothing was applied.
+    case nonFiniteStep(table: String, key: UInt64, what: String)
     /// A checkpoint failed part way and LMDB could not be put back at the previous one yet,
     /// so it holds no single checkpoint to read; the next checkpoint, or opening the store
     /// again, puts it back first.
@@ -74,6 +77,9 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
             "table '\(table)': \(what) needs \(expected) floats, the buffer has \(actual)"
         case .nonFiniteGradient(let table, let key, let element):
             "table '\(table)': gradient of key \(key) is not finite at element \(element); the batch was rejected, nothing was applied"
+        case .nonFiniteStep(let table, let key, let what):
+            "table '\(table)': this batch's step would make \(what) of key \(key) non-finite; the batch was rejected, "
+                + "nothing was applied (lower the learning rate or clip the gradients)"
         case .checkpointInterrupted(let path):
             "\(path): a checkpoint failed part way and LMDB is not back at the previous one yet; checkpoint again, or reopen the store, before reading it"
         case .invalidRows(let table, let reason):

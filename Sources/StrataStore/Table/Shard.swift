@@ -67,13 +67,17 @@ struct BatchScratch: ~Copyable {
     let record: UnsafeMutableRawPointer
     let slots: UnsafeMutablePointer<Int32>
     let positions: UnsafeMutablePointer<Int32>
+    /// For an update batch: a record per key (by member), where its steps are computed and
+    /// checked before any row changes. Lent by the caller.
+    let staged: UnsafeMutableRawPointer?
     var codec: ColdRecord
     var reader: LMDBLazyReader
 
-    init(_ table: Table, keys: Int = 1) {
+    init(_ table: Table, keys: Int = 1, staged: UnsafeMutableRawPointer? = nil) {
         record = .allocate(byteCount: table.format.layout.recordSize, alignment: 64)
         slots = .allocate(capacity: 2 * max(keys, 1))
         positions = slots + max(keys, 1)
+        self.staged = staged
         codec = ColdRecord(format: table.format)
         reader = LMDBLazyReader(pool: table.store.readers)
     }
@@ -474,36 +478,84 @@ struct Shard: ~Copyable, @unchecked Sendable {
         }
     }
 
-    /// One optimizer step for each (distinct) key; gradients row `i` at `gradients + i * d`.
-    mutating func apply(_ g: ShardGroup, gradients: UnsafePointer<Float>, learningRate: Float, stamp: UInt64,
+    /// Computes one optimizer step for each (distinct) key into `scratch.staged` (member m's
+    /// record at `m * recordSize`), gradients row `i` at `gradients + i * d`, bringing the rows
+    /// to hot; changes no row. Throws `nonFiniteStep` if a step would make a value (as stored)
+    /// or a state element non-finite.
+    mutating func stage(_ g: ShardGroup, gradients: UnsafePointer<Float>, learningRate: Float,
                         _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) {
         let format = t.format
-        let d = format.layout.dimension
-        serveHits(g, rowBytes: format.layout.recordSize, scratch) { shard, k, slot, p in
-            shard.step(slot, position: p, gradients + g.index(k) &* d, learningRate, stamp, format)
+        let staged = scratch.staged!
+        var bad = -1
+        serveHits(g, rowBytes: format.layout.recordSize, scratch) { shard, k, slot, _ in
+            if !shard.stageStep(slot, into: staged + k &* format.layout.recordSize, gradients + g.index(k) &* format.layout.dimension,
+                                learningRate, format), bad < 0 { bad = k }
         }
+        var moved = false
         for m in g.members where scratch.slots[m] < 0 {
             let i = g.index(m)
             let slot = try resident(g.keys[i], g.hashes[i], t, &scratch)
-            step(slot, position: index.find(g.keys[i], hash: g.hashes[i])!, gradients + i &* d, learningRate, stamp, format)
+            if !stageStep(slot, into: staged + m &* format.layout.recordSize, gradients + i &* format.layout.dimension,
+                          learningRate, format), bad < 0 { bad = m }
+            moved = true
+        }
+        // With every row a hit nothing moved, and `commit` can use the slots found here.
+        if moved { for m in g.members { scratch.slots[m] = -1 } }
+        if bad >= 0 {
+            let values = (staged + bad &* format.layout.recordSize).assumingMemoryBound(to: Float.self)
+            let j = (0..<(format.layout.dimension + format.layout.stateCount)).first { !values[$0].isFinite }!
+            let what = j < format.layout.dimension ? "value \(j)" : "optimizer state element \(j - format.layout.dimension)"
+            throw .nonFiniteStep(table: t.name, key: g.keys[g.index(bad)], what: what)
         }
     }
 
+    /// Writes the records `stage` computed into the rows, which are still in hot unless a
+    /// later member of the same batch pushed them out; then they come back first, which can
+    /// fail as any lookup can (a spilled row unreadable, the disk full), leaving the rows
+    /// before it changed.
+    mutating func commit(_ g: ShardGroup, stamp: UInt64, _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) {
+        let size = layout.recordSize
+        for m in g.members {
+            if scratch.slots[m] >= 0 {
+                let p = Int(scratch.positions[m]), record = hotRecord(Int(scratch.slots[m]))
+                if isFrozen(index[p]) { keepFrozen(at: p, index[p].has(IndexEntry.virgin) ? nil : record.base) }
+                record.base.copyMemory(from: scratch.staged! + m &* size, byteCount: size)
+                markChanged(record, position: p, stamp)
+                continue
+            }
+            let i = g.index(m)
+            var p = index.find(g.keys[i], hash: g.hashes[i])
+            if p == nil || index[p!].tier != .hot {
+                _ = try resident(g.keys[i], g.hashes[i], t, &scratch)
+                p = index.find(g.keys[i], hash: g.hashes[i])
+            }
+            let record = hotRecord(index[p!].slot)
+            if isFrozen(index[p!]) { keepFrozen(at: p!, index[p!].has(IndexEntry.virgin) ? nil : record.base) }
+            record.base.copyMemory(from: scratch.staged! + m &* size, byteCount: size)
+            markChanged(record, position: p!, stamp)
+        }
+    }
+
+    /// Row `slot`'s record with one step applied, into `target`; the row is unchanged.
+    /// Returns whether every value and state element is finite.
     @inline(__always)
-    private mutating func step(_ slot: Int, position p: Int, _ gradient: UnsafePointer<Float>, _ learningRate: Float,
-                               _ stamp: UInt64, _ format: RowFormat) {
-        let record = hotRecord(slot)
-        if isFrozen(index[p]) { keepFrozen(at: p, index[p].has(IndexEntry.virgin) ? nil : record.base) }
-        let d = format.layout.dimension
+    private func stageStep(_ slot: Int, into target: UnsafeMutableRawPointer, _ gradient: UnsafePointer<Float>,
+                           _ learningRate: Float, _ format: RowFormat) -> Bool {
+        let d = format.layout.dimension, n = d + format.layout.stateCount
+        target.copyMemory(from: hotRecord(slot).base, byteCount: format.layout.recordSize)
+        let record = RowRecord(target, format.layout)
         let count = record.updateCount &+ 1
         record.updateCount = count
         format.optimizer.apply(values: record.values, state: record.state(format.layout), gradient: gradient,
                                dimension: d, step: count, learningRate: learningRate)
         format.storage.round(record.values, count: d)
-        markChanged(record, position: p, stamp)
+        // x - x is 0 for a finite x and NaN otherwise; the sum vectorizes. Values and state
+        // are contiguous floats at the record's start.
+        var sum: Float = 0
+        for j in 0..<n { sum += record.values[j] - record.values[j] }
+        return sum == 0
     }
 
-    @inline(__always)
     private mutating func markChanged(_ record: RowRecord, position p: Int, _ stamp: UInt64) {
         record.changeGeneration = stamp
         let flags = index[p].flags

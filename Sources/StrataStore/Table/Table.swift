@@ -204,8 +204,10 @@ public final class Table: @unchecked Sendable {
 
     /// One optimizer step for the rows of `keys`. `gradients` holds `keys.count × dimension`
     /// floats. A key that appears more than once gets one step with the sum of its gradients
-    /// (summed in batch order). If any gradient is NaN or infinite the whole batch is
-    /// rejected and nothing changes. `learningRate` overrides the table's for this batch.
+    /// (summed in batch order). If any gradient is NaN or infinite, or a step would make a
+    /// value (as stored) or an optimizer state element NaN or infinite, the whole batch is
+    /// rejected and nothing changes. `learningRate` overrides the table's for this batch. The
+    /// batch holds all its shards' locks while it applies: no reader sees half of it.
     public func applyGradients(_ keys: UnsafeBufferPointer<UInt64>, _ gradients: UnsafeBufferPointer<Float>,
                                learningRate: Float? = nil) throws(StoreError) {
         try store.ensureWritable("applyGradients on table '\(name)'")
@@ -224,10 +226,11 @@ public final class Table: @unchecked Sendable {
             if unique.hasDuplicates, let bad = firstNonFinite(UnsafeBufferPointer(start: ugrads, count: ukeys.count * d)) {
                 throw .nonFiniteGradient(table: name, key: ukeys[bad / d], element: bad % d)
             }
-            try forEachGroup(ukeys) { (shard, group, scratch) throws(StoreError) in
+            try withGroupsLocked(ukeys) { (shard, group, scratch) throws(StoreError) in
+                try shard.stage(group, gradients: ugrads, learningRate: rate, self, &scratch)
+            } commit: { (shard, group, scratch) throws(StoreError) in
                 // Read under the checkpoint lock, which holds the stamp still.
-                let stamp = store.changeStamp.load(ordering: .relaxed)
-                try shard.apply(group, gradients: ugrads, learningRate: rate, stamp: stamp, self, &scratch)
+                try shard.commit(group, stamp: store.changeStamp.load(ordering: .relaxed), self, &scratch)
             }
         }
     }
@@ -352,6 +355,38 @@ public final class Table: @unchecked Sendable {
                 let group = ShardGroup(keys: base, hashes: plan.hashes, order: plan.order, members: members)
                 try shards[s].withLock { (shard) throws(StoreError) in try body(&shard, group, &scratch) }
             }
+        }
+    }
+
+    /// Runs `stage` on each shard's share of `keys`, taking the shards' locks in order and
+    /// holding them all, then, if none threw, `commit` on each, and only then lets them go:
+    /// a batch either changes every row or, when a stage throws, none, and no other call sees
+    /// part of it (a commit that fails on I/O leaves the rows committed before it changed). Locks are taken in ascending order and every other path holds one at a
+    /// time, so this cannot deadlock.
+    private func withGroupsLocked(
+        _ keys: UnsafeBufferPointer<UInt64>,
+        stage: (inout Shard, ShardGroup, inout BatchScratch) throws(StoreError) -> Void,
+        commit: (inout Shard, ShardGroup, inout BatchScratch) throws(StoreError) -> Void
+    ) throws(StoreError) {
+        guard let base = keys.baseAddress, !keys.isEmpty else { return }
+        try store.lock.shared { () throws(StoreError) in
+            try store.ensureOpen()
+            let block = store.staging.take(keys.count * format.layout.recordSize)
+            defer { store.staging.give(block) }
+            var scratch = BatchScratch(self, keys: keys.count, staged: block.memory)
+            let plan = ShardPlan(keys, shardCount: shardCount, shift: shardShift)
+            let used = (0..<shardCount).filter { !plan.members(of: $0).isEmpty }
+            func level(_ i: Int) throws(StoreError) {
+                guard i < used.count else { return }
+                let s = used[i]
+                let group = ShardGroup(keys: base, hashes: plan.hashes, order: plan.order, members: plan.members(of: s))
+                try shards[s].withLock { (shard) throws(StoreError) in
+                    try stage(&shard, group, &scratch)
+                    try level(i + 1)
+                    try commit(&shard, group, &scratch)
+                }
+            }
+            try level(0)
         }
     }
 
