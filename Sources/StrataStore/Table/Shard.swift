@@ -516,23 +516,22 @@ struct Shard: ~Copyable, @unchecked Sendable {
     mutating func commit(_ g: ShardGroup, stamp: UInt64, _ t: Table, _ scratch: inout BatchScratch) throws(StoreError) {
         let size = layout.recordSize
         for m in g.members {
+            let p: Int
             if scratch.slots[m] >= 0 {
-                let p = Int(scratch.positions[m]), record = hotRecord(Int(scratch.slots[m]))
-                if isFrozen(index[p]) { keepFrozen(at: p, index[p].has(IndexEntry.virgin) ? nil : record.base) }
-                record.base.copyMemory(from: scratch.staged! + m &* size, byteCount: size)
-                markChanged(record, position: p, stamp)
-                continue
+                p = Int(scratch.positions[m])
+            } else {
+                let i = g.index(m)
+                if let q = index.find(g.keys[i], hash: g.hashes[i]), index[q].tier == .hot {
+                    p = q
+                } else {
+                    _ = try resident(g.keys[i], g.hashes[i], t, &scratch)
+                    p = index.find(g.keys[i], hash: g.hashes[i])!
+                }
             }
-            let i = g.index(m)
-            var p = index.find(g.keys[i], hash: g.hashes[i])
-            if p == nil || index[p!].tier != .hot {
-                _ = try resident(g.keys[i], g.hashes[i], t, &scratch)
-                p = index.find(g.keys[i], hash: g.hashes[i])
-            }
-            let record = hotRecord(index[p!].slot)
-            if isFrozen(index[p!]) { keepFrozen(at: p!, index[p!].has(IndexEntry.virgin) ? nil : record.base) }
+            let record = hotRecord(index[p].slot)
+            if isFrozen(index[p]) { keepFrozen(at: p, index[p].has(IndexEntry.virgin) ? nil : record.base) }
             record.base.copyMemory(from: scratch.staged! + m &* size, byteCount: size)
-            markChanged(record, position: p!, stamp)
+            markChanged(record, position: p, stamp)
         }
     }
 
