@@ -29,7 +29,7 @@ struct DataOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Samples read together and shuffled (0: file order; default 0 for Criteo files, 131072 for tables).")
     var shuffleBlock: Int?
 
-    @Option(help: "Synthetic data: samples per epoch.") var syntheticSamples: Int64 = 10_000_000
+    @Option(parsing: .unconditional, help: "Synthetic data: samples per epoch.") var syntheticSamples: Int64 = 10_000_000
     @Option(parsing: .unconditional, help: "Synthetic data: the largest key space of a categorical feature (others shrink geometrically to 10).")
     var syntheticKeys: Double = 1e7
     @Option(help: "Synthetic data: key spaces of the categorical features: geometric (see --synthetic-keys) or kaggle (Criteo Kaggle's table sizes).")

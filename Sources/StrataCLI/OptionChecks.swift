@@ -17,19 +17,20 @@ enum OptionCheck {
     }
 
     /// A finite number inside `range`.
-    static func number(_ value: Double, _ flag: String, _ range: ClosedRange<Double>) throws {
+    static func number<T: BinaryFloatingPoint & LosslessStringConvertible>(_ value: T, _ flag: String, _ range: ClosedRange<T>) throws {
         try require(value.isFinite && range.contains(value),
                     "\(flag) must be a number between \(text(range.lowerBound)) and \(text(range.upperBound)), not \(text(value))")
     }
 
     /// A finite number above 0 and at most `most`.
-    static func positive(_ value: Double, _ flag: String, most: Double) throws {
+    static func positive<T: BinaryFloatingPoint & LosslessStringConvertible>(_ value: T, _ flag: String, most: T) throws {
         try require(value.isFinite && value > 0 && value <= most, "\(flag) must be a number above 0 and at most \(text(most)), not \(text(value))")
     }
 
-    /// Whole numbers without a fraction: "4398046511103", not "4398046511103.0".
-    private static func text(_ x: Double) -> String {
-        x.isFinite && x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : "\(x)"
+    /// Whole numbers without a fraction ("4398046511103", not "4398046511103.0"); others as
+    /// their type prints them (a Float's -0.1 as "-0.1").
+    private static func text<T: BinaryFloatingPoint & LosslessStringConvertible>(_ x: T) -> String {
+        x.isFinite && x == x.rounded() && abs(x) < 1e15 ? String(Int(x)) : x.description
     }
 
     /// The largest size option, MiB: its bytes fit an `Int` with room for a sum of many.

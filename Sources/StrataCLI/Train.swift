@@ -103,10 +103,10 @@ struct Train: ParsableCommand {
         try OptionCheck.require(!(resume && overwrite), "--resume and --overwrite exclude each other")
         try OptionCheck.whole(lookahead, "--lookahead", 0...1024)
         try OptionCheck.whole(threads, "--threads", 1...256)
-        try OptionCheck.positive(Double(learningRate), "--learning-rate", most: 1e6)
-        if let sparseLearningRate { try OptionCheck.positive(Double(sparseLearningRate), "--sparse-learning-rate", most: 1e6) }
-        try OptionCheck.positive(Double(wideLearningRate), "--wide-learning-rate", most: 1e6)
-        try OptionCheck.number(Double(weightDecay), "--weight-decay", 0...1e6)
+        try OptionCheck.positive(learningRate, "--learning-rate", most: 1e6)
+        if let sparseLearningRate { try OptionCheck.positive(sparseLearningRate, "--sparse-learning-rate", most: 1e6) }
+        try OptionCheck.positive(wideLearningRate, "--wide-learning-rate", most: 1e6)
+        try OptionCheck.number(weightDecay, "--weight-decay", 0...1e6)
         if let dropout { try OptionCheck.require(dropout >= 0 && dropout < 1, "--dropout must be at least 0 and below 1, not \(dropout)") }
     }
 
