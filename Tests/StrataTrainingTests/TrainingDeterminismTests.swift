@@ -108,8 +108,12 @@ import Testing
                              ("D (A with 1 BLAS thread)", d)] {
             let diff = run.state.differences(from: a.state), same = diff.isEmpty
             #expect(same, "\(label) differs from A:\n\(diff.joined(separator: "\n"))")
-            let sameEvents = run.events == a.events
-            #expect(sameEvents, "\(label): checkpoints and evaluations differ from A: \(run.events) vs \(a.events)")
+            // Each kind in its order; not interleaved, since a background checkpoint is
+            // reported when the trainer notices it is durable, which depends on timing.
+            for kind in ["checkpoint", "eval"] {
+                let mine = run.events.filter { $0.hasPrefix(kind) }, theirs = a.events.filter { $0.hasPrefix(kind) }
+                #expect(mine == theirs, "\(label): \(kind) events differ from A: \(mine) vs \(theirs)")
+            }
             #expect(run.summary.finalLoss.bitPattern == a.summary.finalLoss.bitPattern, "\(label): final loss")
             #expect(run.summary.steps == a.summary.steps && run.summary.samples == a.summary.samples)
         }
