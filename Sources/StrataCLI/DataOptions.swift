@@ -38,8 +38,8 @@ struct DataOptions: ParsableArguments {
 
     func validate() throws {
         try OptionCheck.whole(topK, "--top-k", 1...100_000)
-        try OptionCheck.require((0...(1 << 24)).contains(shuffleBlock ?? 0),
-                    "--shuffle-block must be between 0 and \(1 << 24) samples (a block is held in memory), not \(shuffleBlock ?? 0)")
+        // A block is held in memory.
+        if let shuffleBlock { try OptionCheck.whole(shuffleBlock, "--shuffle-block", 0...(1 << 24)) }
         try OptionCheck.require(clickThreshold.isFinite, "--click-threshold must be a number")
         try OptionCheck.whole(Int(syntheticSamples), "--synthetic-samples", 1...Int.max)
         try OptionCheck.require(syntheticKeys >= 10 && syntheticKeys <= Double(Int64.max / 2),

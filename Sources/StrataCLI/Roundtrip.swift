@@ -44,16 +44,16 @@ struct Roundtrip: ParsableCommand {
     @Flag(help: "End with one line of JSON holding every figure.") var json = false
 
     func validate() throws {
-        try OptionCheck.require(rows >= 1, "--rows must be at least 1, not \(rows)")
-        try OptionCheck.require((1...65_536).contains(dim), "--dim must be between 1 and 65536, not \(dim)")
+        try OptionCheck.whole(rows, "--rows", 1...Int.max)
+        try OptionCheck.whole(dim, "--dim", 1...65_536)
         for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb), ("--map-resident-mb", mapResidentMb)] {
-            try OptionCheck.require((0...(Int.max >> 21)).contains(value), "\(flag) must be between 0 and \(Int.max >> 21), not \(value)")
+            try OptionCheck.whole(value, flag, 0...(Int.max >> 21))
         }
-        try OptionCheck.require(checkpointRows >= 0, "--checkpoint-rows must be 0 or more, not \(checkpointRows)")
-        try OptionCheck.require(trainBatches >= 0, "--train-batches must be 0 or more, not \(trainBatches)")
-        try OptionCheck.require((1...1 << 20).contains(trainBatch), "--train-batch must be between 1 and \(1 << 20), not \(trainBatch)")
+        try OptionCheck.whole(checkpointRows, "--checkpoint-rows", 0...Int.max)
+        try OptionCheck.whole(trainBatches, "--train-batches", 0...Int.max)
+        try OptionCheck.whole(trainBatch, "--train-batch", 1...(1 << 20))
         try OptionCheck.require(zipf > 0 && zipf.isFinite, "--zipf must be a positive number, not \(zipf)")
-        try OptionCheck.require(checkpointEvery >= 1, "--checkpoint-every must be at least 1, not \(checkpointEvery)")
+        try OptionCheck.whole(checkpointEvery, "--checkpoint-every", 1...Int.max)
     }
 
     /// Removes the store an earlier roundtrip left at `path`, and nothing else: a directory

@@ -344,16 +344,9 @@ public final class Table: @unchecked Sendable {
         _ keys: UnsafeBufferPointer<UInt64>,
         _ body: (inout Shard, ShardGroup, inout BatchScratch) throws(StoreError) -> Void
     ) throws(StoreError) {
-        guard let base = keys.baseAddress, !keys.isEmpty else { return }
-        try store.lock.shared { () throws(StoreError) in
-            try store.ensureOpen()
-            var scratch = BatchScratch(self, keys: keys.count)
-            let plan = ShardPlan(keys, shardCount: shardCount, shift: shardShift)
-            for s in 0..<shardCount {
-                let members = plan.members(of: s)
-                if members.isEmpty { continue }
-                let group = ShardGroup(keys: base, hashes: plan.hashes, order: plan.order, members: members)
-                try shards[s].withLock { (shard) throws(StoreError) in try body(&shard, group, &scratch) }
+        try planned(keys, staging: false) { (plan, scratch) throws(StoreError) in
+            for s in 0..<shardCount where !plan.members(of: s).isEmpty {
+                try shards[s].withLock { (shard) throws(StoreError) in try body(&shard, plan.group(s, keys), &scratch) }
             }
         }
     }
@@ -361,32 +354,43 @@ public final class Table: @unchecked Sendable {
     /// Runs `stage` on each shard's share of `keys`, taking the shards' locks in order and
     /// holding them all, then, if none threw, `commit` on each, and only then lets them go:
     /// a batch either changes every row or, when a stage throws, none, and no other call sees
-    /// part of it (a commit that fails on I/O leaves the rows committed before it changed). Locks are taken in ascending order and every other path holds one at a
-    /// time, so this cannot deadlock.
+    /// part of it (a commit that fails on I/O leaves the rows committed before it changed).
+    /// Locks are taken in ascending order and every other path holds one at a time, so this
+    /// cannot deadlock.
     private func withGroupsLocked(
         _ keys: UnsafeBufferPointer<UInt64>,
         stage: (inout Shard, ShardGroup, inout BatchScratch) throws(StoreError) -> Void,
         commit: (inout Shard, ShardGroup, inout BatchScratch) throws(StoreError) -> Void
     ) throws(StoreError) {
-        guard let base = keys.baseAddress, !keys.isEmpty else { return }
-        try store.lock.shared { () throws(StoreError) in
-            try store.ensureOpen()
-            let block = store.staging.take(keys.count * format.layout.recordSize)
-            defer { store.staging.give(block) }
-            var scratch = BatchScratch(self, keys: keys.count, staged: block.memory)
-            let plan = ShardPlan(keys, shardCount: shardCount, shift: shardShift)
-            let used = (0..<shardCount).filter { !plan.members(of: $0).isEmpty }
-            func level(_ i: Int) throws(StoreError) {
-                guard i < used.count else { return }
-                let s = used[i]
-                let group = ShardGroup(keys: base, hashes: plan.hashes, order: plan.order, members: plan.members(of: s))
+        try planned(keys, staging: true) { (plan, scratch) throws(StoreError) in
+            /// Locks the first shard from `first` on that has keys, and the rest inside it.
+            func lock(from first: Int, _ plan: borrowing ShardPlan) throws(StoreError) {
+                var s = first
+                while s < shardCount && plan.members(of: s).isEmpty { s += 1 }
+                guard s < shardCount else { return }
+                let group = plan.group(s, keys)
                 try shards[s].withLock { (shard) throws(StoreError) in
                     try stage(&shard, group, &scratch)
-                    try level(i + 1)
+                    try lock(from: s + 1, plan)
                     try commit(&shard, group, &scratch)
                 }
             }
-            try level(0)
+            try lock(from: 0, plan)
+        }
+    }
+
+    /// The batch's plan and scratch (with a staging block for an update), under the
+    /// checkpoint lock, for `forEachGroup` and `withGroupsLocked`.
+    private func planned(_ keys: UnsafeBufferPointer<UInt64>, staging: Bool,
+                         _ body: (borrowing ShardPlan, inout BatchScratch) throws(StoreError) -> Void) throws(StoreError) {
+        guard !keys.isEmpty else { return }
+        try store.lock.shared { () throws(StoreError) in
+            try store.ensureOpen()
+            let block = staging ? store.staging.take(keys.count * format.layout.recordSize) : nil
+            defer { if let block { store.staging.give(block) } }
+            var scratch = BatchScratch(self, keys: keys.count, staged: block?.memory)
+            let plan = ShardPlan(keys, shardCount: shardCount, shift: shardShift)
+            try body(plan, &scratch)
         }
     }
 
@@ -620,6 +624,12 @@ struct ShardPlan: ~Copyable {
 
     @inline(__always)
     func members(of shard: Int) -> Range<Int> { starts[shard]..<starts[shard + 1] }
+
+    /// Shard `s`'s share of `keys`, the batch this plan was made for.
+    @inline(__always)
+    func group(_ s: Int, _ keys: UnsafeBufferPointer<UInt64>) -> ShardGroup {
+        ShardGroup(keys: keys.baseAddress!, hashes: hashes, order: order, members: members(of: s))
+    }
 }
 
 /// An update batch with duplicate keys merged: the keys in order of first appearance and, when
