@@ -6,6 +6,8 @@
 //     CStrataSupport,             prefetch hints; an AVX-512 matrix-product kernel
 //     CStrataKernels
 //   StrataStore                   the tiered store: lookup, sparse optimizer step, checkpoints
+//   StrataTableFiles              the files tables export to and import from: npy,
+//                                 safetensors, the embedding projector's TSV
 //   StrataNN                      tensors, layers with their backward passes, losses, dense
 //                                 optimizers, the store-backed embedding layer
 //   StrataModels                  the model zoo (DLRM first)
@@ -48,6 +50,9 @@ let package = Package(
             dependencies: ["CLMDB", "CLZ4", "CStrataSupport"],
             swiftSettings: strictness),
         .target(
+            name: "StrataTableFiles",
+            swiftSettings: strictness),
+        .target(
             name: "StrataNN",
             dependencies: ["StrataStore", "COpenBLAS", "CStrataKernels"],
             swiftSettings: strictness),
@@ -63,6 +68,7 @@ let package = Package(
             name: "StrataCLI",
             dependencies: [
                 "StrataStore",
+                "StrataTableFiles",
                 "StrataTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -73,6 +79,14 @@ let package = Package(
             name: "strata-fault-driver",
             dependencies: ["StrataStore", "StrataTestSupport"],
             path: "Tests/FaultDriver",
+            swiftSettings: strictness),
+        // The fuzz targets: libFuzzer drives them in tools/fuzz.sh's build, the tests replay
+        // their seeds and past findings through an ordinary build.
+        .executableTarget(
+            name: "strata-fuzz",
+            dependencies: ["StrataStore", "StrataTableFiles", "StrataTraining"],
+            path: "Tests/Fuzz",
+            exclude: ["Corpus", "Findings", "lsan.supp"],
             swiftSettings: strictness),
         .target(
             name: "StrataTestSupport",
@@ -86,7 +100,7 @@ let package = Package(
         .testTarget(
             name: "StrataStoreTests",
             // The executables are dependencies so that they are built for the tests that run them.
-            dependencies: ["StrataStore", "StrataTestSupport", "strata-fault-driver", "StrataCLI"],
+            dependencies: ["StrataStore", "StrataTestSupport", "strata-fault-driver", "strata-fuzz", "StrataCLI"],
             swiftSettings: strictness),
     ]
 )

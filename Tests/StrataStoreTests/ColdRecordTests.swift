@@ -91,14 +91,27 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
         StorageType.allCases.flatMap { s in dimensions.map { Case(optimizer: o, storage: s, dimension: $0) } }
     }
 
+    /// The key and table every record here is encoded for.
+    static let key: UInt64 = 0x5EED_0000_0000_0042
+    static let table = 7
+
+    /// The CRC-32C a record's header holds: of the key and the table id, then the record with its checksum field zero.
+    static func expectedChecksum(_ bytes: [UInt8], key: UInt64 = key, table: Int = table) -> UInt32 {
+        var zeroed = bytes
+        zeroed.replaceSubrange(8..<12, with: [0, 0, 0, 0])
+        return referenceCRC32C(withUnsafeBytes(of: key.littleEndian, Array.init) + withUnsafeBytes(of: UInt64(table).littleEndian, Array.init) + zeroed)
+    }
+
+    /// Encodes `record` as the row of `key`.
     static func encode(_ codec: inout ColdRecord, _ record: RowRecord) -> [UInt8] {
-        Array(codec.encode(record))
+        record.key = key
+        return Array(codec.encode(record))
     }
 
     /// Decodes; returns the problem thrown, or nil.
-    static func decodeProblem(_ codec: inout ColdRecord, _ bytes: [UInt8], into buffer: RecordBuffer) -> RecordProblem? {
+    static func decodeProblem(_ codec: inout ColdRecord, _ bytes: [UInt8], key: UInt64 = key, into buffer: RecordBuffer) -> RecordProblem? {
         do {
-            try bytes.withUnsafeBytes { b in try codec.decode(b, into: buffer.record) }
+            try bytes.withUnsafeBytes { b in try codec.decode(b, key: key, into: buffer.record) }
             return nil
         } catch let problem as RecordProblem {
             return problem
@@ -107,10 +120,10 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
         }
     }
 
-    static func decodeValuesProblem(_ codec: inout ColdRecord, _ bytes: [UInt8], into out: inout [Float]) -> RecordProblem? {
+    static func decodeValuesProblem(_ codec: inout ColdRecord, _ bytes: [UInt8], key: UInt64 = key, into out: inout [Float]) -> RecordProblem? {
         do {
             try bytes.withUnsafeBytes { b in
-                try out.withUnsafeMutableBufferPointer { o in try codec.decodeValues(b, into: o.baseAddress!) }
+                try out.withUnsafeMutableBufferPointer { o in try codec.decodeValues(b, key: key, into: o.baseAddress!) }
             }
             return nil
         } catch let problem as RecordProblem {
@@ -124,7 +137,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
     func roundTripAndHeader(_ c: Case) throws {
         let format = RowFormat(c.spec)
         let layout = format.layout
-        var codec = ColdRecord(format: format)
+        var codec = ColdRecord(format: format, table: Self.table)
         var rng = SplitMix64(seed: UInt64(c.dimension) &* 31 &+ UInt64(format.optimizer.code) &* 7 &+ UInt64(format.storage.code))
         let payloadSize = c.dimension * c.storage.byteWidth + 4 * layout.stateCount
         for kind in Row.allCases {
@@ -136,7 +149,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
             #expect(bytes.count <= ColdRecord.headerSize + payloadSize, "\(what): \(bytes.count) bytes")
             #expect(bytes.count <= codec.maximumSize)
             // The header, field by field.
-            #expect(bytes[0] == 1, "\(what): version")
+            #expect(bytes[0] == 2, "\(what): version")
             let flags = bytes[1]
             #expect(flags == 0 || flags == 0b11, "\(what): flags \(flags)")
             #expect(bytes[2] == c.storage.code && bytes[3] == c.optimizer.code, "\(what): codes")
@@ -144,9 +157,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
             #expect(loadLE(bytes, 12, as: UInt32.self) == UInt32(payloadSize), "\(what): payload length")
             #expect(loadLE(bytes, 16, as: UInt64.self) == source.record.updateCount, "\(what): update count")
             #expect(loadLE(bytes, 24, as: UInt64.self) == source.record.changeGeneration, "\(what): generation")
-            var zeroed = bytes
-            zeroed.replaceSubrange(8..<12, with: [0, 0, 0, 0])
-            #expect(loadLE(bytes, 8, as: UInt32.self) == referenceCRC32C(zeroed), "\(what): CRC-32C")
+            #expect(loadLE(bytes, 8, as: UInt32.self) == Self.expectedChecksum(bytes), "\(what): CRC-32C")
             if flags == 0 {
                 #expect(bytes.count == ColdRecord.headerSize + payloadSize, "\(what): raw size")
                 // Raw payload: values in the storage type, then the state as float32, little-endian.
@@ -169,6 +180,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
             #expect(target.state.bitPatterns == source.state.bitPatterns, "\(what): state")
             #expect(target.record.updateCount == source.record.updateCount, "\(what): update count")
             #expect(target.record.changeGeneration == source.record.changeGeneration, "\(what): generation")
+            #expect(target.record.key == Self.key, "\(what): key")
 
             // The read-only path: the same values.
             var values = [Float](repeating: .nan, count: c.dimension)
@@ -185,7 +197,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
     @Test(arguments: cases)
     func corruptionIsDetected(_ c: Case) throws {
         let format = RowFormat(c.spec)
-        var codec = ColdRecord(format: format)
+        var codec = ColdRecord(format: format, table: Self.table)
         var rng = SplitMix64(seed: UInt64(c.dimension) &+ 1000)
         let target = RecordBuffer(format.layout)
         var values = [Float](repeating: 0, count: c.dimension)
@@ -223,10 +235,10 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
 
     /// A record from a newer format version is reported as such, whether or not its checksum
     /// is right (a newer version may checksum differently).
-    @Test(arguments: [UInt8(2), 3, 255])
+    @Test(arguments: [UInt8(3), 4, 255])
     func newerVersionIsReported(_ version: UInt8) throws {
         let format = RowFormat(TableSpec(dimension: 16, storage: .float16, optimizer: .adam()))
-        var codec = ColdRecord(format: format)
+        var codec = ColdRecord(format: format, table: Self.table)
         var rng = SplitMix64(seed: 1)
         for kind in Row.allCases {
             var bytes = Self.encode(&codec, Self.makeRecord(format, kind, &rng).record)
@@ -235,9 +247,7 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
             var values = [Float](repeating: 0, count: 16)
             for fixCRC in [false, true] {
                 if fixCRC {
-                    bytes.replaceSubrange(8..<12, with: [0, 0, 0, 0])
-                    let crc = referenceCRC32C(bytes)
-                    bytes.replaceSubrange(8..<12, with: withUnsafeBytes(of: crc.littleEndian, Array.init))
+                    bytes.replaceSubrange(8..<12, with: withUnsafeBytes(of: Self.expectedChecksum(bytes).littleEndian, Array.init))
                 }
                 for problem in [Self.decodeProblem(&codec, bytes, into: target), Self.decodeValuesProblem(&codec, bytes, into: &values)] {
                     guard case .newerVersion(let v)? = problem else {
@@ -250,16 +260,42 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
         }
     }
 
-    /// A version-0 record with a valid checksum is not this format either.
-    @Test func olderVersionIsRejected() {
+    /// Records of older versions are not this format, whether their checksum is right by
+    /// this version's rule or by version 1's (the value alone).
+    @Test(arguments: [UInt8(0), 1])
+    func olderVersionIsRejected(_ version: UInt8) {
         let format = RowFormat(TableSpec(dimension: 4))
-        var codec = ColdRecord(format: format)
+        var codec = ColdRecord(format: format, table: Self.table)
         var rng = SplitMix64(seed: 2)
         var bytes = Self.encode(&codec, Self.makeRecord(format, .random, &rng).record)
-        bytes[0] = 0
-        bytes.replaceSubrange(8..<12, with: [0, 0, 0, 0])
-        bytes.replaceSubrange(8..<12, with: withUnsafeBytes(of: referenceCRC32C(bytes).littleEndian, Array.init))
+        bytes[0] = version
+        bytes.replaceSubrange(8..<12, with: withUnsafeBytes(of: Self.expectedChecksum(bytes).littleEndian, Array.init))
         #expect(Self.decodeProblem(&codec, bytes, into: RecordBuffer(format.layout)) != nil)
+        var versionOne = bytes
+        versionOne.replaceSubrange(8..<12, with: [0, 0, 0, 0])
+        versionOne.replaceSubrange(8..<12, with: withUnsafeBytes(of: referenceCRC32C(versionOne).littleEndian, Array.init))
+        #expect(Self.decodeProblem(&codec, versionOne, into: RecordBuffer(format.layout)) != nil)
+    }
+
+    /// The checksum covers the key and the table: a sound record read as another key's, or
+    /// as a row of another table with the same spec, is reported, by both decoders.
+    @Test func recordUnderAnotherKeyOrTableIsReported() {
+        let format = RowFormat(TableSpec(dimension: 8, storage: .float16, optimizer: .adagrad()))
+        var codec = ColdRecord(format: format, table: Self.table)
+        var other = ColdRecord(format: format, table: Self.table + 1)
+        var rng = SplitMix64(seed: 4)
+        var values = [Float](repeating: 0, count: 8)
+        for kind in Row.allCases {
+            let bytes = Self.encode(&codec, Self.makeRecord(format, kind, &rng).record)
+            let target = RecordBuffer(format.layout)
+            #expect(Self.decodeProblem(&codec, bytes, into: target) == nil)
+            for wrong in [Self.key ^ 1, Self.key &+ 1 << 32, 0] {
+                #expect(Self.decodeProblem(&codec, bytes, key: wrong, into: target) == .checksumMismatch, "\(kind) as key \(wrong)")
+                #expect(Self.decodeValuesProblem(&codec, bytes, key: wrong, into: &values) == .checksumMismatch, "\(kind) as key \(wrong)")
+            }
+            #expect(Self.decodeProblem(&other, bytes, into: target) == .checksumMismatch, "\(kind) in another table")
+            #expect(Self.decodeValuesProblem(&other, bytes, into: &values) == .checksumMismatch, "\(kind) in another table")
+        }
     }
 
     /// A well-formed record of another table's format is a mismatch, not garbage.
@@ -273,10 +309,10 @@ fileprivate func loadLE<T: FixedWidthInteger>(_ bytes: [UInt8], _ offset: Int, a
             TableSpec(dimension: 16, storage: .float16, optimizer: .adagrad()),  // same payload size as the first
         ]
         for writer in specs {
-            var encoder = ColdRecord(format: RowFormat(writer))
+            var encoder = ColdRecord(format: RowFormat(writer), table: Self.table)
             let bytes = Self.encode(&encoder, Self.makeRecord(RowFormat(writer), .random, &rng).record)
             for reader in specs where reader != writer {
-                var decoder = ColdRecord(format: RowFormat(reader))
+                var decoder = ColdRecord(format: RowFormat(reader), table: Self.table)
                 let problem = Self.decodeProblem(&decoder, bytes, into: RecordBuffer(RowFormat(reader).layout))
                 guard case .mismatch? = problem else {
                     Issue.record("\(writer) read as \(reader): \(String(describing: problem))")

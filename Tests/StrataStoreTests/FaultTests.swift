@@ -382,13 +382,18 @@ import Glibc
 
         let data = path + "/rows.mdb"
         let original = try #require(try FaultKit.meta(path, "format"))
-        #expect(original == [1, 0, 0, 0])
-        for version: UInt32 in [2, 7, 1 << 20] {
+        #expect(original == [2, 0, 0, 0])
+        for version: UInt32 in [3, 7, 1 << 20] {
             try FaultKit.setMeta(path, "format", withUnsafeBytes(of: version) { Array($0) })
             let error = FaultKit.openError(path, Self.options())
-            #expect(error == .newerFormat(file: data, found: Int(version), supported: 1), "\(String(describing: error))")
+            #expect(error == .newerFormat(file: data, found: Int(version), supported: 2), "\(String(describing: error))")
             #expect(error?.description.contains("rows.mdb") == true && error?.description.contains("version \(version)") == true)
         }
+        // Format 1 (record checksums without the key) is refused, saying how to move its tables.
+        try FaultKit.setMeta(path, "format", [1, 0, 0, 0])
+        let older = FaultKit.openError(path, Self.options())
+        #expect(older == .olderFormat(file: data, found: 1, supported: 2), "\(String(describing: older))")
+        #expect(older?.description.contains("strata export") == true)
         // A format value that is no version at all.
         for bad: [UInt8] in [[0, 0, 0, 0], [1, 0, 0], [1, 0, 0, 0, 0], []] {
             try FaultKit.setMeta(path, "format", bad)
@@ -451,9 +456,9 @@ import Glibc
 
         let victim = keys[42]
         let original = try #require(try FaultKit.record(path, table: id, key: victim))
-        #expect(original[0] == 1)
+        #expect(original[0] == 2)
         var newer = original
-        newer[0] = 2
+        newer[0] = 3
         try FaultKit.setRecord(path, table: id, key: victim, newer)
 
         let reopened = try FaultKit.open(path, Self.options())
@@ -467,7 +472,7 @@ import Glibc
         for (what, call) in calls {
             let error = FaultKit.storeError(call)
             switch error {
-            case .newerFormat(file: data, found: 2, supported: 1): break
+            case .newerFormat(file: data, found: 3, supported: 2): break
             case .corrupted(file: data, let detail) where detail.contains("\(victim)"): break
             default: Issue.record("\(what): \(String(describing: error))")
             }

@@ -30,6 +30,8 @@ static inline void strata_touch_for_write(void *address) {
 #else
     volatile uint32_t *word = (volatile uint32_t *)address;
     *word = *word;
+#include "strata_lmdb_guard.h"
+
 #endif
 }
 
@@ -37,5 +39,7 @@ static inline void strata_touch_for_write(void *address) {
 /// the bytes before (0 to start). Uses the SSE4.2 `crc32` instruction where the CPU has it,
 /// else an 8-slice table.
 uint32_t strata_crc32c(uint32_t crc, const void *bytes, size_t count);
+
+#include "strata_lmdb_guard.h"
 
 #endif

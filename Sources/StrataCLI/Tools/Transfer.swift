@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import StrataStore
+import StrataTableFiles
 
 /// `strata export STORE TABLE --format F --out PATH`.
 struct Export: ParsableCommand {

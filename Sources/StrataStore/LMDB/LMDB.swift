@@ -24,7 +24,14 @@ public struct LMDBError: Error, Sendable, Equatable, CustomStringConvertible {
     public let code: Int32
     public let function: String
 
-    public var description: String { "\(function): \(String(cString: mdb_strerror(code)))" }
+    public var description: String {
+        switch code {
+        case STRATA_MDB_FAULT: "\(function): LMDB faulted reading a damaged page of the data file"
+        case STRATA_MDB_OUTSIDE_MAP: "\(function): LMDB returned a value that cannot be read (a damaged page)"
+        case STRATA_MDB_BAD_KEY: "\(function): a key of the wrong size or out of order (a damaged page)"
+        default: "\(function): \(String(cString: mdb_strerror(code)))"
+        }
+    }
 
     /// The map is full: grow it with `mdb_env_set_mapsize` and retry.
     var isMapFull: Bool { code == MDB_MAP_FULL }
@@ -33,6 +40,7 @@ public struct LMDBError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The file is not a database or its pages do not hold together.
     var isCorruption: Bool {
         code == MDB_INVALID || code == MDB_CORRUPTED || code == MDB_PAGE_NOTFOUND || code == MDB_PANIC
+            || code == STRATA_MDB_FAULT || code == STRATA_MDB_OUTSIDE_MAP || code == STRATA_MDB_BAD_KEY
     }
     var isVersionMismatch: Bool { code == MDB_VERSION_MISMATCH }
 }
@@ -100,6 +108,7 @@ final class LMDBEnvironment: @unchecked Sendable {
         var env: OpaquePointer?
         try check(mdb_env_create(&env), "mdb_env_create")
         do {
+            try check(strata_mdb_guard_assertions(UnsafeMutableRawPointer(env)), "mdb_env_set_assert")
             try check(mdb_env_set_mapsize(env, mapSize), "mdb_env_set_mapsize")
             try check(mdb_env_set_maxdbs(env, MDB_dbi(maxDatabases)), "mdb_env_set_maxdbs")
             try check(mdb_env_set_maxreaders(env, UInt32(maxReaders)), "mdb_env_set_maxreaders")
@@ -280,7 +289,7 @@ extension LMDBReading where Self: ~Copyable {
         var nameBytes = Array(name.utf8)
         let rc = nameBytes.withUnsafeMutableBytes { kb in
             var keyVal = MDB_val(mv_size: kb.count, mv_data: kb.baseAddress)
-            return mdb_get(txn, db.handle, &keyVal, &dataVal)
+            return strata_mdb_get(UnsafeMutableRawPointer(txn), db.handle, &keyVal, &dataVal)
         }
         if rc == MDB_NOTFOUND { return nil }
         try check(rc, "mdb_get(\(name))")
@@ -315,11 +324,13 @@ extension LMDBReading where Self: ~Copyable {
         defer { mdb_cursor_close(cursor) }
         var keyVal = MDB_val()
         var dataVal = MDB_val()
-        var rc = mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_LAST)
+        var rc = strata_mdb_cursor_get(UnsafeMutableRawPointer(cursor), &keyVal, &dataVal, Int32(MDB_LAST.rawValue))
+        var previous: UInt64?
         while rc == 0 {
-            let key = UnsafeRawPointer(keyVal.mv_data!).loadUnaligned(as: UInt64.self)
+            let key = try integerKey(keyVal, after: previous, ascending: false)
             if !body(key, UnsafeRawBufferPointer(start: dataVal.mv_data, count: dataVal.mv_size)) { return }
-            rc = mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_PREV)
+            previous = key
+            rc = strata_mdb_cursor_get(UnsafeMutableRawPointer(cursor), &keyVal, &dataVal, Int32(MDB_PREV.rawValue))
         }
         if rc != MDB_NOTFOUND { try check(rc, "mdb_cursor_get") }
     }
@@ -339,15 +350,31 @@ extension LMDBReading where Self: ~Copyable {
         var dataVal = MDB_val()
         var rc = withUnsafeMutablePointer(to: &first) { fp in
             keyVal = MDB_val(mv_size: 8, mv_data: fp)
-            return mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_SET_RANGE)
+            return strata_mdb_cursor_get(UnsafeMutableRawPointer(cursor), &keyVal, &dataVal, Int32(MDB_SET_RANGE.rawValue))
         }
+        var previous: UInt64?
         while rc == 0 {
-            let key = UnsafeRawPointer(keyVal.mv_data!).loadUnaligned(as: UInt64.self)
+            let key = try integerKey(keyVal, after: previous, ascending: true)
             if !body(key, UnsafeRawBufferPointer(start: dataVal.mv_data, count: dataVal.mv_size)) { return }
-            rc = mdb_cursor_get(cursor, &keyVal, &dataVal, MDB_NEXT)
+            previous = key
+            rc = strata_mdb_cursor_get(UnsafeMutableRawPointer(cursor), &keyVal, &dataVal, Int32(MDB_NEXT.rawValue))
         }
         if rc != MDB_NOTFOUND { try check(rc, "mdb_cursor_get") }
     }
+}
+
+/// The integer key a cursor found. A damaged page can give a key of another size, or one
+/// out of order (a walk that would revisit pages without end).
+@inline(__always)
+private func integerKey(_ value: MDB_val, after previous: UInt64?, ascending: Bool) throws(LMDBError) -> UInt64 {
+    guard value.mv_size == 8, let bytes = value.mv_data else {
+        throw LMDBError(code: STRATA_MDB_BAD_KEY, function: "mdb_cursor_get (a key of \(value.mv_size) bytes)")
+    }
+    let key = UnsafeRawPointer(bytes).loadUnaligned(as: UInt64.self)
+    if let previous, ascending ? key <= previous : key >= previous {
+        throw LMDBError(code: STRATA_MDB_BAD_KEY, function: "mdb_cursor_get (key \(key) after \(previous))")
+    }
+    return key
 }
 
 /// A read-only snapshot (`MDB_txn` begun with MDB_RDONLY) from a pool, given back to it when
@@ -628,6 +655,37 @@ struct LMDBLazyReader: ~Copyable {
         }
         return try lmdbGet(raw!, db, key)
     }
+
+    /// The entries either side of `key` in an integer-keyed database, in the transaction of
+    /// the last `get` (which must have come first): the last below it and the first at or
+    /// above it, each nil at an end.
+    func neighbours(_ db: LMDBDatabase, of key: UInt64) throws(LMDBError)
+        -> (below: (key: UInt64, value: UnsafeRawBufferPointer)?, above: (key: UInt64, value: UnsafeRawBufferPointer)?)
+    {
+        var cursor: OpaquePointer?
+        try check(mdb_cursor_open(raw!, db.handle, &cursor), "mdb_cursor_open")
+        defer { mdb_cursor_close(cursor) }
+        var target = key
+        var keyVal = MDB_val()
+        var dataVal = MDB_val()
+        func step(_ op: MDB_cursor_op) -> Int32 {
+            strata_mdb_cursor_get(UnsafeMutableRawPointer(cursor), &keyVal, &dataVal, Int32(op.rawValue))
+        }
+        var rc = withUnsafeMutablePointer(to: &target) { p in
+            keyVal = MDB_val(mv_size: 8, mv_data: p)
+            return step(MDB_SET_RANGE)
+        }
+        var above: (key: UInt64, value: UnsafeRawBufferPointer)?
+        if rc == 0 {
+            above = (try integerKey(keyVal, after: nil, ascending: true), UnsafeRawBufferPointer(start: dataVal.mv_data, count: dataVal.mv_size))
+            rc = step(MDB_PREV)
+        } else if rc == MDB_NOTFOUND {
+            rc = step(MDB_LAST)
+        }
+        if rc == MDB_NOTFOUND { return (nil, above) }
+        try check(rc, "mdb_cursor_get")
+        return ((try integerKey(keyVal, after: nil, ascending: true), UnsafeRawBufferPointer(start: dataVal.mv_data, count: dataVal.mv_size)), above)
+    }
 }
 
 /// `mdb_get` under an integer key.
@@ -637,7 +695,7 @@ private func lmdbGet(_ txn: OpaquePointer, _ db: LMDBDatabase, _ key: UInt64) th
     var dataVal = MDB_val()
     let rc = withUnsafeMutablePointer(to: &k) { kp in
         var keyVal = MDB_val(mv_size: 8, mv_data: kp)
-        return mdb_get(txn, db.handle, &keyVal, &dataVal)
+        return strata_mdb_get(UnsafeMutableRawPointer(txn), db.handle, &keyVal, &dataVal)
     }
     if rc == MDB_NOTFOUND { return nil }
     try check(rc, "mdb_get")

@@ -1,12 +1,13 @@
 // The cold record: one LMDB value per row.
 //
 //   offset  size  field
-//        0     1  format version (1)
+//        0     1  format version (2)
 //        1     1  flags: bit 0 payload is LZ4, bit 1 payload is byte-shuffled before LZ4
 //        2     1  storage type (0 float32, 1 float16, 2 bfloat16)
 //        3     1  optimizer (0 sgd, 1 adagrad, 2 row-wise adagrad, 3 adam, 4 ftrl)
 //        4     4  dimension
-//        8     4  CRC-32C of the whole value with this field zero
+//        8     4  CRC-32C of the row's key and table id (8 bytes each, little-endian), then
+//                 the whole value with this field zero: a record under another key fails it
 //       12     4  payload length once decoded
 //       16     8  update count
 //       24     8  generation of the last change
@@ -19,7 +20,7 @@ import CLZ4
 import CStrataSupport
 
 /// What is wrong with a stored record.
-enum RecordProblem: Error, CustomStringConvertible {
+enum RecordProblem: Error, Equatable, CustomStringConvertible {
     case truncated(Int)
     case checksumMismatch
     case newerVersion(UInt8)
@@ -39,17 +40,21 @@ enum RecordProblem: Error, CustomStringConvertible {
 
 /// Encodes and decodes cold records for one table; holds the scratch space for it.
 struct ColdRecord: ~Copyable {
-    static let version: UInt8 = 1
+    /// 1 was a checksum of the value alone; stores of that format are refused on open.
+    static let version: UInt8 = 2
     static let headerSize = 32
 
     let format: RowFormat
+    /// The table's id in the catalog, covered by every record's checksum.
+    let table: UInt64
     private let scratch: UnsafeMutableRawPointer
     private let payloadSize: Int
     private let valuesSize: Int
     private let bound: Int
 
-    init(format: RowFormat) {
+    init(format: RowFormat, table: Int) {
         self.format = format
+        self.table = UInt64(table)
         valuesSize = format.layout.dimension * format.storage.byteWidth
         payloadSize = valuesSize + 4 * format.layout.stateCount
         bound = Int(LZ4_compressBound(Int32(payloadSize)))
@@ -95,13 +100,15 @@ struct ColdRecord: ~Copyable {
         out.storeBytes(of: record.updateCount, toByteOffset: 16, as: UInt64.self)
         out.storeBytes(of: record.changeGeneration, toByteOffset: 24, as: UInt64.self)
         let total = Self.headerSize + bodySize
-        out.storeBytes(of: strata_crc32c(0, out, total), toByteOffset: 8, as: UInt32.self)
+        out.storeBytes(of: Self.checksum(UnsafeRawBufferPointer(start: out, count: total), key: record.key, table: table),
+                       toByteOffset: 8, as: UInt32.self)
         return UnsafeRawBufferPointer(start: out, count: total)
     }
 
-    /// Decodes a whole record (values and state) into `record`, whose key is set by the caller.
-    mutating func decode(_ bytes: UnsafeRawBufferPointer, into record: RowRecord) throws(RecordProblem) {
-        let payload = try check(bytes)
+    /// Decodes the whole record of `key` (values and state) into `record`.
+    mutating func decode(_ bytes: UnsafeRawBufferPointer, key: UInt64, into record: RowRecord) throws(RecordProblem) {
+        let payload = try check(bytes, key: key)
+        record.key = key
         let layout = format.layout
         format.storage.decode(payload, count: layout.dimension, into: record.values)
         UnsafeMutableRawPointer(record.state(layout)).copyMemory(from: payload + valuesSize, byteCount: 4 * layout.stateCount)
@@ -110,23 +117,18 @@ struct ColdRecord: ~Copyable {
     }
 
     /// Decodes only the values into `out`, the read-only path.
-    mutating func decodeValues(_ bytes: UnsafeRawBufferPointer, into out: UnsafeMutablePointer<Float>) throws(RecordProblem) {
-        let payload = try check(bytes, valuesOnly: true)
+    mutating func decodeValues(_ bytes: UnsafeRawBufferPointer, key: UInt64, into out: UnsafeMutablePointer<Float>) throws(RecordProblem) {
+        let payload = try check(bytes, key: key, valuesOnly: true)
         format.storage.decode(payload, count: format.layout.dimension, into: out)
     }
 
     /// Checks the header and checksum and returns the plain payload (in the record itself
     /// when stored raw, else decompressed into scratch).
-    private mutating func check(_ bytes: UnsafeRawBufferPointer, valuesOnly: Bool = false) throws(RecordProblem) -> UnsafeRawPointer {
-        guard bytes.count >= Self.headerSize, let base = bytes.baseAddress else { throw .truncated(bytes.count) }
-        let version = base.load(as: UInt8.self)
-        if version > Self.version { throw .newerVersion(version) }
-        let stored = base.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
-        var crc = strata_crc32c(0, base, 8)
-        let zero: UInt32 = 0
-        crc = withUnsafeBytes(of: zero) { strata_crc32c(crc, $0.baseAddress, 4) }
-        crc = strata_crc32c(crc, base + 12, bytes.count - 12)
-        guard crc == stored, version == Self.version else { throw .checksumMismatch }
+    private mutating func check(_ bytes: UnsafeRawBufferPointer, key: UInt64, valuesOnly: Bool = false) throws(RecordProblem)
+        -> UnsafeRawPointer
+    {
+        try checkChecksum(bytes, key: key)
+        let base = bytes.baseAddress!
         let flags = base.load(fromByteOffset: 1, as: UInt8.self)
         let storage = base.load(fromByteOffset: 2, as: UInt8.self)
         let optimizer = base.load(fromByteOffset: 3, as: UInt8.self)
@@ -144,16 +146,38 @@ struct ColdRecord: ~Copyable {
             guard bodySize == payloadSize else { throw .truncated(bytes.count) }
             return body
         }
+        // The whole payload is decompressed even for the values alone: a stream that ends
+        // inside the state must fail `peek` as it fails `lookup`.
         let shuffled = scratch + payloadSize
-        let want = valuesOnly ? valuesSize : payloadSize
-        let got = LZ4_decompress_safe_partial(
+        let got = LZ4_decompress_safe(
             body.assumingMemoryBound(to: CChar.self), shuffled.assumingMemoryBound(to: CChar.self),
-            Int32(bodySize), Int32(want), Int32(payloadSize))
-        guard got >= want else { throw .undecodable }
+            Int32(bodySize), Int32(payloadSize))
+        guard got == payloadSize else { throw .undecodable }
         if flags & 2 != 0 { unshuffle(shuffled, into: scratch, valuesOnly: valuesOnly) } else {
-            scratch.copyMemory(from: shuffled, byteCount: want)
+            scratch.copyMemory(from: shuffled, byteCount: valuesOnly ? valuesSize : payloadSize)
         }
         return UnsafeRawPointer(scratch)
+    }
+
+    /// Checks the version and the checksum only, which covers the key and table: enough to
+    /// know that `bytes` are `key`'s record, as a walk of keys alone needs.
+    func checkChecksum(_ bytes: UnsafeRawBufferPointer, key: UInt64) throws(RecordProblem) {
+        guard bytes.count >= Self.headerSize, let base = bytes.baseAddress else { throw .truncated(bytes.count) }
+        let version = base.load(as: UInt8.self)
+        if version > Self.version { throw .newerVersion(version) }
+        let stored = base.loadUnaligned(fromByteOffset: 8, as: UInt32.self)
+        guard stored == Self.checksum(bytes, key: key, table: table), version == Self.version else { throw .checksumMismatch }
+    }
+
+    /// The checksum of a record of at least `headerSize` bytes, taken with its checksum field as zero.
+    static func checksum(_ bytes: UnsafeRawBufferPointer, key: UInt64, table: UInt64) -> UInt32 {
+        let base = bytes.baseAddress!
+        let ids = (key.littleEndian, table.littleEndian)
+        var crc = withUnsafeBytes(of: ids) { strata_crc32c(0, $0.baseAddress, 16) }
+        crc = strata_crc32c(crc, base, 8)
+        let zero: UInt32 = 0
+        crc = withUnsafeBytes(of: zero) { strata_crc32c(crc, $0.baseAddress, 4) }
+        return strata_crc32c(crc, base + 12, bytes.count - 12)
     }
 
     /// Byte planes, values and state each on their own, so that the values are a prefix.

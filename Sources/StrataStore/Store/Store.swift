@@ -412,7 +412,8 @@ public struct CheckpointInfo: Sendable, Codable, Equatable {
 }
 
 public final class Store: Sendable {
-    public static let formatVersion = 1
+    /// 2: cold records' checksums cover their key and table (1 did not; refused on open).
+    public static let formatVersion = 2
 
     public struct Options: Sendable {
         /// Memory for each table unless `tableBudgets` names it.
@@ -495,6 +496,38 @@ public final class Store: Sendable {
         var spec: TableSpec
     }
 
+    /// Why `name` and `spec` cannot make a table, or nil.
+    static func tableProblem(_ name: String, _ spec: TableSpec) -> String? {
+        let allowed = name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x2D || c == 0x2E
+        }
+        guard !name.isEmpty, name.utf8.count <= 64, allowed else {
+            return "names are 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.'"
+        }
+        return spec.problem
+    }
+
+    /// The catalog record's tables, each checked as `createTable` checks a new one, with ids
+    /// unique and positive and names unique: nothing read from the file is trusted.
+    static func decodeCatalog(_ bytes: [UInt8], dataPath: String) throws(StoreError) -> [CatalogEntry] {
+        guard let entries = try? JSONDecoder().decode([CatalogEntry].self, from: Data(bytes)) else {
+            throw .corrupted(file: dataPath, detail: "the store's catalog record is unreadable")
+        }
+        var ids = Set<Int>(), names = Set<String>()
+        for entry in entries {
+            guard entry.id >= 1, entry.id < 1 << 31, ids.insert(entry.id).inserted else {
+                throw .corrupted(file: dataPath, detail: "the catalog lists table id \(entry.id) twice or out of range")
+            }
+            guard names.insert(entry.name).inserted else {
+                throw .corrupted(file: dataPath, detail: "the catalog lists the table name '\(entry.name)' twice")
+            }
+            if let problem = tableProblem(entry.name, entry.spec) {
+                throw .corrupted(file: dataPath, detail: "the catalog's table \(entry.id) cannot be opened: \(problem)")
+            }
+        }
+        return entries
+    }
+
     /// Opens (or creates) the store at `path`. Throws `.locked` if any process has it open,
     /// `.readOnly` if the directory cannot be written, `.newerFormat` or `.corrupted` if its
     /// files are not what this build can read. What was there at the last checkpoint is what
@@ -562,6 +595,9 @@ public final class Store: Sendable {
         }
         if foundFormat > Self.formatVersion {
             throw .newerFormat(file: dataPath, found: foundFormat, supported: Self.formatVersion)
+        }
+        if foundFormat != 0 && foundFormat < Self.formatVersion {
+            throw .olderFormat(file: dataPath, found: foundFormat, supported: Self.formatVersion)
         }
         do throws(LMDBError) {
             if let restored = try CheckpointJournal.rollBack(environment, entriesPerTransaction: options.pagesPerTransaction) {
@@ -640,14 +676,15 @@ public final class Store: Sendable {
             if version > Self.formatVersion {
                 throw StoreError.newerFormat(file: dataPath, found: version, supported: Self.formatVersion)
             }
+            if version >= 1 { throw StoreError.olderFormat(file: dataPath, found: version, supported: Self.formatVersion) }
             throw StoreError.corrupted(file: dataPath, detail: "unknown format version \(version)")
         }
         guard let info = try txn.get(metaDB, name: "checkpoint"),
               let decoded = try? JSONDecoder().decode(CheckpointInfo.self, from: Data(info)),
-              let list = try txn.get(metaDB, name: "catalog"),
-              let entries = try? JSONDecoder().decode([CatalogEntry].self, from: Data(list)) else {
+              let list = try txn.get(metaDB, name: "catalog") else {
             throw StoreError.corrupted(file: dataPath, detail: "the store's catalog or checkpoint record is unreadable")
         }
+        let entries = try decodeCatalog(list, dataPath: dataPath)
         var loaded = LoadedCheckpoint(last: decoded, catalog: entries)
         loaded.last.payload = try txn.get(metaDB, name: "payload") ?? []
         for entry in entries {
@@ -773,13 +810,7 @@ public final class Store: Sendable {
     /// becomes durable with the next checkpoint.
     @discardableResult
     public func createTable(_ name: String, _ spec: TableSpec, budget: TierBudget? = nil) throws(StoreError) -> Table {
-        let allowed = name.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x2D || c == 0x2E
-        }
-        guard !name.isEmpty, name.utf8.count <= 64, allowed else {
-            throw .invalidTable(name: name, reason: "names are 1 to 64 characters of A-Z, a-z, 0-9, '_', '-', '.'")
-        }
-        if let problem = spec.problem { throw .invalidTable(name: name, reason: problem) }
+        if let problem = Self.tableProblem(name, spec) { throw .invalidTable(name: name, reason: problem) }
         return try core.lock.exclusive { () throws(StoreError) -> Table in
             try core.ensureOpen()
             try core.ensureWritable("createTable('\(name)')")

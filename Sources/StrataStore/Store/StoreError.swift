@@ -34,6 +34,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case foreignFiles(path: String, entries: [String])
     /// A file was written by a newer Strata than this one.
     case newerFormat(file: String, found: Int, supported: Int)
+    /// A store was written by an older Strata in a format this one does not read. Nothing changed.
+    case olderFormat(file: String, found: Int, supported: Int)
     /// A file does not hold what it should.
     case corrupted(file: String, detail: String)
     /// The disk is full (or a size limit or quota was hit). Nothing durable changed: the
@@ -94,6 +96,10 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
             "\(path): holds files that are not the store's (\(Self.listing(entries))); move them out first, nothing was deleted"
         case .newerFormat(let file, let found, let supported):
             "\(file): written in format version \(found); this build reads up to \(supported)"
+        case .olderFormat(let file, let found, let supported):
+            "\(file): written in format version \(found) by an older Strata; this build reads format \(supported), "
+                + "whose record checksums cover each row's key and table. Export its tables with the Strata that "
+                + "wrote it (strata export) and import them with this one (strata import)"
         case .corrupted(let file, let detail):
             "\(file): corrupted: \(detail)"
         case .diskFull(let path, let generation, let detail):

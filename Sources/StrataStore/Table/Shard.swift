@@ -78,7 +78,7 @@ struct BatchScratch: ~Copyable {
         slots = .allocate(capacity: 2 * max(keys, 1))
         positions = slots + max(keys, 1)
         self.staged = staged
-        codec = ColdRecord(format: table.format)
+        codec = ColdRecord(format: table.format, table: table.id)
         reader = LMDBLazyReader(pool: table.store.readers)
     }
 
@@ -200,8 +200,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
         sketch.increment(hash)
         tick()
         if let bytes = try t.coldGet(key, &scratch) {
-            do { try scratch.codec.decode(bytes, into: RowRecord(scratch.record, layout)) } catch { throw t.corruptColdRecord(key, error) }
-            RowRecord(scratch.record, layout).key = key
+            do { try scratch.codec.decode(bytes, key: key, into: RowRecord(scratch.record, layout)) } catch { throw t.corruptColdRecord(key, error) }
             let slot = try makeHotRoom(t)
             hotRecord(slot).base.copyMemory(from: scratch.record, byteCount: recordSize)
             hot.insert(slot, key: key)
@@ -642,7 +641,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
     private func peekCold(_ key: UInt64, into out: UnsafeMutablePointer<Float>, _ t: Table,
                           _ scratch: inout BatchScratch) throws(StoreError) {
         if let bytes = try t.coldGet(key, &scratch) {
-            do { try scratch.codec.decodeValues(bytes, into: out) } catch { throw t.corruptColdRecord(key, error) }
+            do { try scratch.codec.decodeValues(bytes, key: key, into: out) } catch { throw t.corruptColdRecord(key, error) }
             return
         }
         t.format.initialValues(out, key: key)
@@ -693,8 +692,7 @@ struct Shard: ~Copyable, @unchecked Sendable {
             }
         }
         if let bytes = try t.coldGet(key, &scratch) {
-            do { try scratch.codec.decode(bytes, into: record) } catch { throw t.corruptColdRecord(key, error) }
-            record.key = key
+            do { try scratch.codec.decode(bytes, key: key, into: record) } catch { throw t.corruptColdRecord(key, error) }
             return .cold
         }
         t.format.initialize(record, key: key)

@@ -532,14 +532,34 @@ public final class Table: @unchecked Sendable {
     // MARK: Errors with file names
 
     @inline(__always)
+    ///
+    /// A key LMDB does not find reads as never written, so its absence is checked: the
+    /// records either side of it must be sound and in order. A damaged leaf page, where LMDB
+    /// can miss a key that is there, throws `.corrupted` instead of serving the initializer.
     func coldGet(_ key: UInt64, _ scratch: inout BatchScratch) throws(StoreError) -> UnsafeRawBufferPointer? {
         guard let db = rowsDatabase else { return nil }
-        do {
-            let bytes = try scratch.reader.get(db, key)
-            store.noteMapTraffic(bytes?.count ?? 0)
-            return bytes
-        } catch {
-            throw store.lmdbFailure(error)
+        let bytes: UnsafeRawBufferPointer?
+        do { bytes = try scratch.reader.get(db, key) } catch { throw damagedPages(near: key, error) }
+        store.noteMapTraffic(bytes?.count ?? 0)
+        if bytes == nil && persistedRows.load(ordering: .relaxed) > 0 { try confirmAbsent(key, db, &scratch) }
+        return bytes
+    }
+
+    private func confirmAbsent(_ key: UInt64, _ db: LMDBDatabase, _ scratch: inout BatchScratch) throws(StoreError) {
+        let found: (below: (key: UInt64, value: UnsafeRawBufferPointer)?, above: (key: UInt64, value: UnsafeRawBufferPointer)?)
+        do { found = try scratch.reader.neighbours(db, of: key) } catch { throw damagedPages(near: key, error) }
+        func damaged(_ detail: String) -> StoreError {
+            .corrupted(file: store.dataPath, detail: "table '\(name)': key \(key) is not found, and \(detail): LMDB's pages are damaged")
+        }
+        guard found.below != nil || found.above != nil else {
+            throw damaged("no key is, though the last checkpoint holds \(persistedRows.load(ordering: .relaxed)) rows")
+        }
+        for (neighbour, isBelow) in [(found.below, true), (found.above, false)] {
+            guard let n = neighbour else { continue }
+            guard isBelow ? n.key < key : n.key > key else { throw damaged("the key beside it is \(n.key)") }
+            do throws(RecordProblem) { try scratch.codec.checkChecksum(n.value, key: n.key) } catch {
+                throw damaged("the record of key \(n.key) beside it fails its check (\(error))")
+            }
         }
     }
 
@@ -702,17 +722,33 @@ func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
 
 extension Table {
     /// Keys LMDB holds for this table as of the last checkpoint, in key order, at most
-    /// `limit` of them (an LMDB cursor walk).
+    /// `limit` of them (an LMDB cursor walk). Each key's record must pass its checksum, which
+    /// covers the key, and a whole walk must find as many keys as LMDB counts: a damaged page
+    /// throws `.corrupted` instead of dropping or inventing keys.
     public func storedKeys(limit: Int = .max) throws(StoreError) -> [UInt64] {
         try store.withCheckpointSnapshot { (txn) throws(StoreError) -> [UInt64] in
             guard let db = rowsDatabase else { return [] }
             var keys: [UInt64] = []
+            let codec = ColdRecord(format: format, table: id)
+            var damaged: (key: UInt64, problem: RecordProblem)?
+            let counted: Int
             do throws(LMDBError) {
-                try txn.forEach(db) { key, _ in
+                try txn.forEach(db) { key, bytes in
+                    do throws(RecordProblem) { try codec.checkChecksum(bytes, key: key) } catch {
+                        damaged = (key, error)
+                        return false
+                    }
                     keys.append(key)
                     return keys.count < limit
                 }
-            } catch { throw store.lmdbFailure(error) }
+                counted = try txn.statistics(db).entries
+            } catch { throw damagedPages(after: keys.last, error) }
+            if let damaged { throw corruptColdRecord(damaged.key, damaged.problem) }
+            if keys.count < limit && keys.count != counted {
+                throw .corrupted(
+                    file: store.dataPath,
+                    detail: "table '\(name)': a walk of LMDB's pages found \(keys.count) keys, its count says \(counted): pages of the table are damaged")
+            }
             return keys
         }
     }

@@ -60,7 +60,7 @@ extension Table {
         precondition(batchSize > 0)
         var rows = CheckpointRows(dimension: format.layout.dimension, stateCount: withState ? format.layout.stateCount : 0)
         try walkCheckpoint(batchSize: batchSize) { key, bytes, codec, record throws(StoreError) in
-            do throws(RecordProblem) { try codec.decode(bytes, into: record) } catch {
+            do throws(RecordProblem) { try codec.decode(bytes, key: key, into: record) } catch {
                 throw corruptColdRecord(key, error)
             }
             if let after = changedAfter, record.changeGeneration <= after { return }
@@ -122,10 +122,12 @@ extension Table {
         do {
             try walkCheckpoint(batchSize: 4096) { key, bytes, codec, record throws(StoreError) in
                 guard problems.count < limit else { return }
-                do throws(RecordProblem) { try codec.decode(bytes, into: record) } catch {
+                do throws(RecordProblem) { try codec.decode(bytes, key: key, into: record) } catch {
                     problems.append(IntegrityProblem(table: name, key: key, file: store.dataPath, detail: error.description))
                 }
             } flush: {}
+        } catch StoreError.corrupted(let file, let detail) {
+            problems.append(IntegrityProblem(table: name, key: nil, file: file, detail: detail))
         } catch let error as StoreError {
             throw error
         } catch {
@@ -150,6 +152,9 @@ extension Table {
     /// Walks LMDB's records of this table in key order, `batchSize` per read transaction,
     /// calling `row` for each (with a codec and a record to decode into) and `flush` after
     /// each batch, outside the lock and the transaction.
+    /// Throws `.corrupted` naming the last key read when LMDB fails on a damaged page, and
+    /// when a walk within one checkpoint finds another number of rows than LMDB counts (a
+    /// damaged page can drop keys without failing).
     private func walkCheckpoint(
         batchSize: Int,
         _ row: (UInt64, UnsafeRawBufferPointer, inout ColdRecord, RowRecord) throws(StoreError) -> Void,
@@ -157,7 +162,9 @@ extension Table {
     ) throws {
         var scratch = BatchScratch(self)
         let record = RowRecord(scratch.record, format.layout)
+        let generation = store.generation.load(ordering: .acquiring)
         var next: UInt64? = 0
+        var walked = 0, last: UInt64?
         while let start = next {
             next = nil
             try store.withCheckpointSnapshot { (txn) throws(StoreError) in
@@ -176,15 +183,38 @@ extension Table {
                             failure = error
                             return false
                         }
+                        last = key
                         store.noteMapTraffic(bytes.count)
                         return true
                     }
                 } catch {
-                    failure = store.lmdbFailure(error)
+                    failure = damagedPages(after: last, error)
                 }
                 if let failure { throw failure }
+                walked += seen
             }
             try flush()
         }
+        let expected = checkpointRowCount
+        if walked != expected && store.generation.load(ordering: .acquiring) == generation {
+            throw StoreError.corrupted(
+                file: store.dataPath,
+                detail: "table '\(name)': a walk of LMDB's pages found \(walked) rows, its count says \(expected): pages of the table are damaged")
+        }
+    }
+
+    /// What an LMDB failure in a walk of this table's records means.
+    func damagedPages(after key: UInt64?, _ error: LMDBError) -> StoreError {
+        damagedPages(key.map { "after key \($0)" } ?? "before its first key", error)
+    }
+
+    /// What an LMDB failure in reading `key` means.
+    func damagedPages(near key: UInt64, _ error: LMDBError) -> StoreError {
+        damagedPages("holding key \(key)", error)
+    }
+
+    private func damagedPages(_ place: String, _ error: LMDBError) -> StoreError {
+        guard error.isCorruption else { return store.lmdbFailure(error) }
+        return .corrupted(file: store.dataPath, detail: "table '\(name)': LMDB's pages \(place) are damaged (\(error))")
     }
 }

@@ -120,6 +120,13 @@ enum WarmIndexFile {
         guard (try? bytes.withUnsafeMutableBytes { (b) throws(SystemError) in try file.read(into: b, at: 0) }) == size else {
             return (nil, "\(path): short read; the warm tier starts empty")
         }
+        return parse(bytes, path: path)
+    }
+
+    /// Decodes the bytes of a saved index, as `read`.
+    static func parse(_ bytes: [UInt8], path: String) -> (Contents?, String?) {
+        let size = bytes.count
+        guard size >= 60 else { return (nil, "\(path): truncated; the warm tier starts empty") }
         return bytes.withUnsafeBytes { b -> (Contents?, String?) in
             // The checksum first: nothing below trusts a field it does not cover.
             guard b.loadUnaligned(fromByteOffset: size - 4, as: UInt32.self) == strata_crc32c(0, b.baseAddress, size - 4) else {
@@ -132,7 +139,7 @@ enum WarmIndexFile {
             func field(_ offset: Int) -> Int? { Int(exactly: b.loadUnaligned(fromByteOffset: offset, as: UInt64.self)) }
             guard let count = field(48), count <= (size - 60) / 16, size == 56 + 16 * count + 4,
                   let recordSize = field(24), let shards = field(32), let slotsPerShard = field(40),
-                  shards >= 1, shards <= 1 << 16 else {
+                  shards >= 1, shards <= 1 << 16, slotsPerShard <= 1 << 32, recordSize >= 1, recordSize <= 1 << 30 else {
                 return (nil, "\(path): header fields out of range; the warm tier starts empty")
             }
             var rows = [[(key: UInt64, slot: Int)]](repeating: [], count: shards)

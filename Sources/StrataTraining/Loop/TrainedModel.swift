@@ -14,21 +14,25 @@ public final class TrainedModel {
 
     /// The model of `store`'s last checkpoint. Throws if the checkpoint holds no training run,
     /// or a table the model reads is missing.
-    public init(store: Store) throws {
-        guard let saved = try CheckpointPayload.decode(store.lastCheckpoint.payload) else {
-            throw TrainingError.checkpoint("the store \(store.path) holds no training run (its last checkpoint has no trainer's payload)")
+    public convenience init(store: Store) throws {
+        try self.init(payload: store.lastCheckpoint.payload, source: "the store \(store.path)") { request in
+            do { return try store.table(request.name) } catch StoreError.unknownTable {
+                throw TrainingError.checkpoint("the store \(store.path) has no table '\(request.name)', which the model reads")
+            }
+        }
+    }
+
+    /// The model a checkpoint's `payload` describes, its tables from `tables`; `source` names
+    /// where the payload came from in errors.
+    @_spi(Testing) public init(payload: [UInt8], source: String, tables: @escaping TableProvider) throws {
+        guard let saved = try CheckpointPayload.decode(payload) else {
+            throw TrainingError.checkpoint("\(source) holds no training run (its last checkpoint has no trainer's payload)")
         }
         let options = saved.state.options
         self.options = options
         step = saved.state.step
-        network = try Network(spec: options.model, schema: options.schema, seed: options.seed, weightDecay: options.weightDecay) {
-            request in
-            do {
-                return try store.table(request.name)
-            } catch StoreError.unknownTable {
-                throw TrainingError.checkpoint("the store \(store.path) has no table '\(request.name)', which model \(options.model.name) reads")
-            }
-        }
+        network = try Network(spec: options.model, schema: options.schema, seed: options.seed, weightDecay: options.weightDecay,
+                              tables: tables)
         options.denseOptimizer.prepare(network.parameters)
         try ParameterArchive.decode(saved.archive, into: network.parameters)
     }

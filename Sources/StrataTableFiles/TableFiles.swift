@@ -16,12 +16,18 @@ import Foundation
 import Glibc
 #endif
 
-enum TableFileFormat: String, CaseIterable {
+/// Why a table file cannot be read or written: the file and what is wrong with it.
+public struct TableFileError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+public enum TableFileFormat: String, CaseIterable, Sendable {
     case npy, safetensors, tsv
 
     /// The format of an existing path: a `.safetensors` file, or a directory holding
     /// values.npy or vectors.tsv.
-    static func detect(_ path: String) -> TableFileFormat? {
+    public static func detect(_ path: String) -> TableFileFormat? {
         if path.hasSuffix(".safetensors") { return .safetensors }
         if FileManager.default.fileExists(atPath: path + "/values.npy") { return .npy }
         if FileManager.default.fileExists(atPath: path + "/vectors.tsv") { return .tsv }
@@ -31,7 +37,7 @@ enum TableFileFormat: String, CaseIterable {
 
 
 /// The element types the files hold.
-enum ElementType: String {
+public enum ElementType: String, Sendable {
     case float32, uint64
 
     var npyDescr: String { self == .float32 ? "<f4" : "<u8" }
@@ -40,17 +46,17 @@ enum ElementType: String {
 }
 
 /// One tensor of a table file: its name, element type and shape.
-struct TensorShape: Equatable {
-    let name: String
-    let type: ElementType
-    let rows: Int
+public struct TensorShape: Equatable, Sendable {
+    public let name: String
+    public let type: ElementType
+    public let rows: Int
     /// Nil for a vector.
-    let width: Int?
-    var isVector: Bool { width == nil }
-    var columns: Int { width ?? 1 }
-    var bytes: Int { rows * columns * type.size }
+    public let width: Int?
+    public var isVector: Bool { width == nil }
+    public var columns: Int { width ?? 1 }
+    public var bytes: Int { rows * columns * type.size }
 
-    init(name: String, type: ElementType, rows: Int, columns: Int?) {
+    public init(name: String, type: ElementType, rows: Int, columns: Int?) {
         self.name = name
         self.type = type
         self.rows = rows
@@ -63,13 +69,13 @@ struct TensorShape: Equatable {
     static func stated(_ dims: [Int], name: String, type: ElementType, in path: String) throws -> TensorShape {
         let matrix = name == "values" || name == "state"
         guard dims.count == (matrix ? 2 : 1) || (!matrix && dims.count == 2 && dims[1] == 1) else {
-            throw ToolError("\(path): tensor '\(name)' has shape \(dims); it must have \(matrix ? 2 : 1) dimension\(matrix ? "s" : "")")
+            throw TableFileError("\(path): tensor '\(name)' has shape \(dims); it must have \(matrix ? 2 : 1) dimension\(matrix ? "s" : "")")
         }
-        guard dims.allSatisfy({ $0 >= 0 }) else { throw ToolError("\(path): tensor '\(name)' has a negative dimension in its shape \(dims)") }
+        guard dims.allSatisfy({ $0 >= 0 }) else { throw TableFileError("\(path): tensor '\(name)' has a negative dimension in its shape \(dims)") }
         var bytes = type.size
         for d in dims {
             let (product, overflow) = bytes.multipliedReportingOverflow(by: d)
-            guard !overflow else { throw ToolError("\(path): tensor '\(name)' of shape \(dims) would be larger than any file") }
+            guard !overflow else { throw TableFileError("\(path): tensor '\(name)' of shape \(dims) would be larger than any file") }
             bytes = product
         }
         return TensorShape(name: name, type: type, rows: dims[0], columns: matrix ? dims[1] : nil)
@@ -86,7 +92,7 @@ final class OutputFile {
     init(_ path: String) throws {
         self.path = path
         guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
-            throw ToolError("cannot write \(path): \(String(cString: strerror(errno)))")
+            throw TableFileError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
         self.handle = handle
     }
@@ -98,7 +104,7 @@ final class OutputFile {
             try handle.seek(toOffset: UInt64(offset))
             try handle.write(contentsOf: Data(bytes))
         } catch {
-            throw ToolError("cannot write \(path): \(error.localizedDescription)")
+            throw TableFileError("cannot write \(path): \(error.localizedDescription)")
         }
     }
 
@@ -110,7 +116,7 @@ final class OutputFile {
 
     /// `fsync(2)`: an export is complete on disk when the command says so.
     func sync() throws {
-        do { try handle.synchronize() } catch { throw ToolError("cannot write \(path): \(error.localizedDescription)") }
+        do { try handle.synchronize() } catch { throw TableFileError("cannot write \(path): \(error.localizedDescription)") }
     }
 }
 
@@ -123,7 +129,7 @@ final class InputFile {
     init(_ path: String) throws {
         self.path = path
         guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw ToolError("cannot read \(path): \(String(cString: strerror(errno)))")
+            throw TableFileError("cannot read \(path): \(String(cString: strerror(errno)))")
         }
         self.handle = handle
         size = Int((try? handle.seekToEnd()) ?? 0)
@@ -137,9 +143,9 @@ final class InputFile {
             try handle.seek(toOffset: UInt64(offset))
             data = try handle.read(upToCount: buffer.count) ?? Data()
         } catch {
-            throw ToolError("cannot read \(path): \(error.localizedDescription)")
+            throw TableFileError("cannot read \(path): \(error.localizedDescription)")
         }
-        guard data.count == buffer.count else { throw ToolError("\(path) ends at \(offset + data.count) bytes, before its data does") }
+        guard data.count == buffer.count else { throw TableFileError("\(path) ends at \(offset + data.count) bytes, before its data does") }
         data.copyBytes(to: buffer)
     }
 
@@ -170,7 +176,7 @@ enum NPY {
     static func read(_ file: InputFile, name: String) throws -> (shape: TensorShape, dataOffset: Int) {
         let start = try file.bytes(min(10, file.size), at: 0)
         guard start.count == 10, start[0] == 0x93, Array(start[1..<6]) == Array("NUMPY".utf8) else {
-            throw ToolError("\(file.path) is not a .npy file")
+            throw TableFileError("\(file.path) is not a .npy file")
         }
         let major = start[6]
         var headerLength = Int(start[8]) | Int(start[9]) << 8
@@ -180,38 +186,38 @@ enum NPY {
             headerLength |= Int(more[0]) << 16 | Int(more[1]) << 24
             offset = 12
         }
-        guard offset + headerLength <= file.size else { throw ToolError("\(file.path): header runs past the end") }
+        guard offset + headerLength <= file.size else { throw TableFileError("\(file.path): header runs past the end") }
         let text = String(decoding: try file.bytes(headerLength, at: offset), as: UTF8.self)
         func field(_ key: String) -> String? {
             guard let r = text.range(of: "'\(key)':") else { return nil }
             return String(text[r.upperBound...]).trimmingCharacters(in: .whitespaces)
         }
         guard let descrField = field("descr"), let descr = descrField.split(separator: "'").first.map(String.init) else {
-            throw ToolError("\(file.path): no 'descr' in the header")
+            throw TableFileError("\(file.path): no 'descr' in the header")
         }
         let type: ElementType
         switch descr {
         case "<f4": type = .float32
         case "<u8": type = .uint64
-        default: throw ToolError("\(file.path) holds \(descr) elements; \(name) must be \(name == "keys" ? "uint64 (<u8)" : "float32 (<f4)")")
+        default: throw TableFileError("\(file.path) holds \(descr) elements; \(name) must be \(name == "keys" ? "uint64 (<u8)" : "float32 (<f4)")")
         }
         if let order = field("fortran_order"), order.hasPrefix("True") {
-            throw ToolError("\(file.path) is in Fortran order; save it C-contiguous")
+            throw TableFileError("\(file.path) is in Fortran order; save it C-contiguous")
         }
         guard let shapeField = field("shape"), let open = shapeField.firstIndex(of: "("),
               let close = shapeField[open...].firstIndex(of: ")") else {
-            throw ToolError("\(file.path): no 'shape' in the header")
+            throw TableFileError("\(file.path): no 'shape' in the header")
         }
         var dims: [Int] = []
         for item in shapeField[shapeField.index(after: open)..<close].split(separator: ",") {
             let text = item.trimmingCharacters(in: .whitespaces)
-            guard let n = Int(text) else { throw ToolError("\(file.path): '\(text)' in its shape is not a whole number") }
+            guard let n = Int(text) else { throw TableFileError("\(file.path): '\(text)' in its shape is not a whole number") }
             dims.append(n)
         }
         let shape = try TensorShape.stated(dims, name: name, type: type, in: file.path)
         let dataOffset = offset + headerLength
         guard shape.bytes <= file.size - dataOffset else {
-            throw ToolError("\(file.path) is \(file.size) bytes; its shape \(dims) needs \(dataOffset + shape.bytes)")
+            throw TableFileError("\(file.path) is \(file.size) bytes; its shape \(dims) needs \(dataOffset + shape.bytes)")
         }
         return (shape, dataOffset)
     }
@@ -223,14 +229,14 @@ enum Safetensors {
     /// A safetensors file's JSON header and where its data starts. The 8-byte length is checked
     /// against the file's size before anything else is read.
     static func header(_ file: InputFile) throws -> (object: [String: Any], dataStart: Int) {
-        guard file.size >= 8 else { throw ToolError("\(file.path) is not a safetensors file (\(file.size) bytes)") }
+        guard file.size >= 8 else { throw TableFileError("\(file.path) is not a safetensors file (\(file.size) bytes)") }
         let length = try file.bytes(8, at: 0).withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
         guard length > 0, length <= UInt64(file.size - 8) else {
-            throw ToolError("\(file.path) is not a safetensors file: its header length \(length) does not fit its \(file.size) bytes")
+            throw TableFileError("\(file.path) is not a safetensors file: its header length \(length) does not fit its \(file.size) bytes")
         }
         let header = try file.bytes(Int(length), at: 8)
         guard let object = try? JSONSerialization.jsonObject(with: Data(header)) as? [String: Any] else {
-            throw ToolError("\(file.path): its header is not a JSON object")
+            throw TableFileError("\(file.path): its header is not a JSON object")
         }
         return (object, 8 + Int(length))
     }
@@ -239,16 +245,16 @@ enum Safetensors {
 // MARK: - Writers
 
 /// Writes a table file given every tensor's shape up front; rows arrive in order.
-final class TableFileWriter {
-    let format: TableFileFormat
-    let path: String
+public final class TableFileWriter {
+    public let format: TableFileFormat
+    public let path: String
     private var files: [String: (file: OutputFile, offset: Int)] = [:]
     private var tsv: (vectors: FileHandleWriter, metadata: FileHandleWriter, deleted: FileHandleWriter?)?
     private var written: [String: Int] = [:]
     private let shapes: [TensorShape]
 
     /// Creates the files. `metadata` goes into a safetensors header.
-    init(format: TableFileFormat, path: String, shapes: [TensorShape], metadata: [String: String]) throws {
+    public init(format: TableFileFormat, path: String, shapes: [TensorShape], metadata: [String: String]) throws {
         self.format = format
         self.path = path
         self.shapes = shapes
@@ -303,7 +309,7 @@ final class TableFileWriter {
     }
 
     /// The metadata `strata export` wrote with a table file, if any.
-    static func metadata(_ path: String, _ format: TableFileFormat) -> [String: String]? {
+    public static func metadata(_ path: String, _ format: TableFileFormat) -> [String: String]? {
         if format != .safetensors {
             return (try? Data(contentsOf: URL(fileURLWithPath: path + "/strata.json")))
                 .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: String] }
@@ -316,18 +322,18 @@ final class TableFileWriter {
         do {
             try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         } catch {
-            throw ToolError("cannot create the directory \(path): \(error.localizedDescription)")
+            throw TableFileError("cannot create the directory \(path): \(error.localizedDescription)")
         }
-        guard access(path, W_OK) == 0 else { throw ToolError("cannot write in \(path): permission denied") }
+        guard access(path, W_OK) == 0 else { throw TableFileError("cannot write in \(path): permission denied") }
         for name in exportFiles where FileManager.default.fileExists(atPath: path + "/" + name) {
             do { try FileManager.default.removeItem(atPath: path + "/" + name) } catch {
-                throw ToolError("cannot replace \(path)/\(name): \(error.localizedDescription)")
+                throw TableFileError("cannot replace \(path)/\(name): \(error.localizedDescription)")
             }
         }
     }
 
     /// Appends rows to the tensor `name` (`values.count` a multiple of its columns).
-    func append<T>(_ name: String, _ values: ArraySlice<T>) throws {
+    public func append<T>(_ name: String, _ values: ArraySlice<T>) throws {
         switch format {
         case .npy, .safetensors:
             guard let (file, base) = files[name] else { return }
@@ -352,10 +358,10 @@ final class TableFileWriter {
     }
 
     /// Checks every tensor got its rows and makes the files durable.
-    func finish() throws {
+    public func finish() throws {
         if format != .tsv {
             for shape in shapes where (written[shape.name] ?? 0) != shape.rows * shape.columns {
-                throw ToolError("internal: \(shape.name) got \(written[shape.name] ?? 0) of \(shape.rows * shape.columns) elements")
+                throw TableFileError("internal: \(shape.name) got \(written[shape.name] ?? 0) of \(shape.rows * shape.columns) elements")
             }
             for (_, entry) in files { try entry.file.sync() }
         } else if let tsv {
@@ -394,26 +400,26 @@ final class FileHandleWriter {
 // MARK: - Readers
 
 /// Reads a table file a batch of rows at a time.
-final class TableFileReader {
-    let format: TableFileFormat
-    let rows: Int
-    let dimension: Int
+public final class TableFileReader {
+    public let format: TableFileFormat
+    public let rows: Int
+    public let dimension: Int
     /// Floats of optimizer state per row, when the file has them.
-    let stateColumns: Int?
-    let hasUpdateCounts: Bool
+    public let stateColumns: Int?
+    public let hasUpdateCounts: Bool
     private var tensors: [String: (file: InputFile, offset: Int, shape: TensorShape)] = [:]
     private var lines: (vectors: LineReader, metadata: LineReader)?
     private var deletedLines: LineReader?
     private var position = 0, deletedPosition = 0
 
-    init(path: String, format: TableFileFormat) throws {
+    public init(path: String, format: TableFileFormat) throws {
         self.format = format
         switch format {
         case .npy:
             for name in ["keys", "values", "state", "update_counts", "deleted_keys"] {
                 let file = path + "/\(name).npy"
                 guard FileManager.default.fileExists(atPath: file) else {
-                    if name == "keys" || name == "values" { throw ToolError("\(path) has no \(name).npy") }
+                    if name == "keys" || name == "values" { throw TableFileError("\(path) has no \(name).npy") }
                     continue
                 }
                 let input = try InputFile(file)
@@ -425,23 +431,23 @@ final class TableFileReader {
             let (object, dataStart) = try Safetensors.header(input)
             for name in ["keys", "values", "state", "update_counts", "deleted_keys"] {
                 guard let entry = object[name] as? [String: Any] else {
-                    if name == "keys" || name == "values" { throw ToolError("\(path) has no tensor '\(name)'") }
+                    if name == "keys" || name == "values" { throw TableFileError("\(path) has no tensor '\(name)'") }
                     continue
                 }
                 guard let dtype = entry["dtype"] as? String, let shape = entry["shape"] as? [Int],
                       let offsets = entry["data_offsets"] as? [Int], offsets.count == 2 else {
-                    throw ToolError("\(path): tensor '\(name)' lacks dtype, shape or data_offsets")
+                    throw TableFileError("\(path): tensor '\(name)' lacks dtype, shape or data_offsets")
                 }
                 let type: ElementType
                 switch dtype {
                 case "F32": type = .float32
                 case "U64": type = .uint64
-                default: throw ToolError("\(path): tensor '\(name)' is \(dtype); \(["keys", "update_counts", "deleted_keys"].contains(name) ? "U64" : "F32") expected")
+                default: throw TableFileError("\(path): tensor '\(name)' is \(dtype); \(["keys", "update_counts", "deleted_keys"].contains(name) ? "U64" : "F32") expected")
                 }
                 let s = try TensorShape.stated(shape, name: name, type: type, in: path)
                 guard offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= input.size - dataStart,
                       offsets[1] - offsets[0] == s.bytes else {
-                    throw ToolError("\(path): tensor '\(name)' of shape \(shape) does not fit its data_offsets \(offsets) "
+                    throw TableFileError("\(path): tensor '\(name)' of shape \(shape) does not fit its data_offsets \(offsets) "
                         + "in the \(input.size - dataStart) bytes after the header")
                 }
                 tensors[name] = (input, dataStart + offsets[0], s)
@@ -465,26 +471,26 @@ final class TableFileReader {
             return
         }
         let keys = tensors["keys"]!.shape, values = tensors["values"]!.shape
-        guard keys.type == .uint64, keys.isVector else { throw ToolError("keys must be a uint64 vector") }
-        guard values.type == .float32, !values.isVector else { throw ToolError("values must be a float32 matrix, one row per key") }
+        guard keys.type == .uint64, keys.isVector else { throw TableFileError("keys must be a uint64 vector") }
+        guard values.type == .float32, !values.isVector else { throw TableFileError("values must be a float32 matrix, one row per key") }
         guard keys.rows == values.rows else {
-            throw ToolError("\(keys.rows) keys but \(values.rows) rows of values")
+            throw TableFileError("\(keys.rows) keys but \(values.rows) rows of values")
         }
         rows = keys.rows
         dimension = values.columns
         if let state = tensors["state"]?.shape {
             guard state.type == .float32, state.rows == rows else {
-                throw ToolError("state must be float32 with one row per key (\(state.rows) rows for \(rows) keys)")
+                throw TableFileError("state must be float32 with one row per key (\(state.rows) rows for \(rows) keys)")
             }
             stateColumns = state.columns
         } else {
             stateColumns = nil
         }
         if let deleted = tensors["deleted_keys"]?.shape, deleted.type != .uint64 || !deleted.isVector {
-            throw ToolError("deleted_keys must be a uint64 vector")
+            throw TableFileError("deleted_keys must be a uint64 vector")
         }
         if let counts = tensors["update_counts"]?.shape {
-            guard counts.type == .uint64, counts.rows == rows else { throw ToolError("update_counts must be uint64, one per key") }
+            guard counts.type == .uint64, counts.rows == rows else { throw TableFileError("update_counts must be uint64, one per key") }
             hasUpdateCounts = true
         } else {
             hasUpdateCounts = false
@@ -492,13 +498,13 @@ final class TableFileReader {
     }
 
     /// The next batch of at most `limit` keys a delta export lists as deleted, or nil at the end.
-    func nextDeleted(limit: Int) throws -> [UInt64]? {
+    public func nextDeleted(limit: Int) throws -> [UInt64]? {
         if let reader = deletedLines {
             var keys: [UInt64] = []
             while keys.count < limit, let line = try reader.next() {
                 deletedPosition += 1
                 guard let key = UInt64(line.trimmingCharacters(in: .whitespaces)) else {
-                    throw ToolError("deleted.tsv:\(deletedPosition): '\(line)' is not a key")
+                    throw TableFileError("deleted.tsv:\(deletedPosition): '\(line)' is not a key")
                 }
                 keys.append(key)
             }
@@ -513,7 +519,7 @@ final class TableFileReader {
     }
 
     /// The next batch of at most `limit` rows, or nil at the end.
-    func next(limit: Int) throws -> (keys: [UInt64], values: [Float], state: [Float]?, counts: [UInt64]?)? {
+    public func next(limit: Int) throws -> (keys: [UInt64], values: [Float], state: [Float]?, counts: [UInt64]?)? {
         guard position < rows else { return nil }
         let n = min(limit, rows - position)
         defer { position += n }
@@ -524,17 +530,17 @@ final class TableFileReader {
             for i in 0..<n {
                 let line = position + i + 1
                 guard let v = try lines.vectors.next(), let k = try lines.metadata.next() else {
-                    throw ToolError("metadata.tsv has fewer lines than vectors.tsv (\(line - 1))")
+                    throw TableFileError("metadata.tsv has fewer lines than vectors.tsv (\(line - 1))")
                 }
                 guard let key = UInt64(k.trimmingCharacters(in: .whitespaces)) else {
-                    throw ToolError("metadata.tsv:\(line): '\(k)' is not a key (an unsigned 64-bit integer)")
+                    throw TableFileError("metadata.tsv:\(line): '\(k)' is not a key (an unsigned 64-bit integer)")
                 }
                 let fields = v.split(separator: "\t", omittingEmptySubsequences: false)
                 guard fields.count == dimension else {
-                    throw ToolError("vectors.tsv:\(line): \(fields.count) values, the first line has \(dimension)")
+                    throw TableFileError("vectors.tsv:\(line): \(fields.count) values, the first line has \(dimension)")
                 }
                 for f in fields {
-                    guard let x = Float(f) else { throw ToolError("vectors.tsv:\(line): '\(f)' is not a number") }
+                    guard let x = Float(f) else { throw TableFileError("vectors.tsv:\(line): '\(f)' is not a number") }
                     values.append(x)
                 }
                 keys.append(key)
