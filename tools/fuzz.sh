@@ -2,8 +2,11 @@
 # Fuzzing Strata's readers of outside bytes with libFuzzer (targets: Tests/Fuzz/Targets.swift).
 #
 #   tools/fuzz.sh build                   build strata-fuzz with libFuzzer and AddressSanitizer
-#   tools/fuzz.sh run TARGET SECONDS      fuzz one target; new inputs go to .build-fuzz/corpus,
-#                                         crashes, hangs and leaks to .build-fuzz/findings
+#   tools/fuzz.sh run TARGET SECONDS [keep-going]
+#                                         fuzz one target; new inputs go to .build-fuzz/corpus,
+#                                         crashes, hangs and leaks to .build-fuzz/findings; with
+#                                         keep-going, in a child process that is restarted after
+#                                         each finding, for long unattended runs
 #   tools/fuzz.sh all SECONDS             every target in turn (CI runs this briefly)
 #   tools/fuzz.sh seed                    remake Tests/Fuzz/Corpus from files Strata writes
 #
@@ -33,7 +36,9 @@ build() {
 binary() { echo "$scratch/release/strata-fuzz"; }
 
 run() {
-    local target=$1 seconds=$2
+    local target=$1 seconds=$2 mode=${3:-}
+    local extra=()
+    [[ $mode == keep-going ]] && extra=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
     [[ " ${targets[*]} " == *" $target "* ]] || { echo "fuzz.sh: no target '$target' (${targets[*]})" >&2; exit 64; }
     mkdir -p "$scratch/corpus/$target" "$scratch/findings/$target"
     # Limits: an input that takes 10 s is a hang; 2 GiB of memory, or one allocation of
@@ -41,7 +46,7 @@ run() {
     LSAN_OPTIONS="suppressions=$PWD/Tests/Fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}" \
     "$(binary)" "$target" "$scratch/corpus/$target" "Tests/Fuzz/Corpus/$target" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=512 \
-        -artifact_prefix="$scratch/findings/$target/" -print_final_stats=1 2>&1 | tail -n 25
+        -artifact_prefix="$scratch/findings/$target/" -print_final_stats=1 "${extra[@]}" 2>&1 | tail -n 25
 }
 
 seed() {
@@ -73,7 +78,8 @@ seed() {
 
 case "${1:-}" in
     build) build ;;
-    run) [[ $# -eq 3 ]] || { echo "usage: tools/fuzz.sh run TARGET SECONDS" >&2; exit 64; }; build; run "$2" "$3" ;;
+    run) [[ $# -eq 3 || ( $# -eq 4 && $4 == keep-going ) ]] || { echo "usage: tools/fuzz.sh run TARGET SECONDS [keep-going]" >&2; exit 64; }
+        build; run "$2" "$3" "${4:-}" ;;
     all)
         [[ $# -eq 2 ]] || { echo "usage: tools/fuzz.sh all SECONDS" >&2; exit 64; }
         build

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import StrataStore
+@_spi(Baseline) import StrataStore
 
 /// `strata bench`: lookup and update speed per tier against plain baselines measured in the
 /// same run, batch latency on a Zipf mix, and the hot tier's hit ratio against the best

@@ -756,8 +756,8 @@ extension Table {
     /// The baseline that benchmarks compare cold reads with: for each key, `mdb_get` and a copy
     /// of `bytesPerRow` bytes of the stored value, in one read transaction, with no checksum,
     /// decompression or decoding. It ignores hot, warm and spill, so it is not a way to read
-    /// rows. Returns how many keys LMDB held.
-    public func rawColdGather(_ keys: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableRawPointer,
+    /// rows. Returns how many keys LMDB held. Not API: `strata bench` measures with it.
+    @_spi(Baseline) public func rawColdGather(_ keys: UnsafeBufferPointer<UInt64>, into out: UnsafeMutableRawPointer,
                               bytesPerRow: Int) throws(StoreError) -> Int {
         try store.lock.shared { () throws(StoreError) -> Int in
             try store.ensureOpen()
