@@ -153,6 +153,10 @@ struct AdmissionPolicy: ~Copyable {
         // Read first: a mark already set is not written again, so a hit dirties no line.
         if marks[slot] & Self.referenced == 0 { marks[slot] |= Self.referenced }
     }
+    /// A separate function: the same compound assignment inline in the mutating
+    /// `chooseEviction` crashes the compiler's thread sanitizer pass (Swift 6.3.1).
+    private func clearReferenced(_ slot: Int) { marks[slot] &= ~Self.referenced }
+
     /// Starts loading slot's mark, which `touch` reads a few rows later.
     func prefetchMark(_ slot: Int) { strata_prefetch(marks + slot) }
 
@@ -223,7 +227,7 @@ struct AdmissionPolicy: ~Copyable {
         // CLOCK: rows used since the last pass get a second chance.
         var victim = Int(mainList.head)
         while marks[victim] & Self.referenced != 0 {
-            marks[victim] &= ~Self.referenced
+            clearReferenced(victim)
             Self.unlink(victim, from: &mainList, links)
             Self.append(victim, to: &mainList, links)
             victim = Int(mainList.head)
