@@ -17,7 +17,11 @@ if arguments.count == 4 && arguments[1] == "seed" {
     exit(0)
 }
 #endif
-guard arguments.count >= 2, let target = FuzzTarget(rawValue: arguments[1]) else {
+// The target is the first argument, passed on in the environment: libFuzzer's -fork mode
+// runs this program again with its own arguments only.
+let named = arguments.count >= 2 ? FuzzTarget(rawValue: arguments[1]) : nil
+if let named { setenv("STRATA_FUZZ_TARGET", named.rawValue, 1) }
+guard let target = named ?? ProcessInfo.processInfo.environment["STRATA_FUZZ_TARGET"].flatMap(FuzzTarget.init(rawValue:)) else {
     FileHandle.standardError.write(Data("usage: strata-fuzz TARGET [inputs or libFuzzer options]\ntargets: \(FuzzTarget.allCases.map(\.rawValue).joined(separator: ", "))\n".utf8))
     exit(64)
 }
@@ -34,7 +38,7 @@ func LLVMFuzzerRunDriver(
 nonisolated(unsafe) var fuzzed: (target: FuzzTarget, scratch: Scratch) = (target, scratch)
 
 // libFuzzer sees the program name and the arguments after TARGET.
-var argv = [strdup(arguments[0])] + arguments.dropFirst(2).map { strdup($0) } + [nil]
+var argv = [strdup(arguments[0])] + arguments.dropFirst(named == nil ? 1 : 2).map { strdup($0) } + [nil]
 var argc = Int32(argv.count - 1)
 let status = argv.withUnsafeMutableBufferPointer { buffer in
     var base = buffer.baseAddress!
