@@ -5,7 +5,7 @@
 // FrequencySketch against exact counts (counting, halve, raise); and the access counts kept
 // in index entries (IndexEntry.countAccess, KeyIndex.halveCounts, KeyIndex.Reader).
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 
 @Suite struct AdmissionPolicyTests {

@@ -3,7 +3,7 @@
 // the writer would never finish (the hold gives up after two minutes, and the test then
 // fails). No duration is measured; `strata bench --only checkpoint` measures the stall.
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 #if canImport(Glibc)
 import Glibc
@@ -41,8 +41,8 @@ import Glibc
         defer { removeDirectory(directory) }
         let hold = WriterHold()
         var options = Store.Options.small(TierBudget(hotBytes: budget.hot, warmBytes: budget.warm))
-        options.transactionPages = 16
-        options.afterCheckpointTransaction = { n in hold.hold(after: n) }
+        options.transactionPagesForTesting = 16
+        options.afterCheckpointTransactionForTesting = { n in hold.hold(after: n) }
 
         // Checkpoint 1: 6000 rows. Then changes for checkpoint 2: updates, new rows, removals.
         let first = (0..<6000).map(Self.key), added = (6000..<9000).map(Self.key)

@@ -1,7 +1,7 @@
 // The batch helpers of Table.swift: UniqueKeys (duplicates merged, gradients summed in batch
 // order) and firstNonFinite (the vectorized NaN/infinity check).
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 
 @Suite struct BatchPreparationTests {

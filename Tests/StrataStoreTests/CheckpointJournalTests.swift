@@ -5,7 +5,7 @@
 // the previous checkpoint afterwards, and the next checkpoint must hold exactly the changes.
 // Every stopping point of the run is walked, not a sample.
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 import Synchronization
 #if canImport(Glibc)
@@ -100,7 +100,7 @@ import Glibc
         try FaultKit.copyTree(pristine, path)
         let seen = Mutex(0)
         var options = options()
-        options.afterCheckpointTransaction = { n in seen.withLock { $0 = n } }
+        options.afterCheckpointTransactionForTesting = { n in seen.withLock { $0 = n } }
         let store = try FaultKit.open(path, options)
         try makeSecondChanges(store)
         try store.checkpoint(payload: [2])
@@ -121,7 +121,7 @@ import Glibc
             try FaultKit.copyTree(pristine, path)
             await #expect(processExitsWith: .exitCode(0), "stop after transaction \(stop)") { [path = path as String, stop = stop as Int] in
                 var options = Self.options()
-                options.afterCheckpointTransaction = { n in if n == stop { _exit(0) } }
+                options.afterCheckpointTransactionForTesting = { n in if n == stop { _exit(0) } }
                 let store = try Store(path: path, options: options)
                 try Self.makeSecondChanges(store)
                 try store.checkpoint(payload: [2])
@@ -146,7 +146,7 @@ import Glibc
             try FaultKit.copyTree(pristine, path)
             var options = Self.options()
             let armed = Mutex(true)
-            options.afterCheckpointTransaction = { (n) throws(StoreError) in
+            options.afterCheckpointTransactionForTesting = { (n) throws(StoreError) in
                 if n == stop, armed.withLock({ $0 }) { throw .closed }
             }
             let store = try FaultKit.open(path, options)

@@ -5,7 +5,7 @@
 // against its documented layout: values at 0, then state, then a 32-byte header, records of
 // 256 bytes or more padded to a multiple of 64.
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 
 /// CRC-32C (Castagnoli, reflected 0x82F63B78), bit by bit: independent of the C helper.

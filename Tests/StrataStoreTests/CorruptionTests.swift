@@ -6,7 +6,7 @@
 // to them must cost no durable row. A spill slot damaged under a running store must not be
 // taken into a checkpoint.
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 #if canImport(Glibc)
 import Glibc

@@ -16,7 +16,7 @@
 // STRATA_DIFFERENTIAL_SEED, STRATA_DIFFERENTIAL_OPERATIONS and STRATA_DIFFERENTIAL_KEYS change
 // the stream, for longer hunts (the coverage expectations assume the defaults).
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 import Synchronization
 import Dispatch
@@ -55,7 +55,7 @@ struct DifferentialBudget: Sendable, CustomTestStringConvertible {
         }
         o.initialMapBytes = initialMapBytes
         o.mapResidentBytes = mapResidentBytes
-        o.transactionPages = transactionPages
+        o.transactionPagesForTesting = transactionPages
         return o
     }
 
@@ -233,7 +233,7 @@ enum Differential {
             var options = budget.options()
             if budget.inFlight {
                 let pacing = self.pacing
-                options.afterCheckpointTransaction = { (_) throws(StoreError) in try pacing.writerStep() }
+                options.afterCheckpointTransactionForTesting = { (_) throws(StoreError) in try pacing.writerStep() }
             }
             self.options = options
             references = Differential.tables.map { ReferenceTable(spec: $0.spec) }

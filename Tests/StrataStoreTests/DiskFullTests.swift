@@ -4,7 +4,7 @@
 // exactly its last successful checkpoint, every row bit-identical to a replay of the batches
 // that checkpoint holds.
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 
 @Suite struct DiskFullTests {

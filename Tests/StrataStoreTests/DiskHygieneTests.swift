@@ -3,7 +3,7 @@
 // user's files, nor deletes them; and a first open that fails leaves nothing behind.
 import Foundation
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 #if canImport(Glibc)
 import Glibc

@@ -2,7 +2,7 @@
 // reference checks of whole tables, and surgery on a closed store's files (raw bytes, or
 // LMDB values through the store's own LMDB wrapper, so LMDB itself stays consistent).
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 #if canImport(Glibc)
 import Glibc

@@ -6,7 +6,7 @@
 // Files: CorruptionTests (truncated and corrupted files), DiskFullTests, ReadOnlyTests,
 // ResidentMemoryTests; FaultSupport has the helpers.
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 import Synchronization
 #if canImport(Glibc)

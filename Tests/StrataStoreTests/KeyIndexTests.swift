@@ -4,7 +4,7 @@
 // homes inside the gap a deletion opens), and check the index against a Dictionary and the
 // probing invariant after every single step.
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 
 @Suite struct KeyIndexTests {

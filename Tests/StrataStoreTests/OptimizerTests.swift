@@ -2,7 +2,7 @@
 // initializer's determinism and distributions; and StorageType.round against a reference
 // that searches the table of every representable value.
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 #if canImport(Glibc)
 import Glibc

@@ -4,7 +4,7 @@
 // stop) the child becomes `nobody` and the test owns the files; otherwise the test takes
 // write permission away with chmod.
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 #if canImport(Glibc)
 import Glibc

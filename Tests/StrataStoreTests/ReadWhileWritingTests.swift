@@ -6,7 +6,7 @@
 // one completed when it opened. No duration is measured or asserted.
 import Foundation
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 #if canImport(Glibc)
 import Glibc

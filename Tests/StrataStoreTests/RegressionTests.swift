@@ -8,7 +8,7 @@
 // nil, an integer conversion trap), so they run in a child process: strata-fault-driver's
 // `store-teardown` mode, or an exit test.
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 import CStrataSupport
 import Synchronization

@@ -1,6 +1,6 @@
 import Testing
 import Foundation
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 
 @Test func smoke() throws {
     let dir = NSTemporaryDirectory() + "strata-smoke-\(UUID().uuidString)"

@@ -4,7 +4,7 @@
 // tools/setup.sh makes) and compared with the library's rows value by value.
 import Foundation
 import Testing
-@testable import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTestSupport
 
 @Suite struct ToolsTests {

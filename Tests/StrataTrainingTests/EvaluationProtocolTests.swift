@@ -6,7 +6,7 @@ import Foundation
 import StrataModels
 import StrataStore
 import StrataTestSupport
-@testable import StrataTraining
+@_spi(Testing) import StrataTraining
 import Testing
 
 /// One line of the interactions as a sample: its user's and item's id keys and its label.

@@ -51,22 +51,22 @@ private func check(_ rc: Int32, _ function: String) throws(LMDBError) {
 }
 
 /// A database handle (`MDB_dbi`) inside an environment.
-struct LMDBDatabase: Sendable, Equatable {
+@_spi(Testing) public struct LMDBDatabase: Sendable, Equatable {
     let handle: MDB_dbi
 }
 
 /// Page counts and entries of one database (`MDB_stat`).
-struct LMDBStatistics: Sendable {
+@_spi(Testing) public struct LMDBStatistics: Sendable {
     var pageSize: Int
     var branchPages: Int
     var leafPages: Int
     var overflowPages: Int
-    var entries: Int
+    @_spi(Testing) public var entries: Int
     var bytes: Int { pageSize * (branchPages + leafPages + overflowPages) }
 }
 
 /// An LMDB environment: one data file and its lock file, shared by every thread.
-final class LMDBEnvironment: @unchecked Sendable {
+@_spi(Testing) public final class LMDBEnvironment: @unchecked Sendable {
     let handle: OpaquePointer
     /// The path of the data file, for error messages.
     let dataPath: String
@@ -84,7 +84,7 @@ final class LMDBEnvironment: @unchecked Sendable {
     ///   SIGBUS: a full disk shows up as an error from `reserve` instead.
     /// - MDB_NOTLS: read transactions are pooled and not tied to threads.
     /// - MDB_NORDAHEAD: random reads of a file larger than memory gain nothing from read-ahead.
-    init(path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int) throws(LMDBError) {
+    @_spi(Testing) public init(path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int) throws(LMDBError) {
         handle = try Self.open(path, mapSize: mapSize, maxDatabases: maxDatabases, maxReaders: maxReaders,
                                access: UInt32(MDB_WRITEMAP))
         dataPath = path
@@ -95,7 +95,7 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// slot in its reader table, and the writer reuses no page a live slot may read). Writes
     /// nothing but LMDB's lock file. The map starts at `mapSize`; `beginSnapshot` follows the
     /// writer when it grows.
-    init(readingAt path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int) throws(LMDBError) {
+    @_spi(Testing) public init(readingAt path: String, mapSize: Int, maxDatabases: Int, maxReaders: Int) throws(LMDBError) {
         handle = try Self.open(path, mapSize: mapSize, maxDatabases: maxDatabases, maxReaders: maxReaders,
                                access: UInt32(MDB_RDONLY))
         dataPath = path
@@ -127,7 +127,7 @@ final class LMDBEnvironment: @unchecked Sendable {
     /// read-only without the lock file (`mdb_env_open` with MDB_RDONLY | MDB_NOLOCK), which
     /// never changes the file. (A writable MDB_WRITEMAP open would first extend a truncated
     /// file with zeros, hiding the damage.)
-    static func bytesInUse(path: String) throws(LMDBError) -> Int {
+    @_spi(Testing) public static func bytesInUse(path: String) throws(LMDBError) -> Int {
         var env: OpaquePointer?
         try check(mdb_env_create(&env), "mdb_env_create")
         defer { mdb_env_close(env) }
@@ -153,7 +153,7 @@ final class LMDBEnvironment: @unchecked Sendable {
     deinit { close() }
 
     /// Closes the environment (`mdb_env_close`). The caller guarantees no transaction is live.
-    func close() {
+    @_spi(Testing) public func close() {
         if !closed.exchange(true, ordering: .relaxed) { mdb_env_close(handle) }
     }
 
@@ -224,7 +224,7 @@ final class LMDBEnvironment: @unchecked Sendable {
     }
 
     /// Begins the single write transaction (`mdb_txn_begin`).
-    func beginWrite() throws(LMDBError) -> LMDBWriteTransaction {
+    @_spi(Testing) public func beginWrite() throws(LMDBError) -> LMDBWriteTransaction {
         var txn: OpaquePointer?
         try check(mdb_txn_begin(handle, nil, 0, &txn), "mdb_txn_begin")
         return LMDBWriteTransaction(txn!)
@@ -262,13 +262,13 @@ final class LMDBEnvironment: @unchecked Sendable {
 }
 
 /// What both kinds of transaction can do: read.
-protocol LMDBReading: ~Copyable {
+@_spi(Testing) public protocol LMDBReading: ~Copyable {
     var txn: OpaquePointer { get }
 }
 
 extension LMDBReading where Self: ~Copyable {
     /// Opens a named database that must exist (`mdb_dbi_open`); nil when it does not.
-    func openDatabase(_ name: String, integerKeys: Bool) throws(LMDBError) -> LMDBDatabase? {
+    @_spi(Testing) public func openDatabase(_ name: String, integerKeys: Bool) throws(LMDBError) -> LMDBDatabase? {
         var dbi = MDB_dbi()
         let rc = mdb_dbi_open(txn, name, integerKeys ? UInt32(MDB_INTEGERKEY) : 0, &dbi)
         if rc == MDB_NOTFOUND { return nil }
@@ -279,12 +279,12 @@ extension LMDBReading where Self: ~Copyable {
     /// The value stored under an integer key (`mdb_get`), or nil. The bytes point into the
     /// memory map and stay valid until the transaction ends or writes.
     @inline(__always)
-    func get(_ db: LMDBDatabase, _ key: UInt64) throws(LMDBError) -> UnsafeRawBufferPointer? {
+    @_spi(Testing) public func get(_ db: LMDBDatabase, _ key: UInt64) throws(LMDBError) -> UnsafeRawBufferPointer? {
         try lmdbGet(txn, db, key)
     }
 
     /// The value stored under a string key (`mdb_get`), copied out, or nil.
-    func get(_ db: LMDBDatabase, name: String) throws(LMDBError) -> [UInt8]? {
+    @_spi(Testing) public func get(_ db: LMDBDatabase, name: String) throws(LMDBError) -> [UInt8]? {
         var dataVal = MDB_val()
         var nameBytes = Array(name.utf8)
         let rc = nameBytes.withUnsafeMutableBytes { kb in
@@ -297,7 +297,7 @@ extension LMDBReading where Self: ~Copyable {
     }
 
     /// Page counts and entries (`mdb_stat`).
-    func statistics(_ db: LMDBDatabase) throws(LMDBError) -> LMDBStatistics {
+    @_spi(Testing) public func statistics(_ db: LMDBDatabase) throws(LMDBError) -> LMDBStatistics {
         var s = MDB_stat()
         try check(mdb_stat(txn, db.handle, &s), "mdb_stat")
         return LMDBStatistics(
@@ -379,8 +379,8 @@ private func integerKey(_ value: MDB_val, after previous: UInt64?, ascending: Bo
 
 /// A read-only snapshot (`MDB_txn` begun with MDB_RDONLY) from a pool, given back to it when
 /// the value ends, on every path (an error included).
-struct LMDBReadTransaction: ~Copyable, LMDBReading {
-    let txn: OpaquePointer
+@_spi(Testing) public struct LMDBReadTransaction: ~Copyable, LMDBReading {
+    @_spi(Testing) public let txn: OpaquePointer
     private let pool: LMDBReaderPool
 
     fileprivate init(_ txn: OpaquePointer, pool: LMDBReaderPool) {
@@ -392,8 +392,8 @@ struct LMDBReadTransaction: ~Copyable, LMDBReading {
 }
 
 /// The write transaction; aborted when the value ends unless `commit` consumed it.
-struct LMDBWriteTransaction: ~Copyable, LMDBReading {
-    let txn: OpaquePointer
+@_spi(Testing) public struct LMDBWriteTransaction: ~Copyable, LMDBReading {
+    @_spi(Testing) public let txn: OpaquePointer
     /// Pages that integer-keyed values were written to, for `commit`. A pointer, not a class:
     /// `commit` can only `discard self` with trivially destroyed properties.
     private let written: UnsafeMutablePointer<WrittenPages>
@@ -427,7 +427,7 @@ struct LMDBWriteTransaction: ~Copyable, LMDBReading {
     /// and a full last page keeps all its entries, where an ordinary put past the end moves
     /// the last one to the new page (with 548-byte records, 6 rows a page instead of 7).
     @inline(__always)
-    func put(_ db: LMDBDatabase, _ key: UInt64, _ value: UnsafeRawBufferPointer, append: Bool = false) throws(LMDBError) {
+    @_spi(Testing) public func put(_ db: LMDBDatabase, _ key: UInt64, _ value: UnsafeRawBufferPointer, append: Bool = false) throws(LMDBError) {
         var k = key
         var dataVal = MDB_val(mv_size: value.count, mv_data: nil)
         let flags = UInt32(MDB_RESERVE) | (append ? UInt32(MDB_APPEND) : 0)
@@ -442,7 +442,7 @@ struct LMDBWriteTransaction: ~Copyable, LMDBReading {
     }
 
     /// Stores a value under a string key (`mdb_put`).
-    func put(_ db: LMDBDatabase, name: String, _ value: [UInt8]) throws(LMDBError) {
+    @_spi(Testing) public func put(_ db: LMDBDatabase, name: String, _ value: [UInt8]) throws(LMDBError) {
         var nameBytes = Array(name.utf8)
         var v = value
         let rc = nameBytes.withUnsafeMutableBytes { kb in
@@ -499,7 +499,7 @@ struct LMDBWriteTransaction: ~Copyable, LMDBReading {
     /// neighbouring cached pages with it: a commit of a few thousand scattered rows mapped
     /// most of the file. The pages written to are therefore made present first with write
     /// faults, which map one page each.
-    consuming func commit() throws(LMDBError) {
+    @_spi(Testing) public consuming func commit() throws(LMDBError) {
         let raw = txn
         written.pointee.touchAll()
         written.deinitialize(count: 1)
@@ -538,7 +538,7 @@ private struct WrittenPages {
 /// Read transactions kept reset between uses, so a batch pays `mdb_txn_renew` rather than
 /// `mdb_txn_begin`; or, for a store opened for reading, one snapshot pinned for the pool's
 /// whole life, which every acquire returns.
-final class LMDBReaderPool: Sendable {
+@_spi(Testing) public final class LMDBReaderPool: Sendable {
     private let environment: LMDBEnvironment
     /// Checkpoints made durable while this pool served: a lazy reader begun before the last
     /// one renews its snapshot before its next read (`LMDBLazyReader`).
@@ -560,7 +560,7 @@ final class LMDBReaderPool: Sendable {
     /// `close` or when the pool ends. Its users take turns: LMDB lets a read transaction move
     /// between threads (MDB_NOTLS) but not serve two at once; the store opened for reading
     /// holds its checkpoint lock exclusively around every use.
-    init(pinningSnapshotOf environment: LMDBEnvironment) throws(LMDBError) {
+    @_spi(Testing) public init(pinningSnapshotOf environment: LMDBEnvironment) throws(LMDBError) {
         self.environment = environment
         pinned = Mutex(Idle(raw: try environment.beginSnapshot()))
         isPinned = true
@@ -571,7 +571,7 @@ final class LMDBReaderPool: Sendable {
     }
 
     /// A snapshot: the pinned one, or a fresh one (from the pool when one is idle).
-    func acquire() throws(LMDBError) -> LMDBReadTransaction {
+    @_spi(Testing) public func acquire() throws(LMDBError) -> LMDBReadTransaction {
         LMDBReadTransaction(try acquireRaw(), pool: self)
     }
 
@@ -612,7 +612,7 @@ final class LMDBReaderPool: Sendable {
 
     /// Aborts every idle transaction and the pinned snapshot, before the environment closes.
     /// The caller guarantees none is in use.
-    func close() {
+    @_spi(Testing) public func close() {
         drain()
         if let snapshot = pinned.withLock({ p -> Idle? in defer { p = nil }; return p }) { mdb_txn_abort(snapshot.raw) }
     }

@@ -20,14 +20,14 @@ import CLZ4
 import CStrataSupport
 
 /// What is wrong with a stored record.
-enum RecordProblem: Error, Equatable, CustomStringConvertible {
+@_spi(Testing) public enum RecordProblem: Error, Equatable, CustomStringConvertible {
     case truncated(Int)
     case checksumMismatch
     case newerVersion(UInt8)
     case mismatch(String)
     case undecodable
 
-    var description: String {
+    @_spi(Testing) public var description: String {
         switch self {
         case .truncated(let n): "record is \(n) bytes, too short for its header and payload"
         case .checksumMismatch: "checksum mismatch"
@@ -39,10 +39,10 @@ enum RecordProblem: Error, Equatable, CustomStringConvertible {
 }
 
 /// Encodes and decodes cold records for one table; holds the scratch space for it.
-struct ColdRecord: ~Copyable {
+@_spi(Testing) public struct ColdRecord: ~Copyable {
     /// 1 was a checksum of the value alone; stores of that format are refused on open.
     static let version: UInt8 = 2
-    static let headerSize = 32
+    @_spi(Testing) public static let headerSize = 32
 
     let format: RowFormat
     /// The table's id in the catalog, covered by every record's checksum.
@@ -52,7 +52,7 @@ struct ColdRecord: ~Copyable {
     private let valuesSize: Int
     private let bound: Int
 
-    init(format: RowFormat, table: Int) {
+    @_spi(Testing) public init(format: RowFormat, table: Int) {
         self.format = format
         self.table = UInt64(table)
         valuesSize = format.layout.dimension * format.storage.byteWidth
@@ -65,10 +65,10 @@ struct ColdRecord: ~Copyable {
     deinit { scratch.deallocate() }
 
     /// The largest encoded size, for sizing.
-    var maximumSize: Int { Self.headerSize + max(bound, payloadSize) }
+    @_spi(Testing) public var maximumSize: Int { Self.headerSize + max(bound, payloadSize) }
 
     /// Encodes a record. The bytes live in this value's scratch space until the next call.
-    mutating func encode(_ record: RowRecord) -> UnsafeRawBufferPointer {
+    @_spi(Testing) public mutating func encode(_ record: RowRecord) -> UnsafeRawBufferPointer {
         let layout = format.layout
         let plain = scratch
         let shuffled = scratch + payloadSize
@@ -106,7 +106,7 @@ struct ColdRecord: ~Copyable {
     }
 
     /// Decodes the whole record of `key` (values and state) into `record`.
-    mutating func decode(_ bytes: UnsafeRawBufferPointer, key: UInt64, into record: RowRecord) throws(RecordProblem) {
+    @_spi(Testing) public mutating func decode(_ bytes: UnsafeRawBufferPointer, key: UInt64, into record: RowRecord) throws(RecordProblem) {
         let payload = try check(bytes, key: key)
         record.key = key
         let layout = format.layout
@@ -117,7 +117,7 @@ struct ColdRecord: ~Copyable {
     }
 
     /// Decodes only the values into `out`, the read-only path.
-    mutating func decodeValues(_ bytes: UnsafeRawBufferPointer, key: UInt64, into out: UnsafeMutablePointer<Float>) throws(RecordProblem) {
+    @_spi(Testing) public mutating func decodeValues(_ bytes: UnsafeRawBufferPointer, key: UInt64, into out: UnsafeMutablePointer<Float>) throws(RecordProblem) {
         let payload = try check(bytes, key: key, valuesOnly: true)
         format.storage.decode(payload, count: format.layout.dimension, into: out)
     }
@@ -209,13 +209,13 @@ private func untranspose(_ input: UnsafeRawPointer, _ output: UnsafeMutableRawPo
 }
 
 /// A table's row semantics: layout, storage type, initializer and optimizer together.
-struct RowFormat: Sendable {
-    let layout: RowLayout
-    let storage: StorageType
+@_spi(Testing) public struct RowFormat: Sendable {
+    @_spi(Testing) public let layout: RowLayout
+    @_spi(Testing) public let storage: StorageType
     let initializer: Initializer
-    let optimizer: Optimizer
+    @_spi(Testing) public let optimizer: Optimizer
 
-    init(_ spec: TableSpec) {
+    @_spi(Testing) public init(_ spec: TableSpec) {
         layout = RowLayout(spec)
         storage = spec.storage
         initializer = spec.initializer
@@ -224,7 +224,7 @@ struct RowFormat: Sendable {
 
     /// Writes the never-written value of `key` into a record: initializer values rounded to
     /// the storage type, fresh optimizer state, no updates.
-    func initialize(_ record: RowRecord, key: UInt64) {
+    @_spi(Testing) public func initialize(_ record: RowRecord, key: UInt64) {
         record.base.initializeMemory(as: UInt8.self, repeating: 0, count: layout.recordSize)
         record.key = key
         initialValues(record.values, key: key)

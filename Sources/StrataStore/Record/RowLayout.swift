@@ -15,16 +15,15 @@
 import CStrataSupport
 
 /// Where the fields of a table's records are.
-@usableFromInline
-struct RowLayout: Sendable, Equatable {
-    @usableFromInline let dimension: Int
-    @usableFromInline let stateCount: Int
-    @usableFromInline let headerOffset: Int
-    @usableFromInline let recordSize: Int
+@_spi(Testing) public struct RowLayout: Sendable, Equatable {
+    @_spi(Testing) public let dimension: Int
+    @_spi(Testing) public let stateCount: Int
+    @_spi(Testing) public let headerOffset: Int
+    @_spi(Testing) public let recordSize: Int
 
-    static let headerSize = 32
+    @_spi(Testing) public static let headerSize = 32
 
-    init(dimension: Int, stateCount: Int) {
+    @_spi(Testing) public init(dimension: Int, stateCount: Int) {
         self.dimension = dimension
         self.stateCount = stateCount
         headerOffset = (4 * (dimension + stateCount) + 7) & ~7
@@ -32,55 +31,54 @@ struct RowLayout: Sendable, Equatable {
         recordSize = raw >= 256 ? (raw + 63) & ~63 : (raw + 7) & ~7
     }
 
-    init(_ spec: TableSpec) {
+    @_spi(Testing) public init(_ spec: TableSpec) {
         self.init(dimension: spec.dimension, stateCount: spec.optimizer.stateCount(dimension: spec.dimension))
     }
 
-    var stateOffset: Int { 4 * dimension }
+    @_spi(Testing) public var stateOffset: Int { 4 * dimension }
 }
 
 /// Typed access to one record's fields. A view, not an owner.
-@usableFromInline
-struct RowRecord {
-    @usableFromInline let base: UnsafeMutableRawPointer
-    @usableFromInline let header: UnsafeMutableRawPointer
+@_spi(Testing) public struct RowRecord {
+    @_spi(Testing) public let base: UnsafeMutableRawPointer
+    @_spi(Testing) public let header: UnsafeMutableRawPointer
 
-    @inlinable init(_ base: UnsafeMutableRawPointer, _ layout: RowLayout) {
+    @inlinable @_spi(Testing) public init(_ base: UnsafeMutableRawPointer, _ layout: RowLayout) {
         self.base = base
         header = base + layout.headerOffset
     }
 
-    var key: UInt64 {
+    @_spi(Testing) public var key: UInt64 {
         get { header.load(as: UInt64.self) }
         nonmutating set { header.storeBytes(of: newValue, as: UInt64.self) }
     }
-    var updateCount: UInt64 {
+    @_spi(Testing) public var updateCount: UInt64 {
         get { header.load(fromByteOffset: 8, as: UInt64.self) }
         nonmutating set { header.storeBytes(of: newValue, toByteOffset: 8, as: UInt64.self) }
     }
-    var changeGeneration: UInt64 {
+    @_spi(Testing) public var changeGeneration: UInt64 {
         get { header.load(fromByteOffset: 16, as: UInt64.self) }
         nonmutating set { header.storeBytes(of: newValue, toByteOffset: 16, as: UInt64.self) }
     }
-    var checksum: UInt32 {
+    @_spi(Testing) public var checksum: UInt32 {
         get { header.load(fromByteOffset: 24, as: UInt32.self) }
         nonmutating set { header.storeBytes(of: newValue, toByteOffset: 24, as: UInt32.self) }
     }
-    @inlinable var values: UnsafeMutablePointer<Float> { base.assumingMemoryBound(to: Float.self) }
-    func state(_ layout: RowLayout) -> UnsafeMutablePointer<Float> {
+    @inlinable @_spi(Testing) public var values: UnsafeMutablePointer<Float> { base.assumingMemoryBound(to: Float.self) }
+    @_spi(Testing) public func state(_ layout: RowLayout) -> UnsafeMutablePointer<Float> {
         (base + layout.stateOffset).assumingMemoryBound(to: Float.self)
     }
 
     /// The CRC-32C of the record, taken with the checksum field as zero.
-    func computeChecksum(_ layout: RowLayout) -> UInt32 {
+    @_spi(Testing) public func computeChecksum(_ layout: RowLayout) -> UInt32 {
         let head = strata_crc32c(0, base, layout.headerOffset + 24)
         let zero: UInt32 = 0
         let withZero = withUnsafeBytes(of: zero) { strata_crc32c(head, $0.baseAddress, 4) }
         return strata_crc32c(withZero, header + 28, layout.recordSize - layout.headerOffset - 28)
     }
 
-    func seal(_ layout: RowLayout) { checksum = computeChecksum(layout) }
-    func isIntact(_ layout: RowLayout) -> Bool { checksum == computeChecksum(layout) }
+    @_spi(Testing) public func seal(_ layout: RowLayout) { checksum = computeChecksum(layout) }
+    @_spi(Testing) public func isIntact(_ layout: RowLayout) -> Bool { checksum == computeChecksum(layout) }
 }
 
 extension StorageType {

@@ -9,9 +9,9 @@
 // the interrupted checkpoint created.
 import CLMDB
 
-struct CheckpointJournal {
-    static let pendingName = "pending"
-    static let databaseName = "undo"
+@_spi(Testing) public struct CheckpointJournal {
+    @_spi(Testing) public static let pendingName = "pending"
+    @_spi(Testing) public static let databaseName = "undo"
 
     /// Which of a table's two databases an entry restores.
     enum Target: UInt8 {

@@ -44,12 +44,12 @@ final class CheckpointLock: @unchecked Sendable {
 /// A value guarded by a mutex, with a condition to wait on until it changes: what the
 /// checkpoint writer hands between threads (a turn taken on one thread and given back on
 /// another, which a mutex cannot be).
-final class Monitor<State>: @unchecked Sendable {
+@_spi(Testing) public final class Monitor<State>: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     private var state: State
 
-    init(_ state: State) {
+    @_spi(Testing) public init(_ state: State) {
         self.state = state
         mutex = .allocate(capacity: 1)
         condition = .allocate(capacity: 1)
@@ -65,7 +65,7 @@ final class Monitor<State>: @unchecked Sendable {
     }
 
     /// Waits until `ready(state)`, then runs `body` on the state and wakes every waiter.
-    func when<R>(_ ready: (State) -> Bool, _ body: (inout State) -> R) -> R {
+    @_spi(Testing) public func when<R>(_ ready: (State) -> Bool, _ body: (inout State) -> R) -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         while !ready(state) { pthread_cond_wait(condition, mutex) }
@@ -75,7 +75,7 @@ final class Monitor<State>: @unchecked Sendable {
     }
 
     /// The state now, without waiting.
-    var current: State {
+    @_spi(Testing) public var current: State {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return state

@@ -445,7 +445,7 @@ public final class Store: Sendable {
         public var readerWaitLimit: Duration = .seconds(600)
         /// Tests only: called before each snapshot a store opened for reading takes, with the
         /// number taken before (each found a checkpoint half written).
-        var beforeReaderSnapshot: (@Sendable (Int) -> Void)? = nil
+        @_spi(Testing) public var beforeReaderSnapshot: (@Sendable (Int) -> Void)? = nil
 
         public init() {}
 

@@ -359,7 +359,7 @@ public func allocatedBytes(_ path: String) -> Int {
 }
 
 /// The names in a directory (`opendir`, `readdir`), without "." and "..".
-func directoryEntries(_ path: String) throws(SystemError) -> [String] {
+@_spi(Testing) public func directoryEntries(_ path: String) throws(SystemError) -> [String] {
     guard let dir = opendir(path) else { throw SystemError("opendir", path) }
     defer { closedir(dir) }
     var names: [String] = []

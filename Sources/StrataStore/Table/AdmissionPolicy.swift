@@ -16,12 +16,12 @@ import CStrataSupport
 /// It starts small and doubles as the rows it must tell apart grow, up to `capacity / 4`
 /// blocks: a sketch sized for a large, mostly empty tier would spread its few counts over
 /// pages that every access then faults in.
-struct FrequencySketch: ~Copyable {
+@_spi(Testing) public struct FrequencySketch: ~Copyable {
     private var words: UnsafeMutablePointer<UInt64>
     private var blockMask: Int
     private let maximumBlocks: Int
 
-    init(capacity: Int, initial: Int = 1024) {
+    @_spi(Testing) public init(capacity: Int, initial: Int = 1024) {
         var most = 1
         while most * 4 < capacity { most <<= 1 }
         maximumBlocks = most
@@ -49,7 +49,7 @@ struct FrequencySketch: ~Copyable {
         blockMask = blocks * 2 - 1
     }
 
-    var bytes: Int { (blockMask + 1) * 64 }
+    @_spi(Testing) public var bytes: Int { (blockMask + 1) * 64 }
 
     @inline(__always)
     private func positions(_ hash: UInt64) -> (block: UnsafeMutablePointer<UInt8>, offsets: UInt64) {
@@ -63,7 +63,7 @@ struct FrequencySketch: ~Copyable {
 
     /// The estimated recent count of a key (0...255).
     @inline(__always)
-    func estimate(_ hash: UInt64) -> Int {
+    @_spi(Testing) public func estimate(_ hash: UInt64) -> Int {
         let (b, h) = positions(hash)
         var least = 255
         for i in 0..<4 { least = min(least, Int(b[Self.offset(i, h)])) }
@@ -72,7 +72,7 @@ struct FrequencySketch: ~Copyable {
 
     /// Counts one access (conservative update: only the smallest counters grow).
     @inline(__always)
-    mutating func increment(_ hash: UInt64) {
+    @_spi(Testing) public mutating func increment(_ hash: UInt64) {
         let (b, h) = positions(hash)
         var least: UInt8 = 255
         for i in 0..<4 { least = min(least, b[Self.offset(i, h)]) }
@@ -82,23 +82,23 @@ struct FrequencySketch: ~Copyable {
     }
 
     /// Remembers a count kept elsewhere: each counter becomes at least `count` (capped at 255).
-    mutating func raise(_ hash: UInt64, to count: Int) {
+    @_spi(Testing) public mutating func raise(_ hash: UInt64, to count: Int) {
         let (b, h) = positions(hash)
         let c = UInt8(min(count, 255))
         for i in 0..<4 where b[Self.offset(i, h)] < c { b[Self.offset(i, h)] = c }
     }
 
     /// Halves every counter, so old accesses fade.
-    mutating func halve() {
+    @_spi(Testing) public mutating func halve() {
         for i in 0..<(blockMask + 1) * 8 { words[i] = (words[i] >> 1) & 0x7F7F_7F7F_7F7F_7F7F }
     }
 }
 
 /// Slot bookkeeping for one tier of one shard: which slots are free, in the window, in main.
-struct AdmissionPolicy: ~Copyable {
-    let capacity: Int
-    let windowCapacity: Int
-    let mainCapacity: Int
+@_spi(Testing) public struct AdmissionPolicy: ~Copyable {
+    @_spi(Testing) public let capacity: Int
+    @_spi(Testing) public let windowCapacity: Int
+    @_spi(Testing) public let mainCapacity: Int
 
     private static let nil32 = UInt32.max
     private static let free: UInt8 = 0, window: UInt8 = 1, main: UInt8 = 2, referenced: UInt8 = 4
@@ -118,7 +118,7 @@ struct AdmissionPolicy: ~Copyable {
     private var windowList = (head: nil32, tail: nil32, count: 0)
     private var mainList = (head: nil32, tail: nil32, count: 0)
 
-    init(capacity: Int) {
+    @_spi(Testing) public init(capacity: Int) {
         self.capacity = capacity
         windowCapacity = capacity == 0 ? 0 : max(1, capacity / 100)
         mainCapacity = capacity - windowCapacity
@@ -140,8 +140,8 @@ struct AdmissionPolicy: ~Copyable {
     /// Bytes of bookkeeping per slot.
     static let bytesPerSlot = MemoryLayout<(UInt32, UInt32)>.stride + 1 + 8 + 4
 
-    var count: Int { neverUsed - freeCount }
-    var isFull: Bool { count == capacity }
+    @_spi(Testing) public var count: Int { neverUsed - freeCount }
+    @_spi(Testing) public var isFull: Bool { count == capacity }
 
     /// The key of the row in an occupied slot (kept here, in memory, not read from the slot).
     @inline(__always)
@@ -149,7 +149,7 @@ struct AdmissionPolicy: ~Copyable {
 
     /// Marks a slot as used since CLOCK last passed it.
     @inline(__always)
-    func touch(_ slot: Int) {
+    @_spi(Testing) public func touch(_ slot: Int) {
         // Read first: a mark already set is not written again, so a hit dirties no line.
         if marks[slot] & Self.referenced == 0 { marks[slot] |= Self.referenced }
     }
@@ -162,7 +162,7 @@ struct AdmissionPolicy: ~Copyable {
 
     /// Takes a free slot, or nil when the tier is full: a released one first, else the lowest
     /// never used, so a tier that is never full touches few pages.
-    mutating func takeFree() -> Int? {
+    @_spi(Testing) public mutating func takeFree() -> Int? {
         if freeCount > 0 {
             freeCount -= 1
             return Int(freeSlots[freeCount])
@@ -174,7 +174,7 @@ struct AdmissionPolicy: ~Copyable {
 
     /// Puts a row into a slot taken with `takeFree` or released by `evict`: it joins the
     /// window; if the window overflows, its oldest row moves to main, which has room.
-    mutating func insert(_ slot: Int, key: UInt64) {
+    @_spi(Testing) public mutating func insert(_ slot: Int, key: UInt64) {
         keys[slot] = key
         marks[slot] = Self.window
         Self.append(slot, to: &windowList, links)
@@ -188,7 +188,7 @@ struct AdmissionPolicy: ~Copyable {
 
     /// Fills a fresh policy with rows already in their slots (a tier reloaded after a clean
     /// close): main first, then the window.
-    mutating func adopt(_ rows: [(slot: Int, key: UInt64)]) {
+    @_spi(Testing) public mutating func adopt(_ rows: [(slot: Int, key: UInt64)]) {
         precondition(count == 0 && rows.count <= capacity)
         for (slot, key) in rows {
             precondition(marks[slot] == Self.free, "slot adopted twice")
@@ -211,16 +211,16 @@ struct AdmissionPolicy: ~Copyable {
     }
 
     /// The decision `evict` carries out when the tier is full.
-    struct Eviction {
+    @_spi(Testing) public struct Eviction {
         /// The slot whose row must leave the tier.
-        let slot: Int
+        @_spi(Testing) public let slot: Int
         /// Whether the window's oldest row moves into main (when main's row lost to it).
-        let admitsCandidate: Bool
+        @_spi(Testing) public let admitsCandidate: Bool
     }
 
     /// Chooses which row leaves a full tier, without changing membership, so the caller can
     /// move that row out first and give up if that fails.
-    mutating func chooseEviction(frequency: (UInt64) -> Int) -> Eviction {
+    @_spi(Testing) public mutating func chooseEviction(frequency: (UInt64) -> Int) -> Eviction {
         precondition(isFull && capacity > 0)
         let candidate = Int(windowList.head)
         if mainList.count == 0 { return Eviction(slot: candidate, admitsCandidate: false) }
@@ -239,7 +239,7 @@ struct AdmissionPolicy: ~Copyable {
     }
 
     /// Carries out an eviction; its slot is then empty and not free: `insert` fills it.
-    mutating func evict(_ eviction: Eviction) {
+    @_spi(Testing) public mutating func evict(_ eviction: Eviction) {
         let slot = eviction.slot
         if marks[slot] & 3 == Self.window { Self.unlink(slot, from: &windowList, links) } else { Self.unlink(slot, from: &mainList, links) }
         marks[slot] = Self.free
@@ -252,7 +252,7 @@ struct AdmissionPolicy: ~Copyable {
     }
 
     /// Frees a slot whose row left for another reason (promoted, removed).
-    mutating func release(_ slot: Int) {
+    @_spi(Testing) public mutating func release(_ slot: Int) {
         if marks[slot] & 3 == Self.window { Self.unlink(slot, from: &windowList, links) } else { Self.unlink(slot, from: &mainList, links) }
         marks[slot] = Self.free
         freeSlots[freeCount] = UInt32(slot)
@@ -260,13 +260,13 @@ struct AdmissionPolicy: ~Copyable {
     }
 
     /// Gives a slot from `evict` back to the free list (its incoming row went elsewhere).
-    mutating func returnEvicted(_ slot: Int) {
+    @_spi(Testing) public mutating func returnEvicted(_ slot: Int) {
         freeSlots[freeCount] = UInt32(slot)
         freeCount += 1
     }
 
     /// Calls `body` with every occupied slot.
-    func forEachOccupied(_ body: (Int) throws -> Void) rethrows {
+    @_spi(Testing) public func forEachOccupied(_ body: (Int) throws -> Void) rethrows {
         var s = windowList.head
         while s != Self.nil32 { try body(Int(s)); s = links[Int(s)].1 }
         s = mainList.head
@@ -293,7 +293,7 @@ struct AdmissionPolicy: ~Copyable {
 
     /// Recounts the lists and checks they agree with the marks and the free list. Only in
     /// builds with STRATA_INVARIANTS (debug); elsewhere it does nothing.
-    func checkInvariants() {
+    @_spi(Testing) public func checkInvariants() {
         #if STRATA_INVARIANTS
         var seen = 0
         for (list, mark) in [(windowList, Self.window), (mainList, Self.main)] {

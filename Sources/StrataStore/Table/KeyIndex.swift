@@ -6,24 +6,30 @@ import Glibc
 // probing and backward-shift deletion (no tombstones in the table), 16 bytes an entry.
 
 /// Where a row's newest copy lives, and what the next checkpoint owes it.
-@usableFromInline
-struct IndexEntry {
-    @usableFromInline var key: UInt64
-    @usableFromInline var location: UInt32
-    @usableFromInline var flags: UInt32
+@_spi(Testing) public struct IndexEntry {
+    @_spi(Testing) public var key: UInt64
+    @_spi(Testing) public var location: UInt32
+    @_spi(Testing) public var flags: UInt32
 
-    static let vacant: UInt32 = .max
+    /// The memberwise initializer, spelled out to be visible to tests.
+    @_spi(Testing) public init(key: UInt64, location: UInt32, flags: UInt32) {
+        self.key = key
+        self.location = location
+        self.flags = flags
+    }
+
+    @_spi(Testing) public static let vacant: UInt32 = .max
 
     // location: tier in the top two bits, slot below.
     @usableFromInline static let tierShift: UInt32 = 30
-    @usableFromInline static let slotMask: UInt32 = (1 << 30) - 1
+    @_spi(Testing) public static let slotMask: UInt32 = (1 << 30) - 1
 
     /// The next checkpoint must write or delete this row in LMDB.
-    static let dirty: UInt32 = 1
+    @_spi(Testing) public static let dirty: UInt32 = 1
     /// LMDB holds a record of this key (from the last checkpoint).
-    static let persisted: UInt32 = 2
+    @_spi(Testing) public static let persisted: UInt32 = 2
     /// The row reads as its initializer: never written, or removed since the checkpoint.
-    static let virgin: UInt32 = 4
+    @_spi(Testing) public static let virgin: UInt32 = 4
     /// Which checkpoint a dirty row's change is for: the bit of the shard's epoch when it
     /// changed. A checkpoint freezes the rows of one epoch while the next one's change.
     static let odd: UInt32 = 8
@@ -33,15 +39,15 @@ struct IndexEntry {
     static let shadows: UInt32 = 16
     /// The low bits hold the flags above; the high 16 bits count recent accesses (halved as
     /// they age), which admission compares.
-    static let flagMask: UInt32 = 0xFFFF
-    static let countUnit: UInt32 = 1 << 16
+    @_spi(Testing) public static let flagMask: UInt32 = 0xFFFF
+    @_spi(Testing) public static let countUnit: UInt32 = 1 << 16
 
-    @inlinable var count: Int { Int(flags >> 16) }
+    @inlinable @_spi(Testing) public var count: Int { Int(flags >> 16) }
 
-    @inlinable var tier: Tier { Tier(rawValue: UInt8(location >> Self.tierShift))! }
-    @inlinable var slot: Int { Int(location & Self.slotMask) }
+    @inlinable @_spi(Testing) public var tier: Tier { Tier(rawValue: UInt8(location >> Self.tierShift))! }
+    @inlinable @_spi(Testing) public var slot: Int { Int(location & Self.slotMask) }
 
-    @inlinable static func location(_ tier: Tier, _ slot: Int) -> UInt32 {
+    @inlinable @_spi(Testing) public static func location(_ tier: Tier, _ slot: Int) -> UInt32 {
         UInt32(tier.rawValue) << tierShift | UInt32(slot)
     }
 
@@ -49,23 +55,22 @@ struct IndexEntry {
 
     /// One more access, saturating.
     @inline(__always)
-    mutating func countAccess() { if flags < 0xFFFF_0000 { flags &+= Self.countUnit } }
+    @_spi(Testing) public mutating func countAccess() { if flags < 0xFFFF_0000 { flags &+= Self.countUnit } }
 }
 
 /// Where an indexed row is.
-@usableFromInline
-enum Tier: UInt8 {
+@_spi(Testing) public enum Tier: UInt8 {
     case hot = 0, warm = 1, spill = 2
     /// No copy in memory or files: a removed row, whose LMDB record must go at the next checkpoint.
     case none = 3
 }
 
-struct KeyIndex: ~Copyable {
-    private(set) var entries: UnsafeMutablePointer<IndexEntry>
-    private(set) var mask: Int
-    private(set) var count = 0
+@_spi(Testing) public struct KeyIndex: ~Copyable {
+    @_spi(Testing) public private(set) var entries: UnsafeMutablePointer<IndexEntry>
+    @_spi(Testing) public private(set) var mask: Int
+    @_spi(Testing) public private(set) var count = 0
 
-    init(expected: Int) {
+    @_spi(Testing) public init(expected: Int) {
         var capacity = 16
         while capacity * 3 < expected * 4 { capacity <<= 1 }
         entries = Self.allocate(capacity)
@@ -75,7 +80,7 @@ struct KeyIndex: ~Copyable {
 
     deinit { Self.free(entries, capacity) }
 
-    var capacity: Int { mask + 1 }
+    @_spi(Testing) public var capacity: Int { mask + 1 }
 
     /// Tables of 2 MiB or more come straight from mmap with transparent huge pages asked
     /// for: probes land anywhere in them, and 4 KiB pages would make most of them TLB misses.
@@ -94,7 +99,7 @@ struct KeyIndex: ~Copyable {
         let bytes = capacity * MemoryLayout<IndexEntry>.stride
         if bytes >= hugeThreshold { munmap(entries, bytes) } else { entries.deallocate() }
     }
-    var bytes: Int { capacity * MemoryLayout<IndexEntry>.stride }
+    @_spi(Testing) public var bytes: Int { capacity * MemoryLayout<IndexEntry>.stride }
 
     private static func clear(_ p: UnsafeMutablePointer<IndexEntry>, _ n: Int) {
         p.initialize(repeating: IndexEntry(key: 0, location: IndexEntry.vacant, flags: 0), count: n)
@@ -106,17 +111,17 @@ struct KeyIndex: ~Copyable {
 
     /// The position of `key`, or nil.
     @inline(__always)
-    func find(_ key: UInt64, hash: UInt64) -> Int? { reader.find(key, hash: hash) }
+    @_spi(Testing) public func find(_ key: UInt64, hash: UInt64) -> Int? { reader.find(key, hash: hash) }
 
     /// A copyable view for reading while another part of the shard is being changed.
-    var reader: Reader { Reader(entries: entries, mask: mask) }
+    @_spi(Testing) public var reader: Reader { Reader(entries: entries, mask: mask) }
 
-    struct Reader {
+    @_spi(Testing) public struct Reader {
         let entries: UnsafeMutablePointer<IndexEntry>
-        let mask: Int
+        @_spi(Testing) public let mask: Int
 
         @inline(__always)
-        func find(_ key: UInt64, hash: UInt64) -> Int? {
+        @_spi(Testing) public func find(_ key: UInt64, hash: UInt64) -> Int? {
             var i = Int(truncatingIfNeeded: hash) & mask
             while true {
                 let e = entries[i]
@@ -128,20 +133,20 @@ struct KeyIndex: ~Copyable {
 
         /// The access count of an indexed key (0 if absent).
         @inline(__always)
-        func count(_ key: UInt64) -> Int {
+        @_spi(Testing) public func count(_ key: UInt64) -> Int {
             find(key, hash: KeyHash.of(key)).map { entries[$0].count } ?? 0
         }
     }
 
     @inline(__always)
-    subscript(position: Int) -> IndexEntry {
+    @_spi(Testing) public subscript(position: Int) -> IndexEntry {
         get { entries[position] }
         nonmutating set { entries[position] = newValue }
     }
 
     /// Adds a key that is not present; returns its position.
     @discardableResult
-    mutating func insert(_ key: UInt64, hash: UInt64, location: UInt32, flags: UInt32) -> Int {
+    @_spi(Testing) public mutating func insert(_ key: UInt64, hash: UInt64, location: UInt32, flags: UInt32) -> Int {
         if (count + 1) * 4 > capacity * 3 { grow() }
         var i = Int(truncatingIfNeeded: hash) & mask
         while entries[i].location != IndexEntry.vacant {
@@ -154,7 +159,7 @@ struct KeyIndex: ~Copyable {
     }
 
     /// Removes the entry at `position`, shifting later members of its run back.
-    mutating func remove(at position: Int) {
+    @_spi(Testing) public mutating func remove(at position: Int) {
         var hole = position
         var i = (position + 1) & mask
         while entries[i].location != IndexEntry.vacant {
@@ -196,7 +201,7 @@ struct KeyIndex: ~Copyable {
     }
 
     /// Halves every entry's access count.
-    mutating func halveCounts() {
+    @_spi(Testing) public mutating func halveCounts() {
         for i in 0...mask where entries[i].location != IndexEntry.vacant {
             let f = entries[i].flags
             entries[i].flags = ((f >> 17) << 16) | (f & IndexEntry.flagMask)
@@ -204,15 +209,14 @@ struct KeyIndex: ~Copyable {
     }
 
     /// Calls `body` with the position of every entry. `body` must not insert or remove.
-    func forEachPosition(_ body: (Int) throws -> Void) rethrows {
+    @_spi(Testing) public func forEachPosition(_ body: (Int) throws -> Void) rethrows {
         for i in 0...mask where entries[i].location != IndexEntry.vacant { try body(i) }
     }
 }
 
 /// The hash every per-key structure uses: the shard from the top bits, the index bucket
 /// from the bottom bits, the frequency sketch from a second mix.
-@usableFromInline
-enum KeyHash {
-    @inline(__always) @usableFromInline
-    static func of(_ key: UInt64) -> UInt64 { mix64(key ^ 0x5851_F42D_4C95_7F2D) }
+@_spi(Testing) public enum KeyHash {
+    @inline(__always)
+    @_spi(Testing) public static func of(_ key: UInt64) -> UInt64 { mix64(key ^ 0x5851_F42D_4C95_7F2D) }
 }

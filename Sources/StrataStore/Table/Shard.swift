@@ -99,8 +99,8 @@ struct ShardGroup {
 }
 
 /// @unchecked Sendable: its memory is reached only while holding the shard's Mutex.
-struct Shard: ~Copyable, @unchecked Sendable {
-    var index: KeyIndex
+@_spi(Testing) public struct Shard: ~Copyable, @unchecked Sendable {
+    @_spi(Testing) public var index: KeyIndex
     var hot: AdmissionPolicy
     var warm: AdmissionPolicy
     var sketch: FrequencySketch

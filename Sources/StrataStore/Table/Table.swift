@@ -35,19 +35,19 @@ public final class Table: @unchecked Sendable {
     public let name: String
     public let spec: TableSpec
     public let budget: TierBudget
-    let id: Int
-    let format: RowFormat
+    @_spi(Testing) public let id: Int
+    @_spi(Testing) public let format: RowFormat
     let store: StoreCore
     let directory: String
-    let spill: SpillFile
+    @_spi(Testing) public let spill: SpillFile
 
-    let shardCount: Int
+    @_spi(Testing) public let shardCount: Int
     private let shardShift: UInt64
     private let shards: UnsafeMutablePointer<Mutex<Shard>>
     let hotArena: HotArena
     private let warm: WarmFile?
     let hotCapacity: Int
-    let warmCapacity: Int
+    @_spi(Testing) public let warmCapacity: Int
     /// Saved warm rows not taken back at open because their slot did not check out.
     let warmSlotsDropped: Int
 
@@ -403,7 +403,7 @@ public final class Table: @unchecked Sendable {
     }
 
     /// Runs `body` on every shard in turn (statistics, checkpoints, close).
-    func withEachShard<E: Error>(_ body: (inout Shard) throws(E) -> Void) throws(E) {
+    @_spi(Testing) public func withEachShard<E: Error>(_ body: (inout Shard) throws(E) -> Void) throws(E) {
         for s in 0..<shardCount {
             try shards[s].withLock { (shard) throws(E) in try body(&shard) }
         }
@@ -654,13 +654,13 @@ struct ShardPlan: ~Copyable {
 
 /// An update batch with duplicate keys merged: the keys in order of first appearance and, when
 /// there were duplicates, their gradients summed in batch order.
-struct UniqueKeys: ~Copyable {
+@_spi(Testing) public struct UniqueKeys: ~Copyable {
     private let keys: UnsafeBufferPointer<UInt64>
     private let gradients: UnsafeBufferPointer<Float>
     private var merged: UnsafeMutableRawPointer?
     private var uniqueCount: Int
 
-    init(_ keys: UnsafeBufferPointer<UInt64>, _ gradients: UnsafeBufferPointer<Float>, dimension d: Int) {
+    @_spi(Testing) public init(_ keys: UnsafeBufferPointer<UInt64>, _ gradients: UnsafeBufferPointer<Float>, dimension d: Int) {
         self.keys = keys
         self.gradients = gradients
         let n = keys.count
@@ -694,7 +694,7 @@ struct UniqueKeys: ~Copyable {
     /// Whether duplicates were summed (else the caller's buffers are used as they are).
     var hasDuplicates: Bool { merged != nil }
 
-    func withBuffers<R, E: Error>(_ body: (UnsafeBufferPointer<UInt64>, UnsafePointer<Float>) throws(E) -> R) throws(E) -> R {
+    @_spi(Testing) public func withBuffers<R, E: Error>(_ body: (UnsafeBufferPointer<UInt64>, UnsafePointer<Float>) throws(E) -> R) throws(E) -> R {
         guard let merged else { return try body(keys, gradients.baseAddress ?? UnsafePointer(bitPattern: 16)!) }
         let k = UnsafeBufferPointer(start: merged.assumingMemoryBound(to: UInt64.self), count: uniqueCount)
         let g = UnsafePointer((merged + uniqueCount * 8).assumingMemoryBound(to: Float.self))
@@ -704,7 +704,7 @@ struct UniqueKeys: ~Copyable {
 
 /// The position of the first NaN or infinity, or nil. Multiplying by zero maps every finite
 /// value to zero and the rest to NaN, so a vector sum finds out in one pass.
-func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
+@_spi(Testing) public func firstNonFinite(_ values: UnsafeBufferPointer<Float>) -> Int? {
     guard let base = values.baseAddress else { return nil }
     let n = values.count
     var acc = SIMD16<Float>(repeating: 0)

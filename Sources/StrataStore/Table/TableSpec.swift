@@ -19,7 +19,7 @@ public struct TableSpec: Sendable, Codable, Equatable, Hashable {
     }
 
     /// Why this spec cannot make a table, or nil.
-    var problem: String? {
+    @_spi(Testing) public var problem: String? {
         if dimension < 1 || dimension > 65_536 { return "dimension \(dimension) is outside 1...65536" }
         return initializer.problem ?? optimizer.problem
     }
@@ -29,10 +29,10 @@ public struct TableSpec: Sendable, Codable, Equatable, Hashable {
 public enum StorageType: String, Sendable, Codable, CaseIterable {
     case float32, float16, bfloat16
 
-    var byteWidth: Int { self == .float32 ? 4 : 2 }
+    @_spi(Testing) public var byteWidth: Int { self == .float32 ? 4 : 2 }
 
     /// A stable number for the on-disk record header.
-    var code: UInt8 {
+    @_spi(Testing) public var code: UInt8 {
         switch self {
         case .float32: 0
         case .float16: 1
@@ -99,7 +99,7 @@ public enum Optimizer: Sendable, Codable, Equatable, Hashable {
     }
 
     /// A stable number for the on-disk record header.
-    var code: UInt8 {
+    @_spi(Testing) public var code: UInt8 {
         switch self {
         case .sgd: 0
         case .adagrad: 1
@@ -120,7 +120,7 @@ public enum Optimizer: Sendable, Codable, Equatable, Hashable {
     }
 
     /// Why `rate` cannot be a batch's learning rate, or nil.
-    func learningRateProblem(_ rate: Float) -> String? {
+    @_spi(Testing) public func learningRateProblem(_ rate: Float) -> String? {
         switch self {
         case .ftrl:
             return rate.isFinite && rate > 0 ? nil : "ftrl's alpha must be finite and positive"

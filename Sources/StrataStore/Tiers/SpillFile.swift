@@ -7,9 +7,9 @@ import Synchronization
 import Glibc
 #endif
 
-final class SpillFile: Sendable {
-    let path: String
-    let recordSize: Int
+@_spi(Testing) public final class SpillFile: Sendable {
+    @_spi(Testing) public let path: String
+    @_spi(Testing) public let recordSize: Int
     /// Nil for a store opened for reading: its rows never change, so none is ever spilled,
     /// and the file at `path` is the writer's.
     private let file: OpenFile?

@@ -3,7 +3,7 @@
 // sample's place in the data, so the look-ahead warms the negatives with the batch and a
 // resumed run draws the same ones with no state saved.
 import Foundation
-import StrataModels
+public import StrataModels
 import StrataStore
 
 public final class NegativeSampler: Sendable {
@@ -47,7 +47,7 @@ public final class NegativeSampler: Sendable {
     /// loss takes its targets from the groups, so the labels are copied as they are.
     /// `position` is the source's position before `raw` was read: row r is sample
     /// `position.sample + r` of epoch `position.epoch`.
-    func expand(_ raw: Batch, startingAt position: SourcePosition, into out: Batch) {
+    @_spi(Testing) public func expand(_ raw: Batch, startingAt position: SourcePosition, into out: Batch) {
         let k = options.count, n = raw.count
         out.begin(capacity: n * (1 + k), groupSize: 1 + k)
         let userFeature = interactions.users.idFeature, itemFeature = interactions.items.idFeature
@@ -73,7 +73,7 @@ public final class NegativeSampler: Sendable {
 
     /// The negative of (epoch, sample, slot): the first draw that is neither the positive nor,
     /// with `excludeSeen`, a training item of the user; after `attempts` draws, the last.
-    func draw(epoch: Int, sample: UInt64, slot: Int, avoiding seen: [Int32], positive: Int?) -> Int {
+    @_spi(Testing) public func draw(epoch: Int, sample: UInt64, slot: Int, avoiding seen: [Int32], positive: Int?) -> Int {
         var h = SplitMix64.mix(key ^ UInt64(bitPattern: Int64(epoch)))
         h = SplitMix64.mix(h ^ sample)
         h = SplitMix64.mix(h ^ UInt64(slot))

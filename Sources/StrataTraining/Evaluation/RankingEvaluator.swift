@@ -26,7 +26,7 @@ public final class RankingEvaluator: Evaluator {
 
     /// Items user `u` must not be recommended: those of training, and of validation when
     /// testing, unless they are among the split's own.
-    func excluded(_ u: Int) -> [Int32] {
+    @_spi(Testing) public func excluded(_ u: Int) -> [Int32] {
         var seen = interactions.train[u]
         if which == .test { seen = Array(Set(seen).union(interactions.valid[u])).sorted() }
         let positives = Set(interactions.items(of: u, in: which))

@@ -301,7 +301,7 @@ public final class TabularData {
 
     /// The split of each row (0 train, 1 valid, 2 test), a function of the seed and the rows'
     /// users alone.
-    static func assign(count n: Int, users: [Int32], splitting: Splitting, seed: UInt64, file: String) throws -> [UInt8] {
+    @_spi(Testing) public static func assign(count n: Int, users: [Int32], splitting: Splitting, seed: UInt64, file: String) throws -> [UInt8] {
         var splits = [UInt8](repeating: 0, count: n)
         switch splitting {
         case .none:
