@@ -57,6 +57,7 @@ struct Bench: ParsableCommand {
         try OptionCheck.number(seconds, "--seconds", 0.001...86_400)
         try OptionCheck.whole(checkpointRows, "--checkpoint-rows", 1...(1 << 31))
         try OptionCheck.whole(checkpointBatches, "--checkpoint-batches", 1...Int.max)
+        if let table, store == nil { throw ValidationError("--table \(table) measures a table of --store, which is not given") }
         let known: Set = ["hot", "update", "warm", "cold", "latency", "policy", "checkpoint"]
         for name in only.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             try OptionCheck.require(known.contains(name), "--only: '\(name)' is not a measurement; choose from \(known.sorted().joined(separator: ", "))")
@@ -77,7 +78,7 @@ struct Bench: ParsableCommand {
         let path: String, tableName: String, spec: TableSpec, keys: [UInt64]
         var buildSeconds = 0.0, checkpointSeconds = 0.0
         if let existing = self.store {
-            guard let name = self.table else { throw ValidationError("--store needs --table") }
+            guard let name = self.table else { throw ValidationError("--store \(existing) needs --table, the table to measure") }
             (path, tableName) = (existing, name)
             store = try open(path, hot: 1 << 20, warm: 0, create: false)
             table = try store.table(name)

@@ -37,10 +37,25 @@ struct DataOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Synthetic data: Zipf exponent of the categorical ids.") var syntheticZipf = 1.05
 
     func validate() throws {
+        for (option, value) in [("--data", data), ("--eval-data", evalData)] {
+            guard let value else { continue }
+            try OptionCheck.require(Self.dataKinds.contains { value == $0 || value.hasPrefix($0 + ":") },
+                                    "\(option): criteo:PATH, synthetic:criteo, movielens[:DIR] or table:PATH, not '\(value)'")
+        }
+        if !isTabular {
+            // What only tabular data reads is refused, not ignored.
+            if let schema { throw ValidationError("--schema \(schema) is for table: data, not --data \(data)") }
+            if let split { throw ValidationError("--split \(split) applies to movielens and table: data, not --data \(data)") }
+            if let first = cross.first { throw ValidationError("--cross \(first) applies to movielens and table: data, not --data \(data)") }
+            if `protocol` != .none { throw ValidationError("--protocol \(`protocol`.rawValue) applies to movielens and table: data, not --data \(data)") }
+        }
+        if let split { _ = try parseRatios(split) }
+        try OptionCheck.require(["geometric", "kaggle"].contains(syntheticKeySpaces),
+                                "--synthetic-key-spaces: geometric or kaggle, not '\(syntheticKeySpaces)'")
         try OptionCheck.whole(topK, "--top-k", 1...100_000)
         // A block is held in memory.
         if let shuffleBlock { try OptionCheck.whole(shuffleBlock, "--shuffle-block", 0...(1 << 24)) }
-        try OptionCheck.require(clickThreshold.isFinite, "--click-threshold must be a number")
+        try OptionCheck.require(clickThreshold.isFinite, "--click-threshold must be a number, not \(clickThreshold)")
         try OptionCheck.whole(Int(syntheticSamples), "--synthetic-samples", 1...Int.max)
         try OptionCheck.require(syntheticKeys >= 10 && syntheticKeys <= Double(Int64.max / 2),
                     "--synthetic-keys must be at least 10 (the smallest feature's key space), not \(syntheticKeys)")
@@ -49,6 +64,11 @@ struct DataOptions: ParsableArguments {
     }
 
     var malformedLines: MalformedLinePolicy { onMalformed == "skip" ? .skip : .stop }
+
+    /// The kinds of --data, each alone or followed by ":" and its argument.
+    private static let dataKinds = ["criteo", "synthetic", "movielens", "table"]
+
+    private var isTabular: Bool { data.hasPrefix("movielens") || data.hasPrefix("table:") }
 
     /// What the training run reads, and what the data is (tabular data also for recommending).
     struct Loaded {
@@ -65,10 +85,7 @@ struct DataOptions: ParsableArguments {
 
     /// `label` names the label the loss and the evaluation read (nil: the first).
     func load(seed: UInt64, label: String?) throws -> Loaded {
-        if data.hasPrefix("movielens") || data.hasPrefix("table:") { return try loadTable(seed: seed, label: label) }
-        guard `protocol` == .none, split == nil, cross.isEmpty else {
-            throw ValidationError("--protocol, --split and --cross apply to movielens and table: data")
-        }
+        if isTabular { return try loadTable(seed: seed, label: label) }
         let train = try clickSource(data, split: .train, seed: seed)
         let evaluation = try evalData.map { try clickSource($0, split: .test, seed: seed) }
             ?? (data.hasPrefix("synthetic:") ? try clickSource(data, split: .test, seed: seed) : nil)

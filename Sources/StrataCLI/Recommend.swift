@@ -25,7 +25,7 @@ struct Recommend: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
-        try OptionCheck.whole(count, "-k", 1...100_000)
+        try OptionCheck.whole(count, "--count", 1...100_000)
     }
 
     func run() throws {

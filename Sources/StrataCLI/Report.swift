@@ -11,7 +11,7 @@ func writeJSONReport(_ object: Any, named name: String, in directory: String) th
         let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
         try data.write(to: URL(fileURLWithPath: directory + "/" + name))
     } catch {
-        throw ToolError("cannot write the report in \(directory): \(error.localizedDescription)")
+        throw ToolError("--report \(directory): cannot write the report there: \(error.localizedDescription)")
     }
 }
 

@@ -46,9 +46,10 @@ struct Roundtrip: ParsableCommand {
     func validate() throws {
         try OptionCheck.whole(rows, "--rows", 1...Int.max)
         try OptionCheck.whole(dim, "--dim", 1...65_536)
-        for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb), ("--map-resident-mb", mapResidentMb)] {
+        for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb)] {
             try OptionCheck.whole(value, flag, 0...(Int.max >> 21))
         }
+        try OptionCheck.whole(mapResidentMb, "--map-resident-mb", 1...(Int.max >> 21))
         try OptionCheck.whole(checkpointRows, "--checkpoint-rows", 0...Int.max)
         try OptionCheck.whole(trainBatches, "--train-batches", 0...Int.max)
         try OptionCheck.whole(trainBatch, "--train-batch", 1...(1 << 20))

@@ -33,14 +33,14 @@ struct Train: ParsableCommand {
     @Option(help: "Store directory.") var store = "strata-data/train"
 
     @Option(parsing: .unconditional, help: "Model setting: the embedding dimension.") var embeddingDim: Int?
-    @Option(help: "Model setting: the MLP's hidden sizes, dash-separated (e.g. 128-64).") var mlp: String?
+    @Option(parsing: .unconditional, help: "Model setting: the MLP's hidden sizes, dash-separated (e.g. 128-64).") var mlp: String?
     @Option(parsing: .unconditional, help: "Model setting: dropout after the MLP's hidden layers.") var dropout: Float?
     @Option(parsing: .unconditional, help: "Model setting (dcn-v2): cross layers.") var crossLayers: Int?
     @Option(help: "Model setting (deep): how user and item embeddings meet: concat or product.") var combine: String?
     @Option(parsing: .unconditional, help: "Model setting (neumf): the MLP tower's embedding dimension.") var mlpEmbeddingDim: Int?
-    @Option(help: "Model setting (dlrm): bottom MLP hidden sizes, dash-separated (its input is the dense features, its output the embedding dimension).")
+    @Option(parsing: .unconditional, help: "Model setting (dlrm): bottom MLP hidden sizes, dash-separated (its input is the dense features, its output the embedding dimension).")
     var bottomMlp: String?
-    @Option(help: "Model setting (dlrm): top MLP hidden sizes, dash-separated (its output is one logit).") var topMlp: String?
+    @Option(parsing: .unconditional, help: "Model setting (dlrm): top MLP hidden sizes, dash-separated (its output is one logit).") var topMlp: String?
     @Option(name: .customLong("set"), help: "Model setting KEY=VALUE (VALUE as JSON, or text); repeatable.") var settings: [String] = []
 
     @Option(parsing: .unconditional, help: "Samples per step (before negatives).") var batchSize = 128
@@ -86,10 +86,16 @@ struct Train: ParsableCommand {
     var reportDirectory: String?
 
     func validate() throws {
+        try OptionCheck.require(ModelRegistry.names.contains(model),
+                                "--model: unknown model '\(model)'; the models are \(ModelRegistry.names.joined(separator: ", "))")
         // Refused here, not trapped on a precondition deep inside.
-        for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb), ("--map-resident-mb", mapResidentMb ?? 0)] {
+        for (flag, value) in [("--hot-mb", hotMb), ("--warm-mb", warmMb), ("--map-resident-mb", mapResidentMb ?? 1)] {
             try OptionCheck.mebibytes(value, flag)
         }
+        if let mapResidentMb { try OptionCheck.require(mapResidentMb > 0, "--map-resident-mb must be above 0, not \(mapResidentMb)") }
+        try OptionCheck.require(negativeSampling == "uniform" || negativeSampling == "popularity"
+                                    || (negativeSampling.hasPrefix("popularity:") && Double(negativeSampling.dropFirst("popularity:".count)).map { $0.isFinite && $0 >= 0 } == true),
+                                "--negative-sampling: uniform or popularity[:EXPONENT], not '\(negativeSampling)'")
         try OptionCheck.whole(batchSize, "--batch-size", 1...Self.largestBatch)
         if let negatives { try OptionCheck.whole(negatives, "--negatives", 0...1000) }
         try OptionCheck.require(batchSize * (1 + (negatives ?? 1)) <= Self.largestBatch,
@@ -121,6 +127,8 @@ struct Train: ParsableCommand {
             return try Store(path: store, options: options)
         } catch .locked(_, let holder) {
             throw StoreAccess.inUse(store, by: holder, command: "train")
+        } catch .system(let error) {
+            throw ToolError("--store \(store): \(error)")
         }
     }
 
@@ -262,6 +270,16 @@ struct Train: ParsableCommand {
         }
         let spec: ModelSpec
         do { spec = try ModelRegistry.spec(model, settings: try modelSettings()) } catch let error as ModelError {
+            // A setting the model does not have is named as the flag that gave it.
+            let flags: [(String, String, String?)] = [
+                ("combine", "--combine", combine), ("cross_layers", "--cross-layers", crossLayers.map { "\($0)" }),
+                ("mlp_embedding_dim", "--mlp-embedding-dim", mlpEmbeddingDim.map { "\($0)" }), ("mlp", "--mlp", mlp),
+                ("dropout", "--dropout", dropout.map { "\($0)" }), ("bottom_mlp", "--bottom-mlp", bottomMlp),
+                ("top_mlp", "--top-mlp", topMlp), ("embedding_dim", "--embedding-dim", embeddingDim.map { "\($0)" }),
+            ]
+            if let (_, flag, value) = flags.first(where: { $0.2 != nil && error.description.contains("no setting '\($0.0)'") }) {
+                throw ValidationError("\(flag) \(value!): \(error.description)")
+            }
             throw ValidationError(error.description)
         }
         if let problem = ModelRegistry.problem(spec, schema: loaded.schema) { throw ValidationError(problem) }
@@ -280,7 +298,7 @@ struct Train: ParsableCommand {
     private func modelSettings() throws -> [String: JSONValue] {
         var out: [String: JSONValue] = [:]
         func sizes(_ text: String, _ flag: String) throws -> JSONValue {
-            let parts = text.split(separator: "-").map { Int($0) }
+            let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
             guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else {
                 throw ValidationError("\(flag) wants sizes like 512-256-64, got '\(text)'")
             }
@@ -330,7 +348,7 @@ final class MetricsLog {
         // open(2), not FileManager.createFile, which writes a new file and renames it over
         // the path: a log written where the user points, be it a pipe or a device.
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ValidationError("cannot write the metrics file \(path): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw ValidationError("--metrics \(path): cannot write the metrics file: \(String(cString: strerror(errno)))") }
         handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
         encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -364,7 +382,7 @@ final class MetricsLog {
             let line = try JSONSerialization.data(withJSONObject: Self.finite(object), options: [.sortedKeys])
             try handle.write(contentsOf: line + Data("\n".utf8))
         } catch {
-            throw ToolError("cannot write the metrics file \(path): \(error.localizedDescription)")
+            throw ToolError("--metrics \(path): cannot write the metrics file: \(error.localizedDescription)")
         }
     }
 

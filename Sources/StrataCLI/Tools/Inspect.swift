@@ -212,6 +212,8 @@ struct Verify: ParsableCommand {
     @Option(parsing: .unconditional, help: "Stop listing after this many problems.") var limit = 100
     @Flag(help: "Print one JSON object.") var json = false
 
+    func validate() throws { try OptionCheck.whole(limit, "--limit", 1...Int.max) }
+
     func run() throws {
         let store = try access.openForReading()
         defer { try? store.close() }

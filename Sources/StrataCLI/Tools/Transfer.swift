@@ -61,7 +61,10 @@ struct Export: ParsableCommand {
         let spec = String(decoding: try JSONEncoder().encode(t.spec), as: UTF8.self)
         var metadata = ["table": table, "generation": "\(generation)", "spec": spec, "format": "strata-table-1"]
         if let since { metadata["since"] = "\(since)" }
-        let writer = try TableFileWriter(format: format, path: out, shapes: shapes, metadata: metadata)
+        let writer: TableFileWriter
+        do { writer = try TableFileWriter(format: format, path: out, shapes: shapes, metadata: metadata) } catch {
+            throw ToolError("--out \(out): \(error)")
+        }
         var written = 0
         try t.scanCheckpoint(batchSize: batchSize, changedAfter: since, withState: withState) { batch in
             guard written + batch.count <= rows else { throw ToolError("the table changed during the export") }
