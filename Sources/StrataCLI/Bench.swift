@@ -89,7 +89,13 @@ struct Bench: ParsableCommand {
             grads = gradients(batch * spec.dimension)
         } else {
             (path, tableName) = (dir ?? temporaryPath(), "bench")
-            try? FileManager.default.removeItem(atPath: path)
+            // The user's --dir loses only a store an earlier bench left there: a directory
+            // holding anything else is refused, never emptied.
+            if let dir {
+                do { try Store.remove(at: dir) } catch { throw ToolError("--dir \(dir): \(error)") }
+            } else {
+                try? FileManager.default.removeItem(atPath: path)
+            }
             spec = TableSpec(dimension: dim, initializer: .init(.uniform(low: -0.05, high: 0.05), seed: 1),
                              optimizer: .rowwiseAdagrad(learningRate: 0.01))
             keys = (0..<(quick ? 12_000 : rows)).map(scrambledKey)
@@ -414,7 +420,10 @@ struct Bench: ParsableCommand {
         options.create = create && self.store == nil
         options.budget = TierBudget(hotBytes: hot, warmBytes: warm)
         if let mapResident { options.mapResidentBytes = mapResident }
-        return try Store(path: path, options: options)
+        do { return try Store(path: path, options: options) } catch {
+            guard let option = self.store != nil ? "--store" : dir != nil ? "--dir" : nil else { throw error }
+            throw ToolError("\(option) \(path): \(error)")
+        }
     }
 }
 

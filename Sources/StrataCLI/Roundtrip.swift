@@ -92,7 +92,8 @@ struct Roundtrip: ParsableCommand {
         var figures: [String: Double] = ["rows": Double(rows), "dim": Double(dim)]
         var memory = MemorySamples()
 
-        var db = try Store(path: store, options: options)
+        var db: Store
+        do { db = try Store(path: store, options: options) } catch { throw ToolError("--store \(store): \(error)") }
         var table = try db.createTable("embeddings", spec)
         let recordBytes = try table.statistics().recordBytes
         let budget = options.budget.hotBytes + options.budget.warmBytes + (mapResidentMb << 20)
