@@ -50,6 +50,10 @@ struct DataOptions: ParsableArguments {
             if `protocol` != .none { throw ValidationError("--protocol \(`protocol`.rawValue) applies to movielens and table: data, not --data \(data)") }
         }
         if let split { _ = try parseRatios(split) }
+        _ = try parsedCrosses()
+        if let schema, data.hasPrefix("movielens") {
+            throw ValidationError("--schema \(schema) is for table: data; movielens has its own")
+        }
         try OptionCheck.require(["geometric", "kaggle"].contains(syntheticKeySpaces),
                                 "--synthetic-key-spaces: geometric or kaggle, not '\(syntheticKeySpaces)'")
         try OptionCheck.whole(topK, "--top-k", 1...100_000)
@@ -117,11 +121,7 @@ struct DataOptions: ParsableArguments {
         guard evalData == nil || `protocol` == .none else {
             throw ValidationError("--eval-data and --protocol exclude each other: the protocol evaluates on its own split")
         }
-        let crosses = try cross.map { text -> [String] in
-            let parts = text.split(separator: ",").map { String($0) }
-            guard parts.count >= 2 else { throw ValidationError("--cross wants features like age,genre, got '\(text)'") }
-            return parts
-        }
+        let crosses = try parsedCrosses()
         var options = TabularData.Options(protocol: `protocol`, ratios: try split.map(parseRatios), seed: seed,
                                           clickThreshold: clickThreshold, crosses: crosses)
         options.malformedLines = malformedLines
@@ -160,6 +160,14 @@ struct DataOptions: ParsableArguments {
     static var movieLensDirectory: String {
         let environment = ProcessInfo.processInfo.environment
         return (environment["STRATA_DATA"] ?? NSHomeDirectory() + "/.cache/strata/data") + "/ml-100k"
+    }
+
+    private func parsedCrosses() throws -> [[String]] {
+        try cross.map { text -> [String] in
+            let parts = text.split(separator: ",").map { String($0) }
+            guard parts.count >= 2 else { throw ValidationError("--cross wants features like age,genre, got '\(text)'") }
+            return parts
+        }
     }
 
     private func parseRatios(_ text: String) throws -> [Double] {

@@ -93,9 +93,7 @@ struct Train: ParsableCommand {
             try OptionCheck.mebibytes(value, flag)
         }
         if let mapResidentMb { try OptionCheck.require(mapResidentMb > 0, "--map-resident-mb must be above 0, not \(mapResidentMb)") }
-        try OptionCheck.require(negativeSampling == "uniform" || negativeSampling == "popularity"
-                                    || (negativeSampling.hasPrefix("popularity:") && Double(negativeSampling.dropFirst("popularity:".count)).map { $0.isFinite && $0 >= 0 } == true),
-                                "--negative-sampling: uniform or popularity[:EXPONENT], not '\(negativeSampling)'")
+        _ = try negativeDistribution()
         try OptionCheck.whole(batchSize, "--batch-size", 1...Self.largestBatch)
         if let negatives { try OptionCheck.whole(negatives, "--negatives", 0...1000) }
         try OptionCheck.require(batchSize * (1 + (negatives ?? 1)) <= Self.largestBatch,
@@ -134,6 +132,9 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let loaded = try input.load(seed: seed, label: label)
+        if let label, loaded.schema.labelIndex(label) == nil {
+            throw ValidationError("--label \(label): the data has no such label; its labels are \(loaded.schema.labels.map(\.name).joined(separator: ", "))")
+        }
         let options = try trainingOptions(loaded)
         if let table = loaded.table, !table.ignoredColumns.isEmpty {
             print("columns not in the schema (read past): \(table.ignoredColumns.joined(separator: ", "))")
@@ -254,20 +255,7 @@ struct Train: ParsableCommand {
         }
         let count = negatives ?? (loaded.ranks ? 1 : 0)
         var sampling: NegativeSampling? = nil
-        if count > 0 {
-            let parts = negativeSampling.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-            let distribution: NegativeSampling.Distribution
-            switch parts.first ?? "" {
-            case "uniform" where parts.count == 1: distribution = .uniform
-            case "popularity":
-                guard let exponent = parts.count == 2 ? Double(parts[1]) : 1, exponent.isFinite, exponent >= 0 else {
-                    throw ValidationError("--negative-sampling popularity:EXPONENT wants a number >= 0, got '\(negativeSampling)'")
-                }
-                distribution = .popularity(exponent: exponent)
-            default: throw ValidationError("--negative-sampling: uniform or popularity[:EXPONENT], not '\(negativeSampling)'")
-            }
-            sampling = NegativeSampling(count: count, distribution: distribution)
-        }
+        if count > 0 { sampling = NegativeSampling(count: count, distribution: try negativeDistribution()) }
         let spec: ModelSpec
         do { spec = try ModelRegistry.spec(model, settings: try modelSettings()) } catch let error as ModelError {
             // A setting the model does not have is named as the flag that gave it.
@@ -295,6 +283,20 @@ struct Train: ParsableCommand {
     }
 
     /// The model settings the flags give, by configuration key.
+    /// --negative-sampling, checked whether or not negatives are drawn.
+    private func negativeDistribution() throws -> NegativeSampling.Distribution {
+        let parts = negativeSampling.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        switch parts.first ?? "" {
+        case "uniform" where parts.count == 1: return .uniform
+        case "popularity":
+            guard let exponent = parts.count == 2 ? Double(parts[1]) : 1, exponent.isFinite, exponent >= 0 else {
+                throw ValidationError("--negative-sampling popularity:EXPONENT wants a number >= 0, got '\(negativeSampling)'")
+            }
+            return .popularity(exponent: exponent)
+        default: throw ValidationError("--negative-sampling: uniform or popularity[:EXPONENT], not '\(negativeSampling)'")
+        }
+    }
+
     private func modelSettings() throws -> [String: JSONValue] {
         var out: [String: JSONValue] = [:]
         func sizes(_ text: String, _ flag: String) throws -> JSONValue {
