@@ -7,7 +7,7 @@
 #                                         crashes, hangs and leaks to .build-fuzz/findings; with
 #                                         keep-going, in a child process that is restarted after
 #                                         each finding, for long unattended runs
-#   tools/fuzz.sh all SECONDS             every target in turn (CI runs this briefly)
+#   tools/fuzz.sh all SECONDS             every target in turn
 #   tools/fuzz.sh seed                    remake Tests/Fuzz/Corpus from files Strata writes
 #
 # A finding is fixed, then its input is committed to Tests/Fuzz/Findings/TARGET, which the
