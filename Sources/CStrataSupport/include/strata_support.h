@@ -1,5 +1,6 @@
 // Small pieces Swift cannot express directly: CPU prefetch hints, a write that changes
-// nothing, and CRC-32C with the SSE4.2 instruction when the CPU has it.
+// nothing, CRC-32C with the SSE4.2 instruction when the CPU has it, and LMDB reads guarded
+// against damaged pages (strata_lmdb_guard.h).
 #ifndef STRATA_SUPPORT_H
 #define STRATA_SUPPORT_H
 
@@ -30,8 +31,6 @@ static inline void strata_touch_for_write(void *address) {
 #else
     volatile uint32_t *word = (volatile uint32_t *)address;
     *word = *word;
-#include "strata_lmdb_guard.h"
-
 #endif
 }
 
