@@ -259,14 +259,8 @@ struct Train: ParsableCommand {
         let spec: ModelSpec
         do { spec = try ModelRegistry.spec(model, settings: try modelSettings()) } catch let error as ModelError {
             // A setting the model does not have is named as the flag that gave it.
-            let flags: [(String, String, String?)] = [
-                ("combine", "--combine", combine), ("cross_layers", "--cross-layers", crossLayers.map { "\($0)" }),
-                ("mlp_embedding_dim", "--mlp-embedding-dim", mlpEmbeddingDim.map { "\($0)" }), ("mlp", "--mlp", mlp),
-                ("dropout", "--dropout", dropout.map { "\($0)" }), ("bottom_mlp", "--bottom-mlp", bottomMlp),
-                ("top_mlp", "--top-mlp", topMlp), ("embedding_dim", "--embedding-dim", embeddingDim.map { "\($0)" }),
-            ]
-            if let (_, flag, value) = flags.first(where: { $0.2 != nil && error.description.contains("no setting '\($0.0)'") }) {
-                throw ValidationError("\(flag) \(value!): \(error.description)")
+            if let given = settingFlags().first(where: { error.description.contains("no setting '\($0.key)'") }) {
+                throw ValidationError("\(given.flag) \(given.text): \(error.description)")
             }
             throw ValidationError(error.description)
         }
@@ -297,8 +291,9 @@ struct Train: ParsableCommand {
         }
     }
 
-    private func modelSettings() throws -> [String: JSONValue] {
-        var out: [String: JSONValue] = [:]
+    /// The model-setting flags given: the setting each sets, the flag, its value as typed, and
+    /// the setting's value.
+    private func settingFlags() -> [(key: String, flag: String, text: String, value: () throws -> JSONValue)] {
         func sizes(_ text: String, _ flag: String) throws -> JSONValue {
             let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
             guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else {
@@ -306,14 +301,22 @@ struct Train: ParsableCommand {
             }
             return .array(parts.map { .number(Double($0!)) })
         }
-        if let embeddingDim { out["embedding_dim"] = .number(Double(embeddingDim)) }
-        if let mlp { out["mlp"] = try sizes(mlp, "--mlp") }
-        if let dropout { out["dropout"] = .number(Double(dropout)) }
-        if let crossLayers { out["cross_layers"] = .number(Double(crossLayers)) }
-        if let combine { out["combine"] = .string(combine) }
-        if let mlpEmbeddingDim { out["mlp_embedding_dim"] = .number(Double(mlpEmbeddingDim)) }
-        if let bottomMlp { out["bottom_mlp"] = try sizes(bottomMlp, "--bottom-mlp") }
-        if let topMlp { out["top_mlp"] = try sizes(topMlp, "--top-mlp") }
+        let given: [(String, String, String?, () throws -> JSONValue)] = [
+            ("embedding_dim", "--embedding-dim", embeddingDim.map { "\($0)" }, { .number(Double(embeddingDim!)) }),
+            ("mlp", "--mlp", mlp, { try sizes(mlp!, "--mlp") }),
+            ("dropout", "--dropout", dropout.map { "\($0)" }, { .number(Double(dropout!)) }),
+            ("cross_layers", "--cross-layers", crossLayers.map { "\($0)" }, { .number(Double(crossLayers!)) }),
+            ("combine", "--combine", combine, { .string(combine!) }),
+            ("mlp_embedding_dim", "--mlp-embedding-dim", mlpEmbeddingDim.map { "\($0)" }, { .number(Double(mlpEmbeddingDim!)) }),
+            ("bottom_mlp", "--bottom-mlp", bottomMlp, { try sizes(bottomMlp!, "--bottom-mlp") }),
+            ("top_mlp", "--top-mlp", topMlp, { try sizes(topMlp!, "--top-mlp") }),
+        ]
+        return given.compactMap { key, flag, text, value in text.map { (key, flag, $0, value) } }
+    }
+
+    private func modelSettings() throws -> [String: JSONValue] {
+        var out: [String: JSONValue] = [:]
+        for given in settingFlags() { out[given.key] = try given.value() }
         for setting in settings {
             guard let eq = setting.firstIndex(of: "="), eq != setting.startIndex else {
                 throw ValidationError("--set wants KEY=VALUE, got '\(setting)'")

@@ -744,11 +744,7 @@ extension Table {
                 counted = try txn.statistics(db).entries
             } catch { throw damagedPages(after: keys.last, error) }
             if let damaged { throw corruptColdRecord(damaged.key, damaged.problem) }
-            if keys.count < limit && keys.count != counted {
-                throw .corrupted(
-                    file: store.dataPath,
-                    detail: "table '\(name)': a walk of LMDB's pages found \(keys.count) keys, its count says \(counted): pages of the table are damaged")
-            }
+            if keys.count < limit && keys.count != counted { throw walkMiscounted(found: keys.count, counted: counted) }
             return keys
         }
     }

@@ -197,10 +197,14 @@ extension Table {
         }
         let expected = checkpointRowCount
         if walked != expected && store.generation.load(ordering: .acquiring) == generation {
-            throw StoreError.corrupted(
-                file: store.dataPath,
-                detail: "table '\(name)': a walk of LMDB's pages found \(walked) rows, its count says \(expected): pages of the table are damaged")
+            throw walkMiscounted(found: walked, counted: expected)
         }
+    }
+
+    /// A whole walk of this table's records that found another number than LMDB counts.
+    func walkMiscounted(found: Int, counted: Int) -> StoreError {
+        .corrupted(file: store.dataPath,
+                   detail: "table '\(name)': a walk of LMDB's pages found \(found) rows, its count says \(counted): pages of the table are damaged")
     }
 
     /// What an LMDB failure in a walk of this table's records means.
