@@ -86,11 +86,14 @@ import Glibc
 
         // The run killed again and again.
         var rng = SplitMix64(seed: 2026_1130)
-        var attempt = 0, killedMidRun = 0, aimed = 0, finished = false
+        var attempt = 0, killedMidRun = 0, finished = false
         var lastCheckpoint = 0  // the step of K's newest checkpoint, as its metrics files tell
         var log: [String] = []
+        // A run can go faster than the uninterrupted one did and finish before a kill lands;
+        // then K starts over, with kills aimed three times earlier.
+        var reach = 1.0, restarts = 0
         while attempt < kills && !finished {
-            let metrics = directory + "/K-\(attempt).jsonl"
+            let metrics = directory + "/K-\(restarts)-\(attempt).jsonl"
             let child = try ChildProcess(StrataCommand.path, arguments(k, metrics) + (attempt > 0 ? ["--resume"] : []))
             let remaining = (steps - lastCheckpoint) / checkpointEvery  // checkpoints still to come
             var how: String
@@ -101,12 +104,11 @@ import Glibc
                 while Self.checkpointSteps(metrics).count < n && ChildProcess.now() < deadline { usleep(1_000) }
                 usleep(useconds_t(rng.next() % 3_000))
                 how = "after checkpoint \(n) of the attempt"
-                aimed += 1
             } else {
                 // Anywhere: in a step, a look-ahead lookup, a spill, a checkpoint, or start-up.
                 // Start-up and up to about 120 steps.
                 let perStep = duration / Double(steps)
-                let ms = 20 + rng.next() % UInt64(150 + 120 * perStep * 1000)
+                let ms = 20 + rng.next() % UInt64(150 + 120 * perStep * 1000 * reach)
                 usleep(useconds_t(ms * 1000))
                 how = "after \(ms) ms"
             }
@@ -116,7 +118,16 @@ import Glibc
             let checkpoints = Self.checkpointSteps(metrics)
             if let last = checkpoints.last { lastCheckpoint = last }
             log.append("attempt \(attempt): killed \(how), status \(status), checkpoints at \(checkpoints)")
-            if status == 0 {
+            if status == 0 && killedMidRun < kills / 2 && restarts < 3 {
+                log.append("finished before enough kills landed; K starts over")
+                removeDirectory(k)
+                reach /= 3
+                restarts += 1
+                attempt = 0
+                killedMidRun = 0
+                lastCheckpoint = 0
+                continue
+            } else if status == 0 {
                 finished = true
             } else {
                 try #require(status == 128 + SIGKILL, "attempt \(attempt) failed by itself (status \(status)): \(lines.suffix(5))")
