@@ -116,4 +116,23 @@ import Glibc
         #expect(bitIdentical(try again.peek(everyKey), frozen.values(everyKey)), "rows reopened at checkpoint 2")
         try reopened.close()
     }
+
+    /// A store let go right after `wait()` returns is closed then and there: the writer thread
+    /// has dropped its reference before it reports the end, so the store opens again at once
+    /// (the differential test's in-flight runs, in release, once found it still locked).
+    @Test func aStoreLetGoAfterItsCheckpointEndedOpensAgainAtOnce() throws {
+        let directory = temporaryDirectory("strata-background-checkpoint-drop")
+        defer { removeDirectory(directory) }
+        for round in 0..<300 {
+            let store = try Store(path: directory)
+            let table = try store.createTable("t", Self.spec)
+            let keys = [Self.key(round)]
+            try table.applyGradients(keys, Self.gradients(keys, salt: UInt64(round)))
+            let info = try store.beginCheckpoint(payload: [UInt8(truncatingIfNeeded: round)]).wait()
+            try #require(info.generation == UInt64(round + 1), "round \(round): generation \(info.generation)")
+        }
+        let store = try Store(path: directory)
+        #expect(store.lastCheckpoint.generation == 300)
+        try store.close()
+    }
 }

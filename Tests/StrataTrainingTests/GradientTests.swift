@@ -558,8 +558,12 @@ private typealias GC = GradientCheck
                 try offsets.withUnsafeBufferPointer { o in try layer.forward(training: false) { _ in UseKeys(keys: k, offsets: o) } }
             }
         }
+        #if DEBUG  // -O stops on a failed precondition without printing its message
         let said = String(decoding: result.standardErrorContent, as: UTF8.self)
         #expect(said.contains("bag offsets must not decrease: 1000000 then 3"), "\(said.suffix(400))")
+        #else
+        _ = result
+        #endif
         await #expect(processExitsWith: .failure) {
             let t = Tensor(rows: 2, columns: 3)
             _ = t[2, 0]

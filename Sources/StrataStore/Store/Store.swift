@@ -857,9 +857,15 @@ public final class Store: Sendable {
     public func beginCheckpoint(payload: [UInt8] = []) throws(StoreError) -> PendingCheckpoint {
         let frozen = try freeze(payload)
         let pending = PendingCheckpoint()
+        // The writer drops its reference to the store before it reports the end, so a caller
+        // that waits, then lets the store go, closes it then and there (and frees its lock).
+        let writer = Monitor<Store?>(self)
         do {
-            try startThread(for: "the checkpoint writer of \(core.path)") { [self] in
-                pending.finish(Result { () throws(StoreError) in try self.writeFrozen(frozen) })
+            try startThread(for: "the checkpoint writer of \(core.path)") {
+                let result = Result { () throws(StoreError) in
+                    try writer.when({ _ in true }) { store in defer { store = nil }; return store! }.writeFrozen(frozen)
+                }
+                pending.finish(result)
             }
         } catch {
             // No thread: write it here.
