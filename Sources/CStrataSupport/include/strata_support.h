@@ -39,6 +39,13 @@ static inline void strata_touch_for_write(void *address) {
 /// else an 8-slice table.
 uint32_t strata_crc32c(uint32_t crc, const void *bytes, size_t count);
 
+/// Tell ThreadSanitizer that the calling thread takes (`acquire`) or gives up (`release`) the
+/// lock at `address`, for a lock it cannot see: Synchronization's `Mutex` parks in futex
+/// calls inside the standard library, which is not instrumented. Empty unless this file
+/// is built with `-fsanitize=thread`.
+void strata_tsan_acquire(void *address);
+void strata_tsan_release(void *address);
+
 #include "strata_lmdb_guard.h"
 
 #endif

@@ -546,14 +546,14 @@ private struct WrittenPages {
     let commits = Atomic<Int>(0)
     /// A reset `MDB_txn`, used by one thread at a time (MDB_NOTLS allows moving it).
     private struct Idle: @unchecked Sendable { let raw: OpaquePointer }
-    private let idle = Mutex<[Idle]>([])
+    private let idle = Locked<[Idle]>([])
     /// The pinned snapshot; nil once `close` ended it, and for a pool of fresh snapshots.
-    private let pinned: Mutex<Idle?>
+    private let pinned: Locked<Idle?>
     let isPinned: Bool
 
     init(environment: LMDBEnvironment) {
         self.environment = environment
-        pinned = Mutex(nil)
+        pinned = Locked(nil)
         isPinned = false
     }
 
@@ -563,7 +563,7 @@ private struct WrittenPages {
     /// holds its checkpoint lock exclusively around every use.
     @_spi(Testing) public init(pinningSnapshotOf environment: LMDBEnvironment) throws(LMDBError) {
         self.environment = environment
-        pinned = Mutex(Idle(raw: try environment.beginSnapshot()))
+        pinned = Locked(Idle(raw: try environment.beginSnapshot()))
         isPinned = true
     }
 

@@ -90,8 +90,8 @@ final class StoreCore: Sendable {
     /// Traffic through the map since its resident pages were last measured.
     private let mapTraffic = Atomic<Int>(0)
     /// The process's file-backed resident bytes right after the last trim.
-    private let mapBaseline = Mutex<Int>(0)
-    private let mapRegion = Mutex<(base: UInt, length: Int)?>(nil)
+    private let mapBaseline = Locked<Int>(0)
+    private let mapRegion = Locked<(base: UInt, length: Int)?>(nil)
 
     /// A writer's core reads through a pool of fresh snapshots; a reader's through `readers`,
     /// its one pinned snapshot.
@@ -246,7 +246,7 @@ final class StoreCore: Sendable {
 /// until it execs, making a quick reopen fail at random; record locks are not inherited.)
 final class StoreLockFile: Sendable {
     /// Stores open in this process, by their directory's device and inode.
-    private static let openHere = Mutex<Set<String>>([])
+    private static let openHere = Locked<Set<String>>([])
     private let descriptor: Atomic<Int32>
     private let registered = Atomic<Bool>(true)
     private let path: String
@@ -482,7 +482,7 @@ public final class Store: Sendable {
 
     let core: StoreCore
     private let meta: LMDBDatabase
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     private struct State: ~Copyable {
         var tables: [String: Table] = [:]
@@ -639,7 +639,7 @@ public final class Store: Sendable {
         }
 
         let tables = try Self.makeTables(loaded, core: core, options: options, report: &report)
-        state = Mutex(State(tables: tables, nextID: (loaded.catalog.map(\.id).max() ?? 0) + 1, last: loaded.last))
+        state = Locked(State(tables: tables, nextID: (loaded.catalog.map(\.id).max() ?? 0) + 1, last: loaded.last))
         openReport = report
         opened = true
     }
@@ -651,7 +651,7 @@ public final class Store: Sendable {
         self.options = options
         self.core = core
         self.meta = meta
-        state = Mutex(State(tables: tables, nextID: (loaded.catalog.map(\.id).max() ?? 0) + 1, last: loaded.last))
+        state = Locked(State(tables: tables, nextID: (loaded.catalog.map(\.id).max() ?? 0) + 1, last: loaded.last))
         openReport = report
     }
 

@@ -1,5 +1,5 @@
 // One shard of a table: the rows whose key hash falls in its range, with their index, hot
-// slots, warm slots and counters. A shard is only ever reached through its own Mutex.
+// slots, warm slots and counters. A shard is only ever reached through its own lock.
 //
 // How a row moves:
 //   lookup or update  -> the row comes to hot (from warm, spill, LMDB, or the initializer)
@@ -98,7 +98,7 @@ struct ShardGroup {
     @inline(__always) func index(_ m: Int) -> Int { Int(order[m]) }
 }
 
-/// @unchecked Sendable: its memory is reached only while holding the shard's Mutex.
+/// @unchecked Sendable: its memory is reached only while holding the shard's lock.
 @_spi(Testing) public struct Shard: ~Copyable, @unchecked Sendable {
     @_spi(Testing) public var index: KeyIndex
     var hot: AdmissionPolicy

@@ -9,7 +9,7 @@ final class StagingBlock: Sendable {
         let memory: UnsafeMutableRawPointer
         let bytes: Int
     }
-    private let kept = Mutex<Block?>(nil)
+    private let kept = Locked<Block?>(nil)
 
     init() {}
 

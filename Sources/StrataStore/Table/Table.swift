@@ -29,7 +29,7 @@ public struct TierBudget: Sendable, Equatable, Codable {
 /// full disk) can leave rows of shards already visited updated, which a checkpoint would
 /// then keep. Durable state only changes at `Store.checkpoint`.
 public final class Table: @unchecked Sendable {
-    // @unchecked: the shards live behind raw pointers, each reached only through its Mutex;
+    // @unchecked: the shards live behind raw pointers, each reached only through its lock;
     // everything else is immutable or atomic.
 
     public let name: String
@@ -43,7 +43,7 @@ public final class Table: @unchecked Sendable {
 
     @_spi(Testing) public let shardCount: Int
     private let shardShift: UInt64
-    private let shards: UnsafeMutablePointer<Mutex<Shard>>
+    private let shards: UnsafeMutablePointer<Locked<Shard>>
     let hotArena: HotArena
     private let warm: WarmFile?
     let hotCapacity: Int
@@ -56,7 +56,7 @@ public final class Table: @unchecked Sendable {
     private let deletionsHandle: Atomic<UInt32>
     /// Rows LMDB holds for this table, as of the last checkpoint.
     let persistedRows: Atomic<Int>
-    let lastCheckpoint = Mutex(CheckpointTotals())
+    let lastCheckpoint = Locked(CheckpointTotals())
 
     /// Traffic of earlier opens, as of the last checkpoint (from `meta/traffic.<id>`).
     let trafficBeforeOpen: TableStatistics.Traffic
@@ -161,7 +161,7 @@ public final class Table: @unchecked Sendable {
                 dropped += reused[s].count - rows.count
                 shard.adoptWarm(rows)
             }
-            (shards + s).initialize(to: Mutex(shard))
+            (shards + s).initialize(to: Locked(shard))
         }
         warmSlotsDropped = dropped
     }

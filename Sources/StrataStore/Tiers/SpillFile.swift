@@ -15,7 +15,7 @@ import Glibc
     private let file: OpenFile?
     /// Whether `file` is there (a noncopyable optional cannot be looked into without a borrow).
     private let backed: Bool
-    private let slots = Mutex<(free: [Int], end: Int)>(([], 0))
+    private let slots = Locked<(free: [Int], end: Int)>(([], 0))
 
     /// Opens the file empty.
     init(path: String, recordSize: Int) throws(SystemError) {
