@@ -2,6 +2,7 @@
 # Fuzzing Strata's readers of outside bytes with libFuzzer (targets: Tests/Fuzz/Targets.swift).
 #
 #   tools/fuzz.sh build                   build strata-fuzz with libFuzzer and AddressSanitizer
+#   tools/fuzz.sh build-tests             the same, and the tests, so built
 #   tools/fuzz.sh run TARGET SECONDS [keep-going]
 #                                         fuzz one target; new inputs go to .build-fuzz/corpus,
 #                                         crashes, hangs and leaks to .build-fuzz/findings; with
@@ -27,8 +28,9 @@ fuzzer_runtime() {
 
 build() {
     # The program's own main calls LLVMFuzzerRunDriver, so it links libFuzzer without its
-    # main; every Swift module gets coverage counters and AddressSanitizer.
-    swift build -c release --scratch-path "$scratch" --product strata-fuzz \
+    # main; every Swift module gets coverage counters and AddressSanitizer. With
+    # --build-tests, the tests are built the same way (tools/test.sh address runs them).
+    swift build -c release --scratch-path "$scratch" "${@:---product=strata-fuzz}" \
         -Xswiftc -sanitize=address -Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table \
         -Xswiftc -DSTRATA_FUZZ -Xswiftc -g -Xlinker "$(fuzzer_runtime)" -Xlinker -lstdc++
 }
@@ -78,6 +80,7 @@ seed() {
 
 case "${1:-}" in
     build) build ;;
+    build-tests) build --build-tests ;;
     run) [[ $# -eq 3 || ( $# -eq 4 && $4 == keep-going ) ]] || { echo "usage: tools/fuzz.sh run TARGET SECONDS [keep-going]" >&2; exit 64; }
         build; run "$2" "$3" "${4:-}" ;;
     all)
@@ -85,5 +88,5 @@ case "${1:-}" in
         build
         for t in "${targets[@]}"; do echo "== $t"; run "$t" "$2"; done ;;
     seed) seed ;;
-    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 64 ;;
+    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 64 ;;
 esac
