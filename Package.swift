@@ -29,6 +29,10 @@ let package = Package(
         .library(name: "StrataStore", targets: ["StrataStore"]),
         .library(name: "StrataTraining", targets: ["StrataTraining"]),
         .executable(name: "strata", targets: ["StrataCLI"]),
+        // Loaded with LD_PRELOAD into a child of the power-loss test, to record its file writes.
+        // No target may depend on it: its definitions of pwrite, msync and the rest would then
+        // replace libc's in that target's process.
+        .library(name: "StrataWriteLog", type: .dynamic, targets: ["CStrataWriteLog"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -88,6 +92,11 @@ let package = Package(
             path: "Tests/Fuzz",
             exclude: ["Corpus", "Findings", "lsan.supp"],
             swiftSettings: strictness),
+        // The recorder behind the StrataWriteLog product (Tests/WriteLog/include has its log format).
+        .target(
+            name: "CStrataWriteLog",
+            path: "Tests/WriteLog",
+            linkerSettings: [.linkedLibrary("dl")]),
         .target(
             name: "StrataTestSupport",
             dependencies: ["StrataStore"],

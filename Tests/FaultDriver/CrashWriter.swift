@@ -6,13 +6,16 @@ import StrataTestSupport
 /// checkpoint G completed. With `--in-flight 1`, each checkpoint is written in the background
 /// while the operations after it go on (the next waits for it). `--transaction-pages P`
 /// splits each checkpoint into transactions of P pages (readers in another process then
-/// find it half written for longer).
+/// find it half written for longer). `--map-bytes B` starts a new store's LMDB map at B bytes
+/// (a small one grows sooner). With `--close 1` it closes the store after the last
+/// checkpoint and prints `closed` (a clean close writes each table's warm.index).
 enum CrashWriter {
     static func run(_ args: [String]) throws -> Int32 {
         let a = Arguments(args)
         var options = CrashScenario.options()
         let pages = a.int("transaction-pages", default: 0)
         if pages > 0 { options.transactionPagesForTesting = pages }
+        options.initialMapBytes = a.int("map-bytes", default: options.initialMapBytes)
         let (store, tables) = try CrashScenario.open(a.string("store"), options: options)
         let start = CrashScenario.operations(in: store.lastCheckpoint)
         let end = start + a.int("operations", default: Int.max / 2)
@@ -42,6 +45,10 @@ enum CrashWriter {
             }
         }
         try written()
+        if a.int("close", default: 0) != 0 {
+            try store.close()
+            say("closed")
+        }
         say("finished")
         return 0
     }

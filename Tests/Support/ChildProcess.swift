@@ -10,8 +10,9 @@ public final class ChildProcess {
     private var reaped: Int32?
     public private(set) var lines: [String] = []
 
-    /// Starts `path` with `arguments`.
-    public init(_ path: String, _ arguments: [String]) throws {
+    /// Starts `path` with `arguments`, in this process's environment with `environment`'s
+    /// variables set (replacing any of the same name).
+    public init(_ path: String, _ arguments: [String], environment: [String: String] = [:]) throws {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { throw ChildError.spawn("pipe: \(errno)") }
         // Other children spawned meanwhile must not inherit this pipe (dup2 in the child
@@ -26,8 +27,17 @@ public final class ChildProcess {
         defer { posix_spawn_file_actions_destroy(&actions) }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        var inherited: [String] = []
+        var at: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?> = environ
+        while let entry = at.pointee {
+            let text = String(cString: entry)
+            if environment[String(text.prefix { $0 != "=" })] == nil { inherited.append(text) }
+            at += 1
+        }
+        let envp = (inherited + environment.map { "\($0.key)=\($0.value)" }).map { strdup($0) } + [nil]
+        defer { envp.forEach { free($0) } }
         var child: pid_t = 0
-        let rc = posix_spawn(&child, path, &actions, nil, argv, environ)
+        let rc = posix_spawn(&child, path, &actions, nil, argv, envp)
         close(fds[1])
         guard rc == 0 else {
             close(fds[0])
