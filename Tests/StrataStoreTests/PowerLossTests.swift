@@ -50,6 +50,7 @@ import Glibc
         if cuts.last != log.records.count { cuts.append(log.records.count) }
         var references = ReferenceCache()
         var (opened, insideCheckpoint, rolledBack, unreported, unsynced, dropped) = (0, 0, 0, 0, 0, 0)
+        var (unsyncedNames, droppedNames) = (0, 0)
         var generations: ClosedRange<UInt64>?
         var lastPrefix: UInt64 = 0
         for (index, cut) in cuts.enumerated() {
@@ -65,6 +66,7 @@ import Glibc
                     var random = SplitMix64(seed: UInt64(cut) << 8 | (kind == "random-1" ? 1 : 2))
                     let made = try log.randomState(cut, &random)
                     (state, unsynced, dropped) = (made.state, unsynced + made.unsynced, dropped + made.dropped)
+                    (unsyncedNames, droppedNames) = (unsyncedNames + made.unsyncedNames, droppedNames + made.droppedNames)
                 }
                 let place = directory + "/cut-\(index)-\(kind)"
                 try state.write(to: place)
@@ -84,7 +86,8 @@ import Glibc
         print("power loss\(inFlight ? " (checkpoints in flight)" : ""): \(log.records.count) records, \(cuts.count) cuts "
               + "(\(insideCheckpoint) inside a checkpoint), \(opened) states opened at generations \(generations.map { "\($0)" } ?? "none"); "
               + "\(rolledBack) rolled a checkpoint back, \(unreported) came back at a checkpoint not yet reported; "
-              + "the random states left out \(dropped) of \(unsynced) unsynced write pieces")
+              + "the random states left out \(dropped) of \(unsynced) unsynced write pieces "
+              + "and undid \(droppedNames) of \(unsyncedNames) name changes no directory sync covered")
         #expect(generations?.upperBound == UInt64(Self.checkpoints))
         passed = true
     }
@@ -166,10 +169,12 @@ struct WriteLog {
         case mkdir(String)
         case mark(String)
         case unknown(UInt32, String)
+        /// A directory's fsync returned: "" the root, ".." the root's parent.
+        case directorySync(String)
 
         var isBarrier: Bool {
             switch self {
-            case .sync, .rangeSync: true
+            case .sync, .rangeSync, .directorySync: true
             default: false
             }
         }
@@ -218,6 +223,7 @@ struct WriteLog {
             case 10: records.append(.mkdir(try text()))
             case 11: records.append(.mark(try text()))
             case 12: records.append(.unknown(try u32(), try text()))
+            case 14: records.append(.directorySync(try text()))
             default: throw Failure(description: "\(path): unknown record type \(type) at offset \(at - 1)")
             }
         }
@@ -278,19 +284,71 @@ struct WriteLog {
         return tree
     }
 
-    /// What a power cut just before record `cut` may leave: names and sizes as the records
-    /// before it made them; each write piece a sync before the cut covers; and each other piece
-    /// of a write before the next sync after the cut with probability 1/2, in log order. Pieces
-    /// found through a mapping after the cut count too, since the kernel may write back a
-    /// mapped page before msync asks; other writes after it had not been made.
-    /// Also says how many pieces were left to chance and how many of those were left out.
-    func randomState(_ cut: Int, _ random: inout SplitMix64) throws -> (state: FileTree, unsynced: Int, dropped: Int) {
+    /// What a power cut just before record `cut` may leave: each write piece a sync before the
+    /// cut covers; each other piece of a write before the next sync after the cut with
+    /// probability 1/2, in log order. Pieces found through a mapping after the cut count too,
+    /// since the kernel may write back a mapped page before msync asks; other writes after it
+    /// had not been made.
+    ///
+    /// Names likewise: a file's fsync makes its data durable, not the directory entry naming it
+    /// (POSIX promises that only for a sync of the directory; some filesystems happen to journal
+    /// a new file's name with its data, which is not to be counted on). So each change to an
+    /// entry of directory D before the cut — a name made (CREATE, MKDIR, a RENAME's target) or
+    /// removed (UNLINK, a RENAME's source) — holds only if a DIRECTORY_SYNC of D follows it
+    /// before the cut; otherwise it happened or not with probability 1/2, each change on its own
+    /// (the disk may keep any of them). A file whose name is lost is absent, whatever was written
+    /// to it; a directory whose name is lost takes everything under it along. A RENAME's target
+    /// names the file the source named in the log's order, even when the source's own creation
+    /// was lost: the rename links that file there. Directories are matched by their path when
+    /// synced; renaming a directory is applied as it happened (the store renames none).
+    /// Also says how many pieces and name changes were left to chance and how many of those
+    /// were left out.
+    func randomState(_ cut: Int, _ random: inout SplitMix64) throws
+        -> (state: FileTree, unsynced: Int, dropped: Int, unsyncedNames: Int, droppedNames: Int) {
+        // Contents by inode (and, in `tree`'s names, the names as the log has them), as in the
+        // prefix state; `kept` is the names this power cut left, applied to `tree` at the end.
         var tree = FileTree()
-        var (unsynced, dropped) = (0, 0)
+        var kept: [String: FileTree.Entry] = [:]
+        var (unsynced, dropped, unsyncedNames, droppedNames) = (0, 0, 0, 0)
+        // The last sync of each directory before the cut.
+        var lastSync: [String: Int] = [:]
+        for index in 0..<cut { if case .directorySync(let path) = records[index] { lastSync[path] = index } }
+        // Whether the change at `index` to an entry of `path`'s directory happened.
+        func happened(_ index: Int, _ path: String) -> Bool {
+            let parent = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ""
+            if let synced = lastSync[parent], synced > index { return true }
+            unsyncedNames += 1
+            if random.next() & 1 == 0 { return true }
+            droppedNames += 1
+            return false
+        }
         let end = records[cut...].firstIndex { $0.isBarrier } ?? records.count
         for index in 0..<end {
             guard case .write(let inode, let offset, let bytes, let throughMapping) = records[index] else {
-                if index < cut { try tree.apply(records[index], at: offsets[index]) }
+                guard index < cut else { continue }
+                switch records[index] {
+                case .create(let inode, let path):
+                    if happened(index, path) { kept[path] = .file(inode) }
+                case .mkdir(let path):
+                    if happened(index, path) { kept[path] = .directory }
+                case .unlink(let path):
+                    if happened(index, path) { kept[path] = nil }
+                case .rename(let from, let to) where from != to:
+                    if tree.entry(from) == .directory {
+                        for path in Array(kept.keys) where path == to || path.hasPrefix(to + "/") { kept[path] = nil }
+                        for (path, entry) in kept where path == from || path.hasPrefix(from + "/") {
+                            kept[path] = nil
+                            kept[to + path.dropFirst(from.count)] = entry
+                        }
+                    } else {
+                        let moved = tree.entry(from)
+                        if happened(index, to) { kept[to] = moved }
+                        if happened(index, from) { kept[from] = nil }
+                    }
+                default:
+                    break
+                }
+                try tree.apply(records[index], at: offsets[index])
                 continue
             }
             if index >= cut && !throughMapping { continue }
@@ -305,7 +363,8 @@ struct WriteLog {
                 tree.write(inode, at: offset + piece.lowerBound, bytes.dropFirst(piece.lowerBound).prefix(piece.count))
             }
         }
-        return (tree, unsynced, dropped)
+        tree.setNames(kept)
+        return (tree, unsynced, dropped, unsyncedNames, droppedNames)
     }
 
     /// What the writer had printed before record `cut`.
@@ -347,6 +406,35 @@ struct FileTree {
     /// Each named file's bytes.
     var files: [String: [UInt8]] { names.compactMapValues { contents[$0] } }
 
+    enum Entry: Equatable {
+        case file(UInt32)
+        case directory
+    }
+
+    /// What `path` names, if anything.
+    func entry(_ path: String) -> Entry? {
+        if let inode = names[path] { return .file(inode) }
+        return directories.contains(path) ? .directory : nil
+    }
+
+    /// Replaces the names with `entries`, leaving out those whose directory is not among them
+    /// (contents stay by inode: a file no name reaches is left out).
+    mutating func setNames(_ entries: [String: Entry]) {
+        func reachable(_ path: String) -> Bool {
+            guard let slash = path.lastIndex(of: "/") else { return true }
+            let parent = String(path[..<slash])
+            return entries[parent] == .directory && reachable(parent)
+        }
+        names = [:]
+        directories = []
+        for (path, entry) in entries where reachable(path) {
+            switch entry {
+            case .file(let inode): names[path] = inode
+            case .directory: directories.insert(path)
+            }
+        }
+    }
+
     mutating func apply(_ record: WriteLog.Record, at offset: Int) throws {
         func fail(_ what: String) -> WriteLog.Failure { WriteLog.Failure(description: "record at log offset \(offset): \(what)") }
         switch record {
@@ -381,7 +469,7 @@ struct FileTree {
             directories.insert(path)
         case .unknown(_, let path):
             throw fail("\(path) was there before recording began, or came from outside: its contents are unknown")
-        case .sync, .rangeSync, .mark, .rename:
+        case .sync, .rangeSync, .mark, .rename, .directorySync:
             break
         }
     }

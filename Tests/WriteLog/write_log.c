@@ -29,10 +29,10 @@
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the log's fields are written as the host stores them");
 
-enum { CREATE = 1, OPEN_EXISTING, WRITE, TRUNCATE, EXTEND, SYNC, RANGE_SYNC, RENAME, UNLINK, MKDIR, MARK, UNKNOWN, PAGE };
+enum { CREATE = 1, OPEN_EXISTING, WRITE, TRUNCATE, EXTEND, SYNC, RANGE_SYNC, RENAME, UNLINK, MKDIR, MARK, UNKNOWN, PAGE, DIRECTORY_SYNC };
 // The unit in which mappings are compared and logged.
 enum { PAGE_BYTES = 4096 };
-// What a descriptor of a recorded directory maps to: its fsync is a SYNC of inode 0.
+// What a descriptor of a recorded directory maps to: its fsync is a DIRECTORY_SYNC.
 #define DIRECTORY UINT32_MAX
 
 #define EXPORT __attribute__((visibility("default")))
@@ -64,6 +64,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static int active;  // both variables were set and the log is open
 static int log_fd = -1;
 static char root[PATH_MAX], log_path[PATH_MAX];
+// The root's parent ("" when the root is /): a sync of it makes the root's own name durable.
+static char root_parent[PATH_MAX];
 
 // The names under the root the recorder knows, with their inodes.
 struct name { char *path; uint32_t inode; struct name *next; };
@@ -130,6 +132,11 @@ static void setup(void) {
     const char *log = getenv("STRATA_WRITE_LOG"), *dir = getenv("STRATA_WRITE_LOG_ROOT");
     if (!log || !dir) return;
     if (!realpath(dir, root)) die("STRATA_WRITE_LOG_ROOT %s: %s", dir, strerror(errno));
+    snprintf(root_parent, sizeof root_parent, "%s", root);
+    char *last_slash = strrchr(root_parent, '/');
+    if (strcmp(root, "/") == 0) root_parent[0] = 0;
+    else if (last_slash == root_parent) root_parent[1] = 0;
+    else *last_slash = 0;
     log_fd = real_openat(AT_FDCWD, log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (log_fd < 0 || !realpath(log, log_path)) die("STRATA_WRITE_LOG %s: %s", log, strerror(errno));
     // A program this one starts would open the same log and empty it; a forked copy would
@@ -621,6 +628,27 @@ EXPORT int posix_fallocate64(int fd, off_t offset, off_t length) { return falloc
 
 // MARK: Syncs
 
+// Logs a DIRECTORY_SYNC if `fd` (synced) is a directory under the root, the root, or the root's
+// parent. A directory is named by where it is now (/proc/self/fd), not where it was opened: the
+// sync makes its current entries durable. The root's parent is not under the root, so its
+// descriptor is not marked DIRECTORY; any descriptor is checked with fstat.
+static void log_directory_sync(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_nlink == 0) return;
+    char link[64], at[PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, at, sizeof at - 1);
+    if (n < 0) return;
+    at[n] = 0;
+    const char *rel;
+    size_t r = strlen(root);
+    if (strcmp(at, root) == 0) rel = "";
+    else if (strncmp(at, root, r) == 0 && at[r] == '/') rel = at + r + 1;
+    else if (root_parent[0] && strcmp(at, root_parent) == 0) rel = "..";
+    else return;
+    log_path_record(DIRECTORY_SYNC, 0, rel);
+}
+
 // The lock is held across the sync, so that the SYNC record covers exactly the writes before it.
 static int sync_any(int fd, int data_only) {
     ready();
@@ -629,10 +657,12 @@ static int sync_any(int fd, int data_only) {
     int rc = data_only ? real_fdatasync(fd) : real_fsync(fd);
     int saved = errno;
     uint32_t inode = fd_inode(fd);
-    if (rc == 0 && inode) {
+    if (rc == 0 && inode && inode != DIRECTORY) {
         struct record r = begin(SYNC);
-        put32(&r, inode == DIRECTORY ? 0 : inode);
+        put32(&r, inode);
         append(r.bytes, r.count);
+    } else if (rc == 0) {
+        log_directory_sync(fd);
     }
     pthread_mutex_unlock(&lock);
     errno = saved;

@@ -625,6 +625,19 @@ public final class Store: Sendable {
         } catch {
             throw Self.openFailure(reading: error, dataPath)
         }
+        if creating {
+            // LMDB syncs its file, not the directory entry naming it: without this, a power cut
+            // after the first checkpoints could leave no rows.mdb, and the store reopen empty.
+            do {
+                try syncDirectory(path)
+                if madeDirectory {
+                    let slash = path.dropLast().lastIndex(of: "/")
+                    try syncDirectory(slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? ".")
+                }
+            } catch {
+                throw Self.openFailure(error)
+            }
+        }
 
         core = StoreCore(path: path, environment: environment, lockFile: lockFile, generation: loaded.last.generation,
                          mapResidentLimit: options.mapResidentBytes)

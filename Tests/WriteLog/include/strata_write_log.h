@@ -13,7 +13,7 @@
 // A log is a sequence of records: a type byte, then the record's fields, little-endian.
 //   inode   u32: the recorder's own number for a file, given when the file is created (or first
 //           met). A name keeps its inode until it is unlinked or renamed over; a rename moves it;
-//           a descriptor keeps its inode whatever happens to the name. Inode 0 is a directory.
+//           a descriptor keeps its inode whatever happens to the name. Inode 0 is not used.
 //   bytes   u32 count, then that many bytes. A path is bytes: relative to the root, "" for the
 //           root itself.
 //
@@ -22,7 +22,7 @@
 //    3 WRITE          inode, u64 offset, bytes   write, pwrite, writev, pwritev
 //    4 TRUNCATE       inode, u64 size        ftruncate, open(O_TRUNC)
 //    5 EXTEND         inode, u64 size        fallocate: the size becomes at least this
-//    6 SYNC           inode                  fsync or fdatasync returned (inode 0: of a directory)
+//    6 SYNC           inode                  fsync or fdatasync of a file returned
 //    7 RANGE_SYNC     inode, u64 offset, u64 length   msync(MS_SYNC) returned for that part
 //    8 RENAME         path from, path to     a file or directory
 //    9 UNLINK         path                   unlink, or rmdir of an empty directory
@@ -35,6 +35,13 @@
 //                                            comparing the mapping with a copy at msync, munmap
 //                                            and exit: the change happened at some time since
 //                                            the page was last compared
+//   14 DIRECTORY_SYNC path                   fsync or fdatasync of a directory returned: of
+//                                            `path` under the root ("" the root itself), or
+//                                            ".." for the root's parent (which makes the root's
+//                                            own name durable). Other directories are not logged.
+//                                            Until its directory is synced, a name made (CREATE,
+//                                            MKDIR, a RENAME's target) or removed (UNLINK, a
+//                                            RENAME's source) there may not survive a power cut.
 //
 // Not seen, so not to be used under the root: truncate(2) by path, link, symlink, mremap,
 // mprotect adding PROT_WRITE, copy_file_range, sendfile, splice, io_uring, aio, sync, syncfs,
