@@ -7,7 +7,7 @@
 #                            ThreadSanitizer, in a debug build, invariant checks on (.build-tsan)
 #   tools/test.sh address    the same suites and the corruption tests under AddressSanitizer,
 #                            in the fuzz build (.build-fuzz)
-#   tools/test.sh fuzz       every fuzz target for SECONDS (FUZZ_SECONDS, 15), after its seeds
+#   tools/test.sh fuzz       every fuzz target for FUZZ_SECONDS (10), from its seeds
 #
 # A stage fails on the first failing test, sanitizer report or fuzz finding.
 set -euo pipefail
@@ -25,6 +25,8 @@ suite() {
 
 thread() {
     swift build --build-tests --sanitize=thread --scratch-path .build-tsan
+    # The differential stream is halved: under ThreadSanitizer it is the longest suite.
+    STRATA_DIFFERENTIAL_OPERATIONS=${STRATA_DIFFERENTIAL_OPERATIONS:-2000} \
     TSAN_OPTIONS="halt_on_error=1${TSAN_OPTIONS:+:$TSAN_OPTIONS}" \
         swift test --skip-build --sanitize=thread --scratch-path .build-tsan --filter "$sanitized"
 }
@@ -38,7 +40,7 @@ address() {
         swift test -c release --skip-build --scratch-path .build-fuzz --filter "$sanitized|CorruptionTests"
 }
 
-fuzz() { tools/fuzz.sh all "${FUZZ_SECONDS:-15}"; }
+fuzz() { tools/fuzz.sh all "${FUZZ_SECONDS:-10}"; }
 
 case "${1:-all}" in
     all) suite; thread; address; fuzz ;;
