@@ -44,14 +44,19 @@ struct Recommend: ParsableCommand {
             FeatureSchema.key(namespace: FeatureSchema.namespace(userFeature.table), value: FeatureSchema.valueHash($0))
         }
         guard let u = interactions.users.entity(id: key) else {
-            throw ToolError("user '\(user)' is not in the data's column '\(userFeature.name)'")
+            throw ToolError("--user \(user): no such user in the data's column '\(userFeature.name)'")
         }
         let evaluator = RankingEvaluator(interactions, split: .test, k: count)
         var scores = try evaluator.scores(user: u, network: model.network, step: model.step)
         let seen = Interactions.Split.allCases.flatMap { interactions.items(of: u, in: $0) }
         if !includeSeen { for i in seen { scores[Int(i)] = -.infinity } }
         let top = scores.withUnsafeBufferPointer { RankingMetrics.top(count, of: $0) }
-        let names = try table.itemText(column: show)
+        let names: [UInt64: String]
+        do {
+            names = try table.itemText(column: show)
+        } catch {
+            throw show.map { ToolError("--show \($0): \(error)") } ?? error
+        }
         let rows = top.map { i -> (name: String, score: Float) in
             (names[interactions.items.ids[Int(i)]] ?? "?", scores[Int(i)])
         }
