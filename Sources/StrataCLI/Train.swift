@@ -259,7 +259,7 @@ struct Train: ParsableCommand {
         let spec: ModelSpec
         do { spec = try ModelRegistry.spec(model, settings: try modelSettings()) } catch let error as ModelError {
             // A setting the model does not have is named as the flag that gave it.
-            if let given = settingFlags().first(where: { error.description.contains("no setting '\($0.key)'") }) {
+            if let given = settingFlags().first(where: { $0.key == error.unknownSetting }) {
                 throw ValidationError("\(given.flag) \(given.text): \(error.description)")
             }
             throw ValidationError(error.description)
@@ -276,7 +276,6 @@ struct Train: ParsableCommand {
             seed: seed)
     }
 
-    /// The model settings the flags give, by configuration key.
     /// --negative-sampling, checked whether or not negatives are drawn.
     private func negativeDistribution() throws -> NegativeSampling.Distribution {
         let parts = negativeSampling.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
@@ -314,6 +313,7 @@ struct Train: ParsableCommand {
         return given.compactMap { key, flag, text, value in text.map { (key, flag, $0, value) } }
     }
 
+    /// The model settings the flags give, by configuration key.
     private func modelSettings() throws -> [String: JSONValue] {
         var out: [String: JSONValue] = [:]
         for given in settingFlags() { out[given.key] = try given.value() }

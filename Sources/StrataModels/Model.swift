@@ -64,7 +64,12 @@ public struct ModelSpec: Sendable, Codable, Equatable, Hashable {
 
 public struct ModelError: Error, CustomStringConvertible, Sendable {
     public let description: String
-    public init(_ description: String) { self.description = description }
+    /// The configuration key the model does not have, when that is the error.
+    public let unknownSetting: String?
+    public init(_ description: String, unknownSetting: String? = nil) {
+        self.description = description
+        self.unknownSetting = unknownSetting
+    }
 }
 
 public enum ModelRegistry {
@@ -96,7 +101,8 @@ public enum ModelRegistry {
         }
         for (key, value) in settings.sorted(by: { $0.key < $1.key }) {
             guard fields[key] != nil else {
-                throw ModelError("model \(M.name) has no setting '\(key)'; its settings are \(fields.keys.sorted().joined(separator: ", "))")
+                throw ModelError("model \(M.name) has no setting '\(key)'; its settings are \(fields.keys.sorted().joined(separator: ", "))",
+                                 unknownSetting: key)
             }
             fields[key] = value
         }

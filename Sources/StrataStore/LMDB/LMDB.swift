@@ -1,6 +1,7 @@
 // The one place that calls LMDB. Every return code becomes an `LMDBError`; every function
 // names the C call underneath. Reads (`mdb_get`, `mdb_cursor_get`) go through the guarded
-// wrappers of strata_lmdb_guard.h, so that a damaged page is an error, not a signal. Concurrency rules (from lmdb.h, and how Strata keeps them):
+// wrappers of strata_lmdb_guard.h, so that a damaged page is an error, not a signal.
+// Concurrency rules (from lmdb.h, and how Strata keeps them):
 // - The environment is shared by all threads.
 // - It is opened with MDB_NOTLS, so a read transaction is not tied to the thread that began
 //   it; Strata still uses each one from a single thread at a time.
