@@ -18,13 +18,15 @@ struct DataOptions: ParsableArguments {
     var evalData: String?
     @Option(help: "The schema file (JSON) of table: data: each column's kind, crosses, joins (see the README).")
     var schema: String?
-    @Option(help: "Tabular data: none, ratings (80/20, RMSE/MAE), topk (8:1:1 per user, full ranking) or click (label rating >= --click-threshold, 8:1:1, AUC/logloss).")
+    @Option(help: "Tabular data: none, ratings (80/20, RMSE/MAE), topk (8:1:1 per user, full ranking), click (label rating >= --click-threshold, 8:1:1, AUC/logloss) or next-item (each user's last item in time for test, the one before for validation; full ranking after the history; needs the schema's time column).")
     var `protocol` = EvaluationProtocol.none
     @Option(help: "Tabular data: the split's ratios, train:test or train:valid:test (default: the protocol's).")
     var split: String?
     @Option(parsing: .unconditional, help: "The click protocol: a rating at or above this is a click.") var clickThreshold = 4.0
     @Option(help: "Tabular data: a cross of features for the wide part, as A,B (repeatable).") var cross: [String] = []
     @Option(parsing: .unconditional, help: "Ranking metrics at this K.") var topK = 10
+    @Option(parsing: .unconditional, help: "The next-item protocol: the most recent items of a user's history a sample holds.")
+    var history = 50
     @Option(help: "A malformed input line: skip (and count) or stop.") var onMalformed = "stop"
     @Option(parsing: .unconditional, help: "Samples read together and shuffled (0: file order; default 0 for Criteo files, 131072 for tables).")
     var shuffleBlock: Int?
@@ -57,6 +59,7 @@ struct DataOptions: ParsableArguments {
         try OptionCheck.require(["geometric", "kaggle"].contains(syntheticKeySpaces),
                                 "--synthetic-key-spaces: geometric or kaggle, not '\(syntheticKeySpaces)'")
         try OptionCheck.whole(topK, "--top-k", 1...100_000)
+        try OptionCheck.whole(history, "--history", 1...1024)
         // A block is held in memory.
         if let shuffleBlock { try OptionCheck.whole(shuffleBlock, "--shuffle-block", 0...(1 << 24)) }
         try OptionCheck.require(clickThreshold.isFinite, "--click-threshold must be a number, not \(clickThreshold)")
@@ -81,7 +84,7 @@ struct DataOptions: ParsableArguments {
         var table: TabularData?
         /// The loss the data's protocol trains with unless --loss says otherwise.
         var defaultLoss: String
-        /// Whether the protocol ranks (and so needs negatives).
+        /// Whether the protocol ranks users' items (BPR then draws negatives).
         var ranks: Bool
         /// Synthetic data's held-out stream, which knows its planted model's AUC.
         var synthetic: SyntheticClicks? = nil
@@ -127,7 +130,8 @@ struct DataOptions: ParsableArguments {
         options.malformedLines = malformedLines
         let table = try tableData(data, options: options)
         let block = shuffleBlock ?? 131_072
-        var training = try table.trainingData(protocol: `protocol`, label: name, topK: topK, shuffleBlock: block, seed: seed)
+        var training = try table.trainingData(protocol: `protocol`, label: name, topK: topK, shuffleBlock: block, seed: seed,
+                                              historyLength: history)
         if let evalData {
             let other = try tableData(evalData, options: TabularData.Options(malformedLines: malformedLines, crosses: crosses))
             guard other.schema == table.schema else { throw ValidationError("--eval-data has other columns than --data") }
@@ -136,7 +140,8 @@ struct DataOptions: ParsableArguments {
         // Without a protocol, the label decides: MSE for a rating, BCE for a click.
         let labelKind = table.schema.labels.first { $0.name == name }?.kind ?? table.schema.labels.first?.kind
         let loss = `protocol` == .none ? (labelKind == .rating ? "mse" : "bce") : `protocol`.defaultLoss
-        return Loaded(training: training, schema: table.schema, table: table, defaultLoss: loss, ranks: `protocol` == .topk)
+        return Loaded(training: training, schema: training.train.schema, table: table, defaultLoss: loss,
+                      ranks: `protocol` == .topk || `protocol` == .nextItem)
     }
 
     private func tableData(_ spec: String, options: TabularData.Options) throws -> TabularData {

@@ -52,7 +52,7 @@ struct Train: ParsableCommand {
     @Option(help: "Wide tables' optimizer in the store (wide-deep): ftrl (FTRL-Proximal), or any of the store's.") var wideOptimizer = "ftrl"
     @Option(parsing: .unconditional, help: "Wide tables' learning rate (FTRL's alpha).") var wideLearningRate: Float = 0.05
     @Option(parsing: .unconditional, help: "L2 regularisation of the embedding rows a batch touches (added to their gradients).") var weightDecay: Float = 0
-    @Option(help: "Loss: bce (clicks), mse (ratings) or bpr (ranking with negatives); default: the protocol's.") var loss: String?
+    @Option(help: "Loss: bce (clicks), mse (ratings), bpr (ranking with negatives) or softmax (next-item models, over every item); default: the protocol's.") var loss: String?
     @Option(help: "The label to train on (default: the data's first).") var label: String?
     @Option(parsing: .unconditional, help: "Negatives sampled per sample (default: 1 for the topk protocol, else none).") var negatives: Int?
     @Option(help: "How negatives are drawn: uniform, or popularity[:EXPONENT] (by training interactions^exponent, default 1).")
@@ -251,9 +251,10 @@ struct Train: ParsableCommand {
         case "bce": .binaryCrossEntropy
         case "mse": .meanSquaredError
         case "bpr": .bpr
-        default: throw ValidationError("--loss: bce, mse or bpr, not '\(lossName)'")
+        case "softmax": .softmax
+        default: throw ValidationError("--loss: bce, mse, bpr or softmax, not '\(lossName)'")
         }
-        let count = negatives ?? (loaded.ranks ? 1 : 0)
+        let count = negatives ?? (loaded.ranks && lossValue != .softmax ? 1 : 0)
         var sampling: NegativeSampling? = nil
         if count > 0 { sampling = NegativeSampling(count: count, distribution: try negativeDistribution()) }
         let spec: ModelSpec

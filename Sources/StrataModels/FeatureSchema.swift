@@ -86,11 +86,15 @@ public struct FeatureSchema: Sendable, Codable, Equatable, Hashable {
     /// The features naming the user and the item, for ranking and negative sampling.
     public var user: String?
     public var item: String?
+    /// The feature holding each sample's history: the user's earlier items, oldest first, a
+    /// bag of keys of the item's table (session models read it as a sequence).
+    public var sequence: String?
     /// Settings by table name (the name the model gives the table).
     public var tables: [String: TableSettings]
 
     public init(dense: [Dense] = [], categorical: [Categorical] = [], labels: [Label] = [], user: String? = nil,
-                item: String? = nil, tables: [String: TableSettings] = [:]) {
+                item: String? = nil, sequence: String? = nil, tables: [String: TableSettings] = [:]) {
+        self.sequence = sequence
         self.dense = dense
         self.categorical = categorical
         self.labels = labels
@@ -145,6 +149,12 @@ public struct FeatureSchema: Sendable, Codable, Equatable, Hashable {
             guard let i = categoricalIndex(name) else { return "the \(role) feature '\(name)' is not a categorical feature" }
             if categorical[i].multiValued || categorical[i].crossOf != nil {
                 return "the \(role) feature '\(name)' must hold one key per sample"
+            }
+        }
+        if let sequence {
+            guard let i = categoricalIndex(sequence) else { return "the sequence feature '\(sequence)' is not a categorical feature" }
+            if !categorical[i].multiValued || categorical[i].crossOf != nil {
+                return "the sequence feature '\(sequence)' must hold a bag of keys per sample"
             }
         }
         for (table, settings) in tables {

@@ -36,6 +36,14 @@ extension RecommenderModel {
         if let dropout, !(dropout >= 0 && dropout < 1) { return "\(name): dropout must be in [0, 1), not \(dropout)" }
         return nil
     }
+
+    /// A next-item model's problem with `schema`: it has no history of items (`FeatureSchema.sequence`).
+    public static func historyProblem(_ schema: FeatureSchema) -> String? {
+        guard schema.sequence != nil, schema.item != nil else {
+            return "\(name) reads each sample's history of items: train it on data with one (--protocol next-item)"
+        }
+        return nil
+    }
 }
 
 /// A model by name with its configuration as JSON: what training options and checkpoints hold.
@@ -76,6 +84,7 @@ public enum ModelRegistry {
     /// Every model, in the order the documentation lists them.
     public static let models: [any RecommenderModel.Type] = [
         MatrixFactorization.self, NeuMF.self, DeepModel.self, WideAndDeep.self, DeepFM.self, DCNv2.self, DLRM.self,
+        GRU4Rec.self, LSTM4Rec.self, SASRec.self,
     ]
 
     public static var names: [String] { models.map { $0.name } }

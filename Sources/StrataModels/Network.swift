@@ -41,9 +41,12 @@ public final class ModelBuilder {
     struct Lookup {
         var lookup: TableLookup
         var role: TableRole
-        /// Per use: the feature it reads, and the graph input holding its pooled rows.
+        /// Per use: the feature it reads (-1: the candidate items, `Candidates`), the graph
+        /// input holding its pooled rows or its sequence (nil: the candidates), and whether it
+        /// is a sequence.
         var features: [Int] = []
-        var values: [Graph.Value] = []
+        var values: [Graph.Value?] = []
+        var sequences: [Bool] = []
     }
     private(set) var lookups: [Lookup] = []
     let denseTensor: Tensor?
@@ -108,7 +111,58 @@ public final class ModelBuilder {
         try graph.add(name, layer, inputs)
     }
 
-    private func use(_ name: String, role: TableRole, dimension: Int, prefix: String?) throws -> Graph.Value {
+    /// Feature `name`'s bag as a sequence (a history, oldest first) of embeddings of
+    /// `dimension`: `items` holds its last `steps` rows per sample, left-aligned with zero
+    /// padding, `lengths` the real positions per sample (`TableLookup.addSequenceUse`).
+    public func sequence(_ name: String, dimension: Int, steps: Int, prefix: String? = nil) throws
+        -> (items: Graph.Value, lengths: Graph.Value) {
+        let (l, f) = try table(name, role: .embedding, dimension: dimension, prefix: prefix)
+        guard Batch.isBag(schema.categorical[f], in: schema) else {
+            throw ModelError("the model reads feature '\(name)' as a sequence; it must hold a bag of keys per sample")
+        }
+        let lookup = lookups[l].lookup
+        let u = lookup.addSequenceUse(steps: steps)
+        let name = "\(lookup.table.name)[\(schema.categorical[f].name)]"
+        let items = graph.input(name, lookup.outputs[u], trainable: true)
+        let lengths = graph.input(name + ".lengths", lookup.lengths[u]!, trainable: false)
+        lookups[l].features.append(f)
+        lookups[l].values.append(items)
+        lookups[l].sequences.append(true)
+        return (items, lengths)
+    }
+
+    /// Makes the model a next-item model: its output is `query`, one vector per sample, and an
+    /// item's score is the inner product of the query with the item's embedding (feature
+    /// `item`'s table, of the query's width), so that scoring every item of the catalog, or
+    /// sampled ones, is one product, and retrieval can search the item table. Training
+    /// then minimises the softmax cross-entropy of each sample's own item (`Loss.softmax`).
+    public func scoreItems(_ query: Graph.Value, item: String) throws {
+        precondition(candidates == nil, "the items are scored once")
+        let (l, f) = try table(item, role: .embedding, dimension: query.columns, prefix: nil)
+        guard !Batch.isBag(schema.categorical[f], in: schema) else {
+            throw ModelError("the model scores feature '\(item)' as the item; it must hold one key per sample")
+        }
+        guard lookups[l].lookup.dimension == query.columns else {
+            throw ModelError("the query has \(query.columns) columns, the item table '\(lookups[l].lookup.table.name)' \(lookups[l].lookup.dimension)")
+        }
+        candidates = Candidates(lookup: l, use: lookups[l].lookup.addUse(pooling: .sum), target: f, query: query)
+        lookups[l].features.append(-1)
+        lookups[l].values.append(nil)
+        lookups[l].sequences.append(false)
+    }
+
+    /// The items a next-item model scores: a use of the item table outside the graph.
+    struct Candidates {
+        var lookup: Int
+        var use: Int
+        /// The feature holding each sample's own item.
+        var target: Int
+        var query: Graph.Value
+    }
+    private(set) var candidates: Candidates?
+
+    /// The lookup of feature `name`'s table for `role` (created on first use) and the feature.
+    private func table(_ name: String, role: TableRole, dimension: Int, prefix: String?) throws -> (lookup: Int, feature: Int) {
         guard let f = schema.categoricalIndex(name) else {
             throw ModelError("the model reads feature '\(name)', which the data does not have")
         }
@@ -124,16 +178,24 @@ public final class ModelBuilder {
             guard lookups[l].role == role, lookups[l].lookup.dimension == width else {
                 throw ModelError("table '\(table)' is asked for as \(role) of dimension \(width) and as \(lookups[l].role) of dimension \(lookups[l].lookup.dimension)")
             }
-            // The same feature read twice from one table is one use.
-            if let u = lookups[l].features.firstIndex(of: f) { return lookups[l].values[u] }
-            return addUse(l, feature: f)
+            return (l, f)
         }
         let t = try provider(TableRequest(name: table, role: role, dimension: width))
         guard t.spec.dimension == width else {
             throw ModelError("table '\(table)' has dimension \(t.spec.dimension), the model wants \(width)")
         }
         lookups.append(Lookup(lookup: TableLookup(table: t, weightDecay: role == .wide ? 0 : weightDecay), role: role))
-        return addUse(lookups.count - 1, feature: f)
+        return (lookups.count - 1, f)
+    }
+
+    private func use(_ name: String, role: TableRole, dimension: Int, prefix: String?) throws -> Graph.Value {
+        let (l, f) = try table(name, role: role, dimension: dimension, prefix: prefix)
+        // The same feature read twice from one table is one use.
+        let lookup = lookups[l]
+        if let u = lookup.features.indices.first(where: { lookup.features[$0] == f && !lookup.sequences[$0] }) {
+            return lookup.values[u]!
+        }
+        return addUse(l, feature: f)
     }
 
     private func addUse(_ l: Int, feature f: Int) -> Graph.Value {
@@ -142,6 +204,7 @@ public final class ModelBuilder {
         let value = graph.input("\(lookup.table.name)[\(schema.categorical[f].name)]", lookup.outputs[u], trainable: true)
         lookups[l].features.append(f)
         lookups[l].values.append(value)
+        lookups[l].sequences.append(false)
         return value
     }
 }
@@ -151,7 +214,7 @@ public final class Network {
     public let spec: ModelSpec
     public let schema: FeatureSchema
     public let graph: Graph
-    /// The score per row.
+    /// The score per row; a next-item model's query vector per row (`ModelBuilder.scoreItems`).
     public let output: Graph.Value
     /// The dense parameters, in graph order.
     public let parameters: [Parameter]
@@ -161,6 +224,24 @@ public final class Network {
 
     private let lookups: [ModelBuilder.Lookup]
     private let denseTensor: Tensor?
+    private let scoring: ItemScoring?
+
+    /// A next-item model's scores: the query of each sample against the candidate items.
+    private final class ItemScoring {
+        let candidates: ModelBuilder.Candidates
+        var keys: [UInt64] = []
+        var place: [UInt64: Int32] = [:]
+        var logits = Tensor(rows: 0, columns: 1)
+        var targets: [Int32] = []
+        let queryGradient: Tensor
+        let itemGradient: Tensor
+
+        init(_ candidates: ModelBuilder.Candidates) {
+            self.candidates = candidates
+            queryGradient = Tensor(rows: 0, columns: candidates.query.columns)
+            itemGradient = Tensor(rows: 0, columns: candidates.query.columns)
+        }
+    }
 
     /// Builds model `spec` on `schema`: `tables` gives the store tables the model asks for;
     /// the dense weights are drawn from `seed`. `weightDecay` is the L2 regularisation of
@@ -178,7 +259,13 @@ public final class Network {
                              + "and \(spec.name) may need its embeddings of one width; drop the setting, or train a model that "
                              + "concatenates embeddings (deep, wide-deep, dcn-v2)")
         }
-        guard output.columns == 1 else { throw ModelError("model \(spec.name) scores \(output.columns) columns a row, not 1") }
+        if let candidates = builder.candidates {
+            guard output == candidates.query else { throw ModelError("model \(spec.name) scores items with a query that is not its output") }
+            scoring = ItemScoring(candidates)
+        } else {
+            guard output.columns == 1 else { throw ModelError("model \(spec.name) scores \(output.columns) columns a row, not 1") }
+            scoring = nil
+        }
         self.spec = spec
         self.schema = schema
         self.seed = seed
@@ -190,8 +277,47 @@ public final class Network {
         parameters = graph.parameters
     }
 
-    /// The scores of a batch (`batch.count × 1`). In training, rows come to the hot tier
-    /// (`lookup`) and dropout drops; otherwise nothing in the store moves (`peek`).
+    /// Whether the model scores items by a query vector (a next-item model), rather than one
+    /// score per row: its `forward` gives every sample's score of every candidate item.
+    public var scoresItems: Bool { scoring != nil }
+
+    /// The items a next-item model scores, in the order of the scores' columns.
+    public var candidateKeys: [UInt64] { scoring?.keys ?? [] }
+
+    /// Sets the items a next-item model scores: every item of the catalog (full softmax and
+    /// full ranking). Throws if a key repeats.
+    public func setCandidates(_ keys: [UInt64]) throws(ModelError) {
+        guard let scoring else { throw ModelError("model \(spec.name) scores one value a row, not items") }
+        guard !keys.isEmpty else { throw ModelError("model \(spec.name) scores items, and the data has none") }
+        var place: [UInt64: Int32] = [:]
+        place.reserveCapacity(keys.count)
+        for (i, k) in keys.enumerated() where place.updateValue(Int32(i), forKey: k) != nil {
+            throw ModelError("item key \(k) is a candidate twice")
+        }
+        scoring.keys = keys
+        scoring.place = place
+        scoring.logits = Tensor(rows: 0, columns: keys.count)
+    }
+
+    /// Each row's own item as a column of the scores (a next-item model's classes), after
+    /// `forward`. Throws naming the first row whose item is not a candidate.
+    public func targetClasses(_ batch: Batch) throws(ModelError) -> UnsafePointer<Int32> {
+        guard let scoring else { preconditionFailure("targetClasses of a model that does not score items") }
+        scoring.targets.removeAll(keepingCapacity: true)
+        let keys = batch.keys(of: scoring.candidates.target)
+        for r in 0..<batch.count {
+            guard let c = scoring.place[keys.keys[r]] else {
+                throw ModelError("sample \(r) of the batch has item key \(keys.keys[r]), which is not among the \(scoring.keys.count) candidate items")
+            }
+            scoring.targets.append(c)
+        }
+        return scoring.targets.withUnsafeBufferPointer { UnsafePointer($0.baseAddress!) }
+    }
+
+    /// The scores of a batch: `batch.count × 1`, or for a next-item model `batch.count ×
+    /// candidates` (the inner products of each query with each candidate item). In training,
+    /// rows come to the hot tier (`lookup`) and dropout drops; otherwise nothing in the store
+    /// moves (`peek`).
     @discardableResult
     public func forward(_ batch: Batch, training: Bool, step: Int) throws(StoreError) -> Tensor {
         precondition(batch.schema == schema, "the batch's schema is not the model's")
@@ -201,21 +327,49 @@ public final class Network {
             d.data.update(from: batch.dense, count: rows * d.columns)
         }
         // Tables are independent: each is looked up by one thread, in the same order every run.
+        let candidates = scoring.map { s in s.keys.withUnsafeBufferPointer { UseKeys(keys: $0) } }
+        precondition(scoring == nil || !scoring!.keys.isEmpty, "a next-item model scores items: setCandidates first")
         try Parallel.forEach(lookups.count) { (l) throws(StoreError) in
             let lookup = lookups[l]
-            try lookup.lookup.forward(training: training) { u in batch.keys(of: lookup.features[u]) }
+            try lookup.lookup.forward(training: training) { u in
+                lookup.features[u] < 0 ? candidates! : batch.keys(of: lookup.features[u])
+            }
         }
         graph.forward(rows: rows, pass(training, step))
-        return graph.tensor(output)
+        guard let scoring else { return graph.tensor(output) }
+        // logits = Q · Eᵀ: rows × candidates.
+        let q = graph.tensor(output), e = itemRows(scoring), c = scoring.keys.count, d = q.columns
+        scoring.logits.resize(rows: rows)
+        BLAS.gemm(false, true, m: rows, n: c, k: d, q.data, lda: d, e.data, ldb: d, scoring.logits.data, ldc: c)
+        return scoring.logits
+    }
+
+    /// The candidate items' rows, as the last `forward` looked them up.
+    private func itemRows(_ scoring: ItemScoring) -> Tensor {
+        lookups[scoring.candidates.lookup].lookup.outputs[scoring.candidates.use]
     }
 
     /// Backward from d(loss)/d(score) after `forward`: dense gradients into the parameters,
     /// then one sparse optimizer step per table in the store.
+    /// (A next-item model: from d(loss)/d(scores), `batch.count × candidates`.)
     public func backward(_ gradient: Tensor, step: Int, sparseLearningRate: Float? = nil) throws(StoreError) {
-        graph.backward([(output, gradient)], pass(true, step))
+        if let scoring {
+            // dQ = dS · E and dE = dSᵀ · Q.
+            let q = graph.tensor(output), e = itemRows(scoring), c = scoring.keys.count, d = q.columns, n = q.rows
+            precondition(gradient.rows == n && gradient.columns == c, "the scores' gradient has the wrong shape")
+            scoring.queryGradient.resize(rows: n)
+            scoring.itemGradient.resize(rows: c)
+            BLAS.gemm(false, false, m: n, n: d, k: c, gradient.data, lda: c, e.data, ldb: d, scoring.queryGradient.data, ldc: d)
+            BLAS.gemm(true, false, m: c, n: d, k: n, gradient.data, lda: c, q.data, ldb: d, scoring.itemGradient.data, ldc: d)
+            graph.backward([(output, scoring.queryGradient)], pass(true, step))
+        } else {
+            graph.backward([(output, gradient)], pass(true, step))
+        }
         try Parallel.forEach(lookups.count) { (l) throws(StoreError) in
             let lookup = lookups[l]
-            try lookup.lookup.backward(learningRate: sparseLearningRate) { u in graph.gradient(of: lookup.values[u]) }
+            try lookup.lookup.backward(learningRate: sparseLearningRate) { u in
+                lookup.values[u].map { graph.gradient(of: $0) } ?? scoring!.itemGradient
+            }
         }
     }
 
@@ -223,7 +377,7 @@ public final class Network {
     /// `scratch` is the caller's; this may run on another thread than training.
     public func warm(_ batch: Batch, scratch: inout [Float]) throws(StoreError) {
         for lookup in lookups {
-            for f in lookup.features { try TableLookup.warm(lookup.lookup.table, batch.keys(of: f).keys, scratch: &scratch) }
+            for f in lookup.features where f >= 0 { try TableLookup.warm(lookup.lookup.table, batch.keys(of: f).keys, scratch: &scratch) }
         }
     }
 

@@ -2,7 +2,8 @@
 import Glibc
 #endif
 
-/// Losses over a batch of one prediction per row: the mean loss and its gradient.
+/// Losses over a batch of one prediction per row (the softmax: of one score per class and
+/// row): the mean loss and its gradient.
 public enum Loss: String, Sendable, Codable, CaseIterable {
     /// Binary cross-entropy on logits (the sigmoid folded in, stable for any logit).
     case binaryCrossEntropy
@@ -12,6 +13,10 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
     /// of each group is a positive, the others its sampled negatives, and the loss is the
     /// mean over groups and negatives of −log σ(s⁺ − s⁻). Labels are not read.
     case bpr
+    /// Softmax cross-entropy over the columns of each row (a next-item model's scores of
+    /// the candidate items): the mean over rows of −log softmax(row)[class], the class from
+    /// `Labels.classes`.
+    case softmax
 
     /// Where a loss's targets come from.
     public enum Labels {
@@ -20,13 +25,19 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
         /// Implicit feedback: the first row of each group (a positive) is 1, the others (its
         /// sampled negatives) 0.
         case groups
+        /// Row i's class, a column of the predictions: `pointer[i]` (the softmax's labels).
+        case classes(UnsafePointer<Int32>)
     }
 
     /// Returns the mean loss and writes d(loss)/d(prediction) into `gradient`. `groupSize` is
     /// 1 + the negatives per positive (BPR needs ≥ 2; the pointwise losses treat every row
     /// alike, reading its target from `labels`).
     public func evaluate(_ predictions: Tensor, labels: Labels, groupSize: Int = 1, gradient: Tensor) -> Double {
-        precondition(predictions.columns == 1, "one prediction per row")
+        if self == .softmax {
+            guard case .classes(let classes) = labels else { preconditionFailure("the softmax reads classes") }
+            return Self.softmaxCrossEntropy(predictions, classes: classes, gradient: gradient)
+        }
+        precondition(predictions.columns == 1 && gradient.columns == 1, "one prediction per row")
         let n = predictions.rows
         gradient.resize(rows: n)
         let z = predictions.data, g = gradient.data
@@ -34,6 +45,7 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
             switch labels {
             case .column(let p, let stride): p[i * stride]
             case .groups: i % groupSize == 0 ? 1 : 0
+            case .classes: preconditionFailure("\(self) reads no classes")
             }
         }
         var total = 0.0
@@ -73,6 +85,35 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
                 g[first] = positive
             }
             return total / Double(max(groups * negatives, 1))
+        case .softmax:
+            preconditionFailure("handled above")
         }
+    }
+
+    /// Mean over rows of log Σⱼ e^{zⱼ} − z_class (stable: the row's maximum taken out), and
+    /// the gradient (softmax − one-hot) / rows.
+    private static func softmaxCrossEntropy(_ z: Tensor, classes: UnsafePointer<Int32>, gradient: Tensor) -> Double {
+        let n = z.rows, c = z.columns
+        precondition(gradient.columns == c, "the gradient has \(gradient.columns) columns, the scores \(c)")
+        gradient.resize(rows: n)
+        let scale = 1 / Float(max(n, 1))
+        var total = 0.0
+        for r in 0..<n {
+            let row = z.row(r), g = gradient.row(r), k = Int(classes[r])
+            precondition((0..<c).contains(k), "class \(k) of row \(r) is not one of \(c) columns")
+            var top = -Float.infinity
+            for j in 0..<c { top = max(top, row[j]) }
+            var sum: Float = 0
+            for j in 0..<c {
+                let e = expf(row[j] - top)
+                g[j] = e
+                sum += e
+            }
+            total += Double(logf(sum) + top - row[k])
+            let inverse = scale / sum
+            for j in 0..<c { g[j] *= inverse }
+            g[k] -= scale
+        }
+        return total / Double(max(n, 1))
     }
 }

@@ -32,9 +32,14 @@ public final class TableLookup {
     /// L2 regularisation of the rows a batch touches: λ · w is added to each distinct row's
     /// summed gradient before the optimizer step (lazy weight decay, as sparse optimizers do).
     public let weightDecay: Float
-    /// One pooled row per sample, per use.
+    /// Per use, one pooled row per sample, or a sequence use's `steps × dimension` per sample.
     public private(set) var outputs: [Tensor] = []
+    /// Per use: a sequence use's lengths (samples × 1, the number of real positions as a
+    /// float), nil for a pooled use.
+    public private(set) var lengths: [Tensor?] = []
     private var poolings: [Pooling] = []
+    /// Per use: the positions of a sequence use, 0 for a pooled use.
+    private var steps: [Int] = []
 
     private var distinct = KeyDeduplicator()
     /// All uses' keys one after the other, when there are several uses.
@@ -54,8 +59,26 @@ public final class TableLookup {
 
     /// Adds a use and returns its index; its pooled rows will be `outputs[index]`.
     public func addUse(pooling: Pooling) -> Int {
-        outputs.append(Tensor(rows: 0, columns: dimension))
+        addUse(pooling: pooling, steps: 0, columns: dimension)
+    }
+
+    /// Adds a use that keeps each sample's bag as a sequence instead of pooling it, and returns
+    /// its index. The sequence contract of the layers that read it: `outputs[index]` holds
+    /// `steps × dimension` floats a sample, position t at columns t·dimension ..< (t+1)·dimension;
+    /// the bag's last `steps` keys (a history, oldest first, keeps its most recent items) fill
+    /// positions 0 ..< length, left-aligned, and the padding positions after them are zeros;
+    /// `lengths[index]` holds each sample's length. Keys before the last `steps` are not read,
+    /// so their rows get no optimizer step.
+    public func addSequenceUse(steps: Int) -> Int {
+        precondition(steps >= 1, "a sequence has at least one position")
+        return addUse(pooling: .sum, steps: steps, columns: steps * dimension)
+    }
+
+    private func addUse(pooling: Pooling, steps: Int, columns: Int) -> Int {
+        outputs.append(Tensor(rows: 0, columns: columns))
+        lengths.append(steps > 0 ? Tensor(rows: 0, columns: 1) : nil)
         poolings.append(pooling)
+        self.steps.append(steps)
         useOffsets.append([])
         useStarts.append(0)
         return outputs.count - 1
@@ -70,7 +93,7 @@ public final class TableLookup {
         precondition(uses > 0, "a table lookup without uses")
         let d = dimension
         let unique: Int
-        if uses == 1 {
+        if uses == 1 && steps[0] == 0 {
             let k = keys(0)
             remember(k, use: 0, start: 0)
             unique = distinct.run(k.keys)
@@ -79,7 +102,7 @@ public final class TableLookup {
             for u in 0..<uses {
                 let k = keys(u)
                 remember(k, use: u, start: allKeys.count)
-                allKeys.append(contentsOf: k.keys)
+                if steps[u] > 0 { appendSequenceKeys(k, use: u) } else { allKeys.append(contentsOf: k.keys) }
             }
             unique = allKeys.withUnsafeBufferPointer { distinct.run($0) }
         }
@@ -106,15 +129,19 @@ public final class TableLookup {
                 for u in 0..<uses {
                     let dy = gradient(u), start = useStarts[u]
                     let samples = samplesOf(u)
-                    precondition(dy.rows == samples && dy.columns == d, "gradient of use \(u) has the wrong shape")
+                    let sequence = steps[u] > 0
+                    precondition(dy.rows == samples && dy.columns == outputs[u].columns, "gradient of use \(u) has the wrong shape")
                     useOffsets[u].withUnsafeBufferPointer { offsets in
                         for s in 0..<samples {
                             let (first, end) = offsets.isEmpty ? (s, s + 1) : (Int(offsets[s]), Int(offsets[s + 1]))
                             let src = dy.row(s)
-                            let scale: Float = poolings[u] == .mean && end > first ? 1 / Float(end - first) : 1
+                            let scale: Float = poolings[u] == .mean && end > first && !sequence ? 1 / Float(end - first) : 1
                             for i in first..<end {
+                                // A sequence's position i − first has its own gradient; a pool's
+                                // keys share the sample's.
+                                let g = sequence ? src + (i - first) * d : src
                                 let dst = sums + Int(at[start + i]) * d
-                                for j in 0..<d { dst[j] += src[j] * scale }
+                                for j in 0..<d { dst[j] += g[j] * scale }
                             }
                         }
                     }
@@ -145,6 +172,28 @@ public final class TableLookup {
 
     private func samplesOf(_ use: Int) -> Int { useOffsets[use].isEmpty ? outputs[use].rows : useOffsets[use].count - 1 }
 
+    /// A sequence use's keys: each bag's last `steps` keys into `allKeys`, and the use's
+    /// offsets (checked by `remember`) rewritten to the kept keys.
+    private func appendSequenceKeys(_ k: UseKeys, use u: Int) {
+        let limit = steps[u], samples = k.samples
+        let lengths = self.lengths[u]!
+        lengths.resize(rows: samples)
+        var kept: Int32 = 0
+        for s in 0..<samples {
+            let (first, end) = k.offsets.map { (Int($0[s]), Int($0[s + 1])) } ?? (s, s + 1)
+            let from = max(first, end - limit)
+            for i in from..<end { allKeys.append(k.keys[i]) }
+            if !useOffsets[u].isEmpty { useOffsets[u][s] = kept }
+            kept += Int32(end - from)
+            lengths.row(s)[0] = Float(end - from)
+        }
+        if useOffsets[u].isEmpty {
+            // One key a sample: a sequence of length 1 each, offsets implied.
+            return
+        }
+        useOffsets[u][samples] = kept
+    }
+
     private func remember(_ k: UseKeys, use: Int, start: Int) {
         useStarts[use] = start
         useOffsets[use].removeAll(keepingCapacity: true)
@@ -161,8 +210,9 @@ public final class TableLookup {
         outputs[use].resize(rows: k.samples)
     }
 
-    /// Pools use u's rows into its output.
+    /// Pools use u's rows into its output (a sequence use: lays them out by position).
     private func pool(use u: Int) {
+        if steps[u] > 0 { return layOut(use: u) }
         let d = dimension, output = outputs[u], start = useStarts[u], mean = poolings[u] == .mean
         rows.withUnsafeBufferPointer { r in
             distinct.positions.withUnsafeBufferPointer { at in
@@ -183,6 +233,26 @@ public final class TableLookup {
                             let scale = 1 / Float(end - first)
                             for j in 0..<d { o[j] *= scale }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A sequence use's rows into its output: sample s's position t holds its key t's row,
+    /// padding positions zeros.
+    private func layOut(use u: Int) {
+        let d = dimension, output = outputs[u], start = useStarts[u], limit = steps[u]
+        rows.withUnsafeBufferPointer { r in
+            distinct.positions.withUnsafeBufferPointer { at in
+                useOffsets[u].withUnsafeBufferPointer { offsets in
+                    for s in 0..<output.rows {
+                        let o = output.row(s)
+                        let (first, end) = offsets.isEmpty ? (s, s + 1) : (Int(offsets[s]), Int(offsets[s + 1]))
+                        for i in first..<end {
+                            (o + (i - first) * d).update(from: r.baseAddress! + Int(at[start + i]) * d, count: d)
+                        }
+                        (o + (end - first) * d).update(repeating: 0, count: (limit - (end - first)) * d)
                     }
                 }
             }

@@ -53,6 +53,14 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
         ZooCase(model: "dcn-v2", protocol: .click, settings: ["embedding_dim": 4, "cross_layers": 2, "mlp": [16], "dropout": 0.1],
                 loss: .binaryCrossEntropy),
         ZooCase(model: "dlrm", protocol: .click, settings: ["embedding_dim": 4, "top_mlp": [8]], loss: .binaryCrossEntropy),
+        ZooCase(model: "gru4rec", protocol: .nextItem, settings: ["embedding_dim": 16, "hidden_size": 16, "max_length": 10],
+                loss: .softmax),
+        ZooCase(model: "lstm4rec", protocol: .nextItem, settings: ["embedding_dim": 16, "hidden_size": 16, "max_length": 10],
+                loss: .softmax),
+        ZooCase(model: "sasrec", protocol: .nextItem,
+                settings: ["hidden_size": 16, "layers": 1, "heads": 2, "inner_size": 32, "max_length": 10, "dropout": 0.2,
+                           "attention_dropout": 0.2],
+                loss: .softmax),
     ]
 
     static let batchSize = 256
@@ -75,7 +83,7 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
                  "--store", store, "--batch-size", "\(Self.batchSize)", "--steps", "\(steps)",
                  "--optimizer", "adam", "--learning-rate", "\(denseRate)", "--sparse-learning-rate", "0.01", "--sparse-optimizer", "adam",
                  "--checkpoint-every", "\(checkpointEvery)", "--eval-samples", "0", "--seed", "\(seed)",
-                 "--loss", ["binaryCrossEntropy": "bce", "meanSquaredError": "mse", "bpr": "bpr"][loss.rawValue]!,
+                 "--loss", ["binaryCrossEntropy": "bce", "meanSquaredError": "mse", "bpr": "bpr", "softmax": "softmax"][loss.rawValue]!,
                  "--negatives", "\(negatives)"]
         if `protocol` == .ratings { a += ["--weight-decay", "0.001"] }
         for (key, value) in settings.sorted(by: { $0.key < $1.key }) { a += ["--set", "\(key)=\(value)"] }
@@ -90,10 +98,10 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
         let directory = temporaryDirectory("strata-zoo")
         defer { removeDirectory(directory) }
         let data = try MovieLens.data(`protocol`, seed: 3, crosses: crosses, sourceLocation: sourceLocation)
-        let options = try options(data.schema, steps: steps, checkpointEvery: checkpointEvery)
+        let training = try data.trainingData(protocol: `protocol`, label: nil, shuffleBlock: 131_072, seed: 3)
+        let options = try options(training.train.schema, steps: steps, checkpointEvery: checkpointEvery)
         let store = try Store(path: directory, options: .small(resources.budget))
         defer { try? store.close() }
-        let training = try data.trainingData(protocol: `protocol`, label: nil, shuffleBlock: 131_072, seed: options.seed)
         let trainer = try Trainer(store: store, options: options, resources: resources, data: training, resume: false)
         let before = try trainer.evaluate()
         let summary = try trainer.run { _ in }

@@ -76,6 +76,12 @@ public final class Interactions: @unchecked Sendable {
     public private(set) var test: [[Int32]] = []
     /// Per item, its training interactions (repeats counted).
     public private(set) var popularity: [Int64] = []
+    /// Per user, the items of training and of validation in time order (repeats kept), when
+    /// the data has a time column: the histories of session models. Empty otherwise.
+    public private(set) var sequences: [[Int32]] = []
+    /// Per user, how many of `sequences[u]`'s items are training's (the rest are validation's).
+    public private(set) var trainingLengths: [Int] = []
+    public var hasSequences: Bool { !sequences.isEmpty }
 
     public enum Split: Int, Sendable, CaseIterable {
         case train, valid, test
@@ -109,6 +115,25 @@ public final class Interactions: @unchecked Sendable {
         }
     }
 
+    /// Records each user's training and validation items in time order (rows by
+    /// `TabularData.timeOrder`; `splits` per row, 0 train, 1 valid, 2 test).
+    func recordSequences(users: [Int32], items: [Int32], times: [Double], splits: [UInt8]) {
+        let order = TabularData.timeOrder(users: users, times: times)
+        sequences = [[Int32]](repeating: [], count: self.users.count)
+        trainingLengths = [Int](repeating: 0, count: self.users.count)
+        for (u, rows) in order.enumerated() {
+            sequences[u] = rows.filter { splits[$0] == 0 }.map { items[$0] }
+            trainingLengths[u] = sequences[u].count
+            sequences[u] += rows.filter { splits[$0] == 1 }.map { items[$0] }
+        }
+    }
+
+    /// User u's items, oldest first, before the held-out items of `split`: training's for
+    /// validation (and training), training's and validation's for test.
+    public func history(of u: Int, before split: Split) -> ArraySlice<Int32> {
+        split == .test ? sequences[u][...] : sequences[u][..<trainingLengths[u]]
+    }
+
     /// Sorts and de-duplicates the per-user lists once every row is in.
     func finish() {
         for u in train.indices {
@@ -117,6 +142,15 @@ public final class Interactions: @unchecked Sendable {
             test[u] = Array(Set(test[u])).sorted()
         }
         while popularity.count < items.count { popularity.append(0) }
+    }
+
+    /// Items user `u` must not be recommended when `split` is evaluated: training's, and
+    /// validation's when testing, unless they are among the split's own.
+    public func excluded(_ u: Int, evaluating split: Split) -> [Int32] {
+        var seen = train[u]
+        if split == .test { seen = Array(Set(seen).union(valid[u])).sorted() }
+        let positives = Set(items(of: u, in: split))
+        return seen.filter { !positives.contains($0) }
     }
 
     public func items(of user: Int, in split: Split) -> [Int32] {
@@ -162,6 +196,7 @@ struct RowComposer {
 
     init(schema: FeatureSchema, users: SideCatalog?, items: SideCatalog?) {
         self.schema = schema
+        // A feature no catalog holds (a history) keeps -1: `write` is given its keys.
         var place = [Int](repeating: -1, count: schema.readFeatures)
         var densePlace = [Int](repeating: -1, count: schema.dense.count)
         for catalog in [users, items].compactMap({ $0 }) {
@@ -188,8 +223,10 @@ struct RowComposer {
     }
 
     /// Appends row `o` of `out` (rows are written in order after `out.begin`): every feature
-    /// read from data from its side's part, labels from `labels` (nil: zeros).
-    func write(_ out: Batch, row o: Int, user: Part, item: Part, context: Part, labels: UnsafePointer<Float>?) {
+    /// read from data from its side's part, labels from `labels` (nil: zeros); `history`,
+    /// if given, is the bag of feature `history.feature`, which no catalog holds.
+    func write(_ out: Batch, row o: Int, user: Part, item: Part, context: Part, labels: UnsafePointer<Float>?,
+               history: (feature: Int, keys: UnsafeBufferPointer<UInt64>)? = nil) {
         let l = out.labelColumns
         if let labels { (out.labels + o * l).update(from: labels, count: l) } else { (out.labels + o * l).update(repeating: 0, count: l) }
         let d = schema.dense.count
@@ -202,6 +239,10 @@ struct RowComposer {
             out.dense[o * d + j] = value
         }
         for f in 0..<schema.readFeatures {
+            if let history, history.feature == f {
+                out.appendBag(f, history.keys)
+                continue
+            }
             let bag = out.isBag(f)
             switch part(schema.categorical[f].side, feature: f, user: user, item: item, context: context) {
             case .row(let b, let r):

@@ -24,14 +24,8 @@ public final class RankingEvaluator: Evaluator {
         composer = RowComposer(schema: interactions.schema, users: interactions.users, items: interactions.items)
     }
 
-    /// Items user `u` must not be recommended: those of training, and of validation when
-    /// testing, unless they are among the split's own.
-    @_spi(Testing) public func excluded(_ u: Int) -> [Int32] {
-        var seen = interactions.train[u]
-        if which == .test { seen = Array(Set(seen).union(interactions.valid[u])).sorted() }
-        let positives = Set(interactions.items(of: u, in: which))
-        return seen.filter { !positives.contains($0) }
-    }
+    /// Items user `u` must not be recommended (`Interactions.excluded`).
+    @_spi(Testing) public func excluded(_ u: Int) -> [Int32] { interactions.excluded(u, evaluating: which) }
 
     /// Every item's score for user `u`, in catalog order.
     public func scores(user u: Int, network: Network, step: Int, batchSize: Int = 4096) throws -> [Float] {

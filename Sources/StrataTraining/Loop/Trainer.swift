@@ -182,6 +182,17 @@ public final class Trainer {
         network = try Network(spec: options.model, schema: options.schema, seed: options.seed, weightDecay: options.weightDecay) {
             request in try store.createTable(request.name, options.spec(for: request), budget: budget)
         }
+        if network.scoresItems {
+            guard let interactions = data.interactions else {
+                throw TrainingError.mismatch("model \(options.model.name) predicts the next item, and the data names no items")
+            }
+            guard options.loss == .softmax else {
+                throw TrainingError.mismatch("model \(options.model.name) scores every item: train it with the softmax loss, not \(options.loss)")
+            }
+            try network.setCandidates(interactions.items.ids)
+        } else if options.loss == .softmax {
+            throw TrainingError.mismatch("the softmax loss is over the items a next-item model scores; model \(options.model.name) scores one value a row")
+        }
         options.denseOptimizer.prepare(network.parameters)
         if let saved {
             try ParameterArchive.decode(saved.archive, into: network.parameters)
@@ -206,7 +217,7 @@ public final class Trainer {
 
     private func train(report: (TrainingEvent) throws -> Void) throws -> TrainingSummary {
         let batchSize = options.batchSize
-        let dScores = Tensor(rows: 0, columns: 1)
+        let dScores = Tensor(rows: 0, columns: network.scoresItems ? network.candidateKeys.count : 1)
         let started = Date()
         let startSamples = samples
         var lossSum = 0.0, lossCount = 0
@@ -260,7 +271,8 @@ public final class Trainer {
             skippedThisEpoch = item.skippedLines
             let batch = item.batch
             let scores = try network.forward(batch, training: true, step: step + 1)
-            let labels: Loss.Labels = negatives != nil ? .groups : .column(batch.labels + label, stride: batch.labelColumns)
+            let labels: Loss.Labels = network.scoresItems ? .classes(try network.targetClasses(batch))
+                : negatives != nil ? .groups : .column(batch.labels + label, stride: batch.labelColumns)
             let loss = options.loss.evaluate(scores, labels: labels, groupSize: batch.groupSize, gradient: dScores)
             try network.backward(dScores, step: step + 1)
             options.denseOptimizer.step(network.parameters, step: step + 1)

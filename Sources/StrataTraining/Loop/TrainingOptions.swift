@@ -90,8 +90,9 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
             guard let i = schema.labelIndex(label) else { throw TrainingError.mismatch("the data has no label '\(label)'") }
             column = i
         }
-        // With negatives the targets are the groups' (positive 1, negatives 0).
-        guard negatives == nil && loss != .bpr else { return column }
+        // With negatives the targets are the groups' (positive 1, negatives 0); the softmax's
+        // are the samples' items.
+        guard negatives == nil && loss != .bpr && loss != .softmax else { return column }
         guard column < schema.labels.count else {
             throw TrainingError.mismatch("the data has no label to train on; implicit feedback needs negatives (--negatives)")
         }

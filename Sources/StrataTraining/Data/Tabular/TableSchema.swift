@@ -109,12 +109,17 @@ public struct TableSchema: Sendable, Codable, Equatable, Hashable {
     public var delimiter: String?
     public var user: String?
     public var item: String?
+    /// The column holding each interaction's time, a number (seconds, or any increasing
+    /// count): it orders each user's interactions into a sequence, for the next-item
+    /// protocol and session models. Read whatever the column's kind (usually "ignore").
+    public var time: String?
     public var crosses: [[String]]?
     public var joins: [Join]?
     public var tables: [String: FeatureSchema.TableSettings]?
 
-    public init(columns: [String: Column], delimiter: String? = nil, user: String? = nil, item: String? = nil,
+    public init(columns: [String: Column], delimiter: String? = nil, user: String? = nil, item: String? = nil, time: String? = nil,
                 crosses: [[String]]? = nil, joins: [Join]? = nil, tables: [String: FeatureSchema.TableSettings]? = nil) {
+        self.time = time
         self.columns = columns
         self.delimiter = delimiter
         self.user = user

@@ -22,10 +22,15 @@ public enum EvaluationProtocol: String, Sendable, CaseIterable {
     case topk
     /// Click-through: the label is rating >= a threshold; a random 8:1:1 split; AUC and logloss.
     case click
+    /// Next-item prediction as RecBole evaluates sequential models: each user's interactions
+    /// in time order, the last one for test and the one before for validation (leave one
+    /// out); full ranking of every item for the held-out one after the user's history, the
+    /// history's items left out; Hit, NDCG and MRR at K. Needs the schema's `time` column.
+    case nextItem = "next-item"
 
     public var defaultRatios: [Double] {
         switch self {
-        case .none: []
+        case .none, .nextItem: []
         case .ratings: [0.8, 0.2]
         case .topk, .click: [0.8, 0.1, 0.1]
         }
@@ -37,6 +42,7 @@ public enum EvaluationProtocol: String, Sendable, CaseIterable {
         case .none, .click: "bce"
         case .ratings: "mse"
         case .topk: "bpr"
+        case .nextItem: "softmax"
         }
     }
 }
@@ -53,12 +59,16 @@ public final class TabularData {
         /// split but training gets ⌊ratio · n⌋, moved up to 1 where that is 0 while training
         /// keeps more than one.
         case perUser([Double])
+        /// Each user's last interaction in time for test, the one before for validation, the
+        /// rest for training (users with fewer than three interactions train on all of them).
+        case leaveOneOut
 
         public var description: String {
             switch self {
             case .none: "none"
             case .random(let r): "random \(r.map { String($0) }.joined(separator: ":"))"
             case .perUser(let r): "per user \(r.map { String($0) }.joined(separator: ":"))"
+            case .leaveOneOut: "leave one out"
             }
         }
     }
@@ -90,6 +100,7 @@ public final class TabularData {
             case .none: .none
             case .topk: .perUser(r)
             case .ratings, .click: .random(r)
+            case .nextItem: .leaveOneOut
             }
             self.init(splitting: splitting, seed: seed, clickThreshold: p == .click ? clickThreshold : nil, crosses: crosses)
         }
@@ -142,7 +153,16 @@ public final class TabularData {
             assignment = nil
             return
         }
-        let scanned = try Self.scan(path: path, format: format, options: options)
+        var timeColumn: Int?
+        if let time = table.time {
+            guard let c = header.firstIndex(of: time) else {
+                throw DataError.schema(file: path, reason: "the time column '\(time)' is not in the header (the columns are \(header.joined(separator: ", ")))")
+            }
+            timeColumn = c
+        } else if options.splitting == .leaveOneOut {
+            throw DataError.schema(file: path, reason: "the next-item protocol orders each user's interactions by time: name the time column (\"time\") in the schema")
+        }
+        let scanned = try Self.scan(path: path, format: format, options: options, time: timeColumn.map { ($0, delimiter) })
         interactions = scanned.interactions
         assignment = scanned.assignment
         counts = scanned.counts
@@ -165,7 +185,7 @@ public final class TabularData {
             "rating": .init(kind: .label, type: .rating),
             "timestamp": .init(kind: .ignore),
         ],
-        user: "user_id", item: "item_id",
+        user: "user_id", item: "item_id", time: "timestamp",
         joins: [
             .init(file: "ml-100k.user", on: "user_id", side: .user, columns: [
                 "age": .init(kind: .categorical), "gender": .init(kind: .categorical),
@@ -193,8 +213,9 @@ public final class TabularData {
     /// What a run on this data under `protocol` reads: the training split, and the evaluation
     /// the protocol makes (pointwise on the validation and test splits, or full ranking at
     /// `topK`). `label` names the label scored (nil: the first).
+    /// (The next-item protocol: samples and evaluations with histories of `historyLength` items.)
     public func trainingData(protocol p: EvaluationProtocol, label: String?, topK: Int = 10, shuffleBlock: Int,
-                             seed: UInt64) throws -> TrainingData {
+                             seed: UInt64, historyLength: Int = 50) throws -> TrainingData {
         var training = TrainingData(train: try source(.train, shuffleBlock: shuffleBlock, seed: seed), interactions: interactions)
         let hasValid = counts[1] > 0
         switch p {
@@ -209,6 +230,13 @@ public final class TabularData {
             }
             if hasValid { training.validation = RankingEvaluator(interactions, split: .valid, k: topK) }
             training.test = RankingEvaluator(interactions, split: .test, k: topK)
+        case .nextItem:
+            guard let interactions, interactions.hasSequences else {
+                throw DataError.schema(file: path, reason: "the next-item protocol needs the schema to name its user, item and time columns")
+            }
+            training.train = try SequenceSamples(interactions, historyLength: historyLength, seed: seed, identity: training.train.identity)
+            if hasValid { training.validation = try NextItemEvaluator(interactions, split: .valid, k: topK, historyLength: historyLength) }
+            training.test = try NextItemEvaluator(interactions, split: .test, k: topK, historyLength: historyLength)
         }
         return training
     }
@@ -264,7 +292,7 @@ public final class TabularData {
 
     // MARK: The pass over the interactions
 
-    private static func scan(path: String, format: TabularFormat, options: Options) throws
+    private static func scan(path: String, format: TabularFormat, options: Options, time: (column: Int, delimiter: UInt8)?) throws
         -> (interactions: Interactions?, assignment: SplitAssignment?, counts: [Int]) {
         let schema = format.schema
         let interactions = schema.user != nil && schema.item != nil ? try Interactions(schema: schema) : nil
@@ -281,13 +309,16 @@ public final class TabularData {
             }
         }
         guard !lines.isEmpty else { throw TrainingError.noData(path) }
-        let splits = try assign(count: lines.count, users: users, splitting: options.splitting, seed: options.seed, file: path)
+        let times = try time.map { try readTimes(path: path, column: $0.column, delimiter: $0.delimiter, lines: lines) }
+        let splits = try assign(count: lines.count, users: users, splitting: options.splitting, seed: options.seed, file: path,
+                                times: times)
         var counts = [0, 0, 0]
         for s in splits { counts[Int(s)] += 1 }
         if let interactions {
             for r in lines.indices {
                 interactions.record(user: Int(users[r]), item: Int(items[r]), split: Interactions.Split(rawValue: Int(splits[r]))!)
             }
+            if let times { interactions.recordSequences(users: users, items: items, times: times, splits: splits) }
             interactions.finish()
         }
         guard options.splitting != .none else { return (interactions, nil, counts) }
@@ -301,11 +332,21 @@ public final class TabularData {
 
     /// The split of each row (0 train, 1 valid, 2 test), a function of the seed and the rows'
     /// users alone.
-    @_spi(Testing) public static func assign(count n: Int, users: [Int32], splitting: Splitting, seed: UInt64, file: String) throws -> [UInt8] {
+    /// `times` (per row) orders each user's rows for `.leaveOneOut`; ties keep the file's order.
+    @_spi(Testing) public static func assign(count n: Int, users: [Int32], splitting: Splitting, seed: UInt64, file: String,
+                                             times: [Double]? = nil) throws -> [UInt8] {
         var splits = [UInt8](repeating: 0, count: n)
         switch splitting {
         case .none:
             return splits
+        case .leaveOneOut:
+            guard users.count == n, let times else {
+                throw DataError.schema(file: file, reason: "a leave-one-out split needs the schema to name its user, item and time columns")
+            }
+            for rows in timeOrder(users: users, times: times) where rows.count >= 3 {
+                splits[rows[rows.count - 2]] = 1
+                splits[rows[rows.count - 1]] = 2
+            }
         case .random(let ratios):
             var rng = SplitMix64(seed: SplitMix64.mix(seed ^ 0x5350_4C49_5452_4E44))  // "SPLITRND"
             cut(Array(0..<n), ratios: ratios, rng: &rng, into: &splits)
@@ -324,6 +365,41 @@ public final class TabularData {
             }
         }
         return splits
+    }
+
+    /// Each user's rows (indices), ordered by time, ties by row: the users' sequences.
+    static func timeOrder(users: [Int32], times: [Double]) -> [[Int]] {
+        var groups: [[Int]] = []
+        for (r, u) in users.enumerated() {
+            while groups.count <= Int(u) { groups.append([]) }
+            groups[Int(u)].append(r)
+        }
+        for u in groups.indices {
+            groups[u].sort { times[$0] < times[$1] || (times[$0] == times[$1] && $0 < $1) }
+        }
+        return groups
+    }
+
+    /// The time of each sample line (`lines`, ascending line numbers) from column `column`: a
+    /// finite number, or an error naming the file and line.
+    private static func readTimes(path: String, column: Int, delimiter: UInt8, lines: [Int64]) throws -> [Double] {
+        var times = [Double](repeating: 0, count: lines.count)
+        var next = 0
+        try forEachLine(of: path) { line, number in
+            guard next < lines.count, lines[next] == number else { return }
+            var value: Double?, at = 0
+            _ = forEachField(line, delimiter) { field, escaped in
+                if at == column { value = Double(unescaped(field, escaped).trimmingCharacters(in: .whitespaces)) }
+                at += 1
+                return nil
+            }
+            guard let value, value.isFinite else {
+                throw DataError.malformedLine(file: path, line: Int(number), reason: "the time (column \(column + 1)) is not a number")
+            }
+            times[next] = value
+            next += 1
+        }
+        return times
     }
 
     /// Shuffles `rows` and gives the first `counts[0]` training, the next validation (with three
