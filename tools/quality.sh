@@ -5,7 +5,7 @@
 # README's results table. The settings were chosen on the validation split (and, for the
 # ratings protocol, which has none, on a 70:10:20 split), never on the test figures.
 #
-#   tools/quality.sh               every run (about 10 minutes on 2 cores)
+#   tools/quality.sh               every run (about 90 minutes on 2 cores; the session models take most)
 #   tools/quality.sh mf-bpr mf-ratings     only these
 #   tools/quality.sh --list        the runs and their commands
 #   tools/quality.sh --seeds 1,2   other seeds
@@ -26,6 +26,10 @@ runs=(
     "wide-deep-click|RecBole logistic regression: AUC 0.7765|--model wide-deep --protocol click --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
     "deepfm-click|RecBole logistic regression: AUC 0.7765|--model deepfm --protocol click --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
     "dcn-v2-click|RecBole logistic regression: AUC 0.7765|--model dcn-v2 --protocol click --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
+    "gru4rec|GRU4Rec (RecBole, leave-one-out in time, full ranking): Hit@10 0.1103, NDCG@10 0.0513|--model gru4rec --protocol next-item --batch-size 256 --epochs 4 --optimizer adam --learning-rate 0.001"
+    "sasrec|SASRec: NDCG@10 at least gru4rec's|--model sasrec --protocol next-item --batch-size 256 --epochs 3 --optimizer adam --learning-rate 0.001"
+    "deep-history-none|deep without the history: the baseline of deep-history-gru|--model deep --protocol next-item --set history=none --negatives 4 --loss bce --embedding-dim 32 --batch-size 1024 --epochs 5 --optimizer adam --learning-rate 0.001"
+    "deep-history-gru|deep with a GRU over the history as a feature: above deep-history-none|--model deep --protocol next-item --set history=gru --set max_length=20 --negatives 4 --loss bce --embedding-dim 32 --batch-size 1024 --epochs 5 --optimizer adam --learning-rate 0.001"
 )
 
 seeds="1,2,3"

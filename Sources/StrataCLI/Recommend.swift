@@ -10,8 +10,9 @@ struct Recommend: ParsableCommand {
         abstract: "The best items for a user, from the model a store's last checkpoint holds.",
         discussion: """
             Scores every item of the data for the user with the trained model (reading the store, \
-            changing nothing), leaves out the items the user has interacted with in the data (any \
-            split), and prints the K best with their scores. Give the data as it was given to \
+            changing nothing; a model trained on histories, --protocol next-item, reads the user's \
+            whole history, in time order), leaves out the items the user has interacted with in the \
+            data (any split), and prints the K best with their scores. Give the data as it was given to \
             `strata train` (the same --data, --schema, --protocol and --cross): its features must be \
             the ones the model was trained on.
             """)
@@ -36,8 +37,8 @@ struct Recommend: ParsableCommand {
         guard let table = loaded.table, let interactions = loaded.training.interactions else {
             throw ToolError("recommending needs data that names its users and items (movielens, or table: data whose schema has \"user\" and \"item\")")
         }
-        guard table.schema == model.options.schema else {
-            throw ToolError("the data's features (\(table.schema.summary)) are not the model's (\(model.options.schema.summary)): give --data, --schema and --cross as for training")
+        guard loaded.schema == model.options.schema else {
+            throw ToolError("the data's features (\(loaded.schema.summary)) are not the model's (\(model.options.schema.summary)): give --data, --schema, --protocol and --cross as for training")
         }
         let userFeature = table.schema.categorical[interactions.users.idFeature]
         let key = Array(user.utf8).withUnsafeBufferPointer {
@@ -46,8 +47,15 @@ struct Recommend: ParsableCommand {
         guard let u = interactions.users.entity(id: key) else {
             throw ToolError("--user \(user): no such user in the data's column '\(userFeature.name)'")
         }
-        let evaluator = RankingEvaluator(interactions, split: .test, k: count)
-        var scores = try evaluator.scores(user: u, network: model.network, step: model.step)
+        var scores: [Float]
+        if model.options.schema.sequence != nil {
+            // A model of histories reads the user's whole history, in time order.
+            if model.network.scoresItems { try model.network.setCandidates(interactions.items.ids) }
+            let evaluator = try NextItemEvaluator(interactions, split: .test, k: count, historyLength: input.history)
+            scores = try evaluator.scores(user: u, network: model.network, step: model.step)
+        } else {
+            scores = try RankingEvaluator(interactions, split: .test, k: count).scores(user: u, network: model.network, step: model.step)
+        }
         let seen = Interactions.Split.allCases.flatMap { interactions.items(of: u, in: $0) }
         if !includeSeen { for i in seen { scores[Int(i)] = -.infinity } }
         let top = scores.withUnsafeBufferPointer { RankingMetrics.top(count, of: $0) }

@@ -57,6 +57,10 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
                 loss: .softmax),
         ZooCase(model: "lstm4rec", protocol: .nextItem, settings: ["embedding_dim": 16, "hidden_size": 16, "max_length": 10],
                 loss: .softmax),
+        // A ranker with the history as a feature: a GRU's last state beside the user's and
+        // the item's embeddings, trained on sampled negatives.
+        ZooCase(model: "deep", protocol: .nextItem, settings: ["embedding_dim": 8, "mlp": [16], "history": "gru", "max_length": 5],
+                loss: .binaryCrossEntropy, negatives: 2),
         ZooCase(model: "sasrec", protocol: .nextItem,
                 settings: ["hidden_size": 16, "layers": 1, "heads": 2, "inner_size": 32, "max_length": 10, "dropout": 0.2,
                            "attention_dropout": 0.2],

@@ -59,7 +59,11 @@ import Testing
         let tiny = try c.train(steps: steps, resources: TrainingResources(budget: TierBudget(hotBytes: 24 * record, warmBytes: 48 * record),
                                                                           lookahead: 3, threads: 1), checkpointEvery: 20)
         #expect(all.state.rowCount > 500, "\(c.testDescription): only \(all.state.rowCount) rows")
-        let moved = tiny.summary.tables.hotHitRatio < 0.9 && tiny.summary.tables.coldHitRatio > 0
+        // A next-item model with the full softmax reads and changes every item row every step:
+        // its rows move between hot, warm and spill, and the spill serves them (LMDB's copy is
+        // not read in these runs).
+        let t = tiny.summary.tables
+        let moved = t.hotHitRatio < 0.9 && (t.coldHitRatio > 0 || (c.loss == .softmax && t.warmHitRatio > 0.5))
         #expect(moved, "\(c.testDescription): rows hardly moved under the tiny budget: \(tiny.summary.tables)")
         let diff = tiny.state.differences(from: all.state), same = diff.isEmpty
         #expect(same, "\(c.testDescription) under a tiny budget differs:\n\(diff.joined(separator: "\n"))")

@@ -65,6 +65,56 @@ import Testing
         #expect(same, "recommend changed the store:\n\(diff.joined(separator: "\n"))")
     }
 
+    /// A next-item model recommends from the user's whole history in time order: its scores are
+    /// the network's for that history (computed here in process, the history's items looked up
+    /// from the file), and the items the user had are left out.
+    @Test func aNextItemModelRecommendsAfterTheWholeHistory() throws {
+        let directory = temporaryDirectory("strata-recommend-next")
+        defer { removeDirectory(directory) }
+        let store = directory + "/store"
+        let data = "movielens:" + MovieLens.directory
+        let trained = try StrataCommand.run(["train", "--model", "gru4rec", "--data", data, "--protocol", "next-item",
+                                             "--store", store, "--set", "embedding_dim=8", "--set", "hidden_size=8",
+                                             "--set", "max_length=5", "--batch-size", "256", "--steps", "20", "--eval-samples", "0"])
+        try #require(trained.status == 0, "\(trained.output)")
+        let before = try Self.capture(store)
+        let result = try StrataCommand.run(["recommend", store, "--data", data, "--protocol", "next-item", "--user", "196",
+                                            "-k", "5", "--json"])
+        try #require(result.status == 0, "\(result.output)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.lines.last!.utf8)) as? [String: Any])
+        let items = try #require(object["items"] as? [[String: Any]])
+        let names = items.compactMap { $0["item"] as? String }, scores = items.compactMap { $0["score"] as? Double }
+        #expect(names.count == 5 && scores == scores.sorted(by: >), "\(items)")
+
+        // User 196's items in time order (ties in file order), from the file itself.
+        let text = try String(contentsOfFile: MovieLens.directory + "/ml-100k.inter", encoding: .utf8)
+        let rows = text.split(separator: "\n").dropFirst().map { $0.split(separator: "\t") }.filter { $0[0] == "196" }
+        let history = rows.enumerated().sorted { (Double($0.element[3])!, $0.offset) < (Double($1.element[3])!, $1.offset) }
+            .map { String($0.element[1]) }
+        #expect(Set(history).isDisjoint(with: names), "recommended items the user had")
+
+        // The same scores in process: the trained network on a one-row batch of the last 5 items.
+        let s = try Store(path: store, options: .small(TierBudget(hotBytes: 1 << 20, warmBytes: 0)))
+        defer { try? s.close() }
+        let model = try TrainedModel(store: s)
+        let schema = model.options.schema
+        let ids = try MovieLens.data(.nextItem).interactions!.items.ids
+        try model.network.setCandidates(ids)
+        let batch = Batch(schema: schema)
+        // The user's and item's other features: the query reads none of them.
+        var keys = schema.categorical.prefix(schema.readFeatures).map { [[FeatureSchema.missingKey(table: $0.table)]] }
+        keys[schema.categoricalIndex("user_id")!] = [[Self.key("196", table: "user")]]
+        keys[schema.categoricalIndex("item_id")!] = [[ids[0]]]
+        keys[schema.categoricalIndex("history")!] = [history.suffix(5).map { Self.key($0, table: "item") }]
+        batch.set(rows: 1, labels: [Float](repeating: 0, count: schema.labels.count), dense: [Float](repeating: 0, count: schema.dense.count), keys: keys)
+        let out = try model.network.forward(batch, training: false, step: model.step)
+        let top = ids.firstIndex(of: Self.key(names[0], table: "item"))!
+        #expect(abs(Double(out.data[top]) - scores[0]) <= 1e-6 * max(1, abs(scores[0])), "in process \(out.data[top]), recommend \(scores[0])")
+        try s.close()
+        let after = try Self.capture(store)
+        #expect(after.differences(from: before).isEmpty, "recommend changed the store")
+    }
+
     @Test func refusesWhatItCannotAnswer() throws {
         let directory = temporaryDirectory("strata-recommend-refusals")
         defer { removeDirectory(directory) }

@@ -66,7 +66,7 @@ import Glibc
         func items(_ u: String, _ s: Interactions.Split) -> [String] { i.items(of: Self.user(data, u), in: s).map { names[$0]! }.sorted() }
         // a: i1 (10), i2 and i5 (20, in file order: i2 first), i3 (30), i4 (40).
         #expect(items("a", .test) == ["i4"] && items("a", .valid) == ["i3"] && items("a", .train) == ["i1", "i2", "i5"])
-        #expect(i.sequences[Self.user(data, "a")].map { names[$0]! } == ["i1", "i2", "i5", "i3"])
+        #expect(i.sequences[Self.user(data, "a")].map { names[$0]! } == ["i1", "i2", "i5", "i3", "i4"])
         #expect(i.trainingLengths[Self.user(data, "a")] == 3)
         #expect(items("b", .test) == ["i4"] && items("b", .valid) == ["i2"] && items("b", .train) == ["i1"])
         // Fewer than three interactions: all train.
@@ -124,7 +124,33 @@ import Glibc
         #expect(valid.excluded(a).map { names[$0]! }.sorted() == ["i1", "i2", "i5"])
         #expect(test.excluded(a).map { names[$0]! }.sorted() == ["i1", "i2", "i3", "i5"])
         #expect(data.interactions!.history(of: a, before: .test).map { names[$0]! } == ["i1", "i2", "i5", "i3"])
+        #expect(data.interactions!.history(of: a, before: nil).map { names[$0]! } == ["i1", "i2", "i5", "i3", "i4"])
         #expect(data.interactions!.history(of: a, before: .valid).map { names[$0]! } == ["i1", "i2", "i5"])
+    }
+
+    /// A negative is its positive's user and history with a drawn item: the history is of the
+    /// user's side, so a ranker learns which item follows that history.
+    @Test func negativesKeepThePositivesHistory() throws {
+        let data = try MovieLens.data(.nextItem, seed: 3)
+        let interactions = data.interactions!
+        var source = try SequenceSamples(interactions, historyLength: 6, seed: 3, identity: "ml")
+        let schema = source.schema
+        let sampler = try NegativeSampler(NegativeSampling(count: 3), interactions: interactions, seed: 4, schema: schema)
+        let raw = Batch(schema: schema), out = Batch(schema: schema)
+        let n = try source.next(50, into: raw)
+        sampler.expand(raw, startingAt: SourcePosition(), into: out)
+        #expect(out.count == 4 * n && out.groupSize == 4)
+        let history = schema.categoricalIndex("history")!, user = schema.categoricalIndex("user_id")!, item = schema.categoricalIndex("item_id")!
+        for r in 0..<n {
+            let positive = Array(raw.keys(of: history, row: r))
+            #expect((1...6).contains(positive.count))
+            for j in 0..<4 {
+                let o = 4 * r + j
+                #expect(Array(out.keys(of: history, row: o)) == positive, "row \(r), slot \(j)")
+                #expect(out.keys(of: user, row: o)[0] == raw.keys(of: user, row: r)[0])
+                if j > 0 { #expect(out.keys(of: item, row: o)[0] != raw.keys(of: item, row: r)[0]) }
+            }
+        }
     }
 
     // MARK: The sequence use of a table

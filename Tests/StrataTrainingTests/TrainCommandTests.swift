@@ -222,7 +222,25 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         BadOption(arguments: ["--shuffle-block", "2147483647"], fragments: ["--shuffle-block"]),
         BadOption(arguments: ["--top-k", "0"], fragments: ["--top-k"]),
         BadOption(arguments: ["--protocol", "topk"], fragments: ["--protocol", "movielens"]),
+        BadOption(arguments: ["--model", "gru4rec"], fragments: ["gru4rec", "bottom_mlp"]),
+        BadOption(arguments: ["--loss", "softmax"], fragments: ["softmax", "dlrm"]),
+        BadOption(arguments: ["--loss", "hinge"], fragments: ["--loss", "hinge", "softmax"]),
     ]
+
+    /// Session models and the softmax need histories: other data, or another loss, is refused
+    /// naming what to give.
+    @Test(arguments: [
+        BadOption(arguments: ["--model", "gru4rec", "--protocol", "topk"], fragments: ["gru4rec", "history", "--protocol next-item"]),
+        BadOption(arguments: ["--model", "sasrec", "--protocol", "next-item", "--loss", "bpr"], fragments: ["sasrec", "softmax", "bpr"]),
+        BadOption(arguments: ["--model", "mf", "--protocol", "next-item"], fragments: ["softmax", "mf"]),
+        BadOption(arguments: ["--model", "deep", "--protocol", "topk", "--set", "history=gru"], fragments: ["history gru", "--protocol next-item"]),
+    ])
+    func sessionModelsRefuseDataWithoutHistories(_ bad: BadOption) throws {
+        let scratch = Scratch()
+        let result = try Command.run(["train", "--data", "movielens:" + MovieLens.directory, "--store", scratch.store, "--steps", "1"]
+                                     + bad.arguments)
+        expectRefusal(result, mentioning: bad.fragments, bad.testDescription)
+    }
 
     @Test(arguments: refusedOptions)
     func badOptionIsRefusedClearly(_ bad: BadOption) throws {

@@ -1,4 +1,4 @@
-// Batches of padded sequences, for the transformer layers (SASRec, BERT4Rec).
+// Batches of padded sequences, for the sequence layers (recurrent and transformer).
 //
 // The layout every sequence layer shares: a batch is a tensor of `rows × (T·d)`; row r is one
 // sample and its time step t occupies columns [t·d, (t+1)·d), so the memory is exactly a

@@ -76,11 +76,14 @@ public final class Interactions: @unchecked Sendable {
     public private(set) var test: [[Int32]] = []
     /// Per item, its training interactions (repeats counted).
     public private(set) var popularity: [Int64] = []
-    /// Per user, the items of training and of validation in time order (repeats kept), when
-    /// the data has a time column: the histories of session models. Empty otherwise.
+    /// Per user, the items of training, then of validation, then of test, each in time order
+    /// (repeats kept), when the data has a time column: the histories of session models.
+    /// Empty otherwise.
     public private(set) var sequences: [[Int32]] = []
-    /// Per user, how many of `sequences[u]`'s items are training's (the rest are validation's).
+    /// Per user, how many of `sequences[u]`'s items are training's, and training's and
+    /// validation's.
     public private(set) var trainingLengths: [Int] = []
+    private var validationEnds: [Int] = []
     public var hasSequences: Bool { !sequences.isEmpty }
 
     public enum Split: Int, Sendable, CaseIterable {
@@ -121,17 +124,25 @@ public final class Interactions: @unchecked Sendable {
         let order = TabularData.timeOrder(users: users, times: times)
         sequences = [[Int32]](repeating: [], count: self.users.count)
         trainingLengths = [Int](repeating: 0, count: self.users.count)
+        validationEnds = trainingLengths
         for (u, rows) in order.enumerated() {
             sequences[u] = rows.filter { splits[$0] == 0 }.map { items[$0] }
             trainingLengths[u] = sequences[u].count
             sequences[u] += rows.filter { splits[$0] == 1 }.map { items[$0] }
+            validationEnds[u] = sequences[u].count
+            sequences[u] += rows.filter { splits[$0] == 2 }.map { items[$0] }
         }
     }
 
     /// User u's items, oldest first, before the held-out items of `split`: training's for
-    /// validation (and training), training's and validation's for test.
-    public func history(of u: Int, before split: Split) -> ArraySlice<Int32> {
-        split == .test ? sequences[u][...] : sequences[u][..<trainingLengths[u]]
+    /// validation (and training), training's and validation's for test; nil: all of them
+    /// (what the user had when the data ends, for recommending).
+    public func history(of u: Int, before split: Split?) -> ArraySlice<Int32> {
+        switch split {
+        case .train?, .valid?: sequences[u][..<trainingLengths[u]]
+        case .test?: sequences[u][..<validationEnds[u]]
+        case nil: sequences[u][...]
+        }
     }
 
     /// Sorts and de-duplicates the per-user lists once every row is in.

@@ -19,15 +19,18 @@ public final class NegativeSampler: Sendable {
     /// almost every item must not stall the pipeline).
     static let attempts = 32
 
-    /// `positivesBy` is a binary label column: lines labelled 0 there are left out.
-    public init(_ options: NegativeSampling, interactions: Interactions, seed: UInt64, positivesBy: Int? = nil) throws {
+    /// `positivesBy` is a binary label column: lines labelled 0 there are left out. `schema` is
+    /// the samples' (nil: the data's), which may add features no catalog holds, such as a
+    /// history: a negative copies them from its positive when they are of the user's side.
+    public init(_ options: NegativeSampling, interactions: Interactions, seed: UInt64, positivesBy: Int? = nil,
+                schema: FeatureSchema? = nil) throws {
         guard interactions.items.count >= 2 else {
             throw TrainingError.mismatch("negative sampling needs at least two items; the data has \(interactions.items.count)")
         }
         self.options = options
         self.interactions = interactions
         self.positivesBy = positivesBy
-        composer = RowComposer(schema: interactions.schema, users: interactions.users, items: interactions.items)
+        composer = RowComposer(schema: schema ?? interactions.schema, users: interactions.users, items: interactions.items)
         key = SplitMix64.mix(seed ^ 0x4E45_4741_5449_5645)  // "NEGATIVE"
         switch options.distribution {
         case .uniform:

@@ -1,7 +1,9 @@
 // Next-item evaluation as RecBole runs it for sequential models with full ranking: for every
 // user with a held-out item in the split, the model reads the user's history (training's
 // items; and validation's when testing), scores every item of the catalog, the items of the
-// history are left out, and the K best are compared with the held-out item.
+// history are left out, and the K best are compared with the held-out item. A next-item model
+// scores the catalog from one query a user; a model of one score a row (a ranker reading the
+// history as a feature) scores a row per item.
 public import StrataModels
 
 public final class NextItemEvaluator: Evaluator {
@@ -16,6 +18,7 @@ public final class NextItemEvaluator: Evaluator {
     private let historyFeature: Int
     private var keys: [UInt64] = []
     private var scores: [Float] = []
+    private var rowScores: [Float] = []
 
     /// `split` is `.valid` or `.test`; histories hold at most `historyLength` items, as the
     /// training samples' do.
@@ -35,19 +38,49 @@ public final class NextItemEvaluator: Evaluator {
     /// Items user `u` must not be recommended (`Interactions.excluded`).
     @_spi(Testing) public func excluded(_ u: Int) -> [Int32] { interactions.excluded(u, evaluating: which) }
 
+    /// Every item's score for user `u` after the user's whole history (every split's items),
+    /// in catalog order: what to recommend next.
+    public func scores(user u: Int, network: Network, step: Int) throws -> [Float] {
+        try check(network)
+        try score([u], history: { interactions.history(of: $0, before: nil) }, network: network, step: step) { _, row in
+            scores = Array(row)
+        }
+        return scores
+    }
+
     public func evaluate(_ network: Network, step: Int, limit: Int?) throws -> Evaluation? {
-        guard network.scoresItems else {
-            throw TrainingError.mismatch("the next-item protocol ranks every item by a model's query; model \(network.spec.name) scores one value a row (train gru4rec, lstm4rec, sasrec or another next-item model)")
-        }
-        let catalog = interactions.items
-        guard network.candidateKeys == catalog.ids else {
-            throw TrainingError.mismatch("the model scores \(network.candidateKeys.count) candidate items, not the catalog's \(catalog.count)")
-        }
+        try check(network)
         var metrics = RankingMetrics(k: k)
         var users: [Int] = []
         for u in 0..<interactions.users.count where !interactions.items(of: u, in: which).isEmpty {
             if let limit, users.count >= limit { break }
             users.append(u)
+        }
+        try score(users, history: { interactions.history(of: $0, before: which) }, network: network, step: step) { u, row in
+            scores.removeAll(keepingCapacity: true)
+            scores.append(contentsOf: row)
+            for i in excluded(u) { scores[Int(i)] = -.infinity }
+            let top = scores.withUnsafeBufferPointer { RankingMetrics.top(k, of: $0) }
+            metrics.add(ranked: top, relevant: interactions.items(of: u, in: which))
+        }
+        guard metrics.users > 0 else { return nil }
+        return Evaluation(step: step, split: split, samples: metrics.users, metrics: metrics.metrics)
+    }
+
+    private func check(_ network: Network) throws {
+        guard network.scoresItems else { return }
+        guard network.candidateKeys == interactions.items.ids else {
+            throw TrainingError.mismatch("the model scores \(network.candidateKeys.count) candidate items, not the catalog's \(interactions.items.count)")
+        }
+    }
+
+    /// Scores every item for each of `users` after `history(u)` (its last `historyLength`
+    /// items), in batches; `body` gets each user and their scores in catalog order.
+    private func score(_ users: [Int], history: (Int) -> ArraySlice<Int32>, network: Network, step: Int,
+                       _ body: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        let catalog = interactions.items
+        guard network.scoresItems else {
+            return try scoreRows(users, history: history, network: network, step: step, body)
         }
         let rowsPerBatch = 256
         var first = 0
@@ -56,30 +89,49 @@ public final class NextItemEvaluator: Evaluator {
             batch.begin(capacity: rows)
             for r in 0..<rows {
                 let u = users[first + r]
-                let history = interactions.history(of: u, before: which).suffix(historyLength)
                 keys.removeAll(keepingCapacity: true)
-                for i in history { keys.append(catalog.ids[Int(i)]) }
-                // The item's features are the held-out item's: a query never reads them.
-                let target = Int(interactions.items(of: u, in: which)[0])
+                for i in history(u).suffix(historyLength) { keys.append(catalog.ids[Int(i)]) }
+                // The item's features are a placeholder's (the catalog's first item): a next-item
+                // model's query never reads them.
                 keys.withUnsafeBufferPointer { h in
-                    composer.write(batch, row: r, user: .entity(interactions.users, u), item: .entity(catalog, target),
+                    composer.write(batch, row: r, user: .entity(interactions.users, u), item: .entity(catalog, 0),
                                    context: .missing, labels: nil, history: (historyFeature, h))
                 }
             }
             batch.end(written: rows)
             batch.computeCrosses()
             let out = try network.forward(batch, training: false, step: step)
-            for r in 0..<rows {
-                let u = users[first + r]
-                scores.removeAll(keepingCapacity: true)
-                scores.append(contentsOf: UnsafeBufferPointer(start: out.row(r), count: catalog.count))
-                for i in excluded(u) { scores[Int(i)] = -.infinity }
-                let top = scores.withUnsafeBufferPointer { RankingMetrics.top(k, of: $0) }
-                metrics.add(ranked: top, relevant: interactions.items(of: u, in: which))
-            }
+            for r in 0..<rows { body(users[first + r], UnsafeBufferPointer(start: out.row(r), count: catalog.count)) }
             first += rows
         }
-        guard metrics.users > 0 else { return nil }
-        return Evaluation(step: step, split: split, samples: metrics.users, metrics: metrics.metrics)
+    }
+
+    /// `score` for a model of one score a row: a row per item of the catalog for each user,
+    /// with the user's history.
+    private func scoreRows(_ users: [Int], history: (Int) -> ArraySlice<Int32>, network: Network, step: Int,
+                           _ body: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        let catalog = interactions.items, n = catalog.count
+        if rowScores.count != n { rowScores = [Float](repeating: 0, count: n) }
+        for u in users {
+            keys.removeAll(keepingCapacity: true)
+            for i in history(u).suffix(historyLength) { keys.append(catalog.ids[Int(i)]) }
+            var first = 0
+            while first < n {
+                let rows = min(4096, n - first)
+                batch.begin(capacity: rows)
+                keys.withUnsafeBufferPointer { h in
+                    for r in 0..<rows {
+                        composer.write(batch, row: r, user: .entity(interactions.users, u), item: .entity(catalog, first + r),
+                                       context: .missing, labels: nil, history: (historyFeature, h))
+                    }
+                }
+                batch.end(written: rows)
+                batch.computeCrosses()
+                let out = try network.forward(batch, training: false, step: step)
+                for r in 0..<rows { rowScores[first + r] = out.data[r] }
+                first += rows
+            }
+            rowScores.withUnsafeBufferPointer { body(u, $0) }
+        }
     }
 }

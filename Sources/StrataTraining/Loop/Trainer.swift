@@ -155,7 +155,8 @@ public final class Trainer {
             guard n.count >= 1 else { throw TrainingError.mismatch("negative sampling draws at least one negative per sample") }
             // Lines with a binary label of 0 are no interaction to draw negatives for.
             let binary = options.schema.labels.indices.contains(label) && options.schema.labels[label].kind == .binary
-            negatives = try NegativeSampler(n, interactions: interactions, seed: options.seed, positivesBy: binary ? label : nil)
+            negatives = try NegativeSampler(n, interactions: interactions, seed: options.seed, positivesBy: binary ? label : nil,
+                                            schema: options.schema)
         } else {
             guard options.loss != .bpr else { throw TrainingError.mismatch("the BPR loss ranks positives above sampled negatives: give negatives") }
             negatives = nil
