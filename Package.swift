@@ -3,11 +3,14 @@
 //
 // Modules follow the data flow, each using only the ones above it in this list:
 //   CLMDB, CLZ4, COpenBLAS,       C libraries, and the pieces Swift cannot write: CRC-32C and
-//     CStrataSupport,             prefetch hints; an AVX-512 matrix-product kernel
-//     CStrataKernels
+//     CStrataSupport,             prefetch hints; an AVX-512 matrix-product kernel; a C surface
+//     CStrataKernels,             over FAISS's C++ (HNSW), which catches its exceptions
+//     CStrataFAISS
 //   StrataStore                   the tiered store: lookup, sparse optimizer step, checkpoints
 //   StrataTableFiles              the files tables export to and import from: npy,
 //                                 safetensors, the embedding projector's TSV
+//   StrataNeighbors               approximate nearest rows of a table's last checkpoint (FAISS
+//                                 HNSW), saved beside the store and checked for staleness
 //   StrataNN                      tensors, layers with their backward passes, losses, dense
 //                                 optimizers, the store-backed embedding layer
 //   StrataModels                  the model zoo (DLRM first)
@@ -49,12 +52,25 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]),
         .target(name: "CStrataSupport"),
         .target(name: "CStrataKernels"),
+        // Debian's libfaiss-dev is a static library without a pkg-config file: it is linked by
+        // name, with what it was built against: OpenMP (libgomp), the C++ library, and BLAS and
+        // LAPACK, which OpenBLAS provides (through COpenBLAS, so that one copy is loaded).
+        // openmp/ holds the <omp.h> its headers include (see the file).
+        .target(
+            name: "CStrataFAISS",
+            dependencies: ["COpenBLAS"],
+            cxxSettings: [.headerSearchPath("openmp")],
+            linkerSettings: [.linkedLibrary("faiss"), .linkedLibrary("gomp"), .linkedLibrary("stdc++")]),
         .target(
             name: "StrataStore",
             dependencies: ["CLMDB", "CLZ4", "CStrataSupport"],
             swiftSettings: strictness),
         .target(
             name: "StrataTableFiles",
+            swiftSettings: strictness),
+        .target(
+            name: "StrataNeighbors",
+            dependencies: ["StrataStore", "CStrataFAISS", "CStrataSupport"],
             swiftSettings: strictness),
         .target(
             name: "StrataNN",
@@ -73,6 +89,7 @@ let package = Package(
             dependencies: [
                 "StrataStore",
                 "StrataTableFiles",
+                "StrataNeighbors",
                 "StrataTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -109,7 +126,7 @@ let package = Package(
         .testTarget(
             name: "StrataStoreTests",
             // The executables are dependencies so that they are built for the tests that run them.
-            dependencies: ["StrataStore", "StrataTestSupport", "strata-fault-driver", "strata-fuzz", "StrataCLI"],
+            dependencies: ["StrataStore", "StrataNeighbors", "StrataTestSupport", "strata-fault-driver", "strata-fuzz", "StrataCLI"],
             swiftSettings: strictness),
     ]
 )

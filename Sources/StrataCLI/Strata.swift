@@ -6,5 +6,5 @@ struct Strata: ParsableCommand {
         commandName: "strata",
         abstract: "An out-of-core embedding store: tiered tables with in-store sparse optimizers.",
         subcommands: [Train.self, Recommend.self, Info.self, Inspect.self, Get.self, Export.self, Import.self, Verify.self, Evict.self, Compact.self,
-                      Neighbors.self, Bench.self, Roundtrip.self])
+                      Neighbors.self, IndexCommand.self, Bench.self, BenchIndex.self, Roundtrip.self])
 }

@@ -38,6 +38,8 @@ import StrataTestSupport
         (["import", "STORE", "t", "--from", "X", "--checkpoint-rows", "-4"], "--checkpoint-rows", "-4"),
         (["evict", "STORE", "t", "--max-norm", "-1"], "--max-norm", "-1"),
         (["neighbors", "STORE", "t", "1", "-k", "-2"], "-k", "-2"),
+        (["index", "STORE", "t", "--m", "0"], "--m", "0"),
+        (["bench-index", "--ef-search", "0"], "--ef-search", "0"),
         (["train", "--data", "synthetic:criteo", "--batch-size", "-5"], "--batch-size", "-5"),
         (["train", "--data", "synthetic:criteo", "--shuffle-block", "3000000000"], "--shuffle-block", "3000000000"),
         (["train", "--data", "synthetic:criteo", "--hot-mb", "1e300"], "--hot-mb", "1e+300"),
@@ -78,7 +80,7 @@ import StrataTestSupport
         // Training and its data (recommend shares the data options).
         "train --model": "nope", "train --data": "nope:x", "train --eval-data": "nope:x", "train --schema": "NOFILE",
         "train --protocol": "nope", "train --split": "0.5:nope", "train --click-threshold": "nan", "train --cross": "nope",
-        "train --top-k": "0", "train --on-malformed": "nope", "train --shuffle-block": "-1",
+        "train --top-k": "0", "train --history": "0", "train --on-malformed": "nope", "train --shuffle-block": "-1",
         "train --synthetic-samples": "0", "train --synthetic-keys": "0.5", "train --synthetic-key-spaces": "nope",
         "train --synthetic-zipf": "-1", "train --store": "FILE/store", "train --embedding-dim": "0", "train --mlp": "8,nope",
         "train --dropout": "1", "train --cross-layers": "-1", "train --combine": "nope", "train --mlp-embedding-dim": "0",
@@ -92,7 +94,7 @@ import StrataTestSupport
         "train --metrics": "FILE/metrics.jsonl", "train --report": "FILE/report",
         "recommend --hot-mb": "-1", "recommend --map-resident-mb": "0", "recommend --wait": "-3", "recommend --data": "nope:x",
         "recommend --eval-data": "nope:x", "recommend --schema": "NOFILE", "recommend --protocol": "nope",
-        "recommend --split": "nope", "recommend --click-threshold": "nan", "recommend --cross": "nope", "recommend --top-k": "0",
+        "recommend --split": "nope", "recommend --click-threshold": "nan", "recommend --cross": "nope", "recommend --top-k": "0", "recommend --history": "2000",
         "recommend --on-malformed": "nope", "recommend --shuffle-block": "-1", "recommend --synthetic-samples": "0",
         "recommend --synthetic-keys": "-1", "recommend --synthetic-key-spaces": "nope", "recommend --synthetic-zipf": "nan",
         "recommend --user": "nope", "recommend --count": "0", "recommend --show": "nope",
@@ -109,6 +111,12 @@ import StrataTestSupport
         "evict --min-updates": "-1", "evict --max-norm": "-1", "evict --checkpoint-rows": "0",
         "neighbors --hot-mb": "-1", "neighbors --map-resident-mb": "0", "neighbors --wait": "-1", "neighbors -k": "-2",
         "neighbors --metric": "nope",
+        "index --hot-mb": "-1", "index --map-resident-mb": "0", "index --wait": "-1", "index --metric": "nope",
+        "index --m": "1", "index --ef-construction": "0", "index --ef-search": "0", "index --threads": "-1",
+        "bench-index --rows": "0", "bench-index --dim": "0", "bench-index --queries": "0", "bench-index -k": "0",
+        "bench-index --metric": "nope", "bench-index --m": "1", "bench-index --ef-construction": "0",
+        "bench-index --ef-search": "0", "bench-index --threads": "-1", "bench-index --sweep": "nope", "bench-index --seed": "-1",
+        "bench-index --single": "-1", "bench-index --clusters": "-1",
         "bench --rows": "0", "bench --dim": "0", "bench --batch": "-5", "bench --hot-rows": "0", "bench --seconds": "nan",
         "bench --dir": "FILE/dir", "bench --store": "NOFILE", "bench --table": "nope", "bench --checkpoint-rows": "0",
         "bench --checkpoint-batches": "-1", "bench --only": "nope", "bench --report": "FILE/report",
@@ -137,6 +145,8 @@ import StrataTestSupport
         case "import": ["import", "STORE", "t", "--from", "EXPORT"]
         case "evict": ["evict", "STORE", "t", "--min-updates", "1", "--dry-run"]
         case "neighbors": ["neighbors", "STORE", "t", "1"]
+        case "index": ["index", "STORE", "t"]
+        case "bench-index": ["bench-index", "--quick"]
         case "bench": ["bench", "--quick"]
         case "roundtrip": ["roundtrip", "--rows", "2000", "--dim", "4", "--store", "SCRATCH/roundtrip"]
         default: [command]

@@ -1,7 +1,8 @@
 // `strata evict`, `strata compact` and `strata neighbors`: feature eviction, giving the space
-// back, and exact nearest rows.
+// back, and nearest rows (exact, or from the saved index of `strata index`).
 import ArgumentParser
 import Foundation
+import StrataNeighbors
 import StrataStore
 
 /// `strata evict STORE TABLE --not-updated-since G | --min-updates N | --max-norm X`.
@@ -105,23 +106,33 @@ struct Compact: ParsableCommand {
     }
 }
 
-/// `strata neighbors STORE TABLE KEY -k 10 --metric dot|cosine`.
+/// `strata neighbors STORE TABLE KEY -k 10 --metric dot|cosine [--index [--rebuild]]`.
 struct Neighbors: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The rows nearest to a key's row, by exact search over the table.",
-        discussion: "Streams over the rows of the last checkpoint in constant memory. A key never written is searched with the initializer's value.")
+        abstract: "The rows nearest to a key's row, by exact search over the table or from its saved index.",
+        discussion: """
+            Without --index, streams over the rows of the last checkpoint in constant memory. With \
+            --index, searches the approximate index `strata index` saved in the store for the table \
+            and metric (building and saving it first when there is none); an index built before the \
+            store's last checkpoint is refused unless --rebuild, which builds it again. A key never \
+            written is searched with the initializer's value.
+            """)
 
     @OptionGroup var access: StoreAccess
     @Argument(help: "The table.") var table: String
     @Argument(help: "The key whose neighbours to find.") var key: String
     @Option(name: .customShort("k"), parsing: .unconditional, help: "How many neighbours.") var count = 10
     @Option(help: "dot or cosine.") var metric = "cosine"
+    @Flag(help: "Search the table's saved approximate index (strata index) instead of every row.") var index = false
+    @Flag(help: "With --index: build the index again first, with `strata index`'s default parameters (a stale one is refused otherwise).")
+    var rebuild = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
         _ = try parseKey(key)
         try OptionCheck.whole(count, "-k", 1...1_000_000)
-        guard metric == "dot" || metric == "cosine" else { throw ValidationError("--metric: dot or cosine, not '\(metric)'") }
+        _ = try parseMetric(metric)
+        try OptionCheck.require(!rebuild || index, "--rebuild rebuilds the index --index searches: give --index too")
     }
 
     func run() throws {
@@ -130,6 +141,32 @@ struct Neighbors: ParsableCommand {
         defer { try? store.close() }
         let t = try StoreAccess.table(store, table)
         let row = try t.row(query)
+        var best: [(key: UInt64, score: Double)] = []
+        var scanned = 0
+        if index {
+            let saved = try SavedIndex.open(store, t, metric: try parseMetric(metric), rebuild: rebuild)
+            // One more than asked: the query's own row is not its neighbour.
+            let found = try saved.search(row.values, k: min(count + 1, Int(Int32.max)))[0]
+            best = found.filter { $0.key != query }.prefix(count).map { ($0.key, Double($0.score)) }
+            scanned = saved.rows
+        } else {
+            (best, scanned) = try exact(t, query: query, row: row)
+        }
+        if json {
+            try printJSON(["key": query, "written": row.placement != .initial, "metric": metric, "rows_scanned": scanned,
+                           "neighbors": best.map { ["key": $0.key, "score": $0.score] }])
+            return
+        }
+        print("\(best.count) nearest rows to key \(query)\(row.placement == .initial ? " (never written: its initializer value)" : "") "
+              + "by \(metric), of \(scanned) rows:")
+        for (rank, n) in best.enumerated() {
+            print("\(String(rank + 1).leftPadded(4))  \(String(n.key).leftPadded(20))  \(String(format: "%.6f", n.score))")
+        }
+    }
+
+    /// The `count` best rows other than `query`'s, best first (ties by key), by a pass over
+    /// every row of the last checkpoint; and how many rows it read.
+    private func exact(_ t: Table, query: UInt64, row: RowSnapshot) throws -> (best: [(key: UInt64, score: Double)], scanned: Int) {
         let q = row.values.map(Double.init)
         let qNorm = q.reduce(0) { $0 + $1 * $1 }.squareRoot()
         // The best `count` so far, best first; a sorted array beats a heap at these sizes.
@@ -156,15 +193,6 @@ struct Neighbors: ParsableCommand {
             }
             scanned += batch.count
         }
-        if json {
-            try printJSON(["key": query, "written": row.placement != .initial, "metric": metric, "rows_scanned": scanned,
-                           "neighbors": best.map { ["key": $0.key, "score": $0.score] }])
-            return
-        }
-        print("\(best.count) nearest rows to key \(query)\(row.placement == .initial ? " (never written: its initializer value)" : "") "
-              + "by \(metric), of \(scanned) rows:")
-        for (rank, n) in best.enumerated() {
-            print("\(String(rank + 1).leftPadded(4))  \(String(n.key).leftPadded(20))  \(String(format: "%.6f", n.score))")
-        }
+        return (best, scanned)
     }
 }

@@ -10,6 +10,7 @@
 //       warm.slab        warm tier slots (memory-mapped)
 //       warm.index       written by a clean close, consumed by the next open
 //       spill.slab       changed rows waiting for the next checkpoint (emptied on open)
+//     indexes/           nearest-neighbour indexes of tables, StrataNeighbors' (`strata index`)
 //
 // Concurrency (the GRDB way: written down once, here):
 // - Batch calls on tables run in parallel from any threads. Each holds the checkpoint lock
@@ -748,7 +749,7 @@ public final class Store: Sendable {
     }
 
     /// The names a store's directory holds (see the layout at the top of this file).
-    static let ownEntries: Set<String> = ["LOCK", "rows.mdb", "rows.mdb-lock", "tables"]
+    static let ownEntries: Set<String> = ["LOCK", "rows.mdb", "rows.mdb-lock", "tables", "indexes"]
 
     /// Deletes the store at `path` and nothing else. Refused, deleting nothing, when the
     /// directory is not a store (`.notEmpty`), holds files that are not the store's
