@@ -9,6 +9,7 @@
 #   tools/quality.sh mf-bpr mf-ratings     only these
 #   tools/quality.sh --list        the runs and their commands
 #   tools/quality.sh --seeds 1,2   other seeds
+#   STRATA=path/to/strata tools/quality.sh ...   a strata already built
 #
 # The data comes from tools/movielens.sh (RecBole 1.2.1's copy, cached outside the repository).
 # Results go to stdout as a table, and to $STRATA_QUALITY_OUT (default quality.jsonl in a
@@ -30,6 +31,14 @@ runs=(
     "sasrec|SASRec: NDCG@10 at least gru4rec's|--model sasrec --protocol next-item --batch-size 256 --epochs 3 --optimizer adam --learning-rate 0.001"
     "deep-history-none|deep without the history: the baseline of deep-history-gru|--model deep --protocol next-item --set history=none --negatives 4 --loss bce --embedding-dim 32 --batch-size 1024 --epochs 5 --optimizer adam --learning-rate 0.001"
     "deep-history-gru|deep with a GRU over the history as a feature: above deep-history-none|--model deep --protocol next-item --set history=gru --set max_length=20 --negatives 4 --loss bce --embedding-dim 32 --batch-size 1024 --epochs 5 --optimizer adam --learning-rate 0.001"
+    "two-tower|two-tower retrieval by the full softmax: next to gru4rec|--model two-tower --protocol next-item --batch-size 256 --epochs 20 --optimizer adam --learning-rate 0.001"
+    "two-tower-sampled|the sampled softmax (256 drawn by popularity, in-batch, log-Q): near two-tower|--model two-tower --protocol next-item --loss softmax --negatives 256 --negative-sampling popularity --batch-size 256 --epochs 30 --optimizer adam --learning-rate 0.001"
+    "mmoe-click-rating|multi-task: above mmoe-click's AUC or mmoe-rating's RMSE|--model mmoe --protocol click --task click:bce --task rating:mse --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
+    "mmoe-click|the same model on the click alone|--model mmoe --protocol click --task click:bce --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
+    "mmoe-rating|the same model on the rating alone|--model mmoe --protocol click --task rating:mse --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
+    "shared-bottom-click-rating|multi-task: above shared-bottom-click's AUC or shared-bottom-rating's RMSE|--model shared-bottom --protocol click --task click:bce --task rating:mse --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
+    "shared-bottom-click|the same model on the click alone|--model shared-bottom --protocol click --task click:bce --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
+    "shared-bottom-rating|the same model on the rating alone|--model shared-bottom --protocol click --task rating:mse --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
 )
 
 seeds="1,2,3"
@@ -49,8 +58,8 @@ while [ $# -gt 0 ]; do
 done
 
 data=$(tools/movielens.sh)
-swift build -c release --product strata >&2
-strata=.build/release/strata
+strata=${STRATA:-.build/release/strata}
+[ -n "${STRATA:-}" ] || swift build -c release --product strata >&2
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 out="${STRATA_QUALITY_OUT:-$scratch/quality.jsonl}"

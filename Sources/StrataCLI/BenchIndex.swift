@@ -10,7 +10,7 @@ import StrataStore
 struct BenchIndex: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-index",
-        abstract: "Measure the nearest-neighbour index against exact search on random vectors.",
+        abstract: "Measure the nearest-neighbour index against exact search, on random vectors or a store's table.",
         discussion: """
             Draws --rows vectors and --queries queries of --dim standard normal floats (seeded; with \
             --clusters N, around N standard normal centres instead, at a spread of 0.3), builds \
@@ -20,19 +20,25 @@ struct BenchIndex: ParsableCommand {
             build time, recall@k (the share of the exact top k the index returns, averaged over \
             queries) and queries a second, each way on the same --threads, and their ratio: for all \
             queries in one batch (exact search at its best, one matrix product a block), and one query \
-            at a time for the first --single of them (a request as a server sees it).
+            at a time for the first --single of them (a request as a server sees it). With --store and \
+            --table, the vectors are the rows of that table's last checkpoint instead (a trained item \
+            table, say), and the queries --queries rows of --query-table (drawn by --seed; by default \
+            the table's own rows: item-to-item), e.g. an MF model's user table; the store is only read.
             """)
 
     @Option(parsing: .unconditional, help: "Vectors indexed.") var rows = 1_000_000
     @Option(parsing: .unconditional, help: "Floats per vector.") var dim = 64
     @Option(parsing: .unconditional, help: "Queries searched (drawn apart from the vectors).") var queries = 1000
     @Option(name: .customShort("k"), parsing: .unconditional, help: "Neighbours per query.") var count = 10
-    @Option(help: "dot or cosine.") var metric = "cosine"
+    @Option(help: "dot, mips (the inner product over norm-equalised rows) or cosine.") var metric = "cosine"
     @OptionGroup var graph: GraphOptions
     @Option(help: "Further --ef-search values to measure, comma-separated (e.g. 64,256,512).") var sweep = ""
     @Option(parsing: .unconditional, help: "Queries also searched one at a time, each way (0: none).") var single = 100
     @Option(parsing: .unconditional, help: "Draw vectors and queries around this many centres (0: no clusters).") var clusters = 0
     @Option(parsing: .unconditional, help: "Seed of the random vectors.") var seed = 1
+    @Option(help: "Measure on the rows of a table of this store (with --table) instead of random vectors.") var store: String?
+    @Option(help: "With --store: the table indexed.") var table: String?
+    @Option(help: "With --store: the table whose rows are the queries (default: --table's own rows).") var queryTable: String?
     @Flag(help: "20,000 vectors and 100 queries: checks that the benchmark runs.") var quick = false
     @Flag(help: "Print one JSON object instead of text.") var json = false
 
@@ -46,6 +52,9 @@ struct BenchIndex: ParsableCommand {
         try OptionCheck.whole(single, "--single", 0...1_000_000)
         try OptionCheck.whole(clusters, "--clusters", 0...1_000_000)
         try OptionCheck.whole(seed, "--seed", 0...Int.max)
+        if let store { try OptionCheck.require(table != nil, "--store \(store) needs --table, the table to index") }
+        if let table { try OptionCheck.require(store != nil, "--table \(table) needs --store, the store it is in") }
+        if let queryTable { try OptionCheck.require(store != nil && table != nil, "--query-table \(queryTable) needs --store and --table") }
     }
 
     private func sweepValues() throws -> [Int] {
@@ -59,7 +68,6 @@ struct BenchIndex: ParsableCommand {
     }
 
     func run() throws {
-        let (n, d, m, k) = (quick ? min(rows, 20_000) : rows, dim, quick ? min(queries, 100) : queries, count)
         let metric = try parseMetric(self.metric)
         let threads = graph.threads > 0 ? graph.threads : ProcessInfo.processInfo.activeProcessorCount
         Parallel.threads = threads
@@ -67,15 +75,24 @@ struct BenchIndex: ParsableCommand {
         parameters.threads = threads
         let json = self.json
         let log: (String) -> Void = { if !json { print($0) } }
-        log("bench-index: \(n) random vectors (" + (clusters == 0 ? "standard normal" : "\(clusters) clusters") + ", seed \(seed)), "
-            + "dimension \(d), \(metric); "
-            + "\(m) queries, k \(k); \(threads) threads")
-
         var rng = SplitMix64(seed: UInt64(seed))
-        let centres = Self.normals(clusters * d, &rng)
-        var data = Self.draw(n, d, centres: centres, &rng)
-        var q = Self.draw(m, d, centres: centres, &rng)
-        let keys = (0..<n).map(scrambledKey)
+        var (n, d, m, k) = (quick ? min(rows, 20_000) : rows, dim, quick ? min(queries, 100) : queries, count)
+        var data: [Float], q: [Float], keys: [UInt64]
+        if let store, let table {
+            (keys, data, q, d) = try Self.read(store, table: table, queryTable: queryTable ?? table, queries: m, &rng)
+            (n, m) = (keys.count, q.count / d)
+            guard n > 0, m > 0 else { throw ToolError("--table \(table): \(n) rows and \(m) queries in \(store): nothing to measure") }
+            log("bench-index: the \(n) rows of '\(table)' in \(store) (dimension \(d)), \(metric); \(m) queries: rows of '\(queryTable ?? table)' "
+                + "(seed \(seed)), k \(k); \(threads) threads")
+        } else {
+            log("bench-index: \(n) random vectors (" + (clusters == 0 ? "standard normal" : "\(clusters) clusters") + ", seed \(seed)), "
+                + "dimension \(d), \(metric); "
+                + "\(m) queries, k \(k); \(threads) threads")
+            let centres = Self.normals(clusters * d, &rng)
+            data = Self.draw(n, d, centres: centres, &rng)
+            q = Self.draw(m, d, centres: centres, &rng)
+            keys = (0..<n).map(scrambledKey)
+        }
 
         var start = now()
         let index = try NeighborIndex(keys: keys, vectors: data, dimension: d, metric: metric, parameters: parameters)
@@ -133,10 +150,49 @@ struct BenchIndex: ParsableCommand {
         }
         if json {
             try printJSON(["rows": n, "dim": d, "queries": m, "k": k, "metric": metric.rawValue, "threads": threads,
+                           "store": store ?? NSNull(), "table": table ?? NSNull(), "query_table": store == nil ? NSNull() : queryTable ?? table!,
                            "m": parameters.m, "ef_construction": parameters.efConstruction, "seed": seed, "clusters": clusters,
                            "build_seconds": buildSeconds, "exact_seconds": exactSeconds, "exact_queries_per_second": exactQPS,
                            "single_queries": ones, "exact_single_queries_per_second": exactSingleQPS, "index": results])
         }
+    }
+
+    /// Every row of `table` in the store at `path` (its last checkpoint; the store is only
+    /// read) and `queries` rows of `queryTable` drawn at random (all of them if it has fewer).
+    static func read(_ path: String, table: String, queryTable: String, queries: Int, _ rng: inout SplitMix64) throws
+        -> (keys: [UInt64], rows: [Float], queries: [Float], dimension: Int) {
+        var options = Store.Options()
+        options.create = false
+        options.budget = TierBudget(hotBytes: 4 << 20, warmBytes: 0)
+        let store: Store
+        do {
+            do { store = try Store(path: path, options: options) } catch .locked { store = try Store(readerAt: path, options: options) }
+        } catch {
+            throw ToolError("--store \(path): \(error)")
+        }
+        defer { try? store.close() }
+        func rows(_ name: String) throws -> (keys: [UInt64], values: [Float], dimension: Int) {
+            let t = try StoreAccess.table(store, name)
+            var keys: [UInt64] = [], values: [Float] = []
+            try t.scanCheckpoint(withState: false) { batch in
+                keys += batch.keys
+                values += batch.values
+            }
+            return (keys, values, t.spec.dimension)
+        }
+        let indexed = try rows(table)
+        let asked = queryTable == table ? indexed : try rows(queryTable)
+        guard asked.dimension == indexed.dimension else {
+            throw ToolError("--query-table \(queryTable) has rows of dimension \(asked.dimension), --table \(table) of \(indexed.dimension)")
+        }
+        // A seeded partial shuffle picks the query rows.
+        let d = indexed.dimension, total = asked.keys.count, m = min(queries, total)
+        var order = Array(0..<total)
+        for i in 0..<m { order.swapAt(i, i + Int(rng.next() % UInt64(total - i))) }
+        var q: [Float] = []
+        q.reserveCapacity(m * d)
+        for i in order.prefix(m) { q += asked.values[(i * d)..<((i + 1) * d)] }
+        return (indexed.keys, indexed.values, q, d)
     }
 
     /// `count` vectors: standard normal, or with `centres`, each a random centre plus normal

@@ -10,7 +10,8 @@ extension EvaluationProtocol: ExpressibleByArgument {}
 struct DataOptions: ParsableArguments {
     @Option(help: """
         Training data: criteo:PATH (Criteo's TSV), synthetic:criteo (generated with a planted model), \
-        movielens[:DIR] (MovieLens-100K as RecBole ships it; tools/movielens.sh fetches it), or table:PATH \
+        movielens[:DIR] (MovieLens-100K as RecBole ships it; tools/movielens.sh fetches it), sessions[:DIR] \
+        (users' sessions generated with a planted next-item rule, see --session-*, written to DIR), or table:PATH \
         (a CSV or TSV with a header, described by --schema).
         """)
     var data: String
@@ -38,23 +39,31 @@ struct DataOptions: ParsableArguments {
     var syntheticKeySpaces = "geometric"
     @Option(parsing: .unconditional, help: "Synthetic data: Zipf exponent of the categorical ids.") var syntheticZipf = 1.05
 
+    @Option(parsing: .unconditional, help: "Sessions data: users (default 1000).") var sessionUsers: Int?
+    @Option(parsing: .unconditional, help: "Sessions data: items (default 500).") var sessionItems: Int?
+    @Option(help: "Sessions data: interactions per user, MIN-MAX or N (default 20-50).") var sessionLength: String?
+    @Option(parsing: .unconditional, help: "Sessions data: the probability p that an item is the planted successor of the one before (otherwise a popularity draw); a model that learned the rule reaches Hit@10 of about p (default 0.5).")
+    var sessionRule: Double?
+    @Option(parsing: .unconditional, help: "Sessions data: Zipf exponent of the items drawn by popularity (default 1).") var sessionZipf: Double?
+
     func validate() throws {
         for (option, value) in [("--data", data), ("--eval-data", evalData)] {
             guard let value else { continue }
             try OptionCheck.require(Self.dataKinds.contains { value == $0 || value.hasPrefix($0 + ":") },
-                                    "\(option): criteo:PATH, synthetic:criteo, movielens[:DIR] or table:PATH, not '\(value)'")
+                                    "\(option): criteo:PATH, synthetic:criteo, movielens[:DIR], sessions[:DIR] or table:PATH, not '\(value)'")
         }
+        try validateSessions()
         if !isTabular {
             // What only tabular data reads is refused, not ignored.
             if let schema { throw ValidationError("--schema \(schema) is for table: data, not --data \(data)") }
-            if let split { throw ValidationError("--split \(split) applies to movielens and table: data, not --data \(data)") }
-            if let first = cross.first { throw ValidationError("--cross \(first) applies to movielens and table: data, not --data \(data)") }
-            if `protocol` != .none { throw ValidationError("--protocol \(`protocol`.rawValue) applies to movielens and table: data, not --data \(data)") }
+            if let split { throw ValidationError("--split \(split) applies to movielens, sessions and table: data, not --data \(data)") }
+            if let first = cross.first { throw ValidationError("--cross \(first) applies to movielens, sessions and table: data, not --data \(data)") }
+            if `protocol` != .none { throw ValidationError("--protocol \(`protocol`.rawValue) applies to movielens, sessions and table: data, not --data \(data)") }
         }
         if let split { _ = try parseRatios(split) }
         _ = try parsedCrosses()
-        if let schema, data.hasPrefix("movielens") {
-            throw ValidationError("--schema \(schema) is for table: data; movielens has its own")
+        if let schema, data.hasPrefix("movielens") || isSessions {
+            throw ValidationError("--schema \(schema) is for table: data; --data \(data) has its own")
         }
         try OptionCheck.require(["geometric", "kaggle"].contains(syntheticKeySpaces),
                                 "--synthetic-key-spaces: geometric or kaggle, not '\(syntheticKeySpaces)'")
@@ -73,9 +82,54 @@ struct DataOptions: ParsableArguments {
     var malformedLines: MalformedLinePolicy { onMalformed == "skip" ? .skip : .stop }
 
     /// The kinds of --data, each alone or followed by ":" and its argument.
-    private static let dataKinds = ["criteo", "synthetic", "movielens", "table"]
+    private static let dataKinds = ["criteo", "synthetic", "movielens", "sessions", "table"]
 
-    private var isTabular: Bool { data.hasPrefix("movielens") || data.hasPrefix("table:") }
+    private var isTabular: Bool { data.hasPrefix("movielens") || data.hasPrefix("table:") || isSessions }
+    private var isSessions: Bool { data == "sessions" || data.hasPrefix("sessions:") }
+
+    /// The --session-* options' values, checked, then what they make together; refused with
+    /// data of another kind, which would not read them.
+    private func validateSessions() throws {
+        if let sessionUsers { try OptionCheck.whole(sessionUsers, "--session-users", 1...100_000_000) }
+        // One item would be its own successor.
+        if let sessionItems { try OptionCheck.whole(sessionItems, "--session-items", 2...100_000_000) }
+        if let sessionLength { _ = try Self.lengths(sessionLength) }
+        if let sessionRule { try OptionCheck.number(sessionRule, "--session-rule", 0...1) }
+        if let sessionZipf { try OptionCheck.positive(sessionZipf, "--session-zipf", most: 100) }
+        let given = [("--session-users", sessionUsers.map { "\($0)" }), ("--session-items", sessionItems.map { "\($0)" }),
+                     ("--session-length", sessionLength), ("--session-rule", sessionRule.map { "\($0)" }),
+                     ("--session-zipf", sessionZipf.map { "\($0)" })]
+        if !isSessions, let (flag, value) = given.first(where: { $0.1 != nil }) {
+            throw ValidationError("\(flag) \(value!) applies to --data sessions, not --data \(data)")
+        }
+        guard isSessions else { return }
+        let o = try sessionOptions(seed: 1)
+        try OptionCheck.require(o.users * o.interactions.upperBound <= SyntheticSessions.Options.largestTotal,
+                                "--session-users \(o.users) with --session-length up to \(o.interactions.upperBound) may make more than \(SyntheticSessions.Options.largestTotal) interactions")
+        // Sessions have no label: they are ranked.
+        try OptionCheck.require(`protocol` == .nextItem || `protocol` == .topk,
+                                "--data \(data) holds sessions without labels: give --protocol next-item (or topk), not \(`protocol`.rawValue)")
+    }
+
+    /// --session-length: MIN-MAX or N.
+    private static func lengths(_ text: String) throws -> ClosedRange<Int> {
+        let parts = text.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false).map { Int($0) }
+        guard let low = parts.first ?? nil, let high = parts.last ?? nil, 1 <= low, low <= high, high <= 1_000_000 else {
+            throw ValidationError("--session-length wants MIN-MAX (or N) with 1 <= MIN <= MAX <= 1000000, not '\(text)'")
+        }
+        return low...high
+    }
+
+    /// The generator's options (the defaults where not given); `seed` is the run's.
+    func sessionOptions(seed: UInt64) throws -> SyntheticSessions.Options {
+        var o = SyntheticSessions.Options(seed: seed)
+        if let sessionUsers { o.users = sessionUsers }
+        if let sessionItems { o.items = sessionItems }
+        if let sessionLength { o.interactions = try Self.lengths(sessionLength) }
+        if let sessionRule { o.rule = sessionRule }
+        if let sessionZipf { o.zipfExponent = sessionZipf }
+        return o
+    }
 
     /// What the training run reads, and what the data is (tabular data also for recommending).
     struct Loaded {
@@ -88,11 +142,15 @@ struct DataOptions: ParsableArguments {
         var ranks: Bool
         /// Synthetic data's held-out stream, which knows its planted model's AUC.
         var synthetic: SyntheticClicks? = nil
+        /// Sessions data's generator, which knows its planted rule's Hit@K.
+        var sessions: SyntheticSessions? = nil
     }
 
-    /// `label` names the label the loss and the evaluation read (nil: the first).
-    func load(seed: UInt64, label: String?) throws -> Loaded {
-        if isTabular { return try loadTable(seed: seed, label: label) }
+    /// `tasks` (a multi-task run's), or else `label`, names the labels the evaluation reads,
+    /// the model's output column each (neither: the first label).
+    func load(seed: UInt64, tasks: [TrainingOptions.Task]?, label: String?) throws -> Loaded {
+        let labels = tasks?.map(\.label) ?? label.map { [$0] } ?? []
+        if isTabular { return try loadTable(seed: seed, labels: labels) }
         let train = try clickSource(data, split: .train, seed: seed)
         let evaluation = try evalData.map { try clickSource($0, split: .test, seed: seed) }
             ?? (data.hasPrefix("synthetic:") ? try clickSource(data, split: .test, seed: seed) : nil)
@@ -116,10 +174,10 @@ struct DataOptions: ParsableArguments {
             return try CriteoFile(path: String(spec.dropFirst("criteo:".count)),
                                   options: .init(shuffleBlock: shuffleBlock ?? 0, seed: seed, malformedLines: malformedLines))
         }
-        throw ValidationError("data must be criteo:PATH, synthetic:criteo, movielens[:DIR] or table:PATH, not '\(spec)'")
+        throw ValidationError("data must be criteo:PATH, synthetic:criteo, movielens[:DIR], sessions[:DIR] or table:PATH, not '\(spec)'")
     }
 
-    private func loadTable(seed: UInt64, label name: String?) throws -> Loaded {
+    private func loadTable(seed: UInt64, labels: [String]) throws -> Loaded {
         if `protocol` == .none && split != nil { throw ValidationError("--split needs a --protocol") }
         guard evalData == nil || `protocol` == .none else {
             throw ValidationError("--eval-data and --protocol exclude each other: the protocol evaluates on its own split")
@@ -128,23 +186,30 @@ struct DataOptions: ParsableArguments {
         var options = TabularData.Options(protocol: `protocol`, ratios: try split.map(parseRatios), seed: seed,
                                           clickThreshold: clickThreshold, crosses: crosses)
         options.malformedLines = malformedLines
-        let table = try tableData(data, options: options)
+        let sessions = isSessions ? try SyntheticSessions(try sessionOptions(seed: seed)) : nil
+        let table = try tableData(data, options: options, sessions: sessions)
         let block = shuffleBlock ?? 131_072
-        var training = try table.trainingData(protocol: `protocol`, label: name, topK: topK, shuffleBlock: block, seed: seed,
+        var training = try table.trainingData(protocol: `protocol`, labels: labels, topK: topK, shuffleBlock: block, seed: seed,
                                               historyLength: history)
         if let evalData {
             let other = try tableData(evalData, options: TabularData.Options(malformedLines: malformedLines, crosses: crosses))
             guard other.schema == table.schema else { throw ValidationError("--eval-data has other columns than --data") }
-            training.validation = try other.evaluator(.train, label: name, shuffleBlock: 0, seed: seed, split: "eval")
+            training.validation = try other.evaluator(.train, labels: labels, shuffleBlock: 0, seed: seed, split: "eval")
         }
         // Without a protocol, the label decides: MSE for a rating, BCE for a click.
-        let labelKind = table.schema.labels.first { $0.name == name }?.kind ?? table.schema.labels.first?.kind
+        let labelKind = table.schema.labels.first { $0.name == labels.first }?.kind ?? table.schema.labels.first?.kind
         let loss = `protocol` == .none ? (labelKind == .rating ? "mse" : "bce") : `protocol`.defaultLoss
         return Loaded(training: training, schema: training.train.schema, table: table, defaultLoss: loss,
-                      ranks: `protocol` == .topk || `protocol` == .nextItem)
+                      ranks: `protocol` == .topk || `protocol` == .nextItem, sessions: sessions)
     }
 
-    private func tableData(_ spec: String, options: TabularData.Options) throws -> TabularData {
+    /// `sessions` generates sessions data.
+    private func tableData(_ spec: String, options: TabularData.Options, sessions: SyntheticSessions? = nil) throws -> TabularData {
+        if spec == "sessions" || spec.hasPrefix("sessions:") {
+            guard let sessions else { throw ValidationError("--eval-data \(spec): sessions data is evaluated by its protocol's split") }
+            let directory = spec == "sessions" ? Self.dataDirectory + "/sessions" : String(spec.dropFirst("sessions:".count))
+            return try sessions.data(directory: directory, options: options)
+        }
         if spec == "movielens" || spec.hasPrefix("movielens:") {
             guard schema == nil else { throw ValidationError("--schema is for table: data; movielens has its own") }
             let directory = spec == "movielens" ? Self.movieLensDirectory : String(spec.dropFirst("movielens:".count))
@@ -162,9 +227,11 @@ struct DataOptions: ParsableArguments {
     }
 
     /// Where tools/movielens.sh puts MovieLens-100K.
-    static var movieLensDirectory: String {
-        let environment = ProcessInfo.processInfo.environment
-        return (environment["STRATA_DATA"] ?? NSHomeDirectory() + "/.cache/strata/data") + "/ml-100k"
+    static var movieLensDirectory: String { dataDirectory + "/ml-100k" }
+
+    /// Where data is fetched or generated: $STRATA_DATA, or ~/.cache/strata/data.
+    static var dataDirectory: String {
+        ProcessInfo.processInfo.environment["STRATA_DATA"] ?? NSHomeDirectory() + "/.cache/strata/data"
     }
 
     private func parsedCrosses() throws -> [[String]] {

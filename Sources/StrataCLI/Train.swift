@@ -54,7 +54,9 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "L2 regularisation of the embedding rows a batch touches (added to their gradients).") var weightDecay: Float = 0
     @Option(help: "Loss: bce (clicks), mse (ratings), bpr (ranking with negatives) or softmax (next-item models, over every item); default: the protocol's.") var loss: String?
     @Option(help: "The label to train on (default: the data's first).") var label: String?
-    @Option(parsing: .unconditional, help: "Negatives sampled per sample (default: 1 for the topk protocol, else none).") var negatives: Int?
+    @Option(help: "A task of a multi-task model (shared-bottom, mmoe), LABEL:LOSS[:WEIGHT]: loss bce or mse, weight 1 unless given. Repeat it for each task; the model's outputs follow their order.")
+    var task: [String] = []
+    @Option(parsing: .unconditional, help: "Negatives sampled per sample (default: 1 for the topk protocol, else none); with --loss softmax, items drawn per batch for the sampled softmax, beside the batch's own (default: none, the softmax over every item).") var negatives: Int?
     @Option(help: "How negatives are drawn: uniform, or popularity[:EXPONENT] (by training interactions^exponent, default 1).")
     var negativeSampling = "uniform"
     @Option(parsing: .unconditional, help: "Steps to train (default: one epoch, or --epochs).") var steps: Int?
@@ -94,10 +96,16 @@ struct Train: ParsableCommand {
         }
         if let mapResidentMb { try OptionCheck.require(mapResidentMb > 0, "--map-resident-mb must be above 0, not \(mapResidentMb)") }
         _ = try negativeDistribution()
+        _ = try tasks()
         try OptionCheck.whole(batchSize, "--batch-size", 1...Self.largestBatch)
-        if let negatives { try OptionCheck.whole(negatives, "--negatives", 0...1000) }
-        try OptionCheck.require(batchSize * (1 + (negatives ?? 1)) <= Self.largestBatch,
-                    "--batch-size \(batchSize) with \(negatives ?? 1) negatives a sample makes batches of more than \(Self.largestBatch) rows")
+        // The sampled softmax draws its negatives once a batch, as candidates, not rows.
+        if loss == "softmax" {
+            if let negatives { try OptionCheck.whole(negatives, "--negatives", 0...(1 << 20)) }
+        } else {
+            if let negatives { try OptionCheck.whole(negatives, "--negatives", 0...1000) }
+            try OptionCheck.require(batchSize * (1 + (negatives ?? 1)) <= Self.largestBatch,
+                        "--batch-size \(batchSize) with \(negatives ?? 1) negatives a sample makes batches of more than \(Self.largestBatch) rows")
+        }
         if let embeddingDim { try OptionCheck.whole(embeddingDim, "--embedding-dim", 1...65_536) }
         if let steps { try OptionCheck.whole(steps, "--steps", 1...Int.max) }
         try OptionCheck.whole(epochs, "--epochs", 1...1_000_000)
@@ -131,11 +139,12 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        let loaded = try input.load(seed: seed, label: label)
+        let tasks = try tasks()
+        let loaded = try input.load(seed: seed, tasks: tasks, label: label)
         if let label, loaded.schema.labelIndex(label) == nil {
             throw ValidationError("--label \(label): the data has no such label; its labels are \(loaded.schema.labels.map(\.name).joined(separator: ", "))")
         }
-        let options = try trainingOptions(loaded)
+        let options = try trainingOptions(loaded, tasks: tasks)
         if let table = loaded.table, !table.ignoredColumns.isEmpty {
             print("columns not in the schema (read past): \(table.ignoredColumns.joined(separator: ", "))")
         }
@@ -196,9 +205,16 @@ struct Train: ParsableCommand {
         // Synthetic data knows the best reachable AUC: the planted model's, on the very
         // samples the evaluation used.
         let planted = loaded.synthetic.flatMap { source in summary.evaluation.map { source.plantedAUC(samples: $0.samples) } }
+        // Sessions data knows what its planted rule reaches, and popularity, on the test split.
+        let references = input.protocol == .nextItem
+            ? loaded.sessions.flatMap { s in loaded.training.interactions.map { s.references($0, k: input.topK) } } : nil
         var object = summaryObject(summary)
         object["model"] = options.model.name
         if let planted { object["planted_auc"] = planted }
+        if let references {
+            object["planted_hit@\(input.topK)"] = references.planted
+            object["popularity_hit@\(input.topK)"] = references.popularity
+        }
         if let reportDirectory {
             try writeJSONReport(object, named: "summary.json", in: reportDirectory)
             drawReport("train", reportDirectory)
@@ -209,6 +225,10 @@ struct Train: ParsableCommand {
             if let planted, let auc = summary.evaluation?["auc"] {
                 print("planted model's AUC on the same samples: \(String(format: "%.4f", planted)) "
                       + "(the model is \(String(format: "%.4f", planted - auc)) below it)")
+            }
+            if let references {
+                print("on the test split, the planted rule (the successor first, then the most popular) has Hit@\(input.topK) "
+                      + "\(String(format: "%.4f", references.planted)), popularity alone \(String(format: "%.4f", references.popularity))")
             }
             let t = summary.tables
             print("tables: \(t.rows) rows, \(megabytes(t.rowBytes)) of records (largest table \(megabytes(t.largestTableBytes)), "
@@ -245,8 +265,14 @@ struct Train: ParsableCommand {
     }
 
     /// The run's options from the flags and the data.
-    private func trainingOptions(_ loaded: DataOptions.Loaded) throws -> TrainingOptions {
-        let lossName = loss ?? loaded.defaultLoss
+    private func trainingOptions(_ loaded: DataOptions.Loaded, tasks: [TrainingOptions.Task]?) throws -> TrainingOptions {
+        if let tasks {
+            for task in tasks where loaded.schema.labelIndex(task.label) == nil {
+                throw ValidationError("--task \(task.label): the data has no such label; its labels are "
+                                      + loaded.schema.labels.map(\.name).joined(separator: ", "))
+            }
+        }
+        let lossName = loss ?? (tasks.map { $0[0].loss == .meanSquaredError ? "mse" : "bce" } ?? loaded.defaultLoss)
         let lossValue: Loss = switch lossName {
         case "bce": .binaryCrossEntropy
         case "mse": .meanSquaredError
@@ -254,7 +280,7 @@ struct Train: ParsableCommand {
         case "softmax": .softmax
         default: throw ValidationError("--loss: bce, mse, bpr or softmax, not '\(lossName)'")
         }
-        let count = negatives ?? (loaded.ranks && lossValue != .softmax ? 1 : 0)
+        let count = negatives ?? (loaded.ranks && lossValue != .softmax && tasks == nil ? 1 : 0)
         var sampling: NegativeSampling? = nil
         if count > 0 { sampling = NegativeSampling(count: count, distribution: try negativeDistribution()) }
         let spec: ModelSpec
@@ -272,9 +298,39 @@ struct Train: ParsableCommand {
             sparseOptimizer: try storeOptimizer(sparseOptimizer ?? optimizer, rate: sparseLearningRate ?? learningRate,
                                                 flag: "--sparse-optimizer"),
             wideOptimizer: try storeOptimizer(wideOptimizer, rate: wideLearningRate, flag: "--wide-optimizer"),
-            embeddingInitializer: .uniform(low: -0.01, high: 0.01), loss: lossValue, label: label, negatives: sampling,
+            embeddingInitializer: .uniform(low: -0.01, high: 0.01), loss: lossValue, label: label, tasks: tasks, negatives: sampling,
             weightDecay: weightDecay, evaluateEvery: evalEvery, evaluationSamples: evalSamples, checkpointEvery: checkpointEvery,
             seed: seed)
+    }
+
+    /// --task, each LABEL:LOSS[:WEIGHT]; nil without one. A multi-task run names its labels and
+    /// losses only there.
+    private func tasks() throws -> [TrainingOptions.Task]? {
+        guard !task.isEmpty else { return nil }
+        for (flag, given) in [("--loss", loss), ("--label", label)] where given != nil {
+            throw ValidationError("\(flag) \(given!) and --task exclude each other: each task names its label and loss")
+        }
+        if let negatives, negatives > 0 { throw ValidationError("--negatives and --task exclude each other: a task reads its label from the data") }
+        return try task.map { text in
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard (2...3).contains(parts.count), !parts[0].isEmpty else {
+                throw ValidationError("--task \(text): LABEL:LOSS or LABEL:LOSS:WEIGHT, such as click:bce or rating:mse:0.5")
+            }
+            let loss: Loss
+            switch parts[1] {
+            case "bce": loss = .binaryCrossEntropy
+            case "mse": loss = .meanSquaredError
+            default: throw ValidationError("--task \(text): a task's loss is bce or mse, not '\(parts[1])'")
+            }
+            var weight: Float = 1
+            if parts.count == 3 {
+                guard let w = Float(parts[2]), w.isFinite, w > 0 else {
+                    throw ValidationError("--task \(text): the weight must be a positive number, not '\(parts[2])'")
+                }
+                weight = w
+            }
+            return TrainingOptions.Task(label: parts[0], loss: loss, weight: weight)
+        }
     }
 
     /// --negative-sampling, checked whether or not negatives are drawn.

@@ -53,8 +53,13 @@ public final class ModelBuilder {
     /// The dense features, one row per sample, or nil when the schema has none.
     public let dense: Graph.Value?
 
-    init(schema: FeatureSchema, weightDecay: Float, provider: @escaping TableProvider) {
+    /// The tasks the model predicts, one output column each, in order: the labels of a
+    /// multi-task run, or ["score"] (one column) for a run of one.
+    public let tasks: [String]
+
+    init(schema: FeatureSchema, weightDecay: Float, tasks: [String], provider: @escaping TableProvider) {
         self.schema = schema
+        self.tasks = tasks.isEmpty ? ["score"] : tasks
         self.provider = provider
         self.weightDecay = weightDecay
         if schema.dense.isEmpty {
@@ -214,8 +219,11 @@ public final class Network {
     public let spec: ModelSpec
     public let schema: FeatureSchema
     public let graph: Graph
-    /// The score per row; a next-item model's query vector per row (`ModelBuilder.scoreItems`).
+    /// The score per row (a multi-task model: a column per task); a next-item model's query
+    /// vector per row (`ModelBuilder.scoreItems`).
     public let output: Graph.Value
+    /// What each output column predicts (`ModelBuilder.tasks`).
+    public let tasks: [String]
     /// The dense parameters, in graph order.
     public let parameters: [Parameter]
     /// Every table the model reads, in the order it asked for them.
@@ -231,6 +239,8 @@ public final class Network {
         let candidates: ModelBuilder.Candidates
         var keys: [UInt64] = []
         var place: [UInt64: Int32] = [:]
+        /// Added to each candidate's column, or empty (`setCandidates`).
+        var offsets: [Float] = []
         var logits = Tensor(rows: 0, columns: 1)
         var targets: [Int32] = []
         let queryGradient: Tensor
@@ -245,12 +255,13 @@ public final class Network {
 
     /// Builds model `spec` on `schema`: `tables` gives the store tables the model asks for;
     /// the dense weights are drawn from `seed`. `weightDecay` is the L2 regularisation of
-    /// embedding and bias rows (`TableLookup.weightDecay`).
-    public init(spec: ModelSpec, schema: FeatureSchema, seed: UInt64, weightDecay: Float = 0,
+    /// embedding and bias rows (`TableLookup.weightDecay`). `tasks` names the labels of a
+    /// multi-task run, whose output has a column per task (empty: one column).
+    public init(spec: ModelSpec, schema: FeatureSchema, seed: UInt64, weightDecay: Float = 0, tasks: [String] = [],
                 tables: @escaping TableProvider) throws {
         if let problem = schema.problem { throw ModelError("the feature schema is not usable: \(problem)") }
         if let problem = ModelRegistry.problem(spec, schema: schema) { throw ModelError(problem) }
-        let builder = ModelBuilder(schema: schema, weightDecay: weightDecay, provider: tables)
+        let builder = ModelBuilder(schema: schema, weightDecay: weightDecay, tasks: tasks, provider: tables)
         let output: Graph.Value
         do { output = try ModelRegistry.build(spec, builder) } catch let error as GraphError {
             let set = schema.tables.filter { $0.value.dimension != nil }.keys.sorted()
@@ -261,11 +272,17 @@ public final class Network {
         }
         if let candidates = builder.candidates {
             guard output == candidates.query else { throw ModelError("model \(spec.name) scores items with a query that is not its output") }
+            guard tasks.count <= 1 else { throw ModelError("model \(spec.name) predicts the next item, one task, not \(tasks.count)") }
             scoring = ItemScoring(candidates)
         } else {
-            guard output.columns == 1 else { throw ModelError("model \(spec.name) scores \(output.columns) columns a row, not 1") }
+            guard output.columns == builder.tasks.count else {
+                guard builder.tasks.count > 1 else { throw ModelError("model \(spec.name) scores \(output.columns) columns a row, not 1") }
+                throw ModelError("model \(spec.name) predicts one value a row, and the run has \(builder.tasks.count) tasks "
+                                 + "(\(builder.tasks.joined(separator: ", "))); train a multi-task model (shared-bottom, mmoe)")
+            }
             scoring = nil
         }
+        self.tasks = builder.tasks
         self.spec = spec
         self.schema = schema
         self.seed = seed
@@ -284,19 +301,25 @@ public final class Network {
     /// The items a next-item model scores, in the order of the scores' columns.
     public var candidateKeys: [UInt64] { scoring?.keys ?? [] }
 
+    /// The feature holding each sample's own item, of a next-item model (-1 for others).
+    public var targetFeature: Int { scoring?.candidates.target ?? -1 }
+
     /// Sets the items a next-item model scores: every item of the catalog (full softmax and
-    /// full ranking). Throws if a key repeats.
-    public func setCandidates(_ keys: [UInt64]) throws(ModelError) {
+    /// full ranking), or a step's sample of it (the sampled softmax), each item's score then
+    /// plus its `offsets` entry (the log-Q correction). Throws if a key repeats.
+    public func setCandidates(_ keys: [UInt64], offsets: [Float] = []) throws(ModelError) {
         guard let scoring else { throw ModelError("model \(spec.name) scores one value a row, not items") }
         guard !keys.isEmpty else { throw ModelError("model \(spec.name) scores items, and the data has none") }
-        var place: [UInt64: Int32] = [:]
-        place.reserveCapacity(keys.count)
-        for (i, k) in keys.enumerated() where place.updateValue(Int32(i), forKey: k) != nil {
+        precondition(offsets.isEmpty || offsets.count == keys.count, "an offset per candidate, or none")
+        scoring.place.removeAll(keepingCapacity: true)
+        scoring.place.reserveCapacity(keys.count)
+        for (i, k) in keys.enumerated() where scoring.place.updateValue(Int32(i), forKey: k) != nil {
+            scoring.keys = []
             throw ModelError("item key \(k) is a candidate twice")
         }
         scoring.keys = keys
-        scoring.place = place
-        scoring.logits = Tensor(rows: 0, columns: keys.count)
+        scoring.offsets = offsets
+        if scoring.logits.columns != keys.count { scoring.logits = Tensor(rows: 0, columns: keys.count) }
     }
 
     /// Each row's own item as a column of the scores (a next-item model's classes), after
@@ -320,28 +343,58 @@ public final class Network {
     /// moves (`peek`).
     @discardableResult
     public func forward(_ batch: Batch, training: Bool, step: Int) throws(StoreError) -> Tensor {
-        precondition(batch.schema == schema, "the batch's schema is not the model's")
         let rows = batch.count
-        if let d = denseTensor {
-            d.resize(rows: rows)
-            d.data.update(from: batch.dense, count: rows * d.columns)
+        guard let scoring else {
+            try run(batch, training: training, step: step, candidates: Self.noKeys)
+            return graph.tensor(output)
         }
-        // Tables are independent: each is looked up by one thread, in the same order every run.
-        let candidates = scoring.map { s in s.keys.withUnsafeBufferPointer { UseKeys(keys: $0) } }
-        precondition(scoring == nil || !scoring!.keys.isEmpty, "a next-item model scores items: setCandidates first")
-        try Parallel.forEach(lookups.count) { (l) throws(StoreError) in
-            let lookup = lookups[l]
-            try lookup.lookup.forward(training: training) { u in
-                lookup.features[u] < 0 ? candidates! : batch.keys(of: lookup.features[u])
-            }
+        precondition(!scoring.keys.isEmpty, "a next-item model scores items: setCandidates first")
+        try scoring.keys.withUnsafeBufferPointer { (keys) throws(StoreError) in
+            try run(batch, training: training, step: step, candidates: UseKeys(keys: keys))
         }
-        graph.forward(rows: rows, pass(training, step))
-        guard let scoring else { return graph.tensor(output) }
         // logits = Q · Eᵀ: rows × candidates.
         let q = graph.tensor(output), e = itemRows(scoring), c = scoring.keys.count, d = q.columns
         scoring.logits.resize(rows: rows)
         BLAS.gemm(false, true, m: rows, n: c, k: d, q.data, lda: d, e.data, ldb: d, scoring.logits.data, ldc: c)
+        if !scoring.offsets.isEmpty {
+            scoring.offsets.withUnsafeBufferPointer { o in
+                for r in 0..<rows {
+                    let row = scoring.logits.row(r)
+                    for j in 0..<c { row[j] += o[j] }
+                }
+            }
+        }
         return scoring.logits
+    }
+
+    /// A next-item model's query vectors for a batch (`batch.count × query width`), scoring
+    /// no item: what retrieval searches the item table with (an item's score is the query's
+    /// inner product with its row). Not training: nothing in the store moves.
+    public func query(_ batch: Batch, step: Int) throws -> Tensor {
+        guard scoring != nil else { throw ModelError("model \(spec.name) scores one value a row; it has no query to retrieve items with") }
+        // The candidates' use looks up no keys: only the graph's own inputs are read.
+        try run(batch, training: false, step: step, candidates: Self.noKeys)
+        return graph.tensor(output)
+    }
+
+    private static var noKeys: UseKeys { UseKeys(keys: UnsafeBufferPointer(start: nil, count: 0)) }
+
+    /// Looks up every table's rows for `batch` (the candidates' use: `candidates`) and runs
+    /// the graph forward.
+    private func run(_ batch: Batch, training: Bool, step: Int, candidates: UseKeys) throws(StoreError) {
+        precondition(batch.schema == schema, "the batch's schema is not the model's")
+        if let d = denseTensor {
+            d.resize(rows: batch.count)
+            d.data.update(from: batch.dense, count: batch.count * d.columns)
+        }
+        // Tables are independent: each is looked up by one thread, in the same order every run.
+        try Parallel.forEach(lookups.count) { (l) throws(StoreError) in
+            let lookup = lookups[l]
+            try lookup.lookup.forward(training: training) { u in
+                lookup.features[u] < 0 ? candidates : batch.keys(of: lookup.features[u])
+            }
+        }
+        graph.forward(rows: batch.count, pass(training, step))
     }
 
     /// The candidate items' rows, as the last `forward` looked them up.

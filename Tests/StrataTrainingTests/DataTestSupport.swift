@@ -2,10 +2,16 @@ import Foundation
 import StrataModels
 import StrataTestSupport
 import StrataTraining
+import Testing
 
 extension Batch {
     /// The labels, row by row.
     var labelValues: [Float] { Array(UnsafeBufferPointer(start: labels, count: count * labelColumns)) }
+    /// Label `name`'s values, row by row.
+    func labelColumn(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> [Float] {
+        let j = try #require(schema.labelIndex(name), "no label '\(name)'", sourceLocation: sourceLocation)
+        return (0..<count).map { labels[$0 * labelColumns + j] }
+    }
     /// The dense values, row by row.
     var denseValues: [Float] { Array(UnsafeBufferPointer(start: dense, count: count * denseColumns)) }
     /// Feature f's keys (a bag's all in a row).

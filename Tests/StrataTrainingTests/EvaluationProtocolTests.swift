@@ -379,7 +379,7 @@ private func close(_ a: Double, _ b: Double, _ tolerance: Double = 1e-12) -> Boo
         let resources = TrainingResources(budget: TierBudget(hotBytes: 8 << 20, warmBytes: 0), lookahead: 0, threads: 1)
         let store = try Store(path: directory, options: .small(resources.budget))
         defer { try? store.close() }
-        let training = try data.trainingData(protocol: .topk, label: nil, topK: 10, shuffleBlock: 4096, seed: options.seed)
+        let training = try data.trainingData(protocol: .topk, labels: [], topK: 10, shuffleBlock: 4096, seed: options.seed)
         let trainer = try Trainer(store: store, options: options, resources: resources, data: training, resume: false)
         _ = try trainer.run { _ in }
         let evaluator = try #require(training.test as? RankingEvaluator)

@@ -32,8 +32,11 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
     var settings: [String: JSONValue]
     var loss: Loss
     var negatives = 0
+    var distribution = NegativeSampling.Distribution.uniform
     var crosses: [[String]] = []
-    var testDescription: String { "\(model) on \(`protocol`.rawValue)" }
+    /// A multi-task model's tasks (its `loss` is then the first task's).
+    var tasks: [TrainingOptions.Task] = []
+    var testDescription: String { "\(model) on \(`protocol`.rawValue)" + (tasks.isEmpty ? "" : " (\(tasks.map(\.label).joined(separator: ", ")))") }
 
     /// Each model of the registry once (MF twice: BPR on ranking and MSE on ratings), with
     /// widths small enough for debug builds; models with dropout keep it, so that resumes and
@@ -65,7 +68,19 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
                 settings: ["hidden_size": 16, "layers": 1, "heads": 2, "inner_size": 32, "max_length": 10, "dropout": 0.2,
                            "attention_dropout": 0.2],
                 loss: .softmax),
+        // Two-tower retrieval by the sampled softmax: the batch's items and 64 drawn by
+        // popularity as candidates, log-Q corrected.
+        ZooCase(model: "two-tower", protocol: .nextItem, settings: ["embedding_dim": 16, "tower": [32]], loss: .softmax, negatives: 64,
+                distribution: .popularity(exponent: 1)),
+        // Multi-task: the click (rating ≥ 4) and the rating itself, from one network.
+        ZooCase(model: "shared-bottom", protocol: .click, settings: ["embedding_dim": 8, "bottom": [32], "tower": [8], "dropout": 0.1],
+                loss: .binaryCrossEntropy, tasks: Self.clickAndRating),
+        ZooCase(model: "mmoe", protocol: .click, settings: ["embedding_dim": 8, "experts": 3, "expert_mlp": [16], "tower": [8]],
+                loss: .binaryCrossEntropy, tasks: Self.clickAndRating),
     ]
+
+    static let clickAndRating = [TrainingOptions.Task(label: "click", loss: .binaryCrossEntropy),
+                                 TrainingOptions.Task(label: "rating", loss: .meanSquaredError, weight: 0.5)]
 
     static let batchSize = 256
 
@@ -77,7 +92,7 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
         TrainingOptions(
             model: try ModelRegistry.spec(model, settings: settings), schema: schema, batchSize: Self.batchSize, steps: steps,
             denseOptimizer: .adam(learningRate: denseRate), sparseOptimizer: .adam(learningRate: 0.01),
-            loss: loss, negatives: negatives > 0 ? NegativeSampling(count: negatives) : nil,
+            loss: loss, tasks: tasks.isEmpty ? nil : tasks, negatives: negatives > 0 ? NegativeSampling(count: negatives, distribution: distribution) : nil,
             weightDecay: `protocol` == .ratings ? 0.001 : 0, evaluationSamples: 2000, checkpointEvery: checkpointEvery, seed: seed)
     }
 
@@ -86,9 +101,14 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
         var a = ["train", "--model", model, "--data", "movielens:" + MovieLens.directory, "--protocol", `protocol`.rawValue,
                  "--store", store, "--batch-size", "\(Self.batchSize)", "--steps", "\(steps)",
                  "--optimizer", "adam", "--learning-rate", "\(denseRate)", "--sparse-learning-rate", "0.01", "--sparse-optimizer", "adam",
-                 "--checkpoint-every", "\(checkpointEvery)", "--eval-samples", "0", "--seed", "\(seed)",
-                 "--loss", ["binaryCrossEntropy": "bce", "meanSquaredError": "mse", "bpr": "bpr", "softmax": "softmax"][loss.rawValue]!,
-                 "--negatives", "\(negatives)"]
+                 "--checkpoint-every", "\(checkpointEvery)", "--eval-samples", "0", "--seed", "\(seed)"]
+        let name = ["binaryCrossEntropy": "bce", "meanSquaredError": "mse", "bpr": "bpr", "softmax": "softmax"]
+        if tasks.isEmpty {
+            a += ["--loss", name[loss.rawValue]!, "--negatives", "\(negatives)"]
+            if case .popularity(let e) = distribution { a += ["--negative-sampling", "popularity:\(e)"] }
+        } else {
+            for t in tasks { a += ["--task", "\(t.label):\(name[t.loss.rawValue]!):\(t.weight)"] }
+        }
         if `protocol` == .ratings { a += ["--weight-decay", "0.001"] }
         for (key, value) in settings.sorted(by: { $0.key < $1.key }) { a += ["--set", "\(key)=\(value)"] }
         for c in crosses { a += ["--cross", c.joined(separator: ",")] }
@@ -102,7 +122,7 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
         let directory = temporaryDirectory("strata-zoo")
         defer { removeDirectory(directory) }
         let data = try MovieLens.data(`protocol`, seed: 3, crosses: crosses, sourceLocation: sourceLocation)
-        let training = try data.trainingData(protocol: `protocol`, label: nil, shuffleBlock: 131_072, seed: 3)
+        let training = try data.trainingData(protocol: `protocol`, labels: tasks.map(\.label), shuffleBlock: 131_072, seed: 3)
         let options = try options(training.train.schema, steps: steps, checkpointEvery: checkpointEvery)
         let store = try Store(path: directory, options: .small(resources.budget))
         defer { try? store.close() }

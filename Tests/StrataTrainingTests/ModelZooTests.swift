@@ -32,12 +32,18 @@ import Testing
             // few relevant ones per user). Half an epoch must at least double it.
             let (b, a) = (before["ndcg@10"]!, after["ndcg@10"]!)
             #expect(a > 2 * b && a > 0.05, "\(c.testDescription): NDCG@10 \(b) untrained, \(a) trained")
+        case .click where !c.tasks.isEmpty:
+            // Each task learns: the click as below, and the rating beats the training mean.
+            let (b, a) = (before["click.auc"]!, after["click.auc"]!)
+            #expect(a > 0.7 && b < 0.6, "\(c.testDescription): AUC \(b) → \(a)")
+            let baseline = try Self.meanPredictorRMSE(.click, label: "rating")
+            #expect(after["rating.rmse"]! < baseline - 0.05, "\(c.testDescription): RMSE \(after["rating.rmse"]!), the mean's \(baseline)")
         case .click:
             // The untrained model's AUC is about 0.5; the published models reach 0.78-0.80.
             #expect(after["auc"]! > 0.7 && before["auc"]! < 0.6, "\(c.testDescription): AUC \(before["auc"]!) → \(after["auc"]!)")
         case .ratings:
             // Predicting the training mean for every rating scores RMSE about 1.12 on this split.
-            let baseline = try Self.meanPredictorRMSE()
+            let baseline = try Self.meanPredictorRMSE(.ratings, label: "rating")
             #expect(after["rmse"]! < baseline - 0.05, "\(c.testDescription): RMSE \(after["rmse"]!), the mean's \(baseline)")
         case .nextItem:
             // An untrained model ranks at random: the held-out item is in the top 10 of about
@@ -71,14 +77,14 @@ import Testing
         #expect(tiny.summary.evaluations == all.summary.evaluations, "\(c.testDescription): evaluations differ")
     }
 
-    /// RMSE on the ratings protocol's test split of predicting the training split's mean.
-    static func meanPredictorRMSE() throws -> Double {
-        let data = try MovieLens.data(.ratings, seed: 3)
+    /// RMSE on protocol `p`'s test split of predicting the training split's mean of `label`.
+    static func meanPredictorRMSE(_ p: EvaluationProtocol, label: String) throws -> Double {
+        let data = try MovieLens.data(p, seed: 3)
         func labels(_ split: Interactions.Split) throws -> [Float] {
             var source = try data.source(split, shuffleBlock: 0, seed: 3)
             let batch = Batch(schema: data.schema)
             var out: [Float] = []
-            while try source.next(4096, into: batch) > 0 { out += batch.labelValues }
+            while try source.next(4096, into: batch) > 0 { out += try batch.labelColumn(label) }
             return out
         }
         let train = try labels(.train), test = try labels(.test)

@@ -110,11 +110,6 @@ fileprivate extension Batch {
         let j = try #require(schema.dense.firstIndex { $0.name == name }, "no dense feature '\(name)'", sourceLocation: sourceLocation)
         return (0..<count).map { dense[$0 * denseColumns + j] }
     }
-
-    func labelColumn(_ name: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> [Float] {
-        let j = try #require(schema.labelIndex(name), "no label '\(name)'", sourceLocation: sourceLocation)
-        return (0..<count).map { labels[$0 * labelColumns + j] }
-    }
 }
 
 /// Expects `body` to throw a `DataError` or `TrainingError` whose description holds every
@@ -252,11 +247,18 @@ struct BadLineCase: Sendable, CustomTestStringConvertible {
         let schema = #"{"columns": {"u": {"kind": "categorical"}, "r": {"kind": "label"}, "s": {"kind": "label", "type": "rating"}}}"#
         let data = try scratch.open(schema: schema, data: "u,r,s\na,4.5,4.5\nb,3,3\nc,4,4\nd,3.99,3.99\n",
                                     options: .init(clickThreshold: 4))
-        #expect(data.schema.labels == [.init("r", kind: .binary), .init("s", kind: .rating)])
+        #expect(data.schema.labels == [.init("click", kind: .binary), .init("r", kind: .rating), .init("s", kind: .rating)])
         let batch = try readBatch(data)
-        // At or above the threshold is a click; only the first rating label is turned.
-        #expect(try batch.labelColumn("r") == [1, 0, 1, 0])
+        // At or above the threshold is a click; only the first rating label is turned, and it
+        // is kept beside the click.
+        #expect(try batch.labelColumn("click") == [1, 0, 1, 0])
+        #expect(try batch.labelColumn("r") == [4.5, 3, 4, 3.99])
         #expect(try batch.labelColumn("s") == [4.5, 3, 4, 3.99])
+        // A column already named "click" is refused, saying where the second one comes from.
+        let clash = #"{"columns": {"click": {"kind": "categorical"}, "r": {"kind": "label"}}}"#
+        expectRefused("a click column under the click protocol", mentioning: ["'click'", "the click protocol names its label"]) {
+            _ = try scratch.open(schema: clash, data: "click,r\na,4\n", options: .init(clickThreshold: 4))
+        }
     }
 
     @Test(arguments: ["\n", "\r\n"], [true, false])
@@ -447,8 +449,11 @@ struct BadLineCase: Sendable, CustomTestStringConvertible {
         var items = Set<UInt64>()
         for split in Interactions.Split.allCases {
             let (n, _) = try readAll(data, split, batchSize: 7) { batch in
-                // Threshold 4 of the click protocol: every label is 0 or 1.
-                #expect(try batch.labelColumn("r").allSatisfy { $0 == 0 || $0 == 1 })
+                // Threshold 4 of the click protocol: every click is 0 or 1, and the rating is
+                // kept beside it.
+                let clicks = try batch.labelColumn("click"), ratings = try batch.labelColumn("r")
+                #expect(clicks.allSatisfy { $0 == 0 || $0 == 1 })
+                #expect(zip(clicks, ratings).allSatisfy { $0 == ($1 >= 4 ? 1 : 0) && (1...5).contains($1) })
                 items.formUnion(try batch.singles("i"))
             }
             #expect(n == data.counts[split.rawValue], "\(split.name)")

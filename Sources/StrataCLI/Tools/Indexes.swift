@@ -27,9 +27,9 @@ struct GraphOptions: ParsableArguments {
     }
 }
 
-/// A --metric value: dot or cosine.
+/// A --metric value: dot, mips or cosine.
 func parseMetric(_ text: String) throws -> NeighborIndex.Metric {
-    guard let metric = NeighborIndex.Metric(rawValue: text) else { throw ValidationError("--metric: dot or cosine, not '\(text)'") }
+    guard let metric = NeighborIndex.Metric(rawValue: text) else { throw ValidationError("--metric: dot, mips or cosine, not '\(text)'") }
     return metric
 }
 
@@ -44,12 +44,14 @@ struct IndexCommand: ParsableCommand {
             built from: table, dimension, metric, parameters, rows, the checkpoint generation, size and \
             checksum), replacing an earlier one. `strata neighbors --index` searches it. It is stale once \
             the store checkpoints again (any checkpoint): run this again. Cosine indexes hold the rows \
-            normalised to unit length.
+            normalised to unit length. mips is the inner product, as dot, searched through a graph of \
+            the rows made equal in norm by one more coordinate: better on trained embeddings, whose \
+            norms vary (what `strata recommend --retrieve` searches), worse on vectors of one norm.
             """)
 
     @OptionGroup var access: StoreAccess
     @Argument(help: "The table.") var table: String
-    @Option(help: "dot or cosine.") var metric = "cosine"
+    @Option(help: "dot, mips (the inner product over norm-equalised rows) or cosine.") var metric = "cosine"
     @OptionGroup var graph: GraphOptions
     @Flag(help: "Print one JSON object.") var json = false
 
@@ -80,22 +82,29 @@ struct IndexCommand: ParsableCommand {
 
 enum SavedIndex {
     /// The saved index of `table` by `metric` in `store`, for a search: built (with the
-    /// default parameters) and saved when there is none, or with `rebuild`; refused when the store has checkpointed since it was
-    /// built, naming the command that rebuilds it. A build that cannot be saved (a store
-    /// another user owns, a full disk) is still searched, with a note.
-    static func open(_ store: Store, _ table: Table, metric: NeighborIndex.Metric, rebuild: Bool) throws -> NeighborIndex {
+    /// default parameters) and saved when there is none (unless `buildMissing` is false:
+    /// then refused, saying how to build it), or with `rebuild`; refused when the store has
+    /// checkpointed since it was built, naming the command that rebuilds it and the
+    /// command's own `rebuildFlag`. A build that cannot be saved (a store another user owns,
+    /// a full disk) is still searched, with a note.
+    static func open(_ store: Store, _ table: Table, metric: NeighborIndex.Metric, rebuild: Bool, buildMissing: Bool = true,
+                     rebuildFlag: String = "--rebuild") throws -> NeighborIndex {
+        let build = "`strata index \(store.path) \(table.name) --metric \(metric)`"
         if !rebuild {
             do {
                 let index = try NeighborIndex.load(from: store.path, table: table.name, metric: metric)
                 guard !index.isStale(store: store) else {
                     throw ToolError("the index \(NeighborIndex.files(store: store.path, table: table.name, metric: metric).index) "
                                     + "was built at checkpoint \(index.origin?.generation ?? 0), and \(store.path) is now at checkpoint "
-                                    + "\(store.lastCheckpoint.generation): rebuild it with `strata index \(store.path) \(table.name) "
-                                    + "--metric \(metric)`, or add --rebuild")
+                                    + "\(store.lastCheckpoint.generation): rebuild it with \(build), or add \(rebuildFlag)")
                 }
                 return index
-            } catch NeighborIndexError.missing {
-                // Built below.
+            } catch NeighborIndexError.missing(let file, _, _) {
+                // Built below, if it may be.
+                guard buildMissing else {
+                    throw ToolError("no index of table '\(table.name)' by \(metric) in \(store.path) (\(file)): build it with \(build), "
+                                    + "or add \(rebuildFlag)")
+                }
             }
         }
         let index = try NeighborIndex(table: table, metric: metric)

@@ -122,7 +122,7 @@ struct Neighbors: ParsableCommand {
     @Argument(help: "The table.") var table: String
     @Argument(help: "The key whose neighbours to find.") var key: String
     @Option(name: .customShort("k"), parsing: .unconditional, help: "How many neighbours.") var count = 10
-    @Option(help: "dot or cosine.") var metric = "cosine"
+    @Option(help: "dot, mips (the inner product, as dot; for --index) or cosine.") var metric = "cosine"
     @Flag(help: "Search the table's saved approximate index (strata index) instead of every row.") var index = false
     @Flag(help: "With --index: build the index again first, with `strata index`'s default parameters (a stale one is refused otherwise).")
     var rebuild = false
@@ -172,7 +172,7 @@ struct Neighbors: ParsableCommand {
         // The best `count` so far, best first; a sorted array beats a heap at these sizes.
         var best: [(key: UInt64, score: Double)] = []
         var scanned = 0
-        let byDot = metric == "dot"
+        let byDot = metric != "cosine"
         try t.scanCheckpoint(withState: false) { batch in
             let d = batch.dimension
             batch.values.withUnsafeBufferPointer { v in

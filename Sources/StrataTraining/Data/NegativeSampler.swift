@@ -13,8 +13,7 @@ public final class NegativeSampler: Sendable {
     private let key: UInt64
     /// The binary label column whose 0s are not interactions (their lines get no group), or nil.
     private let positivesBy: Int?
-    /// Popularity sampling: Walker's alias table over the items.
-    private let alias: [(threshold: UInt32, alias: Int32)]
+    private let distribution: ItemDistribution
     /// Redraws of an item the user has seen before one is taken anyway (a user who has seen
     /// almost every item must not stall the pipeline).
     static let attempts = 32
@@ -32,16 +31,7 @@ public final class NegativeSampler: Sendable {
         self.positivesBy = positivesBy
         composer = RowComposer(schema: schema ?? interactions.schema, users: interactions.users, items: interactions.items)
         key = SplitMix64.mix(seed ^ 0x4E45_4741_5449_5645)  // "NEGATIVE"
-        switch options.distribution {
-        case .uniform:
-            alias = []
-        case .popularity(let exponent):
-            guard exponent.isFinite && exponent >= 0 else { throw TrainingError.mismatch("the popularity exponent must be finite and >= 0") }
-            let weights = interactions.popularity.map { pow(Double($0), exponent) }
-            let total = weights.reduce(0, +)
-            guard total > 0 else { throw TrainingError.mismatch("popularity sampling: no item has a training interaction") }
-            alias = Self.aliasTable(weights.map { $0 / total })
-        }
+        distribution = try ItemDistribution(options.distribution, popularity: interactions.popularity)
     }
 
     /// Writes `raw`'s rows into `out`, each followed by its negatives: the same user and
@@ -83,35 +73,11 @@ public final class NegativeSampler: Sendable {
         var item = 0
         for attempt in 0..<Self.attempts {
             let bits = SplitMix64.mix(h &+ UInt64(attempt) &* 0x9E37_79B9_7F4A_7C15)
-            item = pick(bits)
+            item = distribution.pick(bits)
             if item == positive { continue }
             if options.excludeSeen && seen.sortedContains(Int32(item)) { continue }
             break
         }
         return item
-    }
-
-    private func pick(_ bits: UInt64) -> Int {
-        let n = interactions.items.count
-        let column = Int((bits >> 32).multipliedFullWidth(by: UInt64(n)).low >> 32)
-        guard !alias.isEmpty else { return Int(bits.multipliedFullWidth(by: UInt64(n)).high) }
-        let entry = alias[column]
-        return UInt32(truncatingIfNeeded: bits) < entry.threshold ? column : Int(entry.alias)
-    }
-
-    /// Vose's alias table for `probabilities` (summing to 1): column i is kept when the low
-    /// 32 random bits are below its threshold, else its alias is taken.
-    static func aliasTable(_ probabilities: [Double]) -> [(threshold: UInt32, alias: Int32)] {
-        let n = probabilities.count
-        var scaled = probabilities.map { $0 * Double(n) }
-        var entries = (0..<n).map { (threshold: UInt32.max, alias: Int32($0)) }
-        var small = (0..<n).filter { scaled[$0] < 1 }, large = (0..<n).filter { scaled[$0] >= 1 }
-        while let l = small.popLast() {
-            guard let g = large.popLast() else { break }
-            entries[l] = (UInt32(min(scaled[l] * 0x1p32, 0xFFFF_FFFF)), Int32(g))
-            scaled[g] += scaled[l] - 1
-            if scaled[g] < 1 { small.append(g) } else { large.append(g) }
-        }
-        return entries
     }
 }

@@ -52,7 +52,8 @@ public protocol Evaluator: AnyObject {
 }
 
 /// Scores held-out samples one by one against their labels: click-through (AUC, logloss,
-/// accuracy) or ratings (RMSE, MAE).
+/// accuracy) or ratings (RMSE, MAE). A multi-task model is scored on each task's label by
+/// its own output column, the metrics named "label.metric".
 public final class PointwiseEvaluator: Evaluator {
     public enum Kind: String, Sendable {
         /// Binary labels, scores are logits: AUC, logloss, accuracy.
@@ -61,47 +62,79 @@ public final class PointwiseEvaluator: Evaluator {
         case rating
     }
 
+    /// A label scored: its column in the batch, its kind, and its name (metric prefixes).
+    public struct Task: Sendable {
+        public var name: String
+        public var kind: Kind
+        public var label: Int
+        public init(name: String, kind: Kind, label: Int) {
+            self.name = name
+            self.kind = kind
+            self.label = label
+        }
+    }
+
     public let split: String
-    public let kind: Kind
+    public let tasks: [Task]
+    public var kind: Kind { tasks[0].kind }
     public var schema: FeatureSchema { source.schema }
     private var source: any BatchSource
-    private let label: Int
     private let batchSize: Int
     private let batch: Batch
 
-    /// `label` is the label column scored against.
-    public init(_ source: any BatchSource, split: String, kind: Kind, label: Int, batchSize: Int = 4096) {
+    /// Each task is scored by the model's output column of the same place.
+    public init(_ source: any BatchSource, split: String, tasks: [Task], batchSize: Int = 4096) {
+        precondition(!tasks.isEmpty, "an evaluation scores at least one label")
         self.source = source
         self.split = split
-        self.kind = kind
-        self.label = label
+        self.tasks = tasks
         self.batchSize = batchSize
         batch = Batch(schema: source.schema)
     }
 
+    /// `label` is the label column scored against.
+    public convenience init(_ source: any BatchSource, split: String, kind: Kind, label: Int, batchSize: Int = 4096) {
+        self.init(source, split: split, tasks: [Task(name: "", kind: kind, label: label)], batchSize: batchSize)
+    }
+
     public func evaluate(_ network: Network, step: Int, limit: Int?) throws -> Evaluation? {
+        let t = tasks.count
+        guard network.tasks.count == t else {
+            throw TrainingError.mismatch("the \(split) evaluation scores \(t) label\(t == 1 ? "" : "s"), the model predicts \(network.tasks.count)")
+        }
         try source.seek(to: SourcePosition())
-        var click = Metrics(), rating = RatingMetrics()
+        var clicks = [Metrics](repeating: Metrics(), count: t), ratings = [RatingMetrics](repeating: RatingMetrics(), count: t)
         var count = 0
-        var labels: [Float] = []
+        var labels: [Float] = [], predictions: [Float] = []
         while limit.map({ count < $0 }) ?? true {
             let n = try source.next(min(batchSize, (limit ?? Int.max) - count), into: batch)
             if n == 0 { break }
             batch.computeCrosses()
             let scores = try network.forward(batch, training: false, step: step)
-            labels.removeAll(keepingCapacity: true)
-            for r in 0..<n { labels.append(batch.labels[r * batch.labelColumns + label]) }
-            let predictions = UnsafeBufferPointer(start: scores.data, count: n)
-            switch kind {
-            case .click: click.add(logits: predictions, labels: labels)
-            case .rating: rating.add(predictions: predictions, labels: labels)
+            for (k, task) in tasks.enumerated() {
+                labels.removeAll(keepingCapacity: true)
+                predictions.removeAll(keepingCapacity: true)
+                for r in 0..<n {
+                    labels.append(batch.labels[r * batch.labelColumns + task.label])
+                    predictions.append(scores.data[r * t + k])
+                }
+                switch task.kind {
+                case .click: clicks[k].add(logits: predictions, labels: labels)
+                case .rating: predictions.withUnsafeBufferPointer { ratings[k].add(predictions: $0, labels: labels) }
+                }
             }
             count += n
         }
         guard count > 0 else { return nil }
-        let metrics: [Evaluation.Metric] = switch kind {
-        case .click: [.init("auc", click.auc), .init("logloss", click.logLoss), .init("accuracy", click.accuracy)]
-        case .rating: [.init("rmse", rating.rmse), .init("mae", rating.mae)]
+        var metrics: [Evaluation.Metric] = []
+        for (k, task) in tasks.enumerated() {
+            let prefix = t == 1 ? "" : task.name + "."
+            switch task.kind {
+            case .click:
+                metrics += [.init(prefix + "auc", clicks[k].auc), .init(prefix + "logloss", clicks[k].logLoss),
+                            .init(prefix + "accuracy", clicks[k].accuracy)]
+            case .rating: metrics += [.init(prefix + "rmse", ratings[k].rmse), .init(prefix + "mae", ratings[k].mae)]
+            }
         }
         return Evaluation(step: step, split: split, samples: count, metrics: metrics)
     }

@@ -48,6 +48,70 @@ public final class NextItemEvaluator: Evaluator {
         return scores
     }
 
+    /// A next-item model's query for user `u` after the user's whole history: the vector
+    /// whose inner product with an item's row is the item's score, for retrieval.
+    public func query(user u: Int, network: Network, step: Int) throws -> [Float] {
+        try checkHistories()
+        batch.begin(capacity: 1)
+        setHistory(interactions.history(of: u, before: nil))
+        writeRow(0, user: u, item: 0)
+        batch.end(written: 1)
+        batch.computeCrosses()
+        let q = try network.query(batch, step: step)
+        return Array(UnsafeBufferPointer(start: q.row(0), count: q.columns))
+    }
+
+    /// The scores of `items` (entities of the catalog) for user `u` after the user's whole
+    /// history, in that order: re-ranking retrieved candidates. A next-item model is given
+    /// them as its candidates, in place of the catalog.
+    public func scores(user u: Int, items: [Int32], network: Network, step: Int) throws -> [Float] {
+        try checkHistories()
+        if items.isEmpty { return [] }
+        setHistory(interactions.history(of: u, before: nil))
+        if network.scoresItems {
+            try network.setCandidates(items.map { interactions.items.ids[Int($0)] })
+            batch.begin(capacity: 1)
+            writeRow(0, user: u, item: 0)
+            batch.end(written: 1)
+            batch.computeCrosses()
+            let out = try network.forward(batch, training: false, step: step)
+            return Array(UnsafeBufferPointer(start: out.row(0), count: items.count))
+        }
+        var result = [Float](repeating: 0, count: items.count)
+        var first = 0
+        while first < items.count {
+            let rows = min(4096, items.count - first)
+            batch.begin(capacity: rows)
+            for r in 0..<rows { writeRow(r, user: u, item: Int(items[first + r])) }
+            batch.end(written: rows)
+            batch.computeCrosses()
+            let out = try network.forward(batch, training: false, step: step)
+            for r in 0..<rows { result[first + r] = out.data[r] }
+            first += rows
+        }
+        return result
+    }
+
+    private func checkHistories() throws {
+        guard interactions.hasSequences else {
+            throw TrainingError.mismatch("reading a user's history needs the data's time column (the schema's \"time\")")
+        }
+    }
+
+    /// The history `writeRow` writes: its last `historyLength` items' keys.
+    private func setHistory(_ history: ArraySlice<Int32>) {
+        keys.removeAll(keepingCapacity: true)
+        for i in history.suffix(historyLength) { keys.append(interactions.items.ids[Int(i)]) }
+    }
+
+    /// Writes row `r`: user `u`, catalog item `item`, and the history `setHistory` set.
+    private func writeRow(_ r: Int, user u: Int, item: Int) {
+        keys.withUnsafeBufferPointer { h in
+            composer.write(batch, row: r, user: .entity(interactions.users, u), item: .entity(interactions.items, item),
+                           context: .missing, labels: nil, history: (historyFeature, h))
+        }
+    }
+
     public func evaluate(_ network: Network, step: Int, limit: Int?) throws -> Evaluation? {
         try check(network)
         var metrics = RankingMetrics(k: k)

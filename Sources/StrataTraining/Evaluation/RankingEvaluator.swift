@@ -2,6 +2,7 @@
 // split, every item of the catalog is scored, the items the user already has (training, and
 // validation when testing) are left out, and the K best are compared with the split's items.
 public import StrataModels
+import StrataNN
 
 public final class RankingEvaluator: Evaluator {
     public let split: String
@@ -31,21 +32,64 @@ public final class RankingEvaluator: Evaluator {
     public func scores(user u: Int, network: Network, step: Int, batchSize: Int = 4096) throws -> [Float] {
         let n = interactions.items.count
         if scores.count != n { scores = [Float](repeating: 0, count: n) }
-        var first = 0
-        while first < n {
-            let rows = min(batchSize, n - first)
+        if try scoresTheCatalog(network) {
+            // A model that scores items (two-tower): one row, its query against the catalog.
+            try write(user: u, items: 0..<1, network: network, step: step) { _, out in
+                scores.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: out.data, count: n) }
+            }
+            return scores
+        }
+        try write(user: u, items: 0..<n, network: network, step: step, block: batchSize) { first, out in
+            for r in 0..<out.rows { scores[first + r] = out.data[r] }
+        }
+        return scores
+    }
+
+    /// The scores of `items` (entities of the catalog) for user `u`, in that order:
+    /// re-ranking retrieved candidates.
+    public func scores(user u: Int, items: [Int32], network: Network, step: Int) throws -> [Float] {
+        if try scoresTheCatalog(network) {
+            let all = try scores(user: u, network: network, step: step)
+            return items.map { all[Int($0)] }
+        }
+        var result = [Float](repeating: 0, count: items.count)
+        try write(user: u, items: 0..<items.count, network: network, step: step, item: { Int(items[$0]) }) { first, out in
+            for r in 0..<out.rows { result[first + r] = out.data[r] }
+        }
+        return result
+    }
+
+    /// Whether `network` scores the catalog from one row (a model that scores items, its
+    /// candidates the catalog) rather than a score per (user, item) row; throws if it is
+    /// neither, or its candidates are not the catalog.
+    private func scoresTheCatalog(_ network: Network) throws -> Bool {
+        guard network.tasks.count == 1 else {
+            throw TrainingError.mismatch("ranking reads one score a row; model \(network.spec.name) predicts \(network.tasks.count) (\(network.tasks.joined(separator: ", ")))")
+        }
+        guard network.scoresItems else { return false }
+        guard network.candidateKeys == interactions.items.ids else {
+            throw TrainingError.mismatch("the model scores \(network.candidateKeys.count) candidate items, not the catalog's \(interactions.items.count)")
+        }
+        return true
+    }
+
+    /// Scores user `u` with the items `item(i)` for i in `items` (catalog entities), `block`
+    /// rows a forward, handing each block's first i and scores to `body`.
+    private func write(user u: Int, items: Range<Int>, network: Network, step: Int, block: Int = 4096, item: (Int) -> Int = { $0 },
+                       _ body: (_ first: Int, _ scores: Tensor) throws -> Void) throws {
+        var first = items.lowerBound
+        while first < items.upperBound {
+            let rows = min(block, items.upperBound - first)
             batch.begin(capacity: rows)
             for r in 0..<rows {
-                composer.write(batch, row: r, user: .entity(interactions.users, u), item: .entity(interactions.items, first + r),
+                composer.write(batch, row: r, user: .entity(interactions.users, u), item: .entity(interactions.items, item(first + r)),
                                context: .missing, labels: nil)
             }
             batch.end(written: rows)
             batch.computeCrosses()
-            let out = try network.forward(batch, training: false, step: step)
-            for r in 0..<rows { scores[first + r] = out.data[r] }
+            try body(first, try network.forward(batch, training: false, step: step))
             first += rows
         }
-        return scores
     }
 
     public func evaluate(_ network: Network, step: Int, limit: Int?) throws -> Evaluation? {

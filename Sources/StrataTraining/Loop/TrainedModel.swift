@@ -31,8 +31,7 @@ public final class TrainedModel {
         let options = saved.state.options
         self.options = options
         step = saved.state.step
-        network = try Network(spec: options.model, schema: options.schema, seed: options.seed, weightDecay: options.weightDecay,
-                              tables: tables)
+        network = try options.network(tables: tables)
         options.denseOptimizer.prepare(network.parameters)
         try ParameterArchive.decode(saved.archive, into: network.parameters)
     }

@@ -135,7 +135,13 @@ public final class Trainer {
     private let validation: (any Evaluator)?
     private let test: (any Evaluator)?
     private let negatives: NegativeSampler?
+    /// The sampled softmax's candidates (`--loss softmax` with negatives), or nil.
+    private let sampled: SampledCandidates?
+    /// A next-item model's catalog: the full softmax's candidates, and every evaluation's.
+    private var catalog: [UInt64] = []
     private let label: Int
+    /// A multi-task run's tasks (`TrainingOptions.taskColumns`), [] for a run of one.
+    private let tasks: [(column: Int, loss: Loss, weight: Float)]
 
     /// Builds the model over `store` (creating the tables it asks for). With `resume`,
     /// continues from the store's last checkpoint if it holds a run (the options must then be
@@ -147,8 +153,16 @@ public final class Trainer {
         for case let evaluator? in [data.validation, data.test] where evaluator.schema != options.schema {
             throw TrainingError.mismatch("the \(evaluator.split) data has \(evaluator.schema.summary), the training data \(options.schema.summary)")
         }
-        label = try options.labelColumn()
-        if let n = options.negatives {
+        tasks = try options.taskColumns()
+        label = try tasks.first?.column ?? options.labelColumn()
+        if let n = options.negatives, options.loss == .softmax {
+            // The softmax's negatives are the sampled softmax's candidates, not rows.
+            guard let interactions = data.interactions else {
+                throw TrainingError.mismatch("the sampled softmax needs data that names its users and items (a schema with \"user\" and \"item\")")
+            }
+            sampled = try SampledCandidates(n, interactions: interactions, seed: options.seed)
+            negatives = nil
+        } else if let n = options.negatives {
             guard let interactions = data.interactions else {
                 throw TrainingError.mismatch("negative sampling needs data that names its users and items (a schema with \"user\" and \"item\")")
             }
@@ -157,9 +171,11 @@ public final class Trainer {
             let binary = options.schema.labels.indices.contains(label) && options.schema.labels[label].kind == .binary
             negatives = try NegativeSampler(n, interactions: interactions, seed: options.seed, positivesBy: binary ? label : nil,
                                             schema: options.schema)
+            sampled = nil
         } else {
             guard options.loss != .bpr else { throw TrainingError.mismatch("the BPR loss ranks positives above sampled negatives: give negatives") }
             negatives = nil
+            sampled = nil
         }
         // Checked before any table is created: a resume with other options must say so, not
         // fail on a table spec.
@@ -180,9 +196,7 @@ public final class Trainer {
         test = data.test
         Parallel.threads = resources.threads
         let budget = resources.budget
-        network = try Network(spec: options.model, schema: options.schema, seed: options.seed, weightDecay: options.weightDecay) {
-            request in try store.createTable(request.name, options.spec(for: request), budget: budget)
-        }
+        network = try options.network { request in try store.createTable(request.name, options.spec(for: request), budget: budget) }
         if network.scoresItems {
             guard let interactions = data.interactions else {
                 throw TrainingError.mismatch("model \(options.model.name) predicts the next item, and the data names no items")
@@ -190,8 +204,9 @@ public final class Trainer {
             guard options.loss == .softmax else {
                 throw TrainingError.mismatch("model \(options.model.name) scores every item: train it with the softmax loss, not \(options.loss)")
             }
-            try network.setCandidates(interactions.items.ids)
-        } else if options.loss == .softmax {
+            catalog = interactions.items.ids
+            try network.setCandidates(catalog)
+        } else if options.loss == .softmax && tasks.isEmpty {
             throw TrainingError.mismatch("the softmax loss is over the items a next-item model scores; model \(options.model.name) scores one value a row")
         }
         options.denseOptimizer.prepare(network.parameters)
@@ -218,7 +233,8 @@ public final class Trainer {
 
     private func train(report: (TrainingEvent) throws -> Void) throws -> TrainingSummary {
         let batchSize = options.batchSize
-        let dScores = Tensor(rows: 0, columns: network.scoresItems ? network.candidateKeys.count : 1)
+        var dScores = Tensor(rows: 0, columns: network.scoresItems ? network.candidateKeys.count : max(tasks.count, 1))
+        let taskScores = Tensor(rows: 0, columns: 1), taskGradient = Tensor(rows: 0, columns: 1)
         let started = Date()
         let startSamples = samples
         var lossSum = 0.0, lossCount = 0
@@ -271,10 +287,20 @@ public final class Trainer {
             }
             skippedThisEpoch = item.skippedLines
             let batch = item.batch
+            if let sampled {
+                try sampled.prepare(batch, item: network.targetFeature, step: step + 1)
+                try network.setCandidates(sampled.keys, offsets: sampled.offsets)
+                if dScores.columns != sampled.keys.count { dScores = Tensor(rows: 0, columns: sampled.keys.count) }
+            }
             let scores = try network.forward(batch, training: true, step: step + 1)
-            let labels: Loss.Labels = network.scoresItems ? .classes(try network.targetClasses(batch))
-                : negatives != nil ? .groups : .column(batch.labels + label, stride: batch.labelColumns)
-            let loss = options.loss.evaluate(scores, labels: labels, groupSize: batch.groupSize, gradient: dScores)
+            let loss: Double
+            if tasks.isEmpty {
+                let labels: Loss.Labels = network.scoresItems ? .classes(try network.targetClasses(batch))
+                    : negatives != nil ? .groups : .column(batch.labels + label, stride: batch.labelColumns)
+                loss = options.loss.evaluate(scores, labels: labels, groupSize: batch.groupSize, gradient: dScores)
+            } else {
+                loss = Self.taskLoss(tasks, scores, batch, scratch: (taskScores, taskGradient), gradient: dScores)
+            }
             try network.backward(dScores, step: step + 1)
             options.denseOptimizer.step(network.parameters, step: step + 1)
             step += 1
@@ -346,6 +372,25 @@ public final class Trainer {
             fileDirtyBytesBetweenSteps: memoryBetweenSteps?.fileDirty)
     }
 
+    /// A multi-task step's loss, Σ weight · loss of each task on its output column, and its
+    /// gradient, a column per task, into `gradient`.
+    private static func taskLoss(_ tasks: [(column: Int, loss: Loss, weight: Float)], _ scores: Tensor, _ batch: Batch,
+                                 scratch: (scores: Tensor, gradient: Tensor), gradient: Tensor) -> Double {
+        let n = scores.rows, t = tasks.count
+        precondition(scores.columns == t, "a multi-task model scores a column per task")
+        gradient.resize(rows: n)
+        scratch.scores.resize(rows: n)
+        var total = 0.0
+        for (k, task) in tasks.enumerated() {
+            for r in 0..<n { scratch.scores.data[r] = scores.data[r * t + k] }
+            let loss = task.loss.evaluate(scratch.scores, labels: .column(batch.labels + task.column, stride: batch.labelColumns),
+                                          gradient: scratch.gradient)
+            total += Double(task.weight) * loss
+            for r in 0..<n { gradient.data[r * t + k] = task.weight * scratch.gradient.data[r] }
+        }
+        return total
+    }
+
     /// Starts a checkpoint of this step, written while training goes on, after waiting for
     /// the one before: steps stall only while the store freezes its changed rows.
     private func checkpoint(_ position: SourcePosition, _ report: (TrainingEvent) throws -> Void) throws {
@@ -409,6 +454,8 @@ public final class Trainer {
 
     private func evaluate(_ evaluator: (any Evaluator)?, limit: Int?) throws -> Evaluation? {
         guard let evaluator, limit.map({ $0 > 0 }) ?? true else { return nil }
+        // The sampled softmax leaves a step's candidates; evaluation ranks the catalog.
+        if sampled != nil { try network.setCandidates(catalog) }
         return try evaluator.evaluate(network, step: step, limit: limit)
     }
 }

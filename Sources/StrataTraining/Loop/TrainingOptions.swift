@@ -27,6 +27,9 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
     public var loss: Loss
     /// The label the loss reads (nil: the schema's first).
     public var label: String?
+    /// Several labels trained at once: a multi-task model's output has a column per task, in
+    /// this order, and the loss is the tasks' weighted sum. nil: one task, `loss` on `label`.
+    public var tasks: [Task]?
     /// Negatives sampled for every positive (BPR, or implicit feedback with BCE).
     public var negatives: NegativeSampling?
     /// L2 regularisation of embedding and bias rows touched by a batch (`TableLookup`).
@@ -47,7 +50,7 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
                 denseOptimizer: Optimizer = .sgd(learningRate: 0.1), sparseOptimizer: Optimizer = .sgd(learningRate: 0.1),
                 wideOptimizer: Optimizer = TrainingOptions.defaultWideOptimizer,
                 embeddingInitializer: Initializer.Distribution = .uniform(low: -0.01, high: 0.01),
-                loss: Loss = .binaryCrossEntropy, label: String? = nil, negatives: NegativeSampling? = nil,
+                loss: Loss = .binaryCrossEntropy, label: String? = nil, tasks: [Task]? = nil, negatives: NegativeSampling? = nil,
                 weightDecay: Float = 0, evaluateEvery: Int = 0, evaluationSamples: Int = 100_000,
                 checkpointEvery: Int = 0, seed: UInt64 = 1) {
         self.model = model
@@ -61,6 +64,7 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
         self.embeddingInitializer = embeddingInitializer
         self.loss = loss
         self.label = label
+        self.tasks = tasks
         self.negatives = negatives
         self.weightDecay = weightDecay
         self.evaluateEvery = evaluateEvery
@@ -82,6 +86,12 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
                          optimizer: settings?.optimizer ?? optimizer)
     }
 
+    /// The run's model, its tables from `tables` (training and reading a checkpoint back
+    /// build it alike).
+    func network(tables: @escaping TableProvider) throws -> Network {
+        try Network(spec: model, schema: schema, seed: seed, weightDecay: weightDecay, tasks: tasks?.map(\.label) ?? [], tables: tables)
+    }
+
     /// The label column the loss reads (with negatives, the column whose binary 0s are left
     /// out, if any), or why the data cannot be trained on with this loss.
     func labelColumn() throws -> Int {
@@ -96,11 +106,58 @@ public struct TrainingOptions: Sendable, Codable, Equatable {
         guard column < schema.labels.count else {
             throw TrainingError.mismatch("the data has no label to train on; implicit feedback needs negatives (--negatives)")
         }
-        let l = schema.labels[column]
+        try Self.check(loss, on: schema.labels[column])
+        return column
+    }
+
+    /// BCE reads clicks; a rating label trains with MSE.
+    private static func check(_ loss: Loss, on l: FeatureSchema.Label) throws {
         if loss == .binaryCrossEntropy && l.kind == .rating {
             throw TrainingError.mismatch("label '\(l.name)' holds ratings: train it with --loss mse, or make clicks of it (--protocol click)")
         }
-        return column
+    }
+
+    /// A multi-task run's tasks with their label columns, or [] for a run of one task; or why
+    /// the data and the other options do not allow them.
+    func taskColumns() throws -> [(column: Int, loss: Loss, weight: Float)] {
+        guard let tasks else { return [] }
+        guard !tasks.isEmpty else { throw TrainingError.mismatch("a multi-task run names at least one task") }
+        guard negatives == nil else {
+            throw TrainingError.mismatch("a multi-task run reads every task's label from the data; it samples no negatives")
+        }
+        guard label == nil else { throw TrainingError.mismatch("a multi-task run names its labels in its tasks, not with --label") }
+        var seen = Set<String>()
+        return try tasks.map { task in
+            guard seen.insert(task.label).inserted else { throw TrainingError.mismatch("task '\(task.label)' is named twice") }
+            guard let column = schema.labelIndex(task.label) else {
+                throw TrainingError.mismatch("task '\(task.label)': the data has no such label; its labels are "
+                                             + schema.labels.map(\.name).joined(separator: ", "))
+            }
+            guard task.loss == .binaryCrossEntropy || task.loss == .meanSquaredError else {
+                throw TrainingError.mismatch("task '\(task.label)': a task's loss is bce or mse, one value a row, not \(task.loss)")
+            }
+            guard task.weight.isFinite && task.weight > 0 else {
+                throw TrainingError.mismatch("task '\(task.label)': the weight must be a positive number, not \(task.weight)")
+            }
+            try Self.check(task.loss, on: schema.labels[column])
+            return (column, task.loss, task.weight)
+        }
+    }
+
+    /// A label a multi-task run trains on: `loss` on its output column, times `weight`.
+    public struct Task: Sendable, Codable, Equatable, Hashable, CustomStringConvertible {
+        public var label: String
+        public var loss: Loss
+        public var weight: Float
+
+        public init(label: String, loss: Loss, weight: Float = 1) {
+            self.label = label
+            self.loss = loss
+            self.weight = weight
+        }
+
+        /// "click binaryCrossEntropy ×0.5": for messages.
+        public var description: String { "\(label) \(loss.rawValue) ×\(weight)" }
     }
 }
 
@@ -168,6 +225,8 @@ extension TrainingOptions {
         compare("the embedding initializer", "\(embeddingInitializer)", "\(other.embeddingInitializer)")
         compare("--loss", loss.rawValue, other.loss.rawValue)
         compare("--label", label ?? "first", other.label ?? "first")
+        compare("--task", tasks.map { $0.map(\.description).joined(separator: " ") } ?? "none",
+                other.tasks.map { $0.map(\.description).joined(separator: " ") } ?? "none")
         compare("--negatives", negatives.map { "\($0)" } ?? "none", other.negatives.map { "\($0)" } ?? "none")
         compare("--weight-decay", weightDecay, other.weightDecay)
         compare("--eval-every", evaluateEvery, other.evaluateEvery)

@@ -212,9 +212,10 @@ public final class TabularData {
 
     /// What a run on this data under `protocol` reads: the training split, and the evaluation
     /// the protocol makes (pointwise on the validation and test splits, or full ranking at
-    /// `topK`). `label` names the label scored (nil: the first).
+    /// `topK`). `labels` names the labels scored, a model's output column each (none: the
+    /// first label).
     /// (The next-item protocol: samples and evaluations with histories of `historyLength` items.)
-    public func trainingData(protocol p: EvaluationProtocol, label: String?, topK: Int = 10, shuffleBlock: Int,
+    public func trainingData(protocol p: EvaluationProtocol, labels: [String], topK: Int = 10, shuffleBlock: Int,
                              seed: UInt64, historyLength: Int = 50) throws -> TrainingData {
         var training = TrainingData(train: try source(.train, shuffleBlock: shuffleBlock, seed: seed), interactions: interactions)
         let hasValid = counts[1] > 0
@@ -222,8 +223,8 @@ public final class TabularData {
         case .none:
             break
         case .ratings, .click:
-            if hasValid { training.validation = try evaluator(.valid, label: label, shuffleBlock: 0, seed: seed) }
-            training.test = try evaluator(.test, label: label, shuffleBlock: 0, seed: seed)
+            if hasValid { training.validation = try evaluator(.valid, labels: labels, shuffleBlock: 0, seed: seed) }
+            training.test = try evaluator(.test, labels: labels, shuffleBlock: 0, seed: seed)
         case .topk:
             guard let interactions else {
                 throw DataError.schema(file: path, reason: "the topk protocol needs the schema to name its user and item columns")
@@ -241,18 +242,16 @@ public final class TabularData {
         return training
     }
 
-    /// A pointwise evaluator of `split`'s lines: RMSE and MAE for a rating label, AUC and
-    /// logloss for a binary one.
-    public func evaluator(_ split: Interactions.Split, label: String?, shuffleBlock: Int, seed: UInt64,
+    /// A pointwise evaluator of `split`'s lines on each of `labels` (none: the first): RMSE and
+    /// MAE for a rating label, AUC and logloss for a binary one.
+    public func evaluator(_ split: Interactions.Split, labels: [String], shuffleBlock: Int, seed: UInt64,
                           split name: String? = nil) throws -> PointwiseEvaluator {
-        let column = try label.map { l in
+        guard !schema.labels.isEmpty else { throw DataError.schema(file: path, reason: "the data has no label to evaluate") }
+        let tasks = try (labels.isEmpty ? [schema.labels[0].name] : labels).map { l in
             guard let i = schema.labelIndex(l) else { throw DataError.schema(file: path, reason: "there is no label '\(l)'") }
-            return i
-        } ?? 0
-        guard column < schema.labels.count else { throw DataError.schema(file: path, reason: "the data has no label to evaluate") }
-        let kind: PointwiseEvaluator.Kind = schema.labels[column].kind == .rating ? .rating : .click
-        return PointwiseEvaluator(try source(split, shuffleBlock: shuffleBlock, seed: seed), split: name ?? split.name, kind: kind,
-                                  label: column)
+            return PointwiseEvaluator.Task(name: l, kind: schema.labels[i].kind == .rating ? .rating : .click, label: i)
+        }
+        return PointwiseEvaluator(try source(split, shuffleBlock: shuffleBlock, seed: seed), split: name ?? split.name, tasks: tasks)
     }
 
     /// Each item's text in `column` (nil: the item column's own value), by item key: for
@@ -588,16 +587,18 @@ private struct Plan {
                 return .dense(index: dense.count - 1, log: (c.transform ?? .none) == .log1p)
             case .label:
                 guard joinSide == nil else { throw problem("a joined table cannot hold a label") }
-                var type = c.type ?? .rating
-                var threshold = c.threshold
+                let type = c.type ?? .rating
                 if let t = options.clickThreshold, type == .rating, !thresholdUsed {
-                    type = .binary
-                    threshold = t
+                    // The click protocol: label "click" from the first rating, the rating kept
+                    // beside it (for multi-task runs, and single-task baselines on the same split).
                     thresholdUsed = true
+                    labels.append(.init("click", kind: .binary))
+                    labels.append(.init(name, kind: .rating))
+                    return .label(index: labels.count - 2, binary: true, threshold: t, value: labels.count - 1)
                 }
-                if let t = threshold, !t.isFinite { throw problem("the threshold must be a finite number") }
+                if let t = c.threshold, !t.isFinite { throw problem("the threshold must be a finite number") }
                 labels.append(.init(name, kind: type == .binary ? .binary : .rating))
-                return .label(index: labels.count - 1, binary: type == .binary, threshold: threshold)
+                return .label(index: labels.count - 1, binary: type == .binary, threshold: c.threshold, value: nil)
             }
         }
     }
@@ -670,7 +671,10 @@ private struct Plan {
         }
         let schema = FeatureSchema(dense: dense, categorical: features, labels: labels, user: table.user, item: table.item,
                                    tables: table.tables ?? [:])
-        if let problem = schema.problem { throw DataError.schema(file: schemaFile, reason: problem) }
+        if let problem = schema.problem {
+            let click = options.clickThreshold != nil && problem.contains("'click'") ? " (the click protocol names its label 'click')" : ""
+            throw DataError.schema(file: schemaFile, reason: problem + click)
+        }
         return schema
     }
 }

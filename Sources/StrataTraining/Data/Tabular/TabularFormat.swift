@@ -19,8 +19,9 @@ enum ColumnRole: Sendable {
     /// The number (log(1 + max(x, 0)) with `log`), into dense column `index`.
     case dense(index: Int, log: Bool)
     /// The number, into label column `index`; with `threshold` 1 at or above it, else 0; with
-    /// `binary` and no threshold it must be 0 or 1.
-    case label(index: Int, binary: Bool, threshold: Double?)
+    /// `binary` and no threshold it must be 0 or 1. With `value`, the number itself also into
+    /// label column `value` (the click protocol keeps the rating beside the click).
+    case label(index: Int, binary: Bool, threshold: Double?, value: Int?)
 
     /// What the column must hold, for an error message.
     var expectation: String {
@@ -28,7 +29,7 @@ enum ColumnRole: Sendable {
         case .ignore, .categorical, .multi: "any text"
         case .bucketed: "a number"
         case .dense: "a number within ±3.4e38"
-        case .label(_, let binary, let threshold): binary && threshold == nil ? "0 or 1" : "a number within ±3.4e38"
+        case .label(_, let binary, let threshold, _): binary && threshold == nil ? "0 or 1" : "a number within ±3.4e38"
         }
     }
 }
@@ -233,7 +234,7 @@ struct TabularFormat: Sendable {
             guard Float(x).isFinite else { return .column(column) }
             block.dense[slot * block.denseColumns + index] = Float(x)
             return nil
-        case let .label(index, binary, threshold):
+        case let .label(index, binary, threshold, value):
             guard let v = number(field, escaped) else { return .column(column) }
             let y: Double
             if let threshold { y = v >= threshold ? 1 : 0 } else if binary {
@@ -242,8 +243,9 @@ struct TabularFormat: Sendable {
             } else {
                 y = v
             }
-            guard Float(y).isFinite else { return .column(column) }
+            guard Float(y).isFinite, Float(v).isFinite || value == nil else { return .column(column) }
             block.labels[slot * block.labelColumns + index] = Float(y)
+            if let value { block.labels[slot * block.labelColumns + value] = Float(v) }
             return nil
         }
     }
