@@ -322,10 +322,12 @@ public final class Network {
         if scoring.logits.columns != keys.count { scoring.logits = Tensor(rows: 0, columns: keys.count) }
     }
 
-    /// Each row's own item as a column of the scores (a next-item model's classes), after
-    /// `forward`. Throws naming the first row whose item is not a candidate.
-    public func targetClasses(_ batch: Batch) throws(ModelError) -> UnsafePointer<Int32> {
-        guard let scoring else { preconditionFailure("targetClasses of a model that does not score items") }
+    /// Calls `body` with each row's own item as a column of the scores (a next-item model's
+    /// classes, valid only inside `body`). Throws naming the first row whose item is not a
+    /// candidate.
+    public func withTargetClasses<R>(_ batch: Batch, _ body: (UnsafePointer<Int32>) throws -> R) throws -> R {
+        guard let scoring else { preconditionFailure("the target classes of a model that does not score items") }
+        precondition(batch.count > 0, "an empty batch has no classes")
         scoring.targets.removeAll(keepingCapacity: true)
         let keys = batch.keys(of: scoring.candidates.target)
         for r in 0..<batch.count {
@@ -334,7 +336,7 @@ public final class Network {
             }
             scoring.targets.append(c)
         }
-        return scoring.targets.withUnsafeBufferPointer { UnsafePointer($0.baseAddress!) }
+        return try scoring.targets.withUnsafeBufferPointer { try body($0.baseAddress!) }
     }
 
     /// The scores of a batch: `batch.count × 1`, or for a next-item model `batch.count ×

@@ -233,8 +233,7 @@ import Glibc
                                                              [[extra, ids[2], ids[3]], [ids[4]]]])
             let scores = try network.forward(batch, training: true, step: 1)
             let gradient = Tensor(rows: 0, columns: ids.count)
-            let classes = try network.targetClasses(batch)
-            _ = Loss.softmax.evaluate(scores, labels: .classes(classes), gradient: gradient)
+            _ = try network.withTargetClasses(batch) { Loss.softmax.evaluate(scores, labels: .classes($0), gradient: gradient) }
             try network.backward(gradient, step: 1)
             return [scores.values, try network.tables.flatMap { try $0.peek(ids) }, network.parameters.flatMap { $0.gradient.values }]
         }

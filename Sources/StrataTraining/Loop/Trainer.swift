@@ -294,9 +294,10 @@ public final class Trainer {
             }
             let scores = try network.forward(batch, training: true, step: step + 1)
             let loss: Double
-            if tasks.isEmpty {
-                let labels: Loss.Labels = network.scoresItems ? .classes(try network.targetClasses(batch))
-                    : negatives != nil ? .groups : .column(batch.labels + label, stride: batch.labelColumns)
+            if network.scoresItems {
+                loss = try network.withTargetClasses(batch) { options.loss.evaluate(scores, labels: .classes($0), gradient: dScores) }
+            } else if tasks.isEmpty {
+                let labels: Loss.Labels = negatives != nil ? .groups : .column(batch.labels + label, stride: batch.labelColumns)
                 loss = options.loss.evaluate(scores, labels: labels, groupSize: batch.groupSize, gradient: dScores)
             } else {
                 loss = Self.taskLoss(tasks, scores, batch, scratch: (taskScores, taskGradient), gradient: dScores)
