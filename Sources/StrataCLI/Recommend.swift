@@ -37,6 +37,8 @@ struct Recommend: ParsableCommand {
     @Option(help: "The store of the retrieval model (gru4rec, lstm4rec, sasrec or mf) for --retrieve (default: STORE).")
     var retriever: String?
     @Flag(help: "With --retrieve: build the retriever's index first (when it is stale or missing).") var rebuildIndex = false
+    @Option(help: "A multi-task model: the task (a label it was trained on with --task) whose prediction ranks the items.")
+    var task: String?
 
     func validate() throws {
         try OptionCheck.whole(count, "--count", 1...100_000)
@@ -67,6 +69,20 @@ struct Recommend: ParsableCommand {
         guard let u = interactions.users.entity(id: key) else {
             throw ToolError("--user \(user): no such user in the data's column '\(userFeature.name)'")
         }
+        let tasks = model.network.tasks
+        let column: Int
+        if let task {
+            guard tasks.count > 1, let t = tasks.firstIndex(of: task) else {
+                throw ToolError(tasks.count > 1 ? "--task \(task): model \(model.options.model.name) predicts \(tasks.joined(separator: ", "))"
+                                : "--task \(task): model \(model.options.model.name) predicts one value a row; --task is for multi-task models")
+            }
+            column = t
+        } else {
+            guard tasks.count == 1 else {
+                throw ToolError("model \(model.options.model.name) predicts \(tasks.joined(separator: ", ")): give --task with the one to rank by")
+            }
+            column = 0
+        }
         let seen = Interactions.Split.allCases.flatMap { interactions.items(of: u, in: $0) }
         var retrieval: (retriever: Retriever, foreign: Int)?
         // The items scored, in catalog order, or the retrieved candidates, best first.
@@ -93,8 +109,8 @@ struct Recommend: ParsableCommand {
             }
         } else {
             let evaluator = RankingEvaluator(interactions, split: .test, k: count)
-            scores = try items.map { try evaluator.scores(user: u, items: $0, network: model.network, step: model.step) }
-                ?? evaluator.scores(user: u, network: model.network, step: model.step)
+            scores = try items.map { try evaluator.scores(user: u, items: $0, network: model.network, step: model.step, task: column) }
+                ?? evaluator.scores(user: u, network: model.network, step: model.step, task: column)
         }
         if !includeSeen && items == nil { for i in seen { scores[Int(i)] = -.infinity } }
         // Positions in `scores`; the items they are, of the catalog.

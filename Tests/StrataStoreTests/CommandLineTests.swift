@@ -101,7 +101,7 @@ import StrataTestSupport
         "recommend --synthetic-keys": "-1", "recommend --synthetic-key-spaces": "nope", "recommend --synthetic-zipf": "nan",
         "recommend --session-users": "-1", "recommend --session-items": "0", "recommend --session-length": "nope",
         "recommend --session-rule": "nan", "recommend --session-zipf": "-2",
-        "recommend --user": "nope", "recommend --count": "0", "recommend --show": "nope",
+        "recommend --user": "nope", "recommend --task": "nope", "recommend --count": "0", "recommend --show": "nope",
         "recommend --retrieve": "0", "recommend --retriever": "NOFILE",
         // The tools, each with the options every store tool takes.
         "info --hot-mb": "-1", "info --map-resident-mb": "-1", "info --wait": "-3",

@@ -164,8 +164,8 @@ private typealias GC = GradientCheck
         #expect(error?.description.contains(reason) == true, "\(String(describing: error))")
     }
 
-    /// `strata train` with two tasks reports each task's metrics, named by the label; --task
-    /// with --loss is refused.
+    /// `strata train` with two tasks reports each task's metrics, named by the label, and
+    /// `strata recommend` ranks by the task given; --task with --loss is refused.
     @Test func commandLineReportsEachTask() throws {
         let store = temporaryDirectory("strata-multitask")
         defer { removeDirectory(store) }
@@ -175,9 +175,19 @@ private typealias GC = GradientCheck
         #expect(result.status == 0, "\(result.output)")
         let test = try #require(result.lines.last { $0.contains("test") && $0.contains("click.auc") }, "\(result.output)")
         #expect(test.contains("rating.rmse") && test.contains("rating.mae") && test.contains("click.logloss"), "\(test)")
+        // recommend ranks by the task it is told, and asks for one.
+        let data = ["--data", "movielens:" + MovieLens.directory, "--protocol", "click", "--user", "196"]
+        let byRating = try StrataCommand.run(["recommend", store] + data + ["--task", "rating", "--json"])
+        #expect(byRating.status == 0, "\(byRating.output)")
+        let byClick = try StrataCommand.run(["recommend", store] + data + ["--task", "click", "--json"])
+        #expect(byClick.status == 0 && byClick.output != byRating.output, "\(byClick.output)")
+        let none = try StrataCommand.run(["recommend", store] + data)
+        #expect(none.status != 0 && none.error?.contains("--task") == true && none.output.contains("click, rating"), "\(none.output)")
+        let unknown = try StrataCommand.run(["recommend", store] + data + ["--task", "likes"])
+        #expect(unknown.status != 0 && unknown.error?.contains("--task likes") == true, "\(unknown.output)")
         let refused = try StrataCommand.run(base + ["--overwrite", "--task", "click:bce", "--loss", "mse"])
         #expect(refused.status != 0 && refused.error?.contains("--task") == true, "\(refused.output)")
-        let unknown = try StrataCommand.run(base + ["--overwrite", "--task", "likes:bce"])
-        #expect(unknown.status != 0 && unknown.output.contains("likes"), "\(unknown.output)")
+        let unknownLabel = try StrataCommand.run(base + ["--overwrite", "--task", "likes:bce"])
+        #expect(unknownLabel.status != 0 && unknownLabel.output.contains("likes"), "\(unknownLabel.output)")
     }
 }

@@ -66,6 +66,7 @@ public final class NextItemEvaluator: Evaluator {
     /// them as its candidates, in place of the catalog.
     public func scores(user u: Int, items: [Int32], network: Network, step: Int) throws -> [Float] {
         try checkHistories()
+        try RankingEvaluator.requireOneTask(network)
         if items.isEmpty { return [] }
         setHistory(interactions.history(of: u, before: nil))
         if network.scoresItems {
@@ -132,6 +133,7 @@ public final class NextItemEvaluator: Evaluator {
     }
 
     private func check(_ network: Network) throws {
+        try RankingEvaluator.requireOneTask(network)
         guard network.scoresItems else { return }
         guard network.candidateKeys == interactions.items.ids else {
             throw TrainingError.mismatch("the model scores \(network.candidateKeys.count) candidate items, not the catalog's \(interactions.items.count)")

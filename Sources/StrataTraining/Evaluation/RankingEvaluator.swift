@@ -28,11 +28,12 @@ public final class RankingEvaluator: Evaluator {
     /// Items user `u` must not be recommended (`Interactions.excluded`).
     @_spi(Testing) public func excluded(_ u: Int) -> [Int32] { interactions.excluded(u, evaluating: which) }
 
-    /// Every item's score for user `u`, in catalog order.
-    public func scores(user u: Int, network: Network, step: Int, batchSize: Int = 4096) throws -> [Float] {
+    /// Every item's score for user `u`, in catalog order: a multi-task model's prediction of
+    /// task `task` (its output column).
+    public func scores(user u: Int, network: Network, step: Int, batchSize: Int = 4096, task: Int = 0) throws -> [Float] {
         let n = interactions.items.count
         if scores.count != n { scores = [Float](repeating: 0, count: n) }
-        if try scoresTheCatalog(network) {
+        if try scoresTheCatalog(network, task: task) {
             // A model that scores items (two-tower): one row, its query against the catalog.
             try write(user: u, items: 0..<1, network: network, step: step) { _, out in
                 scores.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: out.data, count: n) }
@@ -40,21 +41,21 @@ public final class RankingEvaluator: Evaluator {
             return scores
         }
         try write(user: u, items: 0..<n, network: network, step: step, block: batchSize) { first, out in
-            for r in 0..<out.rows { scores[first + r] = out.data[r] }
+            for r in 0..<out.rows { scores[first + r] = out.data[r * out.columns + task] }
         }
         return scores
     }
 
     /// The scores of `items` (entities of the catalog) for user `u`, in that order:
     /// re-ranking retrieved candidates.
-    public func scores(user u: Int, items: [Int32], network: Network, step: Int) throws -> [Float] {
-        if try scoresTheCatalog(network) {
+    public func scores(user u: Int, items: [Int32], network: Network, step: Int, task: Int = 0) throws -> [Float] {
+        if try scoresTheCatalog(network, task: task) {
             let all = try scores(user: u, network: network, step: step)
             return items.map { all[Int($0)] }
         }
         var result = [Float](repeating: 0, count: items.count)
         try write(user: u, items: 0..<items.count, network: network, step: step, item: { Int(items[$0]) }) { first, out in
-            for r in 0..<out.rows { result[first + r] = out.data[r] }
+            for r in 0..<out.rows { result[first + r] = out.data[r * out.columns + task] }
         }
         return result
     }
@@ -62,10 +63,8 @@ public final class RankingEvaluator: Evaluator {
     /// Whether `network` scores the catalog from one row (a model that scores items, its
     /// candidates the catalog) rather than a score per (user, item) row; throws if it is
     /// neither, or its candidates are not the catalog.
-    private func scoresTheCatalog(_ network: Network) throws -> Bool {
-        guard network.tasks.count == 1 else {
-            throw TrainingError.mismatch("ranking reads one score a row; model \(network.spec.name) predicts \(network.tasks.count) (\(network.tasks.joined(separator: ", ")))")
-        }
+    private func scoresTheCatalog(_ network: Network, task: Int) throws -> Bool {
+        precondition(network.tasks.indices.contains(task), "task \(task) of a model of \(network.tasks.count)")
         guard network.scoresItems else { return false }
         guard network.candidateKeys == interactions.items.ids else {
             throw TrainingError.mismatch("the model scores \(network.candidateKeys.count) candidate items, not the catalog's \(interactions.items.count)")
@@ -93,6 +92,7 @@ public final class RankingEvaluator: Evaluator {
     }
 
     public func evaluate(_ network: Network, step: Int, limit: Int?) throws -> Evaluation? {
+        try Self.requireOneTask(network)
         var metrics = RankingMetrics(k: k)
         for u in 0..<interactions.users.count {
             if let limit, metrics.users >= limit { break }
@@ -105,5 +105,13 @@ public final class RankingEvaluator: Evaluator {
         }
         guard metrics.users > 0 else { return nil }
         return Evaluation(step: step, split: split, samples: metrics.users, metrics: metrics.metrics)
+    }
+
+    /// Ranking by one score: a multi-task model is refused (`strata recommend --task` picks one).
+    static func requireOneTask(_ network: Network) throws {
+        guard network.tasks.count == 1 else {
+            throw TrainingError.mismatch("ranking reads one score a row; model \(network.spec.name) predicts \(network.tasks.count) "
+                                         + "(\(network.tasks.joined(separator: ", ")))")
+        }
     }
 }
