@@ -266,12 +266,6 @@ struct Train: ParsableCommand {
 
     /// The run's options from the flags and the data.
     private func trainingOptions(_ loaded: DataOptions.Loaded, tasks: [TrainingOptions.Task]?) throws -> TrainingOptions {
-        if let tasks {
-            for task in tasks where loaded.schema.labelIndex(task.label) == nil {
-                throw ValidationError("--task \(task.label): the data has no such label; its labels are "
-                                      + loaded.schema.labels.map(\.name).joined(separator: ", "))
-            }
-        }
         let lossName = loss ?? (tasks.map { $0[0].loss == .meanSquaredError ? "mse" : "bce" } ?? loaded.defaultLoss)
         let lossValue: Loss = switch lossName {
         case "bce": .binaryCrossEntropy
