@@ -13,7 +13,7 @@ import StrataTraining
 
 struct Retriever {
     enum Kind {
-        /// gru4rec, lstm4rec, sasrec, two-tower: the query is the network's output after the history.
+        /// gru4rec, lstm4rec, sasrec, bert4rec, two-tower: the query is the network's output after the history.
         case nextItem(NextItemEvaluator)
         /// mf: the query is the user's row of this table.
         case factorisation(userTable: Table)
@@ -65,7 +65,7 @@ struct Retriever {
             }
         } else {
             throw ToolError("\(name) cannot retrieve: a retriever scores an item by the inner product of a query with the item's row "
-                            + "(gru4rec, lstm4rec, sasrec, two-tower, mf); give --retriever a store trained with one of them")
+                            + "(gru4rec, lstm4rec, sasrec, bert4rec, two-tower, mf); give --retriever a store trained with one of them")
         }
         itemTable = try StoreAccess.table(store, itemName)
         index = try SavedIndex.open(store, itemTable, metric: .mips, rebuild: rebuild, buildMissing: false, rebuildFlag: "--rebuild-index")

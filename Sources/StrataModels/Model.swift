@@ -84,7 +84,7 @@ public enum ModelRegistry {
     /// Every model, in the order the documentation lists them.
     public static let models: [any RecommenderModel.Type] = [
         MatrixFactorization.self, NeuMF.self, DeepModel.self, WideAndDeep.self, DeepFM.self, DCNv2.self, DLRM.self,
-        GRU4Rec.self, LSTM4Rec.self, SASRec.self, TwoTower.self, SharedBottom.self, MMoE.self,
+        GRU4Rec.self, LSTM4Rec.self, SASRec.self, BERT4Rec.self, TwoTower.self, SharedBottom.self, MMoE.self,
     ]
 
     public static var names: [String] { models.map { $0.name } }

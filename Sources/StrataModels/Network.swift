@@ -41,9 +41,9 @@ public final class ModelBuilder {
     struct Lookup {
         var lookup: TableLookup
         var role: TableRole
-        /// Per use: the feature it reads (-1: the candidate items, `Candidates`), the graph
-        /// input holding its pooled rows or its sequence (nil: the candidates), and whether it
-        /// is a sequence.
+        /// Per use: the feature it reads (`candidatesUse`: the candidate items; `clozeUse`: the
+        /// masked sequence), the graph input holding its pooled rows or its sequence (nil: the
+        /// candidates), and whether it is a sequence.
         var features: [Int] = []
         var values: [Graph.Value?] = []
         var sequences: [Bool] = []
@@ -141,17 +141,24 @@ public final class ModelBuilder {
     /// `item`'s table, of the query's width), so that scoring every item of the catalog, or
     /// sampled ones, is one product, and retrieval can search the item table. Training
     /// then minimises the softmax cross-entropy of each sample's own item (`Loss.softmax`).
-    public func scoreItems(_ query: Graph.Value, item: String) throws {
+    ///
+    /// A model over a masked sequence (`maskedSequence`) gives a query per slot, `slots`
+    /// side by side: training scores every slot against its masked item; inference reads slot 0,
+    /// the mask after the history.
+    public func scoreItems(_ query: Graph.Value, item: String, slots: Int = 1) throws {
         precondition(candidates == nil, "the items are scored once")
-        let (l, f) = try table(item, role: .embedding, dimension: query.columns, prefix: nil)
+        precondition(slots >= 1 && query.columns % slots == 0, "a query per slot")
+        precondition(slots == (cloze?.masking.slots ?? 1), "a query per slot of the masked sequence")
+        let width = query.columns / slots
+        let (l, f) = try table(item, role: .embedding, dimension: width, prefix: nil)
         guard !Batch.isBag(schema.categorical[f], in: schema) else {
             throw ModelError("the model scores feature '\(item)' as the item; it must hold one key per sample")
         }
-        guard lookups[l].lookup.dimension == query.columns else {
-            throw ModelError("the query has \(query.columns) columns, the item table '\(lookups[l].lookup.table.name)' \(lookups[l].lookup.dimension)")
+        guard lookups[l].lookup.dimension == width else {
+            throw ModelError("the query has \(width) columns, the item table '\(lookups[l].lookup.table.name)' \(lookups[l].lookup.dimension)")
         }
-        candidates = Candidates(lookup: l, use: lookups[l].lookup.addUse(pooling: .sum), target: f, query: query)
-        lookups[l].features.append(-1)
+        candidates = Candidates(lookup: l, use: lookups[l].lookup.addUse(pooling: .sum), target: f, query: query, slots: slots)
+        lookups[l].features.append(Self.candidatesUse)
         lookups[l].values.append(nil)
         lookups[l].sequences.append(false)
     }
@@ -163,8 +170,46 @@ public final class ModelBuilder {
         /// The feature holding each sample's own item.
         var target: Int
         var query: Graph.Value
+        /// Queries a sample: 1, or a masked sequence's slots.
+        var slots: Int
     }
     private(set) var candidates: Candidates?
+
+    /// BERT4Rec's input (`Cloze.swift`): feature `history`'s last `steps − 1` items and one
+    /// more position, the sample's own item (feature `target`) in training and the mask at
+    /// inference, with positions masked as `masking` says, as a sequence of embeddings of
+    /// `dimension` (the layout of `sequence`); and `positions`, per sample and slot, where the
+    /// masks are (−1: none), for `GatherPositions`. Both features read the item table.
+    public func maskedSequence(_ history: String, target: String, dimension: Int, steps: Int, masking: ClozeMasking) throws
+        -> (items: Graph.Value, lengths: Graph.Value, positions: Graph.Value) {
+        precondition(cloze == nil, "one masked sequence a model")
+        let (l, f) = try table(history, role: .embedding, dimension: dimension, prefix: nil)
+        guard Batch.isBag(schema.categorical[f], in: schema) else {
+            throw ModelError("the model reads feature '\(history)' as a sequence; it must hold a bag of keys per sample")
+        }
+        guard let t = schema.categoricalIndex(target), !Batch.isBag(schema.categorical[t], in: schema) else {
+            throw ModelError("the model masks feature '\(target)' as the item; the data must have it, one key per sample")
+        }
+        guard schema.categorical[t].table == schema.categorical[f].table else {
+            throw ModelError("the model masks items of one table; '\(history)' reads table '\(schema.categorical[f].table)', '\(target)' table '\(schema.categorical[t].table)'")
+        }
+        let lookup = lookups[l].lookup
+        let u = lookup.addSequenceUse(steps: steps)
+        let name = "\(lookup.table.name)[\(schema.categorical[f].name), masked]"
+        let items = graph.input(name, lookup.outputs[u], trainable: true)
+        let lengths = graph.input(name + ".lengths", lookup.lengths[u]!, trainable: false)
+        let input = ClozeInput(history: f, target: t, steps: steps, masking: masking)
+        let positions = graph.input(name + ".positions", input.positions, trainable: false)
+        lookups[l].features.append(Self.clozeUse)
+        lookups[l].values.append(items)
+        lookups[l].sequences.append(true)
+        cloze = input
+        return (items, lengths, positions)
+    }
+    private(set) var cloze: ClozeInput?
+
+    /// `Lookup.features` of the uses that read no feature of the batch.
+    static let candidatesUse = -1, clozeUse = -2
 
     /// The lookup of feature `name`'s table for `role` (created on first use) and the feature.
     private func table(_ name: String, role: TableRole, dimension: Int, prefix: String?) throws -> (lookup: Int, feature: Int) {
@@ -233,6 +278,7 @@ public final class Network {
     private let lookups: [ModelBuilder.Lookup]
     private let denseTensor: Tensor?
     private let scoring: ItemScoring?
+    private let cloze: ClozeInput?
 
     /// A next-item model's scores: the query of each sample against the candidate items.
     private final class ItemScoring {
@@ -245,11 +291,16 @@ public final class Network {
         var targets: [Int32] = []
         let queryGradient: Tensor
         let itemGradient: Tensor
+        /// Each sample's query at inference, when it has several slots (slot 0).
+        let queries: Tensor
+        /// The item table's width.
+        var width: Int { candidates.query.columns / candidates.slots }
 
         init(_ candidates: ModelBuilder.Candidates) {
             self.candidates = candidates
             queryGradient = Tensor(rows: 0, columns: candidates.query.columns)
-            itemGradient = Tensor(rows: 0, columns: candidates.query.columns)
+            itemGradient = Tensor(rows: 0, columns: candidates.query.columns / candidates.slots)
+            queries = Tensor(rows: 0, columns: candidates.query.columns / candidates.slots)
         }
     }
 
@@ -290,6 +341,7 @@ public final class Network {
         self.output = output
         lookups = builder.lookups
         denseTensor = builder.denseTensor
+        cloze = builder.cloze
         graph.initialize(seed: seed)
         parameters = graph.parameters
     }
@@ -303,6 +355,10 @@ public final class Network {
 
     /// The feature holding each sample's own item, of a next-item model (-1 for others).
     public var targetFeature: Int { scoring?.candidates.target ?? -1 }
+
+    /// Whether the model reads a masked sequence (BERT4Rec): in training its classes are the
+    /// masked items, several a sample, not the sample's own item alone.
+    public var readsMaskedSequence: Bool { cloze != nil }
 
     /// Sets the items a next-item model scores: every item of the catalog (full softmax and
     /// full ranking), or a step's sample of it (the sampled softmax), each item's score then
@@ -323,13 +379,31 @@ public final class Network {
     }
 
     /// Calls `body` with each row's own item as a column of the scores (a next-item model's
-    /// classes, valid only inside `body`). Throws naming the first row whose item is not a
-    /// candidate.
+    /// classes, valid only inside `body`); a masked sequence's: each slot's masked item, −1
+    /// for an unused slot, after the training `forward` of this batch. Throws naming the first
+    /// row whose item is not a candidate.
     public func withTargetClasses<R>(_ batch: Batch, _ body: (UnsafePointer<Int32>) throws -> R) throws -> R {
         guard let scoring else { preconditionFailure("the target classes of a model that does not score items") }
         precondition(batch.count > 0, "an empty batch has no classes")
         scoring.targets.removeAll(keepingCapacity: true)
         let keys = batch.keys(of: scoring.candidates.target)
+        if let cloze {
+            precondition(cloze.targets.count == batch.count * cloze.masking.slots, "the classes of a batch the training forward did not read")
+            for r in 0..<batch.count where keys.keys[r] == ClozeMasking.maskKey {
+                throw ModelError("sample \(r) of the batch has item key \(keys.keys[r]), the key that stands for the mask")
+            }
+            for (i, k) in cloze.targets.enumerated() {
+                guard k != ClozeMasking.maskKey else {
+                    scoring.targets.append(-1)
+                    continue
+                }
+                guard let c = scoring.place[k] else {
+                    throw ModelError("sample \(i / cloze.masking.slots) of the batch has masked item key \(k), which is not among the \(scoring.keys.count) candidate items")
+                }
+                scoring.targets.append(c)
+            }
+            return try scoring.targets.withUnsafeBufferPointer { try body($0.baseAddress!) }
+        }
         for r in 0..<batch.count {
             guard let c = scoring.place[keys.keys[r]] else {
                 throw ModelError("sample \(r) of the batch has item key \(keys.keys[r]), which is not among the \(scoring.keys.count) candidate items")
@@ -340,9 +414,10 @@ public final class Network {
     }
 
     /// The scores of a batch: `batch.count × 1`, or for a next-item model `batch.count ×
-    /// candidates` (the inner products of each query with each candidate item). In training,
-    /// rows come to the hot tier (`lookup`) and dropout drops; otherwise nothing in the store
-    /// moves (`peek`).
+    /// candidates` (the inner products of each query with each candidate item; a masked
+    /// sequence's in training: `batch.count · slots × candidates`, slot after slot). In
+    /// training, rows come to the hot tier (`lookup`) and dropout drops; otherwise nothing in
+    /// the store moves (`peek`).
     @discardableResult
     public func forward(_ batch: Batch, training: Bool, step: Int) throws(StoreError) -> Tensor {
         let rows = batch.count
@@ -354,13 +429,15 @@ public final class Network {
         try scoring.keys.withUnsafeBufferPointer { (keys) throws(StoreError) in
             try run(batch, training: training, step: step, candidates: UseKeys(keys: keys))
         }
-        // logits = Q · Eᵀ: rows × candidates.
-        let q = graph.tensor(output), e = itemRows(scoring), c = scoring.keys.count, d = q.columns
-        scoring.logits.resize(rows: rows)
-        BLAS.gemm(false, true, m: rows, n: c, k: d, q.data, lda: d, e.data, ldb: d, scoring.logits.data, ldc: c)
+        // logits = Q · Eᵀ: rows × candidates (training a masked sequence: every slot's query a
+        // row; inference: slot 0 alone).
+        let q = graph.tensor(output), e = itemRows(scoring), c = scoring.keys.count, d = scoring.width
+        let slots = scoring.candidates.slots, m = training ? rows * slots : rows
+        scoring.logits.resize(rows: m)
+        BLAS.gemm(false, true, m: m, n: c, k: d, q.data, lda: training ? d : slots * d, e.data, ldb: d, scoring.logits.data, ldc: c)
         if !scoring.offsets.isEmpty {
             scoring.offsets.withUnsafeBufferPointer { o in
-                for r in 0..<rows {
+                for r in 0..<m {
                     let row = scoring.logits.row(r)
                     for j in 0..<c { row[j] += o[j] }
                 }
@@ -373,10 +450,14 @@ public final class Network {
     /// no item: what retrieval searches the item table with (an item's score is the query's
     /// inner product with its row). Not training: nothing in the store moves.
     public func query(_ batch: Batch, step: Int) throws -> Tensor {
-        guard scoring != nil else { throw ModelError("model \(spec.name) scores one value a row; it has no query to retrieve items with") }
+        guard let scoring else { throw ModelError("model \(spec.name) scores one value a row; it has no query to retrieve items with") }
         // The candidates' use looks up no keys: only the graph's own inputs are read.
         try run(batch, training: false, step: step, candidates: Self.noKeys)
-        return graph.tensor(output)
+        let q = graph.tensor(output), d = scoring.width
+        guard scoring.candidates.slots > 1 else { return q }
+        scoring.queries.resize(rows: q.rows)
+        for r in 0..<q.rows { scoring.queries.row(r).update(from: q.row(r), count: d) }
+        return scoring.queries
     }
 
     private static var noKeys: UseKeys { UseKeys(keys: UnsafeBufferPointer(start: nil, count: 0)) }
@@ -390,11 +471,23 @@ public final class Network {
             d.data.update(from: batch.dense, count: batch.count * d.columns)
         }
         // Tables are independent: each is looked up by one thread, in the same order every run.
-        try Parallel.forEach(lookups.count) { (l) throws(StoreError) in
-            let lookup = lookups[l]
-            try lookup.lookup.forward(training: training) { u in
-                lookup.features[u] < 0 ? candidates : batch.keys(of: lookup.features[u])
+        let lookUp = { (masked: UseKeys) throws(StoreError) in
+            try Parallel.forEach(self.lookups.count) { (l) throws(StoreError) in
+                let lookup = self.lookups[l]
+                try lookup.lookup.forward(training: training) { u in
+                    switch lookup.features[u] {
+                    case ModelBuilder.candidatesUse: candidates
+                    case ModelBuilder.clozeUse: masked
+                    case let f: batch.keys(of: f)
+                    }
+                }
             }
+        }
+        if let cloze {
+            cloze.prepare(batch, training: training, pass: (UInt64(max(step, 0)), seed))
+            try cloze.withUseKeys(lookUp)
+        } else {
+            try lookUp(Self.noKeys)
         }
         graph.forward(rows: batch.count, pass(training, step))
     }
@@ -409,10 +502,11 @@ public final class Network {
     /// (A next-item model: from d(loss)/d(scores), `batch.count × candidates`.)
     public func backward(_ gradient: Tensor, step: Int, sparseLearningRate: Float? = nil) throws(StoreError) {
         if let scoring {
-            // dQ = dS · E and dE = dSᵀ · Q.
-            let q = graph.tensor(output), e = itemRows(scoring), c = scoring.keys.count, d = q.columns, n = q.rows
+            // dQ = dS · E and dE = dSᵀ · Q, a row per query (slot).
+            let q = graph.tensor(output), e = itemRows(scoring), c = scoring.keys.count, d = scoring.width
+            let n = q.rows * scoring.candidates.slots
             precondition(gradient.rows == n && gradient.columns == c, "the scores' gradient has the wrong shape")
-            scoring.queryGradient.resize(rows: n)
+            scoring.queryGradient.resize(rows: q.rows)
             scoring.itemGradient.resize(rows: c)
             BLAS.gemm(false, false, m: n, n: d, k: c, gradient.data, lda: c, e.data, ldb: d, scoring.queryGradient.data, ldc: d)
             BLAS.gemm(true, false, m: c, n: d, k: n, gradient.data, lda: c, q.data, ldb: d, scoring.itemGradient.data, ldc: d)
@@ -432,7 +526,11 @@ public final class Network {
     /// `scratch` is the caller's; this may run on another thread than training.
     public func warm(_ batch: Batch, scratch: inout [Float]) throws(StoreError) {
         for lookup in lookups {
-            for f in lookup.features where f >= 0 { try TableLookup.warm(lookup.lookup.table, batch.keys(of: f).keys, scratch: &scratch) }
+            for f in lookup.features {
+                // A masked sequence reads its history (and the mask, and the target: candidates).
+                let read = f == ModelBuilder.clozeUse ? cloze!.history : f
+                if read >= 0 { try TableLookup.warm(lookup.lookup.table, batch.keys(of: read).keys, scratch: &scratch) }
+            }
         }
     }
 

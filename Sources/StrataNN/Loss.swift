@@ -15,7 +15,8 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
     case bpr
     /// Softmax cross-entropy over the columns of each row (a next-item model's scores of
     /// the candidate items): the mean over rows of −log softmax(row)[class], the class from
-    /// `Labels.classes`.
+    /// `Labels.classes`. A row of class −1 has none (a BERT4Rec slot no item was masked in):
+    /// it adds nothing, its gradient is 0, and the mean is over the other rows.
     case softmax
 
     /// Where a loss's targets come from.
@@ -25,7 +26,8 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
         /// Implicit feedback: the first row of each group (a positive) is 1, the others (its
         /// sampled negatives) 0.
         case groups
-        /// Row i's class, a column of the predictions: `pointer[i]` (the softmax's labels).
+        /// Row i's class, a column of the predictions, or −1 for none: `pointer[i]` (the
+        /// softmax's labels).
         case classes(UnsafePointer<Int32>)
     }
 
@@ -90,16 +92,22 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
         }
     }
 
-    /// Mean over rows of log Σⱼ e^{zⱼ} − z_class (stable: the row's maximum taken out), and
-    /// the gradient (softmax − one-hot) / rows.
+    /// Mean over the rows with a class of log Σⱼ e^{zⱼ} − z_class (stable: the row's maximum
+    /// taken out), and the gradient (softmax − one-hot) / those rows (0 for a row of class −1).
     private static func softmaxCrossEntropy(_ z: Tensor, classes: UnsafePointer<Int32>, gradient: Tensor) -> Double {
         let n = z.rows, c = z.columns
         precondition(gradient.columns == c, "the gradient has \(gradient.columns) columns, the scores \(c)")
         gradient.resize(rows: n)
-        let scale = 1 / Float(max(n, 1))
+        var counted = 0
+        for r in 0..<n where classes[r] >= 0 { counted += 1 }
+        let scale = 1 / Float(max(counted, 1))
         var total = 0.0
         for r in 0..<n {
             let row = z.row(r), g = gradient.row(r), k = Int(classes[r])
+            if k == -1 {
+                g.update(repeating: 0, count: c)
+                continue
+            }
             precondition((0..<c).contains(k), "class \(k) of row \(r) is not one of \(c) columns")
             var top = -Float.infinity
             for j in 0..<c { top = max(top, row[j]) }
@@ -114,6 +122,6 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
             for j in 0..<c { g[j] *= inverse }
             g[k] -= scale
         }
-        return total / Double(max(n, 1))
+        return total / Double(max(counted, 1))
     }
 }

@@ -68,6 +68,11 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
                 settings: ["hidden_size": 16, "layers": 1, "heads": 2, "inner_size": 32, "max_length": 10, "dropout": 0.2,
                            "attention_dropout": 0.2],
                 loss: .softmax),
+        // The Cloze task: masks drawn per position, and half the samples masked at their item alone.
+        ZooCase(model: "bert4rec", protocol: .nextItem,
+                settings: ["hidden_size": 16, "layers": 1, "heads": 2, "inner_size": 32, "max_length": 10, "dropout": 0.2,
+                           "attention_dropout": 0.2],
+                loss: .softmax),
         // Two-tower retrieval by the sampled softmax: the batch's items and 64 drawn by
         // popularity as candidates, log-Q corrected.
         ZooCase(model: "two-tower", protocol: .nextItem, settings: ["embedding_dim": 16, "tower": [32]], loss: .softmax, negatives: 64,

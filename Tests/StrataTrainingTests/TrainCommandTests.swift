@@ -234,6 +234,10 @@ private func summary(_ result: StrataCommand.Result) -> [String: Any]? {
         BadOption(arguments: ["--model", "sasrec", "--protocol", "next-item", "--loss", "bpr"], fragments: ["sasrec", "softmax", "bpr"]),
         BadOption(arguments: ["--model", "mf", "--protocol", "next-item"], fragments: ["softmax", "mf"]),
         BadOption(arguments: ["--model", "deep", "--protocol", "topk", "--set", "history=gru"], fragments: ["history gru", "--protocol next-item"]),
+        BadOption(arguments: ["--model", "bert4rec", "--protocol", "next-item", "--negatives", "16"], fragments: ["bert4rec", "full softmax", "--negatives"]),
+        BadOption(arguments: ["--model", "bert4rec", "--protocol", "next-item", "--set", "mask_ratio=0"], fragments: ["bert4rec", "mask_ratio", "(0, 1]"]),
+        BadOption(arguments: ["--model", "bert4rec", "--protocol", "next-item", "--set", "last_only_ratio=1.5"], fragments: ["bert4rec", "last_only_ratio"]),
+        BadOption(arguments: ["--model", "bert4rec", "--protocol", "next-item", "--set", "max_length=1"], fragments: ["bert4rec", "max_length", "at least 2"]),
     ])
     func sessionModelsRefuseDataWithoutHistories(_ bad: BadOption) throws {
         let scratch = Scratch()

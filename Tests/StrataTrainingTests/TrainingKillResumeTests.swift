@@ -89,8 +89,8 @@ import Glibc
         var attempt = 0, killedMidRun = 0, finished = false
         var lastCheckpoint = 0  // the step of K's newest checkpoint, as its metrics files tell
         var log: [String] = []
-        // A run can go faster than the uninterrupted one did and finish before a kill lands;
-        // then K starts over, with kills aimed three times earlier.
+        // A run can go faster than the uninterrupted one did and finish, or write its last
+        // checkpoint, before a kill lands; then K starts over, with kills aimed three times earlier.
         var reach = 1.0, restarts = 0
         while attempt < kills && !finished {
             let metrics = directory + "/K-\(restarts)-\(attempt).jsonl"
@@ -118,7 +118,7 @@ import Glibc
             let checkpoints = Self.checkpointSteps(metrics)
             if let last = checkpoints.last { lastCheckpoint = last }
             log.append("attempt \(attempt): killed \(how), status \(status), checkpoints at \(checkpoints)")
-            if status == 0 && killedMidRun < kills / 2 && restarts < 3 {
+            if (status == 0 || lastCheckpoint >= steps) && killedMidRun < kills / 2 && restarts < 3 {
                 log.append("finished before enough kills landed; K starts over")
                 removeDirectory(k)
                 reach /= 3

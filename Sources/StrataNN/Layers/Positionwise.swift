@@ -195,3 +195,52 @@ public final class PositionwiseFeedForward: Layer {
         }
     }
 }
+
+/// y = x · Wᵀ + b at each of `steps` positions of a row (every position real, no lengths): one
+/// product over rows·steps rows. BERT4Rec's output head applies it to each masked position's
+/// state.
+///
+/// Input: `rows × steps·inputs`. Parameters `\(name).weight` (`outputs × inputs`, stored out ×
+/// in as in `Linear`, initially N(0, 0.02)) and `\(name).bias` (`1 × outputs`, initially 0):
+/// RecBole's initialization of a transformer's linear layers.
+public final class PositionwiseLinear: Layer {
+    public let inputs: Int
+    public let outputs: Int
+    public let steps: Int
+    public let weight: Parameter
+    public let bias: Parameter
+
+    public init(_ name: String, inputs: Int, outputs: Int, steps: Int) {
+        precondition(inputs >= 1 && outputs >= 1 && steps >= 1, "a linear layer needs an input, an output and a step")
+        self.inputs = inputs
+        self.outputs = outputs
+        self.steps = steps
+        weight = Parameter("\(name).weight", rows: outputs, columns: inputs)
+        bias = Parameter("\(name).bias", rows: 1, columns: outputs)
+    }
+
+    public var parameters: [Parameter] { [weight, bias] }
+
+    public func outputColumns(for inputColumns: [Int]) -> Int? { inputColumns == [steps * inputs] ? steps * outputs : nil }
+
+    public func initialize(_ w: inout WeightInitializer) {
+        w.normal(weight, standardDeviation: transformerInitializerRange)
+        bias.value.zero()
+    }
+
+    public func forward(_ inputs: [Tensor], into output: Tensor, _ pass: Pass) {
+        let positions = inputs[0].rows * steps
+        BLAS.gemm(false, true, m: positions, n: outputs, k: self.inputs, inputs[0].data, lda: self.inputs,
+                  weight.value.data, ldb: self.inputs, output.data, ldc: outputs, bias: bias.value.data)
+    }
+
+    public func backward(_ inputs: [Tensor], output: Tensor, outputGradient dy: Tensor, inputGradients: [Tensor?], _ pass: Pass) {
+        let positions = inputs[0].rows * steps, (m, n) = (self.inputs, outputs)
+        BLAS.gemm(true, false, m: n, n: m, k: positions, dy.data, lda: n, inputs[0].data, ldb: m,
+                  weight.gradient.data, ldc: m)
+        strata_column_sums(dy.data, Int32(positions), Int32(n), bias.gradient.data)
+        if let dx = inputGradients[0] {
+            BLAS.gemm(false, false, m: positions, n: m, k: n, dy.data, lda: n, weight.value.data, ldb: m, dx.data, ldc: m)
+        }
+    }
+}

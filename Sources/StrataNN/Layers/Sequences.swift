@@ -174,3 +174,63 @@ public final class LastPosition: Layer {
         }
     }
 }
+
+/// The states at chosen positions of each sequence, `rows × slots·width`: slot j of row r holds
+/// the state at position `positions[r, j]`, or zeros where that is −1 (an unused slot). BERT4Rec
+/// reads its masked positions so (in training, up to `slots` a row; at inference one, the
+/// mask after the history).
+///
+/// Inputs: [sequence `rows × steps·width`, positions `rows × slots`, each an integer in
+/// −1 ..< steps held as a Float (never trainable)]. The input gradient is each slot's dy at its
+/// position (summed, slots in order, where two slots name one position) and 0 elsewhere.
+public final class GatherPositions: Layer {
+    public let width: Int
+    public let steps: Int
+    public let slots: Int
+
+    public init(width: Int, steps: Int, slots: Int) {
+        precondition(width >= 1 && steps >= 1 && slots >= 1, "gathering needs a width, a step and a slot")
+        self.width = width
+        self.steps = steps
+        self.slots = slots
+    }
+
+    public func outputColumns(for inputColumns: [Int]) -> Int? {
+        inputColumns == [steps * width, slots] ? slots * width : nil
+    }
+
+    /// Row r's slot j: its position, or nil for an unused slot.
+    @inline(__always)
+    private func position(_ positions: Tensor, _ r: Int, _ j: Int) -> Int? {
+        let v = positions.row(r)[j]
+        precondition(v >= -1 && v < Float(steps) && v.rounded(.towardZero) == v, "position \(v) is not an integer in -1..<\(steps)")
+        return v < 0 ? nil : Int(v)
+    }
+
+    public func forward(_ inputs: [Tensor], into output: Tensor, _ pass: Pass) {
+        let x = inputs[0], positions = inputs[1]
+        for r in 0..<x.rows {
+            for j in 0..<slots {
+                let y = output.row(r) + j * width
+                if let p = position(positions, r, j) {
+                    y.update(from: x.row(r) + p * width, count: width)
+                } else {
+                    y.update(repeating: 0, count: width)
+                }
+            }
+        }
+    }
+
+    public func backward(_ inputs: [Tensor], output: Tensor, outputGradient dy: Tensor, inputGradients: [Tensor?], _ pass: Pass) {
+        guard let dx = inputGradients[0] else { return }
+        let positions = inputs[1]
+        dx.zero()
+        for r in 0..<dx.rows {
+            for j in 0..<slots {
+                guard let p = position(positions, r, j) else { continue }
+                let g = dy.row(r) + j * width, d = dx.row(r) + p * width
+                for i in 0..<width { d[i] += g[i] }
+            }
+        }
+    }
+}

@@ -204,6 +204,10 @@ public final class Trainer {
             guard options.loss == .softmax else {
                 throw TrainingError.mismatch("model \(options.model.name) scores every item: train it with the softmax loss, not \(options.loss)")
             }
+            guard sampled == nil || !network.readsMaskedSequence else {
+                // The masked items are history items, which the batch's candidates need not hold.
+                throw TrainingError.mismatch("model \(options.model.name) names masked items of the whole history: train it with the full softmax (drop --negatives)")
+            }
             catalog = interactions.items.ids
             try network.setCandidates(catalog)
         } else if options.loss == .softmax && tasks.isEmpty {
