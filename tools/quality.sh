@@ -29,6 +29,7 @@ runs=(
     "dcn-v2-click|RecBole logistic regression: AUC 0.7765|--model dcn-v2 --protocol click --batch-size 2048 --epochs 20 --optimizer adam --learning-rate 0.001 --sparse-optimizer adam --weight-decay 0.001"
     "gru4rec|GRU4Rec (RecBole, leave-one-out in time, full ranking): Hit@10 0.1103, NDCG@10 0.0513|--model gru4rec --protocol next-item --batch-size 256 --epochs 4 --optimizer adam --learning-rate 0.001"
     "sasrec|SASRec: NDCG@10 at least gru4rec's|--model sasrec --protocol next-item --batch-size 256 --epochs 3 --optimizer adam --learning-rate 0.001"
+    "bert4rec|BERT4Rec: next to sasrec|--model bert4rec --protocol next-item --batch-size 256 --epochs 4 --optimizer adam --learning-rate 0.001"
     "deep-history-none|deep without the history: the baseline of deep-history-gru|--model deep --protocol next-item --set history=none --negatives 4 --loss bce --embedding-dim 32 --batch-size 1024 --epochs 5 --optimizer adam --learning-rate 0.001"
     "deep-history-gru|deep with a GRU over the history as a feature: above deep-history-none|--model deep --protocol next-item --set history=gru --set max_length=20 --negatives 4 --loss bce --embedding-dim 32 --batch-size 1024 --epochs 5 --optimizer adam --learning-rate 0.001"
     "two-tower|two-tower retrieval by the full softmax: next to gru4rec|--model two-tower --protocol next-item --batch-size 256 --epochs 20 --optimizer adam --learning-rate 0.001"

@@ -104,7 +104,7 @@ struct Recommend: ParsableCommand {
             if let items {
                 scores = try evaluator.scores(user: u, items: items, network: model.network, step: model.step)
             } else {
-                if model.network.scoresItems { try model.network.setCandidates(interactions.items.ids) }
+                if model.network.scoresItems { try interactions.setCandidates(of: model.network, interactions.items.ids) }
                 scores = try evaluator.scores(user: u, network: model.network, step: model.step)
             }
         } else {

@@ -48,6 +48,11 @@ struct Retriever {
         }
         let itemName = try sameTable("item", own.item, interactions.items.idFeature)
         if model.network.scoresItems {
+            guard model.network.candidateRows == nil else {
+                throw ToolError("\(retriever) scores items by its item tower's vectors, which no table holds, so an index of its item "
+                                + "table would not retrieve as it scores; retrieve with a model whose item vectors are its item table's "
+                                + "rows (two-tower without item_tower, gru4rec, lstm4rec, sasrec, bert4rec, mf)")
+            }
             let evaluator = try NextItemEvaluator(interactions, split: .test, historyLength: historyLength)
             guard evaluator.schema == own else {
                 throw ToolError("\(retriever) was trained on features (\(own.summary)), and the data with its history has "

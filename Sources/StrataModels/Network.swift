@@ -34,7 +34,12 @@ public typealias TableProvider = (TableRequest) throws -> Table
 /// What a model file uses to build its graph.
 public final class ModelBuilder {
     public let schema: FeatureSchema
-    public let graph = Graph()
+    /// The graph layers go to: the network's, or the item tower's while `itemTower` builds it.
+    public var graph: Graph { buildingTower ? towerGraph : mainGraph }
+    let mainGraph = Graph()
+    /// The item tower's layers, run over the candidate items (`itemTower`).
+    let towerGraph = Graph()
+    private var buildingTower = false
     private let provider: TableProvider
     private let weightDecay: Float
 
@@ -43,10 +48,19 @@ public final class ModelBuilder {
         var role: TableRole
         /// Per use: the feature it reads (`candidatesUse`: the candidate items; `clozeUse`: the
         /// masked sequence), the graph input holding its pooled rows or its sequence (nil: the
-        /// candidates), and whether it is a sequence.
+        /// candidates), whether it is a sequence, and whether it reads the candidate items'
+        /// rows for the item tower instead of the batch's.
         var features: [Int] = []
         var values: [Graph.Value?] = []
         var sequences: [Bool] = []
+        var candidateSide: [Bool] = []
+
+        mutating func append(feature: Int, value: Graph.Value?, sequence: Bool, candidateSide: Bool = false) {
+            features.append(feature)
+            values.append(value)
+            sequences.append(sequence)
+            self.candidateSide.append(candidateSide)
+        }
     }
     private(set) var lookups: [Lookup] = []
     let denseTensor: Tensor?
@@ -68,7 +82,7 @@ public final class ModelBuilder {
         } else {
             let t = Tensor(rows: 0, columns: schema.dense.count)
             denseTensor = t
-            dense = graph.input("dense", t, trainable: false)
+            dense = mainGraph.input("dense", t, trainable: false)
         }
     }
 
@@ -121,6 +135,7 @@ public final class ModelBuilder {
     /// padding, `lengths` the real positions per sample (`TableLookup.addSequenceUse`).
     public func sequence(_ name: String, dimension: Int, steps: Int, prefix: String? = nil) throws
         -> (items: Graph.Value, lengths: Graph.Value) {
+        guard !buildingTower else { throw ModelError("the item tower reads the candidate items' features, not a sequence") }
         let (l, f) = try table(name, role: .embedding, dimension: dimension, prefix: prefix)
         guard Batch.isBag(schema.categorical[f], in: schema) else {
             throw ModelError("the model reads feature '\(name)' as a sequence; it must hold a bag of keys per sample")
@@ -130,9 +145,7 @@ public final class ModelBuilder {
         let name = "\(lookup.table.name)[\(schema.categorical[f].name)]"
         let items = graph.input(name, lookup.outputs[u], trainable: true)
         let lengths = graph.input(name + ".lengths", lookup.lengths[u]!, trainable: false)
-        lookups[l].features.append(f)
-        lookups[l].values.append(items)
-        lookups[l].sequences.append(true)
+        lookups[l].append(feature: f, value: items, sequence: true)
         return (items, lengths)
     }
 
@@ -145,35 +158,60 @@ public final class ModelBuilder {
     /// A model over a masked sequence (`maskedSequence`) gives a query per slot, `slots`
     /// side by side: training scores every slot against its masked item; inference reads slot 0,
     /// the mask after the history.
+    ///
+    /// With an item tower (`itemTower`), an item's vector is the tower's output for it instead
+    /// of its embedding.
     public func scoreItems(_ query: Graph.Value, item: String, slots: Int = 1) throws {
         precondition(candidates == nil, "the items are scored once")
+        precondition(!buildingTower, "the items are scored by the network, not by the item tower")
         precondition(slots >= 1 && query.columns % slots == 0, "a query per slot")
         precondition(slots == (cloze?.masking.slots ?? 1), "a query per slot of the masked sequence")
         let width = query.columns / slots
-        let (l, f) = try table(item, role: .embedding, dimension: width, prefix: nil)
-        guard !Batch.isBag(schema.categorical[f], in: schema) else {
-            throw ModelError("the model scores feature '\(item)' as the item; it must hold one key per sample")
+        guard let f = schema.categoricalIndex(item), !Batch.isBag(schema.categorical[f], in: schema) else {
+            throw ModelError("the model scores feature '\(item)' as the item; the data must have it, one key per sample")
         }
+        if let tower {
+            guard tower.columns == width else { throw ModelError("the query has \(width) columns, the item tower's vectors \(tower.columns)") }
+            candidates = Candidates(lookup: nil, target: f, query: query, slots: slots, vectors: tower)
+            return
+        }
+        let (l, _) = try table(item, role: .embedding, dimension: width, prefix: nil)
         guard lookups[l].lookup.dimension == width else {
             throw ModelError("the query has \(width) columns, the item table '\(lookups[l].lookup.table.name)' \(lookups[l].lookup.dimension)")
         }
-        candidates = Candidates(lookup: l, use: lookups[l].lookup.addUse(pooling: .sum), target: f, query: query, slots: slots)
-        lookups[l].features.append(Self.candidatesUse)
-        lookups[l].values.append(nil)
-        lookups[l].sequences.append(false)
+        candidates = Candidates(lookup: (l, lookups[l].lookup.addUse(pooling: .sum)), target: f, query: query, slots: slots, vectors: nil)
+        lookups[l].append(feature: Self.candidatesUse, value: nil, sequence: false)
     }
 
-    /// The items a next-item model scores: a use of the item table outside the graph.
+    /// The items a next-item model scores: a use of the item table outside the graph (the
+    /// lookup and its use), or the item tower's output.
     struct Candidates {
-        var lookup: Int
-        var use: Int
+        var lookup: (table: Int, use: Int)?
         /// The feature holding each sample's own item.
         var target: Int
         var query: Graph.Value
         /// Queries a sample: 1, or a masked sequence's slots.
         var slots: Int
+        /// The item tower's output, one vector per candidate.
+        var vectors: Graph.Value?
     }
     private(set) var candidates: Candidates?
+
+    /// Builds the item tower: `build` adds layers (`add`, `embedding`, `concat`) over the
+    /// features of the candidate items, one row per candidate, with the item side's features
+    /// and the item id (`FeatureSchema.Side.item`; a table is one table whichever side reads
+    /// it, and its rows get one optimizer step a batch), and returns their vectors, which
+    /// `scoreItems` then scores queries against. The callers give each candidate's features
+    /// (`Network.candidateRows`).
+    public func itemTower(_ build: () throws -> Graph.Value) throws -> Graph.Value {
+        precondition(!buildingTower && tower == nil && candidates == nil, "one item tower, built before the items are scored")
+        buildingTower = true
+        defer { buildingTower = false }
+        let vectors = try build()
+        tower = vectors
+        return vectors
+    }
+    private(set) var tower: Graph.Value?
 
     /// BERT4Rec's input (`Cloze.swift`): feature `history`'s last `steps − 1` items and one
     /// more position, the sample's own item (feature `target`) in training and the mask at
@@ -193,6 +231,7 @@ public final class ModelBuilder {
         guard schema.categorical[t].table == schema.categorical[f].table else {
             throw ModelError("the model masks items of one table; '\(history)' reads table '\(schema.categorical[f].table)', '\(target)' table '\(schema.categorical[t].table)'")
         }
+        precondition(!buildingTower, "the item tower reads no sequence")
         let lookup = lookups[l].lookup
         let u = lookup.addSequenceUse(steps: steps)
         let name = "\(lookup.table.name)[\(schema.categorical[f].name), masked]"
@@ -200,9 +239,7 @@ public final class ModelBuilder {
         let lengths = graph.input(name + ".lengths", lookup.lengths[u]!, trainable: false)
         let input = ClozeInput(history: f, target: t, steps: steps, masking: masking)
         let positions = graph.input(name + ".positions", input.positions, trainable: false)
-        lookups[l].features.append(Self.clozeUse)
-        lookups[l].values.append(items)
-        lookups[l].sequences.append(true)
+        lookups[l].append(feature: Self.clozeUse, value: items, sequence: true)
         cloze = input
         return (items, lengths, positions)
     }
@@ -239,22 +276,22 @@ public final class ModelBuilder {
     }
 
     private func use(_ name: String, role: TableRole, dimension: Int, prefix: String?) throws -> Graph.Value {
+        if buildingTower, let f = schema.categoricalIndex(name), schema.categorical[f].side != .item && name != schema.item {
+            throw ModelError("the item tower reads the candidate items' own features; '\(name)' is a feature of the \(schema.categorical[f].side) side")
+        }
         let (l, f) = try table(name, role: role, dimension: dimension, prefix: prefix)
-        // The same feature read twice from one table is one use.
+        // The same feature read twice from one table (on one side) is one use.
         let lookup = lookups[l]
-        if let u = lookup.features.indices.first(where: { lookup.features[$0] == f && !lookup.sequences[$0] }) {
+        if let u = lookup.features.indices.first(where: {
+            lookup.features[$0] == f && !lookup.sequences[$0] && lookup.candidateSide[$0] == buildingTower
+        }) {
             return lookup.values[u]!
         }
-        return addUse(l, feature: f)
-    }
-
-    private func addUse(_ l: Int, feature f: Int) -> Graph.Value {
-        let lookup = lookups[l].lookup
-        let u = lookup.addUse(pooling: schema.categorical[f].pooling)
-        let value = graph.input("\(lookup.table.name)[\(schema.categorical[f].name)]", lookup.outputs[u], trainable: true)
-        lookups[l].features.append(f)
-        lookups[l].values.append(value)
-        lookups[l].sequences.append(false)
+        let table = lookup.lookup
+        let u = table.addUse(pooling: schema.categorical[f].pooling)
+        let value = graph.input("\(table.table.name)[\(schema.categorical[f].name)\(buildingTower ? ", candidates" : "")]",
+                                table.outputs[u], trainable: true)
+        lookups[l].append(feature: f, value: value, sequence: false, candidateSide: buildingTower)
         return value
     }
 }
@@ -279,6 +316,13 @@ public final class Network {
     private let denseTensor: Tensor?
     private let scoring: ItemScoring?
     private let cloze: ClozeInput?
+    /// The item tower's layers (`ModelBuilder.itemTower`), run over `candidateRows`.
+    private let towerGraph: Graph?
+
+    /// A model with an item tower: the candidate items' features, row i for candidate i (an
+    /// item's side from the data's catalog, the rest missing). Whoever sets the candidates
+    /// writes them first (`Interactions.setCandidates`); nil for other models.
+    public let candidateRows: Batch?
 
     /// A next-item model's scores: the query of each sample against the candidate items.
     private final class ItemScoring {
@@ -333,18 +377,27 @@ public final class Network {
             }
             scoring = nil
         }
+        if builder.tower != nil && builder.candidates?.vectors == nil {
+            throw ModelError("model \(spec.name) builds an item tower and scores no items with it")
+        }
         self.tasks = builder.tasks
         self.spec = spec
         self.schema = schema
         self.seed = seed
-        graph = builder.graph
+        graph = builder.mainGraph
         self.output = output
         lookups = builder.lookups
         denseTensor = builder.denseTensor
         cloze = builder.cloze
+        towerGraph = builder.tower == nil ? nil : builder.towerGraph
+        candidateRows = builder.tower == nil ? nil : Batch(schema: schema)
         graph.initialize(seed: seed)
-        parameters = graph.parameters
+        towerGraph?.initialize(seed: Self.towerSeed(seed))
+        parameters = graph.parameters + (towerGraph?.parameters ?? [])
     }
+
+    /// The item tower's seed, for its weights and its dropout: apart from the network's.
+    private static func towerSeed(_ seed: UInt64) -> UInt64 { SplitMix64.mix(seed ^ 0x4954_454D_544F_5752) }  // "ITEMTOWR"
 
     /// Whether the model scores items by a query vector (a next-item model), rather than one
     /// score per row: its `forward` gives every sample's score of every candidate item.
@@ -367,6 +420,15 @@ public final class Network {
         guard let scoring else { throw ModelError("model \(spec.name) scores one value a row, not items") }
         guard !keys.isEmpty else { throw ModelError("model \(spec.name) scores items, and the data has none") }
         precondition(offsets.isEmpty || offsets.count == keys.count, "an offset per candidate, or none")
+        if let rows = candidateRows {
+            guard rows.count == keys.count else {
+                throw ModelError("model \(spec.name) has \(rows.count) rows of candidate items' features for \(keys.count) candidates")
+            }
+            let ids = rows.keys(of: scoring.candidates.target).keys
+            for i in keys.indices where ids[i] != keys[i] {
+                throw ModelError("candidate \(i) is item key \(keys[i]), and its row of features is item key \(ids[i])")
+            }
+        }
         scoring.place.removeAll(keepingCapacity: true)
         scoring.place.reserveCapacity(keys.count)
         for (i, k) in keys.enumerated() where scoring.place.updateValue(Int32(i), forKey: k) != nil {
@@ -422,16 +484,16 @@ public final class Network {
     public func forward(_ batch: Batch, training: Bool, step: Int) throws(StoreError) -> Tensor {
         let rows = batch.count
         guard let scoring else {
-            try run(batch, training: training, step: step, candidates: Self.noKeys)
+            try run(batch, training: training, step: step, candidates: Self.noKeys, tower: false)
             return graph.tensor(output)
         }
         precondition(!scoring.keys.isEmpty, "a next-item model scores items: setCandidates first")
         try scoring.keys.withUnsafeBufferPointer { (keys) throws(StoreError) in
-            try run(batch, training: training, step: step, candidates: UseKeys(keys: keys))
+            try run(batch, training: training, step: step, candidates: UseKeys(keys: keys), tower: true)
         }
         // logits = Q · Eᵀ: rows × candidates (training a masked sequence: every slot's query a
         // row; inference: slot 0 alone).
-        let q = graph.tensor(output), e = itemRows(scoring), c = scoring.keys.count, d = scoring.width
+        let q = graph.tensor(output), e = itemVectors(scoring), c = scoring.keys.count, d = scoring.width
         let slots = scoring.candidates.slots, m = training ? rows * slots : rows
         scoring.logits.resize(rows: m)
         BLAS.gemm(false, true, m: m, n: c, k: d, q.data, lda: training ? d : slots * d, e.data, ldb: d, scoring.logits.data, ldc: c)
@@ -451,8 +513,9 @@ public final class Network {
     /// inner product with its row). Not training: nothing in the store moves.
     public func query(_ batch: Batch, step: Int) throws -> Tensor {
         guard let scoring else { throw ModelError("model \(spec.name) scores one value a row; it has no query to retrieve items with") }
-        // The candidates' use looks up no keys: only the graph's own inputs are read.
-        try run(batch, training: false, step: step, candidates: Self.noKeys)
+        // The candidates' use looks up no keys, and the item tower does not run: only the
+        // network's own inputs are read.
+        try run(batch, training: false, step: step, candidates: Self.noKeys, tower: false)
         let q = graph.tensor(output), d = scoring.width
         guard scoring.candidates.slots > 1 else { return q }
         scoring.queries.resize(rows: q.rows)
@@ -462,9 +525,10 @@ public final class Network {
 
     private static var noKeys: UseKeys { UseKeys(keys: UnsafeBufferPointer(start: nil, count: 0)) }
 
-    /// Looks up every table's rows for `batch` (the candidates' use: `candidates`) and runs
-    /// the graph forward.
-    private func run(_ batch: Batch, training: Bool, step: Int, candidates: UseKeys) throws(StoreError) {
+    /// Looks up every table's rows for `batch` (the candidates' use: `candidates`; with
+    /// `tower`, the item tower's uses: `candidateRows`, which it then runs over) and runs the
+    /// graph forward.
+    private func run(_ batch: Batch, training: Bool, step: Int, candidates: UseKeys, tower: Bool) throws(StoreError) {
         precondition(batch.schema == schema, "the batch's schema is not the model's")
         if let d = denseTensor {
             d.resize(rows: batch.count)
@@ -478,6 +542,7 @@ public final class Network {
                     switch lookup.features[u] {
                     case ModelBuilder.candidatesUse: candidates
                     case ModelBuilder.clozeUse: masked
+                    case let f where lookup.candidateSide[u]: tower ? self.candidateRows!.keys(of: f) : Self.noKeys
                     case let f: batch.keys(of: f)
                     }
                 }
@@ -490,11 +555,15 @@ public final class Network {
             try lookUp(Self.noKeys)
         }
         graph.forward(rows: batch.count, pass(training, step))
+        if tower, let towerGraph { towerGraph.forward(rows: candidateRows!.count, towerPass(training, step)) }
     }
 
-    /// The candidate items' rows, as the last `forward` looked them up.
-    private func itemRows(_ scoring: ItemScoring) -> Tensor {
-        lookups[scoring.candidates.lookup].lookup.outputs[scoring.candidates.use]
+    /// The candidate items' vectors, as the last `forward` made them: the item table's rows,
+    /// or the item tower's outputs.
+    private func itemVectors(_ scoring: ItemScoring) -> Tensor {
+        if let vectors = scoring.candidates.vectors { return towerGraph!.tensor(vectors) }
+        let (l, u) = scoring.candidates.lookup!
+        return lookups[l].lookup.outputs[u]
     }
 
     /// Backward from d(loss)/d(score) after `forward`: dense gradients into the parameters,
@@ -503,7 +572,7 @@ public final class Network {
     public func backward(_ gradient: Tensor, step: Int, sparseLearningRate: Float? = nil) throws(StoreError) {
         if let scoring {
             // dQ = dS · E and dE = dSᵀ · Q, a row per query (slot).
-            let q = graph.tensor(output), e = itemRows(scoring), c = scoring.keys.count, d = scoring.width
+            let q = graph.tensor(output), e = itemVectors(scoring), c = scoring.keys.count, d = scoring.width
             let n = q.rows * scoring.candidates.slots
             precondition(gradient.rows == n && gradient.columns == c, "the scores' gradient has the wrong shape")
             scoring.queryGradient.resize(rows: q.rows)
@@ -511,13 +580,14 @@ public final class Network {
             BLAS.gemm(false, false, m: n, n: d, k: c, gradient.data, lda: c, e.data, ldb: d, scoring.queryGradient.data, ldc: d)
             BLAS.gemm(true, false, m: c, n: d, k: n, gradient.data, lda: c, q.data, ldb: d, scoring.itemGradient.data, ldc: d)
             graph.backward([(output, scoring.queryGradient)], pass(true, step))
+            if let vectors = scoring.candidates.vectors { towerGraph!.backward([(vectors, scoring.itemGradient)], towerPass(true, step)) }
         } else {
             graph.backward([(output, gradient)], pass(true, step))
         }
         try Parallel.forEach(lookups.count) { (l) throws(StoreError) in
             let lookup = lookups[l]
             try lookup.lookup.backward(learningRate: sparseLearningRate) { u in
-                lookup.values[u].map { graph.gradient(of: $0) } ?? scoring!.itemGradient
+                lookup.values[u].map { lookup.candidateSide[u] ? towerGraph!.gradient(of: $0) : graph.gradient(of: $0) } ?? scoring!.itemGradient
             }
         }
     }
@@ -526,7 +596,7 @@ public final class Network {
     /// `scratch` is the caller's; this may run on another thread than training.
     public func warm(_ batch: Batch, scratch: inout [Float]) throws(StoreError) {
         for lookup in lookups {
-            for f in lookup.features {
+            for (u, f) in lookup.features.enumerated() where !lookup.candidateSide[u] {
                 // A masked sequence reads its history (and the mask, and the target: candidates).
                 let read = f == ModelBuilder.clozeUse ? cloze!.history : f
                 if read >= 0 { try TableLookup.warm(lookup.lookup.table, batch.keys(of: read).keys, scratch: &scratch) }
@@ -535,4 +605,7 @@ public final class Network {
     }
 
     private func pass(_ training: Bool, _ step: Int) -> Pass { Pass(training: training, step: UInt64(max(step, 0)), seed: seed) }
+    private func towerPass(_ training: Bool, _ step: Int) -> Pass {
+        Pass(training: training, step: UInt64(max(step, 0)), seed: Self.towerSeed(seed))
+    }
 }

@@ -1,11 +1,13 @@
 // Two-tower retrieval (Yi et al. 2019, the design YouTube's and most retrieval stacks use): a
 // user tower, an MLP over everything known about the user (the id, the user side's features,
 // the history pooled), gives a query whose inner product with an item's vector scores the
-// item. The item side is the item table itself, so the catalog's vectors are the store's rows:
-// a nearest-neighbour index over that table (`strata index`) retrieves by this model
-// exactly as it scores, and `strata recommend --retrieve` uses it. Trained by the softmax over
-// every item, or over sampled candidates (`--negatives N` with `--loss softmax`: the batch's
-// own items and N drawn ones, log-Q corrected).
+// item. The item tower gives that vector: by default the item's embedding itself, so the
+// catalog's vectors are the store's rows and a nearest-neighbour index over that table
+// (`strata index`) retrieves by this model exactly as it scores (`strata recommend
+// --retrieve`); with `item_tower` layers, an MLP over the item's id embedding and the item
+// side's features (genres, year), which also scores items by what they are. Trained by the
+// softmax over every item, or over sampled candidates (`--negatives N` with `--loss softmax`:
+// the batch's own items and N drawn ones, log-Q corrected).
 public import StrataNN
 
 public enum TwoTower: RecommenderModel {
@@ -14,6 +16,8 @@ public enum TwoTower: RecommenderModel {
         public var embeddingDim = 64
         /// The user tower's hidden layers.
         public var tower = [128]
+        /// The item tower's hidden layers; none: an item's vector is its embedding.
+        public var itemTower: [Int] = []
         public var dropout: Float = 0
 
         public init() {}
@@ -24,7 +28,8 @@ public enum TwoTower: RecommenderModel {
     public static let defaultConfiguration = Configuration()
 
     public static func problem(_ c: Configuration, schema: FeatureSchema) -> String? {
-        if let problem = settingsProblem(["embedding_dim": [c.embeddingDim], "tower": c.tower], dropout: c.dropout) { return problem }
+        if let problem = settingsProblem(["embedding_dim": [c.embeddingDim], "tower": c.tower, "item_tower": c.itemTower],
+                                         dropout: c.dropout) { return problem }
         guard schema.user != nil, schema.item != nil else {
             return "two-tower needs the data to name its user and item features (the schema's \"user\" and \"item\")"
         }
@@ -40,6 +45,14 @@ public enum TwoTower: RecommenderModel {
         if let dense = b.dense, b.schema.dense.allSatisfy({ $0.side == .user }) { parts.append(dense) }
         let x = try b.concat("user", parts)
         let query = try b.add("tower", MLP("tower", sizes: [x.columns] + c.tower + [c.embeddingDim], dropout: c.dropout), [x])
+        if !c.itemTower.isEmpty {
+            // What is known of the item itself: its id and the item side's features.
+            let itemFeatures = b.readFeatures.filter { $0.side == .item || $0.name == item }.map(\.name)
+            _ = try b.itemTower {
+                let y = try b.concat("item", try b.embeddings(itemFeatures, dimension: c.embeddingDim))
+                return try b.add("item_tower", MLP("item_tower", sizes: [y.columns] + c.itemTower + [c.embeddingDim], dropout: c.dropout), [y])
+            }
+        }
         try b.scoreItems(query, item: item)
         return query
     }

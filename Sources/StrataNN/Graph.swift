@@ -19,6 +19,8 @@ public final class Graph {
     public struct Value: Hashable, Sendable {
         public let node: Int
         public let columns: Int
+        /// The graph it belongs to: a value of another graph is no input here.
+        let graph: ObjectIdentifier
     }
 
     private final class Node {
@@ -63,7 +65,7 @@ public final class Graph {
     public func input(_ name: String, _ tensor: Tensor, trainable: Bool) -> Value {
         precondition(!sealed, "the graph already ran: add inputs before the first forward")
         nodes.append(Node(name: name, layer: nil, inputs: [], output: tensor, needsGradient: trainable))
-        return Value(node: nodes.count - 1, columns: tensor.columns)
+        return Value(node: nodes.count - 1, columns: tensor.columns, graph: ObjectIdentifier(self))
     }
 
     /// Adds `layer` applied to `inputs`; its parameters are named by the layer. Throws if the
@@ -71,7 +73,7 @@ public final class Graph {
     public func add(_ name: String, _ layer: any Layer, _ inputs: [Value]) throws(GraphError) -> Value {
         precondition(!sealed, "the graph already ran: add layers before the first forward")
         precondition(!nodes.contains { $0.layer === layer }, "layer \(name) added twice")
-        precondition(inputs.allSatisfy { $0.node < nodes.count }, "an input of \(name) is not in this graph")
+        precondition(inputs.allSatisfy { $0.graph == ObjectIdentifier(self) && $0.node < nodes.count }, "an input of \(name) is not in this graph")
         let widths = inputs.map(\.columns)
         guard let columns = layer.outputColumns(for: widths), columns > 0 else {
             throw GraphError("layer \(name) does not take inputs of \(widths.map(String.init).joined(separator: ", ")) columns")
@@ -79,7 +81,7 @@ public final class Graph {
         let trainable = !layer.parameters.isEmpty || inputs.contains { nodes[$0.node].needsGradient }
         nodes.append(Node(name: name, layer: layer, inputs: inputs.map(\.node), output: Tensor(rows: 0, columns: columns),
                           needsGradient: trainable))
-        return Value(node: nodes.count - 1, columns: columns)
+        return Value(node: nodes.count - 1, columns: columns, graph: ObjectIdentifier(self))
     }
 
     /// Every layer's parameters, in graph order.
@@ -98,11 +100,15 @@ public final class Graph {
     }
 
     /// The value's tensor after `forward`.
-    public func tensor(_ value: Value) -> Tensor { nodes[value.node].output }
+    public func tensor(_ value: Value) -> Tensor {
+        precondition(value.graph == ObjectIdentifier(self), "a value of another graph")
+        return nodes[value.node].output
+    }
 
     /// dL/d(value) after `backward`, for a trainable input or any layer's output (zeros if
     /// nothing downstream reached it).
     public func gradient(of value: Value) -> Tensor {
+        precondition(value.graph == ObjectIdentifier(self), "a value of another graph")
         let node = nodes[value.node]
         if !node.hasGradient {
             node.gradient.resize(rows: rows)

@@ -36,7 +36,10 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
     var crosses: [[String]] = []
     /// A multi-task model's tasks (its `loss` is then the first task's).
     var tasks: [TrainingOptions.Task] = []
-    var testDescription: String { "\(model) on \(`protocol`.rawValue)" + (tasks.isEmpty ? "" : " (\(tasks.map(\.label).joined(separator: ", ")))") }
+    var testDescription: String {
+        "\(model)\(settings["item_tower"] == nil ? "" : " with an item tower") on \(`protocol`.rawValue)"
+            + (tasks.isEmpty ? "" : " (\(tasks.map(\.label).joined(separator: ", ")))")
+    }
 
     /// Each model of the registry once (MF twice: BPR on ranking and MSE on ratings), with
     /// widths small enough for debug builds; models with dropout keep it, so that resumes and
@@ -77,6 +80,10 @@ struct ZooCase: Sendable, CustomTestStringConvertible {
         // popularity as candidates, log-Q corrected.
         ZooCase(model: "two-tower", protocol: .nextItem, settings: ["embedding_dim": 16, "tower": [32]], loss: .softmax, negatives: 64,
                 distribution: .popularity(exponent: 1)),
+        // An item tower over the item's id and genres, trained by the sampled softmax (the
+        // candidates' rows of features composed every step).
+        ZooCase(model: "two-tower", protocol: .nextItem, settings: ["embedding_dim": 16, "tower": [32], "item_tower": [32]],
+                loss: .softmax, negatives: 64, distribution: .popularity(exponent: 1)),
         // Multi-task: the click (rating ≥ 4) and the rating itself, from one network.
         ZooCase(model: "shared-bottom", protocol: .click, settings: ["embedding_dim": 8, "bottom": [32], "tower": [8], "dropout": 0.1],
                 loss: .binaryCrossEntropy, tasks: Self.clickAndRating),

@@ -93,6 +93,17 @@ import Testing
         #expect(rebuilt.status == 0 && rebuilt.lines.contains { $0.hasPrefix("note: built \(store)/indexes/item.mips.faiss") }, "\(rebuilt.output)")
         #expect(try Self.items(rebuilt).map(\.name) == fifty.map(\.name))
         #expect(try StrataCommand.run(recommend + ["--retrieve", "50"]).status == 0)
+
+        // A two-tower with an item tower: its vectors are no table's rows, so it cannot retrieve.
+        let tower = directory + "/tower"
+        let towerTrained = try StrataCommand.run(["train", "--model", "two-tower", "--data", Self.data, "--protocol", "next-item",
+                                                  "--store", tower, "--set", "embedding_dim=8", "--set", "tower=[8]",
+                                                  "--set", "item_tower=[8]", "--batch-size", "256", "--steps", "5", "--eval-samples", "0"],
+                                                 timeout: 600)
+        try #require(towerTrained.status == 0, "\(towerTrained.output)")
+        let refused = try StrataCommand.run(recommend + ["--retrieve", "50", "--retriever", tower])
+        #expect(refused.status == 1 && refused.error?.contains("item tower") == true && refused.error?.contains("item_tower") == true,
+                "\(refused.output)")
     }
 
     /// An MF retriever (the user's row is the query) for a NeuMF ranker trained on the same

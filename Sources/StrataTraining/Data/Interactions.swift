@@ -268,3 +268,23 @@ struct RowComposer {
         }
     }
 }
+
+extension Interactions {
+    /// Makes `keys`, items of the catalog, the items `network` scores (`Network.setCandidates`,
+    /// each score plus its `offsets` entry); for a model with an item tower, writes each one's
+    /// features into `network.candidateRows` first (the item's side from the catalog, the rest
+    /// missing). Throws naming a key that is no item of the data.
+    public func setCandidates(of network: Network, _ keys: [UInt64], offsets: [Float] = []) throws {
+        if let rows = network.candidateRows {
+            let composer = RowComposer(schema: network.schema, users: users, items: items)
+            rows.begin(capacity: keys.count)
+            for (i, k) in keys.enumerated() {
+                guard let e = items.entity(id: k) else { throw TrainingError.mismatch("candidate item key \(k) is not an item of the data") }
+                composer.write(rows, row: i, user: .missing, item: .entity(items, e), context: .missing, labels: nil)
+            }
+            rows.end(written: keys.count)
+            rows.computeCrosses()
+        }
+        try network.setCandidates(keys, offsets: offsets)
+    }
+}

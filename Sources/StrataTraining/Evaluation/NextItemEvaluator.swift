@@ -70,7 +70,7 @@ public final class NextItemEvaluator: Evaluator {
         if items.isEmpty { return [] }
         setHistory(interactions.history(of: u, before: nil))
         if network.scoresItems {
-            try network.setCandidates(items.map { interactions.items.ids[Int($0)] })
+            try interactions.setCandidates(of: network, items.map { interactions.items.ids[Int($0)] })
             batch.begin(capacity: 1)
             writeRow(0, user: u, item: 0)
             batch.end(written: 1)

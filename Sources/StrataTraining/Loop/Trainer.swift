@@ -139,6 +139,8 @@ public final class Trainer {
     private let sampled: SampledCandidates?
     /// A next-item model's catalog: the full softmax's candidates, and every evaluation's.
     private var catalog: [UInt64] = []
+    /// Where a next-item model's candidates' features come from (`Interactions.setCandidates`).
+    private var candidateSource: Interactions?
     private let label: Int
     /// A multi-task run's tasks (`TrainingOptions.taskColumns`), [] for a run of one.
     private let tasks: [(column: Int, loss: Loss, weight: Float)]
@@ -209,7 +211,8 @@ public final class Trainer {
                 throw TrainingError.mismatch("model \(options.model.name) names masked items of the whole history: train it with the full softmax (drop --negatives)")
             }
             catalog = interactions.items.ids
-            try network.setCandidates(catalog)
+            candidateSource = interactions
+            try interactions.setCandidates(of: network, catalog)
         } else if options.loss == .softmax && tasks.isEmpty {
             throw TrainingError.mismatch("the softmax loss is over the items a next-item model scores; model \(options.model.name) scores one value a row")
         }
@@ -293,7 +296,7 @@ public final class Trainer {
             let batch = item.batch
             if let sampled {
                 try sampled.prepare(batch, item: network.targetFeature, step: step + 1)
-                try network.setCandidates(sampled.keys, offsets: sampled.offsets)
+                try candidateSource!.setCandidates(of: network, sampled.keys, offsets: sampled.offsets)
                 if dScores.columns != sampled.keys.count { dScores = Tensor(rows: 0, columns: sampled.keys.count) }
             }
             let scores = try network.forward(batch, training: true, step: step + 1)
@@ -460,7 +463,7 @@ public final class Trainer {
     private func evaluate(_ evaluator: (any Evaluator)?, limit: Int?) throws -> Evaluation? {
         guard let evaluator, limit.map({ $0 > 0 }) ?? true else { return nil }
         // The sampled softmax leaves a step's candidates; evaluation ranks the catalog.
-        if sampled != nil { try network.setCandidates(catalog) }
+        if sampled != nil { try candidateSource!.setCandidates(of: network, catalog) }
         return try evaluator.evaluate(network, step: step, limit: limit)
     }
 }
