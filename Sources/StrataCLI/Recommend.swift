@@ -17,7 +17,8 @@ struct Recommend: ParsableCommand {
             the ones the model was trained on.
 
             With --retrieve N, only N candidates are scored: a retrieval model (--retriever STORE2, or \
-            STORE itself) gives the user's query vector, a next-item model (gru4rec, lstm4rec, sasrec, bert4rec, two-tower) \
+            STORE itself) gives the user's query vector, a next-item model (gru4rec, lstm4rec, sasrec, bert4rec, \
+            two-tower without item_tower) \
             from the user's history or mf from the user's row, and the HNSW index of its item table by \
             inner product (`strata index STORE2 item --metric mips`) returns the N best items the user \
             has not seen; the ranking model in STORE scores those. The retriever must have been trained \
@@ -34,7 +35,7 @@ struct Recommend: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
     @Option(parsing: .unconditional, help: "Score only this many candidates, retrieved by the index of the retriever's item table.")
     var retrieve: Int?
-    @Option(help: "The store of the retrieval model (gru4rec, lstm4rec, sasrec, bert4rec, two-tower or mf) for --retrieve (default: STORE).")
+    @Option(help: "The store of the retrieval model (gru4rec, lstm4rec, sasrec, bert4rec, two-tower without item_tower, or mf) for --retrieve (default: STORE).")
     var retriever: String?
     @Flag(help: "With --retrieve: build the retriever's index first (when it is stale or missing).") var rebuildIndex = false
     @Option(help: "A multi-task model: the task (a label it was trained on with --task) whose prediction ranks the items.")
@@ -98,13 +99,14 @@ struct Recommend: ParsableCommand {
             items = found.items
         }
         var scores: [Float]
+        // A model that scores items ranks the catalog (re-ranking gives it its own candidates).
+        if model.network.scoresItems { try interactions.setCandidates(of: model.network, interactions.items.ids) }
         if model.options.schema.sequence != nil {
             // A model of histories reads the user's whole history, in time order.
             let evaluator = try NextItemEvaluator(interactions, split: .test, k: count, historyLength: input.history)
             if let items {
                 scores = try evaluator.scores(user: u, items: items, network: model.network, step: model.step)
             } else {
-                if model.network.scoresItems { try interactions.setCandidates(of: model.network, interactions.items.ids) }
                 scores = try evaluator.scores(user: u, network: model.network, step: model.step)
             }
         } else {

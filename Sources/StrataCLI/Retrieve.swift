@@ -96,13 +96,14 @@ struct Retriever {
         guard query.count == index.dimension else {
             throw ToolError("the retriever's query has \(query.count) values, its index \(indexPath) rows of \(index.dimension)")
         }
-        // Seen items come back too and are dropped: ask for enough to leave `count`.
-        let k = min(index.rows, count + seen.count)
+        // Seen items come back too and are dropped: ask for enough to leave `count` (and one
+        // more: a bert4rec item table holds the mask's row, which is no item).
+        let k = min(index.rows, count + seen.count + 1)
         guard k > 0 else { return ([], 0) }
         let found = try index.search(query, k: k)[0]
         var items: [Int32] = [], foreign = 0
         items.reserveCapacity(count)
-        for hit in found where items.count < count {
+        for hit in found where items.count < count && hit.key != ClozeMasking.maskKey {
             guard let i = catalog.entity(id: hit.key) else {
                 foreign += 1
                 continue

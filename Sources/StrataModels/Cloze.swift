@@ -6,9 +6,10 @@
 // In training, sample r's sequence is its history's last `steps − 1` items followed by its own
 // item (the target). With probability `lastOnly` only the last position (the target) is
 // masked, the very task of inference (RecBole's `ft_ratio`); otherwise each position is masked
-// with probability `ratio`, and the last `slots` masked positions are kept (RecBole keeps the
-// last ⌊ratio · steps⌋). At inference the sequence is the history's last `steps − 1` items
-// followed by the mask, whose state scores the next item.
+// with probability `ratio`, and the last `slots` masked positions are predicted (RecBole
+// predicts the last ⌊ratio · steps⌋; earlier ones stay masked in the input). At inference the
+// sequence is the history's last `steps − 1` items followed by the mask, whose state scores the
+// next item.
 //
 // The draws are a counter of (seed, step, row, position), as dropout's: a resumed run masks the
 // same positions, and neither threads nor look-ahead change them.
@@ -22,7 +23,7 @@ public struct ClozeMasking: Sendable, Equatable {
     /// Each sample's chance of having only its last position, the target, masked instead
     /// (RecBole's `ft_ratio`, which it draws per batch).
     public var lastOnly: Float
-    /// The most masked positions a sample keeps in training, the last ones.
+    /// The most masked positions a sample predicts in training, the last ones.
     public var slots: Int
 
     public init(ratio: Float, lastOnly: Float, slots: Int) {
@@ -107,9 +108,9 @@ public final class ClozeInput {
             for (j, t) in masked.suffix(slots).enumerated() {
                 p[j] = Float(t)
                 targets.append(keys[start + t])
-                keys[start + t] = mask
             }
             for _ in min(masked.count, slots)..<slots { targets.append(mask) }
+            for t in masked { keys[start + t] = mask }
             offsets.append(Int32(keys.count))
         }
     }

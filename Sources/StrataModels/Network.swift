@@ -6,6 +6,9 @@
 //         ─▶ graph forward (layers in order) ─▶ score per row
 //   dL/dscore ─▶ graph backward (layers in reverse) ─▶ dense gradients in the parameters
 //             ─▶ per table: row gradients summed over uses, one store optimizer step (in parallel)
+//
+// A next-item model scores a query per row against the candidate items' vectors (their rows,
+// or an item tower's outputs: a second graph run over one row per candidate).
 public import StrataNN
 public import StrataStore
 
@@ -135,17 +138,29 @@ public final class ModelBuilder {
     /// padding, `lengths` the real positions per sample (`TableLookup.addSequenceUse`).
     public func sequence(_ name: String, dimension: Int, steps: Int, prefix: String? = nil) throws
         -> (items: Graph.Value, lengths: Graph.Value) {
+        let (l, f) = try sequenceTable(name, dimension: dimension, prefix: prefix)
+        return sequenceUse(l, feature: f, use: f, steps: steps, suffix: "")
+    }
+
+    /// Feature `name`'s table for a sequence use, refusing a feature that is not a bag and the
+    /// item tower (which reads one row per candidate).
+    private func sequenceTable(_ name: String, dimension: Int, prefix: String?) throws -> (lookup: Int, feature: Int) {
         guard !buildingTower else { throw ModelError("the item tower reads the candidate items' features, not a sequence") }
         let (l, f) = try table(name, role: .embedding, dimension: dimension, prefix: prefix)
         guard Batch.isBag(schema.categorical[f], in: schema) else {
             throw ModelError("the model reads feature '\(name)' as a sequence; it must hold a bag of keys per sample")
         }
+        return (l, f)
+    }
+
+    /// A sequence use of lookup `l` for feature `f`, its keys read as `use` says (`Lookup.features`).
+    private func sequenceUse(_ l: Int, feature f: Int, use: Int, steps: Int, suffix: String) -> (items: Graph.Value, lengths: Graph.Value) {
         let lookup = lookups[l].lookup
         let u = lookup.addSequenceUse(steps: steps)
-        let name = "\(lookup.table.name)[\(schema.categorical[f].name)]"
+        let name = "\(lookup.table.name)[\(schema.categorical[f].name)\(suffix)]"
         let items = graph.input(name, lookup.outputs[u], trainable: true)
         let lengths = graph.input(name + ".lengths", lookup.lengths[u]!, trainable: false)
-        lookups[l].append(feature: f, value: items, sequence: true)
+        lookups[l].append(feature: use, value: items, sequence: true)
         return (items, lengths)
     }
 
@@ -221,25 +236,17 @@ public final class ModelBuilder {
     public func maskedSequence(_ history: String, target: String, dimension: Int, steps: Int, masking: ClozeMasking) throws
         -> (items: Graph.Value, lengths: Graph.Value, positions: Graph.Value) {
         precondition(cloze == nil, "one masked sequence a model")
-        let (l, f) = try table(history, role: .embedding, dimension: dimension, prefix: nil)
-        guard Batch.isBag(schema.categorical[f], in: schema) else {
-            throw ModelError("the model reads feature '\(history)' as a sequence; it must hold a bag of keys per sample")
-        }
+        let (l, f) = try sequenceTable(history, dimension: dimension, prefix: nil)
         guard let t = schema.categoricalIndex(target), !Batch.isBag(schema.categorical[t], in: schema) else {
             throw ModelError("the model masks feature '\(target)' as the item; the data must have it, one key per sample")
         }
         guard schema.categorical[t].table == schema.categorical[f].table else {
             throw ModelError("the model masks items of one table; '\(history)' reads table '\(schema.categorical[f].table)', '\(target)' table '\(schema.categorical[t].table)'")
         }
-        precondition(!buildingTower, "the item tower reads no sequence")
-        let lookup = lookups[l].lookup
-        let u = lookup.addSequenceUse(steps: steps)
-        let name = "\(lookup.table.name)[\(schema.categorical[f].name), masked]"
-        let items = graph.input(name, lookup.outputs[u], trainable: true)
-        let lengths = graph.input(name + ".lengths", lookup.lengths[u]!, trainable: false)
+        let (items, lengths) = sequenceUse(l, feature: f, use: Self.clozeUse, steps: steps, suffix: ", masked")
         let input = ClozeInput(history: f, target: t, steps: steps, masking: masking)
-        let positions = graph.input(name + ".positions", input.positions, trainable: false)
-        lookups[l].append(feature: Self.clozeUse, value: items, sequence: true)
+        let positions = graph.input("\(lookups[l].lookup.table.name)[\(schema.categorical[f].name), masked].positions", input.positions,
+                                    trainable: false)
         cloze = input
         return (items, lengths, positions)
     }
@@ -302,11 +309,11 @@ public final class Network {
     public let schema: FeatureSchema
     public let graph: Graph
     /// The score per row (a multi-task model: a column per task); a next-item model's query
-    /// vector per row (`ModelBuilder.scoreItems`).
+    /// vector per row, or per row and slot (`ModelBuilder.scoreItems`).
     public let output: Graph.Value
     /// What each output column predicts (`ModelBuilder.tasks`).
     public let tasks: [String]
-    /// The dense parameters, in graph order.
+    /// The dense parameters, in graph order (the item tower's after the network's).
     public let parameters: [Parameter]
     /// Every table the model reads, in the order it asked for them.
     public var tables: [Table] { lookups.map(\.lookup.table) }
@@ -409,10 +416,6 @@ public final class Network {
     /// The feature holding each sample's own item, of a next-item model (-1 for others).
     public var targetFeature: Int { scoring?.candidates.target ?? -1 }
 
-    /// Whether the model reads a masked sequence (BERT4Rec): in training its classes are the
-    /// masked items, several a sample, not the sample's own item alone.
-    public var readsMaskedSequence: Bool { cloze != nil }
-
     /// Sets the items a next-item model scores: every item of the catalog (full softmax and
     /// full ranking), or a step's sample of it (the sampled softmax), each item's score then
     /// plus its `offsets` entry (the log-Q correction). Throws if a key repeats.
@@ -513,6 +516,9 @@ public final class Network {
     /// inner product with its row). Not training: nothing in the store moves.
     public func query(_ batch: Batch, step: Int) throws -> Tensor {
         guard let scoring else { throw ModelError("model \(spec.name) scores one value a row; it has no query to retrieve items with") }
+        guard towerGraph == nil else {
+            throw ModelError("model \(spec.name) scores items by its item tower's vectors, not by its item table's rows; its query retrieves nothing from that table")
+        }
         // The candidates' use looks up no keys, and the item tower does not run: only the
         // network's own inputs are read.
         try run(batch, training: false, step: step, candidates: Self.noKeys, tower: false)
@@ -555,7 +561,10 @@ public final class Network {
             try lookUp(Self.noKeys)
         }
         graph.forward(rows: batch.count, pass(training, step))
-        if tower, let towerGraph { towerGraph.forward(rows: candidateRows!.count, towerPass(training, step)) }
+        if tower, let towerGraph {
+            precondition(candidateRows!.count == scoring!.keys.count, "the candidate rows were changed after setCandidates")
+            towerGraph.forward(rows: candidateRows!.count, pass(training, step, seed: Self.towerSeed(seed)))
+        }
     }
 
     /// The candidate items' vectors, as the last `forward` made them: the item table's rows,
@@ -568,7 +577,8 @@ public final class Network {
 
     /// Backward from d(loss)/d(score) after `forward`: dense gradients into the parameters,
     /// then one sparse optimizer step per table in the store.
-    /// (A next-item model: from d(loss)/d(scores), `batch.count × candidates`.)
+    /// (A next-item model: from d(loss)/d(scores), `batch.count × candidates`, or
+    /// `batch.count · slots × candidates`.)
     public func backward(_ gradient: Tensor, step: Int, sparseLearningRate: Float? = nil) throws(StoreError) {
         if let scoring {
             // dQ = dS · E and dE = dSᵀ · Q, a row per query (slot).
@@ -580,7 +590,9 @@ public final class Network {
             BLAS.gemm(false, false, m: n, n: d, k: c, gradient.data, lda: c, e.data, ldb: d, scoring.queryGradient.data, ldc: d)
             BLAS.gemm(true, false, m: c, n: d, k: n, gradient.data, lda: c, q.data, ldb: d, scoring.itemGradient.data, ldc: d)
             graph.backward([(output, scoring.queryGradient)], pass(true, step))
-            if let vectors = scoring.candidates.vectors { towerGraph!.backward([(vectors, scoring.itemGradient)], towerPass(true, step)) }
+            if let vectors = scoring.candidates.vectors {
+                towerGraph!.backward([(vectors, scoring.itemGradient)], pass(true, step, seed: Self.towerSeed(seed)))
+            }
         } else {
             graph.backward([(output, gradient)], pass(true, step))
         }
@@ -604,8 +616,7 @@ public final class Network {
         }
     }
 
-    private func pass(_ training: Bool, _ step: Int) -> Pass { Pass(training: training, step: UInt64(max(step, 0)), seed: seed) }
-    private func towerPass(_ training: Bool, _ step: Int) -> Pass {
-        Pass(training: training, step: UInt64(max(step, 0)), seed: Self.towerSeed(seed))
+    private func pass(_ training: Bool, _ step: Int, seed: UInt64? = nil) -> Pass {
+        Pass(training: training, step: UInt64(max(step, 0)), seed: seed ?? self.seed)
     }
 }

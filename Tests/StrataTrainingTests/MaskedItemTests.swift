@@ -129,9 +129,9 @@ private typealias GC = GradientCheck
             targets: training ? (0..<batch.count).map { Array(input.targets[($0 * s)..<(($0 + 1) * s)]) } : [])
     }
 
-    /// Each row: the history's last 9 items then its own; the masked positions hold the mask, in
-    /// ascending order, the last ones kept when more were drawn; the targets are the items
-    /// they replaced; the rest is the sequence unchanged.
+    /// Each row: the history's last 9 items then its own; the masked positions hold the mask;
+    /// the slots name the last of them, in ascending order, and their targets are the items they
+    /// replaced; the rest is the sequence unchanged.
     @Test func trainingMasksTheSequenceOfHistoryAndItem() {
         let rows = 3000, steps = 10, mask = ClozeMasking.maskKey
         let batch = Self.batch(rows: rows)
@@ -145,12 +145,12 @@ private typealias GC = GradientCheck
             let used = m.positions[r].filter { $0 >= 0 }.map { Int($0) }
             #expect(used == used.sorted() && Set(used).count == used.count, "row \(r): positions \(m.positions[r])")
             #expect(m.positions[r].prefix(used.count).allSatisfy { $0 >= 0 }, "row \(r): used slots come first")
-            for t in sequence.indices {
-                #expect(m.keys[r][t] == (used.contains(t) ? mask : sequence[t]), "row \(r) position \(t)")
-            }
+            let masked = sequence.indices.filter { m.keys[r][$0] == mask }
+            #expect(used == Array(masked.suffix(masking.slots)), "row \(r): slots \(used), masked \(masked)")
+            for t in sequence.indices where !masked.contains(t) { #expect(m.keys[r][t] == sequence[t], "row \(r) position \(t)") }
             #expect(Array(m.targets[r].prefix(used.count)) == used.map { sequence[$0] }, "row \(r): the targets are the masked items")
             #expect(m.targets[r].dropFirst(used.count).allSatisfy { $0 == mask }, "row \(r): an unused slot has no target")
-            if used.count == masking.slots && used.first! > 0 { truncated += 1 }
+            if masked.count > masking.slots { truncated += 1 }
             if used == [sequence.count - 1] { lastOnly += 1 }
             // Last position alone: the last-only draw, or the per-position draws masking it alone.
             let n = Double(sequence.count)

@@ -10,6 +10,24 @@ import StrataTraining
 import Testing
 
 @Suite struct RecommendTests {
+    /// A model that scores the catalog from one query, trained on data without histories (two-tower
+    /// on the top-K protocol), recommends too: it is given the catalog as its candidates.
+    @Test func aModelScoringItemsRecommendsOnTopK() throws {
+        let directory = temporaryDirectory("strata-recommend-two-tower")
+        defer { removeDirectory(directory) }
+        let store = directory + "/store"
+        let data = "movielens:" + MovieLens.directory
+        let trained = try StrataCommand.run(["train", "--model", "two-tower", "--set", "embedding_dim=8", "--set", "tower=[8]",
+                                             "--data", data, "--protocol", "topk", "--loss", "softmax", "--negatives", "16",
+                                             "--store", store, "--batch-size", "256", "--steps", "20", "--eval-samples", "0"])
+        try #require(trained.status == 0, "\(trained.output)")
+        let result = try StrataCommand.run(["recommend", store, "--data", data, "--protocol", "topk", "--user", "196", "-k", "5", "--json"])
+        try #require(result.status == 0, "\(result.output)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(result.lines.last!.utf8)) as? [String: Any])
+        let items = try #require(object["items"] as? [[String: Any]])
+        #expect(Set(items.compactMap { $0["item"] as? String }).count == 5, "\(items)")
+    }
+
     @Test func recommendsUnseenItemsWithoutChangingTheStore() throws {
         let directory = temporaryDirectory("strata-recommend")
         defer { removeDirectory(directory) }

@@ -276,10 +276,14 @@ extension Interactions {
     /// missing). Throws naming a key that is no item of the data.
     public func setCandidates(of network: Network, _ keys: [UInt64], offsets: [Float] = []) throws {
         if let rows = network.candidateRows {
+            // Checked whole first: a throw leaves the rows and the candidates as they were.
+            let entities = try keys.map { k in
+                guard let e = items.entity(id: k) else { throw TrainingError.mismatch("candidate item key \(k) is not an item of the data") }
+                return e
+            }
             let composer = RowComposer(schema: network.schema, users: users, items: items)
             rows.begin(capacity: keys.count)
-            for (i, k) in keys.enumerated() {
-                guard let e = items.entity(id: k) else { throw TrainingError.mismatch("candidate item key \(k) is not an item of the data") }
+            for (i, e) in entities.enumerated() {
                 composer.write(rows, row: i, user: .missing, item: .entity(items, e), context: .missing, labels: nil)
             }
             rows.end(written: keys.count)

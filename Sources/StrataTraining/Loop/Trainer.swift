@@ -158,7 +158,12 @@ public final class Trainer {
         tasks = try options.taskColumns()
         label = try tasks.first?.column ?? options.labelColumn()
         if let n = options.negatives, options.loss == .softmax {
-            // The softmax's negatives are the sampled softmax's candidates, not rows.
+            // The softmax's negatives are the sampled softmax's candidates, not rows. BERT4Rec's
+            // masked items come from the whole history, which those need not hold. (Refused
+            // before any table is made.)
+            guard options.model.name != BERT4Rec.name else {
+                throw TrainingError.mismatch("model \(options.model.name) names masked items of the whole history: train it with the full softmax (drop --negatives)")
+            }
             guard let interactions = data.interactions else {
                 throw TrainingError.mismatch("the sampled softmax needs data that names its users and items (a schema with \"user\" and \"item\")")
             }
@@ -205,10 +210,6 @@ public final class Trainer {
             }
             guard options.loss == .softmax else {
                 throw TrainingError.mismatch("model \(options.model.name) scores every item: train it with the softmax loss, not \(options.loss)")
-            }
-            guard sampled == nil || !network.readsMaskedSequence else {
-                // The masked items are history items, which the batch's candidates need not hold.
-                throw TrainingError.mismatch("model \(options.model.name) names masked items of the whole history: train it with the full softmax (drop --negatives)")
             }
             catalog = interactions.items.ids
             candidateSource = interactions
