@@ -38,15 +38,13 @@ public enum BERT4Rec: RecommenderModel {
     public static let defaultConfiguration = Configuration()
 
     public static func problem(_ c: Configuration, schema: FeatureSchema) -> String? {
-        if let problem = settingsProblem(["hidden_size": [c.hiddenSize], "layers": [c.layers], "heads": [c.heads],
-                                          "inner_size": [c.innerSize], "max_length": [c.maxLength]], dropout: c.dropout) {
+        if let problem = transformerProblem(hiddenSize: c.hiddenSize, layers: c.layers, heads: c.heads, innerSize: c.innerSize,
+                                            maxLength: c.maxLength, dropout: c.dropout, attentionDropout: c.attentionDropout) {
             return problem
         }
-        if !(c.attentionDropout >= 0 && c.attentionDropout < 1) { return "\(name): attention_dropout must be in [0, 1), not \(c.attentionDropout)" }
         if !(c.maskRatio > 0 && c.maskRatio <= 1) { return "\(name): mask_ratio must be in (0, 1], not \(c.maskRatio)" }
         if !(c.lastOnlyRatio >= 0 && c.lastOnlyRatio <= 1) { return "\(name): last_only_ratio must be in [0, 1], not \(c.lastOnlyRatio)" }
         if c.maxLength < 2 { return "\(name): max_length must be at least 2 (an item and the mask), not \(c.maxLength)" }
-        if c.hiddenSize % c.heads != 0 { return "\(name): hidden_size \(c.hiddenSize) is not a multiple of heads \(c.heads)" }
         return historyProblem(schema)
     }
 
@@ -55,14 +53,8 @@ public enum BERT4Rec: RecommenderModel {
         let masking = ClozeMasking(ratio: c.maskRatio, lastOnly: c.lastOnlyRatio, slots: slots)
         let (items, lengths, positions) = try b.maskedSequence(b.schema.sequence!, target: b.schema.item!, dimension: h,
                                                                steps: steps, masking: masking)
-        var x = try b.add("position", PositionEmbedding("position", width: h, steps: steps), [items, lengths])
-        x = try b.add("norm", LayerNorm("norm", width: h, steps: steps), [x, lengths])
-        x = try b.add("dropout", Dropout(rate: c.dropout), [x])
-        for l in 0..<c.layers {
-            let block = TransformerBlock("block\(l)", width: h, heads: c.heads, inner: c.innerSize, steps: steps,
-                                         causal: false, hiddenDropout: c.dropout, attentionDropout: c.attentionDropout)
-            x = try b.add("block\(l)", block, [x, lengths])
-        }
+        let x = try b.transformerEncoder(items, lengths, width: h, layers: c.layers, heads: c.heads, inner: c.innerSize, steps: steps,
+                                         causal: false, dropout: c.dropout, attentionDropout: c.attentionDropout)
         var query = try b.add("masked", GatherPositions(width: h, steps: steps, slots: slots), [x, positions])
         query = try b.add("head", PositionwiseLinear("head", inputs: h, outputs: h, steps: slots), [query])
         query = try b.add("head.gelu", GELU(width: h, steps: slots), [query])

@@ -28,27 +28,47 @@ public enum SASRec: RecommenderModel {
     public static let defaultConfiguration = Configuration()
 
     public static func problem(_ c: Configuration, schema: FeatureSchema) -> String? {
-        if let problem = settingsProblem(["hidden_size": [c.hiddenSize], "layers": [c.layers], "heads": [c.heads],
-                                          "inner_size": [c.innerSize], "max_length": [c.maxLength]], dropout: c.dropout) {
-            return problem
-        }
-        if !(c.attentionDropout >= 0 && c.attentionDropout < 1) { return "\(name): attention_dropout must be in [0, 1), not \(c.attentionDropout)" }
-        if c.hiddenSize % c.heads != 0 { return "\(name): hidden_size \(c.hiddenSize) is not a multiple of heads \(c.heads)" }
-        return historyProblem(schema)
+        transformerProblem(hiddenSize: c.hiddenSize, layers: c.layers, heads: c.heads, innerSize: c.innerSize, maxLength: c.maxLength,
+                           dropout: c.dropout, attentionDropout: c.attentionDropout) ?? historyProblem(schema)
     }
 
     public static func build(_ c: Configuration, _ b: ModelBuilder) throws -> Graph.Value {
         let (items, lengths) = try b.sequence(b.schema.sequence!, dimension: c.hiddenSize, steps: c.maxLength)
-        var x = try b.add("position", PositionEmbedding("position", width: c.hiddenSize, steps: c.maxLength), [items, lengths])
-        x = try b.add("norm", LayerNorm("norm", width: c.hiddenSize, steps: c.maxLength), [x, lengths])
-        x = try b.add("dropout", Dropout(rate: c.dropout), [x])
-        for l in 0..<c.layers {
-            let block = TransformerBlock("block\(l)", width: c.hiddenSize, heads: c.heads, inner: c.innerSize, steps: c.maxLength,
-                                         causal: true, hiddenDropout: c.dropout, attentionDropout: c.attentionDropout)
-            x = try b.add("block\(l)", block, [x, lengths])
-        }
+        let x = try b.transformerEncoder(items, lengths, width: c.hiddenSize, layers: c.layers, heads: c.heads, inner: c.innerSize,
+                                         steps: c.maxLength, causal: true, dropout: c.dropout, attentionDropout: c.attentionDropout)
         let query = try b.add("last", LastPosition(width: c.hiddenSize, steps: c.maxLength), [x, lengths])
         try b.scoreItems(query, item: b.schema.item!)
         return query
+    }
+}
+
+extension RecommenderModel {
+    /// The settings' problem of a transformer over the user's items (SASRec, BERT4Rec), or nil.
+    static func transformerProblem(hiddenSize: Int, layers: Int, heads: Int, innerSize: Int, maxLength: Int, dropout: Float,
+                                   attentionDropout: Float) -> String? {
+        if let problem = settingsProblem(["hidden_size": [hiddenSize], "layers": [layers], "heads": [heads],
+                                          "inner_size": [innerSize], "max_length": [maxLength]], dropout: dropout) {
+            return problem
+        }
+        if !(attentionDropout >= 0 && attentionDropout < 1) { return "\(name): attention_dropout must be in [0, 1), not \(attentionDropout)" }
+        if hiddenSize % heads != 0 { return "\(name): hidden_size \(hiddenSize) is not a multiple of heads \(heads)" }
+        return nil
+    }
+}
+
+extension ModelBuilder {
+    /// SASRec's and BERT4Rec's encoder: position embeddings added to the items, layer norm and
+    /// dropout, then `layers` transformer blocks, causal or bidirectional.
+    func transformerEncoder(_ items: Graph.Value, _ lengths: Graph.Value, width: Int, layers: Int, heads: Int, inner: Int, steps: Int,
+                            causal: Bool, dropout: Float, attentionDropout: Float) throws -> Graph.Value {
+        var x = try add("position", PositionEmbedding("position", width: width, steps: steps), [items, lengths])
+        x = try add("norm", LayerNorm("norm", width: width, steps: steps), [x, lengths])
+        x = try add("dropout", Dropout(rate: dropout), [x])
+        for l in 0..<layers {
+            let block = TransformerBlock("block\(l)", width: width, heads: heads, inner: inner, steps: steps,
+                                         causal: causal, hiddenDropout: dropout, attentionDropout: attentionDropout)
+            x = try add("block\(l)", block, [x, lengths])
+        }
+        return x
     }
 }
