@@ -349,9 +349,10 @@ public final class Network {
 
         init(_ candidates: ModelBuilder.Candidates) {
             self.candidates = candidates
+            let width = candidates.query.columns / candidates.slots
             queryGradient = Tensor(rows: 0, columns: candidates.query.columns)
-            itemGradient = Tensor(rows: 0, columns: candidates.query.columns / candidates.slots)
-            queries = Tensor(rows: 0, columns: candidates.query.columns / candidates.slots)
+            itemGradient = Tensor(rows: 0, columns: width)
+            queries = Tensor(rows: 0, columns: width)
         }
     }
 
