@@ -4,13 +4,13 @@
 // Modules follow the data flow, each using only the ones above it in this list:
 //   CLMDB, CLZ4, COpenBLAS,       C libraries, and the pieces Swift cannot write: CRC-32C and
 //     CStrataSupport,             prefetch hints; an AVX-512 matrix-product kernel; a C surface
-//     CStrataKernels,             over FAISS's C++ (HNSW), which catches its exceptions
-//     CStrataFAISS
+//     CStrataKernels,             over hnswlib's C++ (HNSW), which catches its exceptions and
+//     CStrataHNSW                 checks the files it reads
 //   StrataStore                   the tiered store: lookup, sparse optimizer step, checkpoints
 //   StrataTableFiles              the files tables export to and import from: npy,
 //                                 safetensors, the embedding projector's TSV
-//   StrataNeighbors               approximate nearest rows of a table's last checkpoint (FAISS
-//                                 HNSW), saved beside the store and checked for staleness
+//   StrataNeighbors               approximate nearest rows of a table's last checkpoint
+//                                 (hnswlib's HNSW), saved beside the store and checked for staleness
 //   StrataNN                      tensors, layers with their backward passes, losses, dense
 //                                 optimizers, the store-backed embedding layer
 //   StrataModels                  the model zoo (DLRM first)
@@ -52,15 +52,13 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]),
         .target(name: "CStrataSupport"),
         .target(name: "CStrataKernels"),
-        // Debian's libfaiss-dev is a static library without a pkg-config file: it is linked by
-        // name, with what it was built against: OpenMP (libgomp), the C++ library, and BLAS and
-        // LAPACK, which OpenBLAS provides (through COpenBLAS, so that one copy is loaded).
-        // openmp/ holds the <omp.h> its headers include (see the file).
+        // hnswlib (Debian's libhnswlib-dev) is header-only: its search and build are compiled
+        // here, optimised in every configuration, as a debug build at -O0 runs them many times
+        // slower and the tests build a graph of 20,000 rows.
         .target(
-            name: "CStrataFAISS",
-            dependencies: ["COpenBLAS"],
-            cxxSettings: [.headerSearchPath("openmp")],
-            linkerSettings: [.linkedLibrary("faiss"), .linkedLibrary("gomp"), .linkedLibrary("stdc++")]),
+            name: "CStrataHNSW",
+            cxxSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("stdc++")]),
         .target(
             name: "StrataStore",
             dependencies: ["CLMDB", "CLZ4", "CStrataSupport"],
@@ -70,7 +68,7 @@ let package = Package(
             swiftSettings: strictness),
         .target(
             name: "StrataNeighbors",
-            dependencies: ["StrataStore", "CStrataFAISS", "CStrataSupport"],
+            dependencies: ["StrataStore", "CStrataHNSW", "CStrataSupport"],
             swiftSettings: strictness),
         .target(
             name: "StrataNN",

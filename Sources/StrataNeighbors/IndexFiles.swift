@@ -2,7 +2,7 @@
 // module that calls the C library.
 //
 //   STORE/indexes/
-//     <table>.<metric>.faiss     the FAISS index (`faiss::write_index`)
+//     <table>.<metric>.hnsw      the HNSW graph, in hnswlib's own layout (`saveIndex`)
 //     <table>.<metric>.json      what it was built from, its size and CRC-32C
 //     <name>.partial-<pid>       a file being written by process <pid>, renamed when whole
 //
@@ -17,7 +17,8 @@ import Glibc
 
 /// What `<table>.<metric>.json` holds.
 struct IndexMetadata: Codable, Equatable {
-    static let currentFormat = 1
+    /// 1 was a FAISS index (before hnswlib); 2 is hnswlib's.
+    static let currentFormat = 2
 
     var format: Int
     var table: String
@@ -47,7 +48,7 @@ enum IndexFiles {
 
     static func paths(store: String, table: String, metric: NeighborIndex.Metric) -> (index: String, metadata: String) {
         let base = directory(store: store) + "/\(table).\(metric.rawValue)"
-        return (base + ".faiss", base + ".json")
+        return (base + ".hnsw", base + ".json")
     }
 
     static func partial(_ path: String) -> String { path + ".partial-\(getpid())" }

@@ -1,4 +1,4 @@
-// Approximate nearest rows of a table, by FAISS's HNSW graph (Malkov and Yashunin 2016): the
+// Approximate nearest rows of a table, by hnswlib's HNSW graph (Malkov and Yashunin 2016): the
 // candidates a recommender ranks, found in a fraction of a millisecond instead of a pass over
 // every row. Built from the table's last checkpoint, saved beside the store, and stale once
 // the store has checkpointed again.
@@ -9,7 +9,7 @@ public import StrataStore
 /// memory), searched by inner product or cosine similarity; results are the table's keys.
 ///
 /// Cosine similarity is the inner product of unit vectors: rows are normalised here, in
-/// Swift, before FAISS sees them, and so are queries; a zero row stays zero and scores 0
+/// Swift, before hnswlib sees them, and so are queries; a zero row stays zero and scores 0
 /// against everything, as `strata neighbors`' exact search scores it.
 ///
 /// The inner product is not a metric, and an HNSW graph linked by it (`.dot`) can leave rows
@@ -21,10 +21,10 @@ public import StrataStore
 /// the graph, and `.dot` does better.
 ///
 /// Threading: not `Sendable`. Use an index from one thread at a time; each build and search
-/// runs on `parameters.threads` OpenMP threads of its own.
+/// runs on `parameters.threads` threads of its own.
 public final class NeighborIndex {
     public enum Metric: String, Codable, CaseIterable, Sendable, CustomStringConvertible {
-        /// The inner product, through a graph linked by it (FAISS's HNSW for inner product).
+        /// The inner product, through a graph linked by it (hnswlib's inner-product space).
         case dot
         /// The cosine of the angle: the inner product of rows and queries normalised.
         case cosine
@@ -45,7 +45,7 @@ public final class NeighborIndex {
         /// Candidates kept while searching (at least `k` are): more is higher recall, slower
         /// queries. 1...65,536. Saved with the index; `setEfSearch` changes it.
         public var efSearch: Int
-        /// OpenMP threads for a build or search; 0 is one a core. A build with 1 thread is
+        /// Threads for a build or search; 0 is one a core. A build with 1 thread is
         /// deterministic: the same rows give the same graph. Not saved.
         public var threads: Int
 
@@ -91,13 +91,13 @@ public final class NeighborIndex {
     /// Seconds since 1970 at the end of the build.
     public let builtAt: Double
 
-    private let graph: FAISSIndex
+    private let graph: HNSWGraph
 
-    /// Rows are added to the graph this many at a time: enough for FAISS to spread each
-    /// batch over its threads, few enough that the copy is small.
+    /// Rows are added to the graph this many at a time: enough to spread each batch over the
+    /// threads, few enough that the copy is small.
     private static let addBatch = 65_536
 
-    private init(graph: FAISSIndex, metric: Metric, parameters: Parameters, rows: Int, origin: Origin?,
+    private init(graph: HNSWGraph, metric: Metric, parameters: Parameters, rows: Int, origin: Origin?,
                  buildSeconds: Double, builtAt: Double) {
         self.graph = graph
         dimension = graph.dimension - Self.extraColumns(metric)
@@ -118,10 +118,10 @@ public final class NeighborIndex {
         let start = ContinuousClock.now
         let generation = try Self.generation(table)
         let dimension = table.spec.dimension
-        let graph: FAISSIndex
+        let graph: HNSWGraph
         do {
-            graph = try FAISSIndex(dimension: dimension + Self.extraColumns(metric), m: parameters.m,
-                                   efConstruction: parameters.efConstruction, efSearch: parameters.efSearch)
+            graph = try HNSWGraph(dimension: dimension + Self.extraColumns(metric), capacity: Self.addBatch, m: parameters.m,
+                                  efConstruction: parameters.efConstruction, efSearch: parameters.efSearch)
         } catch {
             throw .library(table: table.name, detail: error.description)
         }
@@ -185,10 +185,10 @@ public final class NeighborIndex {
         }
         guard vectors.allSatisfy(\.isFinite) else { throw .invalidArgument("the vectors hold a value that is not finite") }
         let start = ContinuousClock.now
-        let graph: FAISSIndex
+        let graph: HNSWGraph
         do {
-            graph = try FAISSIndex(dimension: dimension + Self.extraColumns(metric), m: parameters.m,
-                                   efConstruction: parameters.efConstruction, efSearch: parameters.efSearch)
+            graph = try HNSWGraph(dimension: dimension + Self.extraColumns(metric), capacity: keys.count, m: parameters.m,
+                                  efConstruction: parameters.efConstruction, efSearch: parameters.efSearch)
             let largest = metric == .mips ? Self.largestSquaredNorm(vectors, dimension: dimension) : 0
             var batch: [Float] = [], scratch: [Float] = []
             for from in stride(from: 0, to: keys.count, by: Self.addBatch) {
@@ -207,8 +207,8 @@ public final class NeighborIndex {
 
     /// Adds rows: normalised first for cosine; for mips, each with its extra coordinate
     /// √(`largest` − ‖x‖²) (`largest`: the largest squared norm of all rows), in `scratch`.
-    private static func add(_ graph: FAISSIndex, keys: [UInt64], vectors: inout [Float], metric: Metric, largest: Double,
-                            scratch: inout [Float], threads: Int) throws(FAISSError) {
+    private static func add(_ graph: HNSWGraph, keys: [UInt64], vectors: inout [Float], metric: Metric, largest: Double,
+                            scratch: inout [Float], threads: Int) throws(HNSWError) {
         if keys.isEmpty { return }
         switch metric {
         case .dot: break
@@ -228,8 +228,8 @@ public final class NeighborIndex {
             }
             swap(&vectors, &scratch)
         }
-        try keys.withUnsafeBufferPointer { (k) throws(FAISSError) in
-            try vectors.withUnsafeBufferPointer { (v) throws(FAISSError) in try graph.add(keys: k, vectors: v, threads: threads) }
+        try keys.withUnsafeBufferPointer { (k) throws(HNSWError) in
+            try vectors.withUnsafeBufferPointer { (v) throws(HNSWError) in try graph.add(keys: k, vectors: v, threads: threads) }
         }
     }
 
@@ -275,8 +275,8 @@ public final class NeighborIndex {
 
     /// The `k` best rows for each query (`queries` holds `m × dimension` floats, all finite),
     /// best first: by inner product, or for `.cosine` by the cosine of the angle. Fewer than
-    /// `k` when the index holds fewer rows (or, past 65,536, fewer reached). Approximate: a
-    /// true neighbour may be missed (see `parameters.efSearch`, widened to `k` when smaller).
+    /// `k` when the index holds fewer rows. Approximate: a true neighbour may be missed (see
+    /// `parameters.efSearch`, widened to `k` when smaller).
     public func search(_ queries: [Float], k: Int) throws(NeighborIndexError) -> [[(key: UInt64, score: Float)]] {
         guard k >= 1 else { throw .invalidArgument("k must be at least 1, not \(k)") }
         guard queries.count % dimension == 0 else {
@@ -300,13 +300,9 @@ public final class NeighborIndex {
             }
         }
         do {
-            // FAISS's HNSW returns at most ef-search results: a search for more widens it for
-            // this search.
-            let wanted = min(k, rows), ef = parameters.efSearch
-            if wanted > ef { try graph.setEfSearch(min(wanted, 65_536)) }
-            defer { if wanted > ef { try? graph.setEfSearch(ef) } }
-            return try q.withUnsafeBufferPointer { (b) throws(FAISSError) in
-                try graph.search(b, k: wanted, threads: parameters.threads)
+            // hnswlib keeps max(ef-search, k) candidates.
+            return try q.withUnsafeBufferPointer { (b) throws(HNSWError) in
+                try graph.search(b, k: min(k, rows), threads: parameters.threads)
             }
         } catch {
             throw .library(table: origin?.table ?? "(vectors in memory)", detail: error.description)
@@ -333,7 +329,7 @@ public final class NeighborIndex {
     // MARK: Files
 
     /// Where the index of `table` by `metric` is saved in the store at `store`:
-    /// `STORE/indexes/<table>.<metric>.faiss` and its metadata, `.json` beside it.
+    /// `STORE/indexes/<table>.<metric>.hnsw` and its metadata, `.json` beside it.
     public static func files(store: String, table: String, metric: Metric) -> (index: String, metadata: String) {
         IndexFiles.paths(store: store, table: table, metric: metric)
     }
@@ -390,7 +386,7 @@ public final class NeighborIndex {
     /// `.missing` when there is none, `.damaged` (naming the file and what is wrong) when its
     /// metadata is unreadable or of another table or metric, when the index file is not the
     /// size or checksum its metadata gives (cut short, damaged, or a save interrupted between
-    /// its two renames), or when FAISS cannot read it. Never traps on a file's contents.
+    /// its two renames), or when its layout or graph does not hold together. Never traps on a file's contents.
     /// `threads` is `Parameters.threads` for its searches.
     public static func load(from store: String, table: String, metric: Metric, threads: Int = 0) throws(NeighborIndexError) -> NeighborIndex {
         guard (0...4096).contains(threads) else { throw .invalidArgument("threads must be between 0 and 4096, not \(threads)") }
@@ -429,8 +425,8 @@ public final class NeighborIndex {
         guard crc == metadata.indexCRC32C else {
             throw damaged(paths.index, "its bytes do not match the CRC-32C written beside it (damaged, or its save was interrupted)")
         }
-        let graph: FAISSIndex
-        do { graph = try FAISSIndex.read(path: paths.index) } catch { throw damaged(paths.index, error.description) }
+        let graph: HNSWGraph
+        do { graph = try HNSWGraph.read(path: paths.index, dimension: metadata.dimension + extraColumns(metric)) } catch { throw damaged(paths.index, error.description) }
         let shape = graph.shape
         guard Int(shape.dimension) == metadata.dimension + extraColumns(metric), Int(shape.rows) == metadata.rows, Int(shape.m) == metadata.m,
               Int(shape.ef_construction) == metadata.efConstruction

@@ -10,7 +10,7 @@ public enum NeighborIndexError: Error, CustomStringConvertible {
     /// The store checkpointed while the index was being built from it, so the rows read may
     /// belong to two checkpoints.
     case checkpointDuringBuild(table: String, from: UInt64, to: UInt64)
-    /// FAISS failed while building or searching.
+    /// hnswlib failed while building or searching.
     case library(table: String, detail: String)
     /// The index was built from vectors, not a table, and has nowhere to be saved.
     case noTable
@@ -32,7 +32,7 @@ public enum NeighborIndexError: Error, CustomStringConvertible {
         case .store(let table, let error): "reading table '\(table)': \(error)"
         case .checkpointDuringBuild(let table, let from, let to):
             "the store checkpointed (generation \(from) to \(to)) while the index of table '\(table)' was built from it; build it again"
-        case .library(let table, let detail): "FAISS failed on the index of table '\(table)': \(detail)"
+        case .library(let table, let detail): "hnswlib failed on the index of table '\(table)': \(detail)"
         case .noTable: "this index was built from vectors given in memory, not a table: only an index built from a table is saved in its store"
         case .notAStore(let path): "\(path) is not a Strata store (it has no rows.mdb): an index is saved in the store it was built from"
         case .missing(let file, let table, let metric):

@@ -1,4 +1,4 @@
-// StrataNeighbors: the FAISS HNSW index of a table, against exact search (recall@10), through
+// StrataNeighbors: the HNSW index (hnswlib) of a table, against exact search (recall@10), through
 // a save and a load, damaged files, staleness, and `strata index` / `strata neighbors --index`
 // run as a user runs them.
 import CStrataSupport
@@ -206,9 +206,9 @@ import Testing
         let built = try NeighborIndex(table: try store.table("items"), metric: .cosine,
                                       parameters: .init(m: 16, efConstruction: 64, efSearch: 48))
         let saved = try built.save(to: path)
-        #expect(saved == path + "/indexes/items.cosine.faiss")
+        #expect(saved == path + "/indexes/items.cosine.hnsw")
         #expect(FileManager.default.fileExists(atPath: path + "/indexes/items.cosine.json"))
-        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/indexes").sorted() == ["items.cosine.faiss", "items.cosine.json"])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/indexes").sorted() == ["items.cosine.hnsw", "items.cosine.json"])
         let loaded = try NeighborIndex.load(from: path, table: "items", metric: .cosine)
         #expect(loaded.rows == n && loaded.dimension == d && loaded.metric == .cosine)
         #expect(loaded.parameters == built.parameters && loaded.origin == built.origin)
@@ -217,6 +217,15 @@ import Testing
         let a = try built.search(queries, k: 10), b = try loaded.search(queries, k: 10)
         #expect(a.map { r in r.map { $0.key } } == b.map { r in r.map { $0.key } })
         #expect(a.map { r in r.map { $0.score } } == b.map { r in r.map { $0.score } })
+        // On one thread the build is deterministic: the same rows, the same file, byte for byte.
+        var one = built.parameters
+        one.threads = 1
+        var files: [Data] = []
+        for _ in 0..<2 {
+            try NeighborIndex(table: try store.table("items"), metric: .cosine, parameters: one).save(to: path)
+            files.append(try Data(contentsOf: URL(fileURLWithPath: saved)))
+        }
+        #expect(files[0] == files[1] && files[0].count > 3000 * d * 4)
         // efSearch changes with the call; a bad one is refused.
         try loaded.setEfSearch(200)
         #expect(loaded.parameters.efSearch == 200)
@@ -224,7 +233,8 @@ import Testing
     }
 
     /// Every way a saved index can be unusable is an error naming the file and what to run;
-    /// none is a crash, including files whose checksum was fixed up to pass, which reach FAISS.
+    /// none is a crash, including files whose checksum was fixed up to pass, which reach the
+    /// layout and graph checks.
     @Test func damagedIndexFilesAreRefusedByName() throws {
         let directory = temporaryDirectory("strata-ann-damaged")
         defer { removeDirectory(directory) }
@@ -250,7 +260,7 @@ import Testing
             }
         }
         func write(_ data: Data, _ to: String) throws { try data.write(to: URL(fileURLWithPath: to)) }
-        /// The metadata rewritten to match `data`'s size and CRC-32C, so that FAISS reads it.
+        /// The metadata rewritten to match `data`'s size and CRC-32C, so that the file is read.
         func fixMetadata(for data: Data) throws {
             var object = try #require(try JSONSerialization.jsonObject(with: originalMetadata) as? [String: Any])
             object["index_bytes"] = data.count
@@ -266,29 +276,50 @@ import Testing
         flipped[flipped.count / 2] ^= 0x40
         try write(flipped, file)
         expectDamaged("flipped", file: file, "CRC-32C")
-        // The same, with checksums that agree: FAISS's reader and the graph checks see them.
+        // The same, with checksums that agree: the layout and graph checks see them.
         for (what, bytes) in [("truncated", original.prefix(original.count / 2)), ("garbage", Data(repeating: 0x5A, count: 4096)),
-                              ("empty", Data()), ("header only", original.prefix(64))] {
+                              ("empty", Data()), ("header only", original.prefix(96)), ("a byte more", original + [0])] {
             try write(Data(bytes), file)
             try fixMetadata(for: Data(bytes))
             expectDamaged("\(what), checksum fixed", file: file, "")
         }
-        // Links to rows out of range, checksum fixed: the graph's checks refuse them. A third
-        // of the way in is inside the neighbour table (the file holds the graph's level,
-        // offset and neighbour tables, then the vectors, then the keys).
-        var links = original
-        for i in stride(from: original.count / 3, to: original.count / 3 + 4096, by: 4) {
-            links.replaceSubrange(i..<(i + 4), with: withUnsafeBytes(of: Int32(1 << 30)) { Data($0) })
+        // hnswlib's layout: a 96-byte header, then a block a row: a 4-byte link count (low 16
+        // bits; byte 2 is the deleted mark), 2m 4-byte links, the vector, the 8-byte key.
+        let m = 8, d = 8
+        let block = 4 + 2 * m * 4 + d * 4 + 8
+        func row(_ r: Int) -> Int { 96 + r * block }
+        func damage(_ what: String, _ detail: String, _ change: (inout Data) -> Void) throws {
+            var bytes = original
+            change(&bytes)
+            try write(bytes, file)
+            try fixMetadata(for: bytes)
+            expectDamaged(what, file: file, detail)
         }
-        try write(links, file)
-        try fixMetadata(for: links)
-        expectDamaged("links out of range", file: file, "links to")
+        func put<T>(_ value: T, at offset: Int, in data: inout Data) {
+            data.replaceSubrange(offset..<(offset + MemoryLayout<T>.size), with: withUnsafeBytes(of: value) { Data($0) })
+        }
+        try damage("a link out of range", "links to") { put(UInt32(1 << 30), at: row(10) + 4, in: &$0) }
+        try damage("more links than 2m", "links at level 0") { put(UInt16(2 * m + 1), at: row(10), in: &$0) }
+        try damage("a row marked deleted", "marked deleted") { $0[row(10) + 2] = 1 }
+        try damage("a key twice", "more than one row") {
+            let key = row(10) + 4 + 2 * m * 4 + d * 4
+            $0.replaceSubrange((key + block)..<(key + block + 8), with: original[key..<(key + 8)])
+        }
+        try damage("a vector holding NaN", "not finite") { put(Float.nan, at: row(12) + 4 + 2 * m * 4, in: &$0) }
+        try damage("another m in the header", "link counts") { put(UInt64(m + 1), at: 72, in: &$0) }
+        try damage("a row count past the file", "row counts") { put(UInt64(1 << 40), at: 16, in: &$0) }
+        try damage("an entry point out of range", "entry point") { put(UInt32(1 << 30), at: 52, in: &$0) }
+        try damage("an upper level of odd size", "upper levels") { put(UInt32(3), at: row(2000), in: &$0) }
 
         // Metadata: unreadable, of another table, missing.
         try write(original, file)
         try write(Data("{ not json".utf8), metadataFile)
         expectDamaged("metadata garbage", file: metadataFile, "not readable")
         var other = try #require(try JSONSerialization.jsonObject(with: originalMetadata) as? [String: Any])
+        other["format"] = 1
+        try write(try JSONSerialization.data(withJSONObject: other), metadataFile)
+        expectDamaged("a FAISS index's metadata", file: metadataFile, "format is 1")
+        other["format"] = 2
         other["table"] = "users"
         try write(try JSONSerialization.data(withJSONObject: other), metadataFile)
         expectDamaged("other table", file: metadataFile, "table 'users'")
@@ -342,7 +373,14 @@ import Testing
         }
         #expect(throws: NeighborIndexError.self) { _ = try NeighborIndex(keys: [1, 2], vectors: [1, 2], dimension: 2, metric: .dot) }
         #expect(throws: NeighborIndexError.self) { _ = try NeighborIndex(keys: [1], vectors: [.nan, 2], dimension: 2, metric: .dot) }
-        // 2^64-1 is FAISS's "no result" (-1) as a signed id: it must still come back as a key.
+        // A key twice, within a batch or across the 65,536-row batches a build adds.
+        #expect(throws: NeighborIndexError.self) { _ = try NeighborIndex(keys: [1, 1], vectors: [1, 0, 0, 1], dimension: 2, metric: .dot) }
+        let many = (0..<70_000).map { UInt64($0 % 69_999) }
+        #expect(throws: NeighborIndexError.self) {
+            _ = try NeighborIndex(keys: many, vectors: [Float](repeating: 1, count: many.count), dimension: 1, metric: .dot,
+                                  parameters: .init(m: 2, efConstruction: 2, efSearch: 2))
+        }
+        // 2^64-1 (-1 as a signed id, a "no result" to some libraries) comes back as a key.
         let index = try NeighborIndex(keys: [.max, 5, 6], vectors: [1, 0, 0, 1, -1, 0], dimension: 2, metric: .cosine)
         let found = try index.search([2, 0.1], k: 10)
         #expect(found.count == 1 && found[0].count == 3 && found[0][0].key == .max, "\(found)")
@@ -406,7 +444,7 @@ import Testing
         #expect(built.status == 0, "\(built.lines.suffix(3))")
         let object = try ToolsTests.json(built.lines)
         #expect(object["rows"] as? Int == keys.count && object["dimension"] as? Int == 12 && object["generation"] as? Int == 2)
-        #expect(object["path"] as? String == path + "/indexes/emb.cosine.faiss")
+        #expect(object["path"] as? String == path + "/indexes/emb.cosine.hnsw")
         let text = try Self.run(["index", path, "emb", "--m", "16", "--ef-search", "64"])
         #expect(text.status == 0 && text.lines.first?.hasPrefix("indexed \(keys.count) rows of 'emb' (dimension 12) by cosine in ") == true,
                 "\(text.lines)")
@@ -426,7 +464,7 @@ import Testing
 
         // A metric with no index yet: built, saved, noted.
         let dot = try Self.run(["neighbors", path, "emb", "\(query)", "--metric", "dot", "--index"])
-        #expect(dot.status == 0 && dot.lines.contains { $0.hasPrefix("note: built \(path)/indexes/emb.dot.faiss") }, "\(dot.lines)")
+        #expect(dot.status == 0 && dot.lines.contains { $0.hasPrefix("note: built \(path)/indexes/emb.dot.hnsw") }, "\(dot.lines)")
 
         // Another checkpoint: the index is stale, refused with what to run; --rebuild rebuilds.
         do {
@@ -445,7 +483,7 @@ import Testing
         #expect(try Self.run(["neighbors", path, "emb", "\(query)", "--index"]).status == 0)
 
         // A damaged index is an error naming it, not a crash; --rebuild replaces it.
-        let file = path + "/indexes/emb.cosine.faiss"
+        let file = path + "/indexes/emb.cosine.hnsw"
         try Data(repeating: 7, count: 100).write(to: URL(fileURLWithPath: file))
         let damaged = try Self.run(["neighbors", path, "emb", "\(query)", "--index"])
         #expect(damaged.status == 1 && damaged.lines.contains { $0.hasPrefix("Error: \(file)") }, "\(damaged.lines)")
@@ -467,7 +505,7 @@ import Testing
         let lines = child.readAll(timeout: 600)
         let status = try child.wait()
         #expect(status == 1, "\(lines)")
-        #expect(lines.contains { $0.hasPrefix("Error: not enough space for \(path)/indexes/emb.cosine.faiss") }, "\(lines)")
+        #expect(lines.contains { $0.hasPrefix("Error: not enough space for \(path)/indexes/emb.cosine.hnsw") }, "\(lines)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: path + "/indexes").isEmpty)
         // With room, the same command works.
         #expect(try Self.run(["index", path, "emb"]).status == 0)

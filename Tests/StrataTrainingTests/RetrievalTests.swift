@@ -90,7 +90,7 @@ import Testing
         #expect(stale.status == 1 && stale.error?.contains("--rebuild-index") == true && stale.error?.contains("strata index") == true,
                 "\(stale.output)")
         let rebuilt = try StrataCommand.run(recommend + ["--retrieve", "50", "--rebuild-index"])
-        #expect(rebuilt.status == 0 && rebuilt.lines.contains { $0.hasPrefix("note: built \(store)/indexes/item.mips.faiss") }, "\(rebuilt.output)")
+        #expect(rebuilt.status == 0 && rebuilt.lines.contains { $0.hasPrefix("note: built \(store)/indexes/item.mips.hnsw") }, "\(rebuilt.output)")
         #expect(try Self.items(rebuilt).map(\.name) == fifty.map(\.name))
         #expect(try StrataCommand.run(recommend + ["--retrieve", "50"]).status == 0)
 

@@ -3,8 +3,8 @@
 # vectors of dimension 64 and 1,000 separate queries, hnswlib's HNSW (and FAISS's IVF-Flat)
 # against exact search one query at a time (FAISS IndexFlatIP, and OpenBLAS sgemv with a
 # top-10 heap), all on one thread, each ratio from baselines measured in the same process. It
-# is not part of Strata (whose index runs on FAISS's HNSW); it measured what moving the index
-# to hnswlib would give. Needs libhnswlib-dev, libfaiss-dev, libopenblas-dev and g++.
+# is not part of Strata; it measured what moving Strata's index from FAISS's HNSW to hnswlib
+# would give, before the move. Needs libhnswlib-dev, libfaiss-dev, libopenblas-dev and g++.
 #
 #   tools/ann-probe/run.sh        about 1.5 hours of one core; writes 2 GB under $ANN_PROBE_DIR
 #

@@ -1,5 +1,5 @@
-// `strata index`: an approximate nearest-neighbour index (FAISS HNSW) of a table's last
-// checkpoint, saved in the store as indexes/<table>.<metric>.faiss; and how `strata
+// `strata index`: an approximate nearest-neighbour index (hnswlib's HNSW) of a table's last
+// checkpoint, saved in the store as indexes/<table>.<metric>.hnsw; and how `strata
 // neighbors --index` finds it, builds it or refuses it as stale.
 import ArgumentParser
 import Foundation
@@ -39,8 +39,8 @@ struct IndexCommand: ParsableCommand {
         commandName: "index",
         abstract: "Build the approximate nearest-neighbour index of a table and save it in the store.",
         discussion: """
-            Reads every row of the table's last checkpoint (streamed) into an HNSW graph (FAISS), and \
-            saves it as STORE/indexes/TABLE.METRIC.faiss with TABLE.METRIC.json beside it (what it was \
+            Reads every row of the table's last checkpoint (streamed) into an HNSW graph (hnswlib), and \
+            saves it as STORE/indexes/TABLE.METRIC.hnsw (hnswlib's own file layout) with TABLE.METRIC.json beside it (what it was \
             built from: table, dimension, metric, parameters, rows, the checkpoint generation, size and \
             checksum), replacing an earlier one. `strata neighbors --index` searches it. It is stale once \
             the store checkpoints again (any checkpoint): run this again. Cosine indexes hold the rows \
