@@ -103,7 +103,7 @@ let package = Package(
         // their seeds and past findings through an ordinary build.
         .executableTarget(
             name: "strata-fuzz",
-            dependencies: ["StrataStore", "StrataTableFiles", "StrataTraining"],
+            dependencies: ["StrataStore", "StrataTableFiles", "StrataNeighbors", "StrataTraining"],
             path: "Tests/Fuzz",
             exclude: ["Corpus", "Findings", "lsan.supp"],
             swiftSettings: strictness),

@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scratch=.build-fuzz
-targets=(criteo tabular schema npy safetensors tsv cold-record warm-index slot payload catalog)
+targets=(criteo tabular schema npy safetensors tsv cold-record warm-index slot payload catalog hnsw-index)
 
 fuzzer_runtime() {
     local lib

@@ -2,6 +2,7 @@
 // encoders and read from a store `strata train` wrote (tools/fuzz.sh seed runs it).
 import Foundation
 @_spi(Testing) import StrataStore
+import StrataNeighbors
 import StrataTraining
 
 enum Seeds {
@@ -47,6 +48,20 @@ enum Seeds {
         for (id, bytes) in indexes.sorted(by: { ($0.1.count, $0.0) > ($1.1.count, $1.0) }).prefix(3) {
             try put(.warmIndex, "table-\(id)", bytes)
         }
+        // A saved nearest-neighbour index: 300 rows of 4 floats, small m so that rows reach
+        // upper levels, built on one thread (the same bytes every time).
+        let indexed = FileManager.default.temporaryDirectory.path + "/strata-hnsw-seed-\(getpid())"
+        try? FileManager.default.removeItem(atPath: indexed)
+        defer { try? FileManager.default.removeItem(atPath: indexed) }
+        let small = try Store(path: indexed)
+        let items = try small.createTable("items", TableSpec(dimension: 4))
+        let keys = (0..<300).map { UInt64($0) * 7 + 1 }, values = (0..<1200).map { _ in Self.next(&rng) }
+        try keys.withUnsafeBufferPointer { k in try values.withUnsafeBufferPointer { v in try items.assign(k, values: v) } }
+        try small.checkpoint()
+        let saved = try NeighborIndex(table: items, metric: .dot, parameters: .init(m: 3, efConstruction: 16, efSearch: 16, threads: 1))
+            .save(to: indexed)
+        try small.close()
+        try put(.hnswIndex, "items", Array(try Data(contentsOf: URL(fileURLWithPath: saved))))
     }
 
     /// SplitMix64 as a float in [-1, 1).

@@ -2,8 +2,10 @@
 // thrown error is a correct answer, a trap, a hang or an unbounded allocation is a finding.
 // Where a reader has two paths that must agree, the target checks that they do and traps
 // when they do not, so that the fuzzer reports it.
+import CStrataSupport
 import Foundation
 @_spi(Testing) import StrataStore
+import StrataNeighbors
 import StrataTableFiles
 @_spi(Testing) import StrataTraining
 import StrataModels
@@ -11,6 +13,7 @@ import StrataModels
 enum FuzzTarget: String, CaseIterable {
     case criteo, tabular, schema, npy, safetensors, tsv
     case coldRecord = "cold-record", warmIndex = "warm-index", slot, payload, catalog
+    case hnswIndex = "hnsw-index"
 
     /// Runs the reader on `data`.
     func run(_ data: [UInt8], _ scratch: Scratch) {
@@ -24,7 +27,36 @@ enum FuzzTarget: String, CaseIterable {
         case .slot: Self.slot(data)
         case .payload: Self.payload(data, scratch)
         case .catalog: _ = try? StoredBytes.catalog(data)
+        case .hnswIndex: Self.hnswIndex(data, scratch)
         }
+    }
+
+    // MARK: Nearest-neighbour index files
+
+    /// The bytes as a saved index of 4-float rows by inner product, with metadata that agrees
+    /// with them (their size and CRC-32C, and the rows, m and ef-construction of hnswlib's
+    /// header where it has them), so that the bytes reach the layout and graph checks and,
+    /// passing those, a search.
+    static func hnswIndex(_ data: [UInt8], _ scratch: Scratch) {
+        let store = scratch.emptyDirectory("index-store")
+        let files = NeighborIndex.files(store: store, table: "items", metric: .dot)
+        _ = scratch.emptyDirectory("index-store/indexes")
+        _ = scratch.write("index-store/indexes/" + files.index.split(separator: "/").last!, data)
+        func word(_ at: Int) -> Int {
+            guard data.count >= at + 8 else { return 0 }
+            return Int(truncatingIfNeeded: data[at..<(at + 8)].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+        }
+        let m = min(max(word(72), 2), 512)
+        let metadata: [String: Any] = [
+            "format": 2, "table": "items", "dimension": 4, "metric": "dot", "m": m,
+            "ef_construction": min(max(word(88), m), 65_536), "ef_search": 16, "rows": min(max(word(16), 0), Int(Int32.max)),
+            "generation": 1, "built_at": 0, "build_seconds": 0, "index_bytes": data.count,
+            "index_crc32c": Int(data.withUnsafeBytes { strata_crc32c(0, $0.baseAddress, $0.count) }),
+        ]
+        _ = scratch.write("index-store/indexes/" + files.metadata.split(separator: "/").last!,
+                          Array(try! JSONSerialization.data(withJSONObject: metadata)))
+        guard let index = try? NeighborIndex.load(from: store, table: "items", metric: .dot, threads: 1) else { return }
+        _ = try? index.search([1, 0, -1, 0.5, 0.25, -2, 0, 1], k: 5)
     }
 
     // MARK: Text data

@@ -7,7 +7,7 @@ import Testing
 
 @Suite struct FuzzRegressionTests {
     static let targets = ["criteo", "tabular", "schema", "npy", "safetensors", "tsv", "cold-record", "warm-index", "slot",
-                          "payload", "catalog"]
+                          "payload", "catalog", "hnsw-index"]
     static let fuzzDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fuzz").path
 
