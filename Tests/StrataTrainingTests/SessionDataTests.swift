@@ -74,6 +74,73 @@ import Glibc
         #expect(data.counts == [6, 2, 2])
     }
 
+    /// A log too large for the time sort's memory (7 rows a run here: hundreds of runs, and the
+    /// rows spilled before their times are read) gives what an in-memory sort of the same rows
+    /// gives, computed here: each user's sequence by time, ties in file order, the last two
+    /// held out; the same lines in each split; and no scratch file left behind.
+    @Test(arguments: [EvaluationProtocol.nextItem, .none])
+    func aLogLargerThanTheSortsMemoryGivesTheSameSequencesAndSplits(_ p: EvaluationProtocol) throws {
+        var rng = SplitMix64(seed: 17)
+        var lines = ["user\titem\ttime"]
+        var rows: [(user: Int, item: Int, time: Int, line: Int)] = []
+        for line in 0..<3000 {
+            // Few distinct times, so that ties are common; some users with one or two rows.
+            let user = Int(rng.next() % 60), item = Int(rng.next() % 300), time = Int(rng.next() % 40)
+            rows.append((user, item, time, line))
+            lines.append("u\(user)\ti\(item)\t\(time)")
+        }
+        let path = DataTestSupport.file(lines.joined(separator: "\n") + "\n")
+        defer { DataTestSupport.remove(path) }
+        let scratch = temporaryDirectory("strata-time-sort")
+        defer { removeDirectory(scratch) }
+        func load(runRecords: Int) throws -> TabularData {
+            var options = TabularData.Options(protocol: p, seed: 5)
+            options.runRecords = runRecords
+            options.temporaryDirectory = scratch
+            return try TabularData(path: path, table: Self.table, schemaFile: "test schema", directory: (path as NSString).deletingLastPathComponent,
+                                   options: options)
+        }
+        let small = try load(runRecords: 7), whole = try load(runRecords: 1 << 20)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch).isEmpty)
+        let interactions = small.interactions!
+        func entity(_ side: SideCatalog, _ table: String, _ name: String) -> Int {
+            let key = FeatureSchema.key(namespace: FeatureSchema.namespace(table),
+                                        value: Array(name.utf8).withUnsafeBufferPointer { FeatureSchema.valueHash($0) })
+            return side.entity(id: key)!
+        }
+        var counts = [0, 0, 0]
+        for u in Set(rows.map(\.user)) {
+            let own = rows.filter { $0.user == u }.sorted { ($0.time, $0.line) < ($1.time, $1.line) }
+            let e = entity(interactions.users, "user", "u\(u)")
+            let want = own.map { Int32(entity(interactions.items, "item", "i\($0.item)")) }
+            #expect(interactions.sequences[e] == want, "user u\(u)")
+            let held = p == .nextItem && own.count >= 3 ? 2 : 0
+            #expect(interactions.trainingLengths[e] == own.count - held, "user u\(u)")
+            #expect(interactions.items(of: e, in: .test) == (held > 0 ? [want[own.count - 1]] : []), "user u\(u)")
+            #expect(interactions.items(of: e, in: .valid) == (held > 0 ? [want[own.count - 2]] : []), "user u\(u)")
+            counts[0] += own.count - held
+            counts[1] += held / 2
+            counts[2] += held / 2
+        }
+        #expect(small.counts == counts && whole.counts == counts)
+        #expect(whole.interactions!.sequences == interactions.sequences)
+        for split in Interactions.Split.allCases where p == .nextItem || split == .train {
+            var a = try small.source(split, shuffleBlock: 0, seed: 1), b = try whole.source(split, shuffleBlock: 0, seed: 1)
+            let x = Batch(schema: a.schema), y = Batch(schema: b.schema)
+            var n = 0
+            while true {
+                let m = try a.next(64, into: x)
+                #expect(try b.next(64, into: y) == m)
+                if m == 0 { break }
+                for f in 0..<x.schema.categorical.count {
+                    for r in 0..<m { #expect(Array(x.keys(of: f, row: r)) == Array(y.keys(of: f, row: r)), "\(split)") }
+                }
+                n += m
+            }
+            #expect(n == counts[split.rawValue], "\(split)")
+        }
+    }
+
     @Test func aTimeThatIsNoNumberNamesItsLine() throws {
         let text = Self.interactionLog.replacingOccurrences(of: "b\ti4\t7", with: "b\ti4\tseven")
         #expect { try Self.data(text) } throws: { "\($0)".contains(":7: malformed line: the time (column 3) is not a number") }

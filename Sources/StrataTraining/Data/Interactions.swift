@@ -118,20 +118,34 @@ public final class Interactions: @unchecked Sendable {
         }
     }
 
-    /// Records each user's training and validation items in time order (rows by
-    /// `TabularData.timeOrder`; `splits` per row, 0 train, 1 valid, 2 test).
-    func recordSequences(users: [Int32], items: [Int32], times: [Double], splits: [UInt8]) {
-        let order = TabularData.timeOrder(users: users, times: times)
-        sequences = [[Int32]](repeating: [], count: self.users.count)
-        trainingLengths = [Int](repeating: 0, count: self.users.count)
+    /// Builds each user's sequence from `sort`'s rows, which come by user, then time: the
+    /// items of training, then of validation, then of test, each in time order. `split` gets
+    /// one user's rows at a time and appends each row's split (0 train, 1 valid, 2 test).
+    /// Holds one user's rows at a time besides the sequences.
+    func recordSequences(_ sort: TimeSort, split: ([TimedRow], inout [UInt8]) throws -> Void) throws {
+        sequences = [[Int32]](repeating: [], count: users.count)
+        trainingLengths = [Int](repeating: 0, count: users.count)
         validationEnds = trainingLengths
-        for (u, rows) in order.enumerated() {
-            sequences[u] = rows.filter { splits[$0] == 0 }.map { items[$0] }
-            trainingLengths[u] = sequences[u].count
-            sequences[u] += rows.filter { splits[$0] == 1 }.map { items[$0] }
-            validationEnds[u] = sequences[u].count
-            sequences[u] += rows.filter { splits[$0] == 2 }.map { items[$0] }
+        var rows: [TimedRow] = [], splits: [UInt8] = []
+        func flush() throws {
+            guard let u = rows.first.map({ Int($0.user) }) else { return }
+            splits.removeAll(keepingCapacity: true)
+            try split(rows, &splits)
+            var sequence: [Int32] = []
+            sequence.reserveCapacity(rows.count)
+            for s in 0..<3 {
+                for (row, rowSplit) in zip(rows, splits) where rowSplit == s { sequence.append(row.item) }
+                if s == 0 { trainingLengths[u] = sequence.count }
+                if s == 1 { validationEnds[u] = sequence.count }
+            }
+            sequences[u] = sequence
+            rows.removeAll(keepingCapacity: true)
         }
+        try sort.merge { row in
+            if let first = rows.first, first.user != row.user { try flush() }
+            rows.append(row)
+        }
+        try flush()
     }
 
     /// User u's items, oldest first, before the held-out items of `split`: training's for

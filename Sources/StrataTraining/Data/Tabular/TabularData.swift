@@ -82,6 +82,11 @@ public final class TabularData {
         public var clickThreshold: Double?
         /// Crosses to add to the schema's (feature names).
         public var crosses: [[String]]
+        /// Rows the time sort of a log with a time column holds in memory (24 bytes each);
+        /// more go to scratch files under `temporaryDirectory`.
+        public var runRecords = TimeSort.defaultRunRecords
+        /// Where the time sort's scratch files go: nil is $TMPDIR, else /tmp.
+        public var temporaryDirectory: String?
 
         public init(splitting: Splitting = .none, seed: UInt64 = 1, malformedLines: MalformedLinePolicy = .stop,
                     clickThreshold: Double? = nil, crosses: [[String]] = []) {
@@ -295,9 +300,56 @@ public final class TabularData {
         -> (interactions: Interactions?, assignment: SplitAssignment?, counts: [Int]) {
         let schema = format.schema
         let interactions = schema.user != nil && schema.item != nil ? try Interactions(schema: schema) : nil
-        var lines: [Int64] = [], users: [Int32] = [], items: [Int32] = []
         var reader = try LineFile(path: path, lineOptions: .init(format: .tabular(format), shuffleBlock: 0, seed: 0,
                                                                  malformedLines: options.malformedLines))
+        var byLine: [UInt8] = []
+        var counts = [0, 0, 0]
+        /// Every line the scan passed over that is no sample is malformed to the split readers,
+        /// which parse it again (and skip it as empty, or count it as skipped).
+        func startAssignment() {
+            byLine = [UInt8](repeating: SplitAssignment.malformed, count: Int(reader.linesRead + 1))
+            byLine[0] = SplitAssignment.none
+        }
+        func finish() -> (Interactions?, SplitAssignment?, [Int]) {
+            interactions?.finish()
+            return (interactions, options.splitting == .none ? nil : SplitAssignment(lines: byLine), counts)
+        }
+        if let interactions, let time, options.splitting == .none || options.splitting == .leaveOneOut {
+            // Split by time, or not at all: in bounded memory. The rows' users and items go to
+            // a scratch file as they are read (past `runRecords` of them), then, with their
+            // times, through an external sort by user and time, which yields each user's
+            // sequence in turn, split as it goes.
+            let scratch = ScratchFiles(parent: options.temporaryDirectory)
+            let rows = SpilledRecords<TimedRow>(limit: options.runRecords, scratch: scratch, name: "rows")
+            try reader.scan { batch, numbers in
+                for r in 0..<batch.count {
+                    try rows.append(TimedRow(user: Int32(interactions.users.add(batch, row: r)),
+                                             item: Int32(interactions.items.add(batch, row: r)), time: 0, order: numbers[r]))
+                }
+            }
+            guard rows.count > 0 else { throw TrainingError.noData(path) }
+            let sort = TimeSort(runRecords: options.runRecords, scratch: scratch)
+            try rows.startReading()
+            var row = try rows.next()
+            try forEachTime(path: path, column: time, next: { row?.order }) { t in
+                row!.time = t
+                try sort.add(row!)
+                row = try rows.next()
+            }
+            startAssignment()
+            let leaveOneOut = options.splitting == .leaveOneOut
+            try interactions.recordSequences(sort) { user, splits in
+                for i in user.indices {
+                    let split = leaveOneOut && user.count >= 3 ? max(0, 2 - (user.count - 1 - i)) : 0
+                    splits.append(UInt8(split))
+                    interactions.record(user: Int(user[i].user), item: Int(user[i].item), split: Interactions.Split(rawValue: split)!)
+                    byLine[Int(user[i].order)] = UInt8(split) + 1
+                    counts[split] += 1
+                }
+            }
+            return finish()
+        }
+        var lines: [Int64] = [], users: [Int32] = [], items: [Int32] = []
         try reader.scan { batch, numbers in
             for r in 0..<batch.count {
                 lines.append(numbers[r])
@@ -308,44 +360,41 @@ public final class TabularData {
             }
         }
         guard !lines.isEmpty else { throw TrainingError.noData(path) }
-        let times = try time.map { try readTimes(path: path, column: $0.column, delimiter: $0.delimiter, lines: lines) }
-        let splits = try assign(count: lines.count, users: users, splitting: options.splitting, seed: options.seed, file: path,
-                                times: times)
-        var counts = [0, 0, 0]
+        let splits = try assign(count: lines.count, users: users, splitting: options.splitting, seed: options.seed, file: path)
         for s in splits { counts[Int(s)] += 1 }
         if let interactions {
             for r in lines.indices {
                 interactions.record(user: Int(users[r]), item: Int(items[r]), split: Interactions.Split(rawValue: Int(splits[r]))!)
             }
-            if let times { interactions.recordSequences(users: users, items: items, times: times, splits: splits) }
-            interactions.finish()
+            if let time {
+                // Sequences under a random or per-user split, whose rows are in memory already.
+                let sort = TimeSort(runRecords: lines.count, scratch: ScratchFiles(parent: options.temporaryDirectory))
+                var r = 0
+                try forEachTime(path: path, column: time, next: { r < lines.count ? lines[r] : nil }) { t in
+                    try sort.add(TimedRow(user: users[r], item: items[r], time: t, order: Int64(r)))
+                    r += 1
+                }
+                try interactions.recordSequences(sort) { user, out in
+                    for row in user { out.append(splits[Int(row.order)]) }
+                }
+            }
         }
-        guard options.splitting != .none else { return (interactions, nil, counts) }
-        // Every line the scan passed over that is no sample is malformed to the split readers,
-        // which parse it again (and skip it as empty, or count it as skipped).
-        var byLine = [UInt8](repeating: SplitAssignment.malformed, count: Int(reader.linesRead + 1))
-        byLine[0] = SplitAssignment.none
-        for (r, line) in lines.enumerated() { byLine[Int(line)] = splits[r] + 1 }
-        return (interactions, SplitAssignment(lines: byLine), counts)
+        if options.splitting != .none {
+            startAssignment()
+            for (r, line) in lines.enumerated() { byLine[Int(line)] = splits[r] + 1 }
+        }
+        return finish()
     }
 
     /// The split of each row (0 train, 1 valid, 2 test), a function of the seed and the rows'
-    /// users alone.
-    /// `times` (per row) orders each user's rows for `.leaveOneOut`; ties keep the file's order.
-    @_spi(Testing) public static func assign(count n: Int, users: [Int32], splitting: Splitting, seed: UInt64, file: String,
-                                             times: [Double]? = nil) throws -> [UInt8] {
+    /// users alone. Leave-one-out follows time, and is split by the time-ordered scan instead.
+    @_spi(Testing) public static func assign(count n: Int, users: [Int32], splitting: Splitting, seed: UInt64, file: String) throws -> [UInt8] {
         var splits = [UInt8](repeating: 0, count: n)
         switch splitting {
         case .none:
             return splits
         case .leaveOneOut:
-            guard users.count == n, let times else {
-                throw DataError.schema(file: file, reason: "a leave-one-out split needs the schema to name its user, item and time columns")
-            }
-            for rows in timeOrder(users: users, times: times) where rows.count >= 3 {
-                splits[rows[rows.count - 2]] = 1
-                splits[rows[rows.count - 1]] = 2
-            }
+            throw DataError.schema(file: file, reason: "a leave-one-out split needs the schema to name its user, item and time columns")
         case .random(let ratios):
             var rng = SplitMix64(seed: SplitMix64.mix(seed ^ 0x5350_4C49_5452_4E44))  // "SPLITRND"
             cut(Array(0..<n), ratios: ratios, rng: &rng, into: &splits)
@@ -366,39 +415,25 @@ public final class TabularData {
         return splits
     }
 
-    /// Each user's rows (indices), ordered by time, ties by row: the users' sequences.
-    static func timeOrder(users: [Int32], times: [Double]) -> [[Int]] {
-        var groups: [[Int]] = []
-        for (r, u) in users.enumerated() {
-            while groups.count <= Int(u) { groups.append([]) }
-            groups[Int(u)].append(r)
-        }
-        for u in groups.indices {
-            groups[u].sort { times[$0] < times[$1] || (times[$0] == times[$1] && $0 < $1) }
-        }
-        return groups
-    }
-
-    /// The time of each sample line (`lines`, ascending line numbers) from column `column`: a
-    /// finite number, or an error naming the file and line.
-    private static func readTimes(path: String, column: Int, delimiter: UInt8, lines: [Int64]) throws -> [Double] {
-        var times = [Double](repeating: 0, count: lines.count)
-        var next = 0
+    /// Calls `body` with the time of each sample line, in file order, from column
+    /// `time.column`: a finite number, or an error naming the file and line. `next()` gives the
+    /// next sample line's number (ascending; nil after the last), and is asked again after
+    /// each `body`.
+    private static func forEachTime(path: String, column time: (column: Int, delimiter: UInt8), next: () -> Int64?,
+                                    _ body: (Double) throws -> Void) throws {
         try forEachLine(of: path) { line, number in
-            guard next < lines.count, lines[next] == number else { return }
+            guard next() == number else { return }
             var value: Double?, at = 0
-            _ = forEachField(line, delimiter) { field, escaped in
-                if at == column { value = Double(unescaped(field, escaped).trimmingCharacters(in: .whitespaces)) }
+            _ = forEachField(line, time.delimiter) { field, escaped in
+                if at == time.column { value = Double(unescaped(field, escaped).trimmingCharacters(in: .whitespaces)) }
                 at += 1
                 return nil
             }
             guard let value, value.isFinite else {
-                throw DataError.malformedLine(file: path, line: Int(number), reason: "the time (column \(column + 1)) is not a number")
+                throw DataError.malformedLine(file: path, line: Int(number), reason: "the time (column \(time.column + 1)) is not a number")
             }
-            times[next] = value
-            next += 1
+            try body(value)
         }
-        return times
     }
 
     /// Shuffles `rows` and gives the first `counts[0]` training, the next validation (with three
