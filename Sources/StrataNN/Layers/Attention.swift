@@ -31,10 +31,11 @@ public final class SelfAttention: Layer {
     public let steps: Int
     public let causal: Bool
     public let dropout: Float
-    public let query: (weight: Parameter, bias: Parameter)
-    public let key: (weight: Parameter, bias: Parameter)
-    public let value: (weight: Parameter, bias: Parameter)
-    public let output: (weight: Parameter, bias: Parameter)
+    public var query: (weight: Parameter, bias: Parameter) { (queryMap.weight, queryMap.bias) }
+    public var key: (weight: Parameter, bias: Parameter) { (keyMap.weight, keyMap.bias) }
+    public var value: (weight: Parameter, bias: Parameter) { (valueMap.weight, valueMap.bias) }
+    public var output: (weight: Parameter, bias: Parameter) { (outputMap.weight, outputMap.bias) }
+    private let queryMap, keyMap, valueMap, outputMap: Affine
     /// The dropout stream of the attention probabilities, apart from every other mask of a step.
     public static let dropoutStream: UInt64 = 0x4154_544E_5052_4F42  // "ATTNPROB"
 
@@ -59,13 +60,8 @@ public final class SelfAttention: Layer {
         self.steps = steps
         self.causal = causal
         self.dropout = dropout
-        func projection(_ part: String) -> (weight: Parameter, bias: Parameter) {
-            (Parameter("\(name).\(part).weight", rows: width, columns: width), Parameter("\(name).\(part).bias", rows: 1, columns: width))
-        }
-        query = projection("query")
-        key = projection("key")
-        value = projection("value")
-        output = projection("output")
+        func projection(_ part: String) -> Affine { Affine("\(name).\(part)", inputs: width, outputs: width) }
+        (queryMap, keyMap, valueMap, outputMap) = (projection("query"), projection("key"), projection("value"), projection("output"))
         func matrix() -> Tensor { Tensor(rows: 0, columns: width) }
         (input, queries, keys, values, context) = (matrix(), matrix(), matrix(), matrix(), matrix())
         (outputGradient, contextGradient, queryGradient, keyGradient, valueGradient) = (matrix(), matrix(), matrix(), matrix(), matrix())
@@ -114,13 +110,9 @@ public final class SelfAttention: Layer {
         context.resize(rows: positions)
         probabilities.resize(rows: batch.rows * heads * steps)
         batch.copyReal(x.data, into: input.data, width: d)
-        func project(_ p: (weight: Parameter, bias: Parameter), into out: Tensor) {
-            BLAS.gemm(false, true, m: positions, n: d, k: d, input.data, lda: d, p.weight.value.data, ldb: d,
-                      out.data, ldc: d, bias: p.bias.value.data)
-        }
-        project(query, into: queries)
-        project(key, into: keys)
-        project(value, into: values)
+        queryMap.forward(input.data, rows: positions, into: queries.data)
+        keyMap.forward(input.data, rows: positions, into: keys.data)
+        valueMap.forward(input.data, rows: positions, into: values.data)
         let q = queries.data, k = keys.data, v = values.data, c = context.data, probability = probabilities.data
         let scale = scale, drop = mask(pass), keep = 1 / (1 - dropout)
         batch.forEachRow(work: positions * steps * d * 2) { r in
@@ -158,8 +150,7 @@ public final class SelfAttention: Layer {
                 }
             }
         }
-        BLAS.gemm(false, true, m: positions, n: d, k: d, c, lda: d, output.weight.value.data, ldb: d,
-                  y.data, ldc: d, bias: output.bias.value.data)
+        outputMap.forward(c, rows: positions, into: y.data)
         batch.zeroPadding(y.data, width: d)
     }
 
@@ -175,10 +166,8 @@ public final class SelfAttention: Layer {
         scoreGradient.resize(rows: batch.rows)
         let g = outputGradient.data
         batch.copyReal(dy.data, into: g, width: d)
-        BLAS.gemm(true, false, m: d, n: d, k: positions, g, lda: d, context.data, ldb: d, output.weight.gradient.data, ldc: d)
-        strata_column_sums(g, Int32(positions), Int32(d), output.bias.gradient.data)
-        BLAS.gemm(false, false, m: positions, n: d, k: d, g, lda: d, output.weight.value.data, ldb: d,
-                  contextGradient.data, ldc: d)
+        outputMap.parameterGradients(context.data, rows: positions, g)
+        outputMap.inputGradient(g, rows: positions, into: contextGradient.data)
 
         let q = queries.data, k = keys.data, v = values.data, probability = probabilities.data
         let dc = contextGradient.data, dq = queryGradient.data, dk = keyGradient.data, dv = valueGradient.data
@@ -227,17 +216,13 @@ public final class SelfAttention: Layer {
             }
         }
         let x = input.data
-        func parameterGradients(_ p: (weight: Parameter, bias: Parameter), from gradient: UnsafeMutablePointer<Float>) {
-            BLAS.gemm(true, false, m: d, n: d, k: positions, gradient, lda: d, x, ldb: d, p.weight.gradient.data, ldc: d)
-            strata_column_sums(gradient, Int32(positions), Int32(d), p.bias.gradient.data)
-        }
-        parameterGradients(query, from: dq)
-        parameterGradients(key, from: dk)
-        parameterGradients(value, from: dv)
+        queryMap.parameterGradients(x, rows: positions, dq)
+        keyMap.parameterGradients(x, rows: positions, dk)
+        valueMap.parameterGradients(x, rows: positions, dv)
         if let dx = inputGradient {
-            BLAS.gemm(false, false, m: positions, n: d, k: d, dq, lda: d, query.weight.value.data, ldb: d, beta: 0, dx.data, ldc: d)
-            BLAS.gemm(false, false, m: positions, n: d, k: d, dk, lda: d, key.weight.value.data, ldb: d, beta: 1, dx.data, ldc: d)
-            BLAS.gemm(false, false, m: positions, n: d, k: d, dv, lda: d, value.weight.value.data, ldb: d, beta: 1, dx.data, ldc: d)
+            queryMap.inputGradient(dq, rows: positions, into: dx.data)
+            keyMap.inputGradient(dk, rows: positions, into: dx.data, accumulate: true)
+            valueMap.inputGradient(dv, rows: positions, into: dx.data, accumulate: true)
             batch.zeroPadding(dx.data, width: d)
         }
     }

@@ -1,25 +1,75 @@
 import CStrataKernels
 
+/// y = x · Wᵀ + b over any number of rows, W stored out × in as in PyTorch: the products of
+/// every affine map of a layer (`Linear` and so `MLP`, the position-wise layers, attention's
+/// projections), so that each computes them one way, with the same bits.
+struct Affine {
+    let inputs: Int
+    let outputs: Int
+    let weight: Parameter
+    let bias: Parameter
+    private let weightGradientTransposed: Tensor
+
+    /// Parameters `\(name).weight` (`outputs × inputs`) and `\(name).bias` (`1 × outputs`).
+    init(_ name: String, inputs: Int, outputs: Int) {
+        self.inputs = inputs
+        self.outputs = outputs
+        weight = Parameter("\(name).weight", rows: outputs, columns: inputs)
+        bias = Parameter("\(name).bias", rows: 1, columns: outputs)
+        weightGradientTransposed = Tensor(rows: 0, columns: outputs)
+    }
+
+    /// y = x · Wᵀ + b for `rows` rows, or max(·, 0) with `relu` (fused into the product).
+    func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, relu: Bool = false) {
+        BLAS.gemm(false, true, m: rows, n: outputs, k: inputs, x, lda: inputs, weight.value.data, ldb: inputs,
+                  y, ldc: outputs, bias: bias.value.data, relu: relu)
+    }
+
+    /// Sets the weight and bias gradients (overwriting them) from the input `x` and
+    /// dL/d(x · Wᵀ + b), `rows` rows each.
+    func parameterGradients(_ x: UnsafePointer<Float>, rows: Int, _ dy: UnsafePointer<Float>) {
+        if inputs < 32 && outputs >= 32 {
+            // A few inputs (13 dense features): the product's 32-column panels would be mostly
+            // padding, so compute dWᵀ = xᵀ · dy and transpose it. Each element is the same sum in
+            // the same order, so the bits are too.
+            weightGradientTransposed.resize(rows: inputs)
+            BLAS.gemm(true, false, m: inputs, n: outputs, k: rows, x, lda: inputs, dy, ldb: outputs,
+                      beta: 0, weightGradientTransposed.data, ldc: outputs)
+            let t = weightGradientTransposed.data, g = weight.gradient.data
+            for i in 0..<inputs { for o in 0..<outputs { g[o * inputs + i] = t[i * outputs + o] } }
+        } else {
+            BLAS.gemm(true, false, m: outputs, n: inputs, k: rows, dy, lda: outputs, x, ldb: inputs,
+                      beta: 0, weight.gradient.data, ldc: inputs)
+        }
+        strata_column_sums(dy, Int32(rows), Int32(outputs), bias.gradient.data)
+    }
+
+    /// dL/dx = dy · W into `dx` (`rows × inputs`), or added to it with `accumulate`; with `mask`
+    /// (the input itself, a ReLU's output) kept only where the mask is > 0: ReLU's backward,
+    /// fused into the product.
+    func inputGradient(_ dy: UnsafePointer<Float>, rows: Int, into dx: UnsafeMutablePointer<Float>, accumulate: Bool = false,
+                       mask: UnsafePointer<Float>? = nil) {
+        BLAS.gemm(false, false, m: rows, n: inputs, k: outputs, dy, lda: outputs, weight.value.data, ldb: inputs,
+                  beta: accumulate ? 1 : 0, dx, ldc: inputs, mask: mask, ldm: inputs)
+    }
+}
+
 /// y = f(x · Wᵀ + b), with W stored out × in as in PyTorch and f an activation (ReLU fused
 /// into the product).
 public final class Linear: Layer {
-    public let inputs: Int
-    public let outputs: Int
+    public var inputs: Int { map.inputs }
+    public var outputs: Int { map.outputs }
     public let activation: Activation
-    public let weight: Parameter
-    public let bias: Parameter
-    private let weightGradientTransposed: Tensor
+    public var weight: Parameter { map.weight }
+    public var bias: Parameter { map.bias }
+    let map: Affine
     /// dL/d(x · Wᵀ + b), when the activation is not the identity.
     private let preActivationGradient: Tensor
 
     public init(_ name: String, inputs: Int, outputs: Int, activation: Activation = .identity) {
         precondition(inputs >= 1 && outputs >= 1, "a linear layer needs an input and an output")
-        self.inputs = inputs
-        self.outputs = outputs
         self.activation = activation
-        weight = Parameter("\(name).weight", rows: outputs, columns: inputs)
-        bias = Parameter("\(name).bias", rows: 1, columns: outputs)
-        weightGradientTransposed = Tensor(rows: 0, columns: outputs)
+        map = Affine(name, inputs: inputs, outputs: outputs)
         preActivationGradient = Tensor(rows: 0, columns: outputs)
     }
 
@@ -55,8 +105,7 @@ public final class Linear: Layer {
     /// y = x · Wᵀ + b into `y`, or max(y, 0) with `relu` (fused into the product).
     func forward(_ x: Tensor, into y: Tensor, relu: Bool) {
         precondition(x.columns == inputs && y.columns == outputs && y.rows == x.rows)
-        BLAS.gemm(false, true, m: x.rows, n: outputs, k: inputs, x.data, lda: inputs, weight.value.data, ldb: inputs,
-                  y.data, ldc: outputs, bias: bias.value.data, relu: relu)
+        map.forward(x.data, rows: x.rows, into: y.data, relu: relu)
     }
 
     /// Sets the weight and bias gradients from dL/d(x · Wᵀ + b) (overwriting them) and, if
@@ -64,26 +113,11 @@ public final class Linear: Layer {
     /// a ReLU's output) it is kept only where the mask is > 0: ReLU's backward, fused into the
     /// product.
     func backward(_ x: Tensor, _ dy: Tensor, inputGradient: Tensor?, inputMask: Tensor? = nil) {
-        let b = x.rows
-        if inputs < 32 && outputs >= 32 {
-            // A few inputs (13 dense features): the product's 32-column panels would be mostly
-            // padding, so compute dWᵀ = xᵀ · dy and transpose it. Each element is the same sum in
-            // the same order, so the bits are too.
-            weightGradientTransposed.resize(rows: inputs)
-            BLAS.gemm(true, false, m: inputs, n: outputs, k: b, x.data, lda: inputs, dy.data, ldb: outputs,
-                      beta: 0, weightGradientTransposed.data, ldc: outputs)
-            let t = weightGradientTransposed.data, g = weight.gradient.data
-            for i in 0..<inputs { for o in 0..<outputs { g[o * inputs + i] = t[i * outputs + o] } }
-        } else {
-            BLAS.gemm(true, false, m: outputs, n: inputs, k: b, dy.data, lda: outputs, x.data, ldb: inputs,
-                      beta: 0, weight.gradient.data, ldc: inputs)
-        }
-        strata_column_sums(dy.data, Int32(b), Int32(outputs), bias.gradient.data)
+        map.parameterGradients(x.data, rows: x.rows, dy.data)
         if let dx = inputGradient {
-            precondition(dx.rows == b && dx.columns == inputs)
-            if let inputMask { precondition(inputMask.rows == b && inputMask.columns == inputs) }
-            BLAS.gemm(false, false, m: b, n: inputs, k: outputs, dy.data, lda: outputs, weight.value.data, ldb: inputs,
-                      beta: 0, dx.data, ldc: inputs, mask: inputMask.map { UnsafePointer($0.data) }, ldm: inputs)
+            precondition(dx.rows == x.rows && dx.columns == inputs)
+            if let inputMask { precondition(inputMask.rows == x.rows && inputMask.columns == inputs) }
+            map.inputGradient(dy.data, rows: x.rows, into: dx.data, mask: inputMask.map { UnsafePointer($0.data) })
         }
     }
 }

@@ -78,10 +78,12 @@ public final class PositionwiseFeedForward: Layer {
     public let inner: Int
     public let steps: Int
     public let dropout: Float
-    public let innerWeight: Parameter
-    public let innerBias: Parameter
-    public let outerWeight: Parameter
-    public let outerBias: Parameter
+    public var innerWeight: Parameter { innerMap.weight }
+    public var innerBias: Parameter { innerMap.bias }
+    public var outerWeight: Parameter { outerMap.weight }
+    public var outerBias: Parameter { outerMap.bias }
+    private let innerMap: Affine
+    private let outerMap: Affine
     /// The dropout stream of the activations, apart from every other mask of a step.
     public static let dropoutStream: UInt64 = 0x4646_4E5F_4745_4C55  // "FFN_GELU"
 
@@ -103,10 +105,8 @@ public final class PositionwiseFeedForward: Layer {
         self.inner = inner
         self.steps = steps
         self.dropout = dropout
-        innerWeight = Parameter("\(name).inner.weight", rows: inner, columns: width)
-        innerBias = Parameter("\(name).inner.bias", rows: 1, columns: inner)
-        outerWeight = Parameter("\(name).outer.weight", rows: width, columns: inner)
-        outerBias = Parameter("\(name).outer.bias", rows: 1, columns: width)
+        innerMap = Affine("\(name).inner", inputs: width, outputs: inner)
+        outerMap = Affine("\(name).outer", inputs: inner, outputs: width)
         input = Tensor(rows: 0, columns: width)
         preActivation = Tensor(rows: 0, columns: inner)
         hidden = Tensor(rows: 0, columns: inner)
@@ -149,8 +149,7 @@ public final class PositionwiseFeedForward: Layer {
         outputGradient.resize(rows: positions)
         hiddenGradient.resize(rows: positions)
         batch.copyReal(x.data, into: input.data, width: d)
-        BLAS.gemm(false, true, m: positions, n: m, k: d, input.data, lda: d, innerWeight.value.data, ldb: d,
-                  preActivation.data, ldc: m, bias: innerBias.value.data)
+        innerMap.forward(input.data, rows: positions, into: preActivation.data)
         let z = preActivation.data, h = hidden.data, drop = mask(pass), keep = 1 / (1 - dropout)
         batch.forEachRow(work: positions * m * 8) { r in
             let len = batch.length(r)
@@ -160,8 +159,7 @@ public final class PositionwiseFeedForward: Layer {
             }
             (h + (r * steps + len) * m).update(repeating: 0, count: (steps - len) * m)
         }
-        BLAS.gemm(false, true, m: positions, n: d, k: m, h, lda: m, outerWeight.value.data, ldb: m,
-                  output.data, ldc: d, bias: outerBias.value.data)
+        outerMap.forward(h, rows: positions, into: output.data)
         batch.zeroPadding(output.data, width: d)
     }
 
@@ -172,10 +170,8 @@ public final class PositionwiseFeedForward: Layer {
         let g = outputGradient.data, gh = hiddenGradient.data, z = preActivation.data
         let drop = mask(pass), keep = 1 / (1 - dropout)
         batch.copyReal(dy.data, into: g, width: d)
-        BLAS.gemm(true, false, m: d, n: m, k: positions, g, lda: d, hidden.data, ldb: m,
-                  outerWeight.gradient.data, ldc: m)
-        strata_column_sums(g, Int32(positions), Int32(d), outerBias.gradient.data)
-        BLAS.gemm(false, false, m: positions, n: m, k: d, g, lda: d, outerWeight.value.data, ldb: m, gh, ldc: m)
+        outerMap.parameterGradients(hidden.data, rows: positions, g)
+        outerMap.inputGradient(g, rows: positions, into: gh)
         batch.forEachRow(work: positions * m * 8) { r in
             let len = batch.length(r)
             for i in (r * steps * m)..<((r * steps + len) * m) {
@@ -186,11 +182,9 @@ public final class PositionwiseFeedForward: Layer {
             }
             (gh + (r * steps + len) * m).update(repeating: 0, count: (steps - len) * m)
         }
-        BLAS.gemm(true, false, m: m, n: d, k: positions, gh, lda: m, input.data, ldb: d,
-                  innerWeight.gradient.data, ldc: d)
-        strata_column_sums(gh, Int32(positions), Int32(m), innerBias.gradient.data)
+        innerMap.parameterGradients(input.data, rows: positions, gh)
         if let dx = inputGradient {
-            BLAS.gemm(false, false, m: positions, n: d, k: m, gh, lda: m, innerWeight.value.data, ldb: d, dx.data, ldc: d)
+            innerMap.inputGradient(gh, rows: positions, into: dx.data)
             batch.zeroPadding(dx.data, width: d)
         }
     }
@@ -204,19 +198,17 @@ public final class PositionwiseFeedForward: Layer {
 /// in as in `Linear`, initially N(0, 0.02)) and `\(name).bias` (`1 × outputs`, initially 0):
 /// RecBole's initialization of a transformer's linear layers.
 public final class PositionwiseLinear: Layer {
-    public let inputs: Int
-    public let outputs: Int
+    public var inputs: Int { map.inputs }
+    public var outputs: Int { map.outputs }
     public let steps: Int
-    public let weight: Parameter
-    public let bias: Parameter
+    public var weight: Parameter { map.weight }
+    public var bias: Parameter { map.bias }
+    private let map: Affine
 
     public init(_ name: String, inputs: Int, outputs: Int, steps: Int) {
         precondition(inputs >= 1 && outputs >= 1 && steps >= 1, "a linear layer needs an input, an output and a step")
-        self.inputs = inputs
-        self.outputs = outputs
         self.steps = steps
-        weight = Parameter("\(name).weight", rows: outputs, columns: inputs)
-        bias = Parameter("\(name).bias", rows: 1, columns: outputs)
+        map = Affine(name, inputs: inputs, outputs: outputs)
     }
 
     public var parameters: [Parameter] { [weight, bias] }
@@ -229,18 +221,12 @@ public final class PositionwiseLinear: Layer {
     }
 
     public func forward(_ inputs: [Tensor], into output: Tensor, _ pass: Pass) {
-        let positions = inputs[0].rows * steps
-        BLAS.gemm(false, true, m: positions, n: outputs, k: self.inputs, inputs[0].data, lda: self.inputs,
-                  weight.value.data, ldb: self.inputs, output.data, ldc: outputs, bias: bias.value.data)
+        map.forward(inputs[0].data, rows: inputs[0].rows * steps, into: output.data)
     }
 
     public func backward(_ inputs: [Tensor], output: Tensor, outputGradient dy: Tensor, inputGradients: [Tensor?], _ pass: Pass) {
-        let positions = inputs[0].rows * steps, (m, n) = (self.inputs, outputs)
-        BLAS.gemm(true, false, m: n, n: m, k: positions, dy.data, lda: n, inputs[0].data, ldb: m,
-                  weight.gradient.data, ldc: m)
-        strata_column_sums(dy.data, Int32(positions), Int32(n), bias.gradient.data)
-        if let dx = inputGradients[0] {
-            BLAS.gemm(false, false, m: positions, n: m, k: n, dy.data, lda: n, weight.value.data, ldb: m, dx.data, ldc: m)
-        }
+        let positions = inputs[0].rows * steps
+        map.parameterGradients(inputs[0].data, rows: positions, dy.data)
+        if let dx = inputGradients[0] { map.inputGradient(dy.data, rows: positions, into: dx.data) }
     }
 }
