@@ -336,11 +336,14 @@ public final class TabularData {
                 try sort.add(row!)
                 row = try rows.next()
             }
+            guard row == nil else { throw DataError.io(path: path, operation: "read", detail: "the file changed while it was read") }
             startAssignment()
             let leaveOneOut = options.splitting == .leaveOneOut
             try interactions.recordSequences(sort) { user, splits in
                 for i in user.indices {
-                    let split = leaveOneOut && user.count >= 3 ? max(0, 2 - (user.count - 1 - i)) : 0
+                    // The last interaction tests, the one before validates (of users with three or more).
+                    let fromEnd = user.count - 1 - i
+                    let split = leaveOneOut && user.count >= 3 && fromEnd < 2 ? 2 - fromEnd : 0
                     splits.append(UInt8(split))
                     interactions.record(user: Int(user[i].user), item: Int(user[i].item), split: Interactions.Split(rawValue: split)!)
                     byLine[Int(user[i].order)] = UInt8(split) + 1
@@ -374,6 +377,7 @@ public final class TabularData {
                     try sort.add(TimedRow(user: users[r], item: items[r], time: t, order: Int64(r)))
                     r += 1
                 }
+                guard r == lines.count else { throw DataError.io(path: path, operation: "read", detail: "the file changed while it was read") }
                 try interactions.recordSequences(sort) { user, out in
                     for row in user { out.append(splits[Int(row.order)]) }
                 }
