@@ -35,9 +35,9 @@ public struct SequenceSamples: BatchSource {
     private let composer: RowComposer
     private let historyFeature: Int
     private let seed: UInt64
-    /// Sample s is user `users[s]`'s training item at `targets[s]` of their sequence.
-    private let users: [Int32]
-    private let targets: [Int32]
+    /// User u's samples are s in firsts[u] ..< firsts[u + 1], one for each training item after
+    /// the first: sample s is item s − firsts[u] + 1 of u's sequence. 8 bytes a user, not a sample.
+    private let firsts: [Int]
     private var order: [Int32] = []
     private var keys: [UInt64] = []
 
@@ -54,20 +54,26 @@ public struct SequenceSamples: BatchSource {
         self.identity = "next-item samples (history \(historyLength)) of \(identity)"
         composer = RowComposer(schema: schema, users: interactions.users, items: interactions.items)
         historyFeature = schema.categoricalIndex(schema.sequence!)!
-        var users: [Int32] = [], targets: [Int32] = []
-        for u in 0..<interactions.users.count where interactions.trainingLengths[u] > 1 {
-            for p in 1..<interactions.trainingLengths[u] {
-                users.append(Int32(u))
-                targets.append(Int32(p))
-            }
-        }
-        self.users = users
-        self.targets = targets
+        var firsts = [0]
+        firsts.reserveCapacity(interactions.users.count + 1)
+        for u in 0..<interactions.users.count { firsts.append(firsts[u] + max(0, interactions.trainingLengths[u] - 1)) }
+        self.firsts = firsts
         shuffleEpoch()
     }
 
     /// Samples an epoch holds.
-    public var count: Int { users.count }
+    public var count: Int { firsts[firsts.count - 1] }
+
+    /// The user of sample s: the last u with firsts[u] ≤ s (users without samples share theirs
+    /// with the next).
+    private func user(of s: Int) -> Int {
+        var low = 0, high = firsts.count - 1
+        while low < high {
+            let mid = (low + high) / 2
+            if firsts[mid + 1] <= s { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
 
     public mutating func seek(to position: SourcePosition) throws {
         guard position.epoch >= 0, position.sample >= 0, position.sample <= Int64(count), position.detail.isEmpty else {
@@ -87,7 +93,7 @@ public struct SequenceSamples: BatchSource {
         batch.begin(capacity: n)
         for r in 0..<n {
             let s = Int(order[Int(position.sample) + r])
-            let u = Int(users[s]), p = Int(targets[s])
+            let u = user(of: s), p = s - firsts[u] + 1
             let sequence = interactions.sequences[u]
             keys.removeAll(keepingCapacity: true)
             for i in max(0, p - historyLength)..<p { keys.append(interactions.items.ids[Int(sequence[i])]) }
