@@ -386,8 +386,9 @@ public final class NeighborIndex {
     /// `.missing` when there is none, `.damaged` (naming the file and what is wrong) when its
     /// metadata is unreadable or of another table or metric, when the index file is not the
     /// size or checksum its metadata gives (cut short, damaged, or a save interrupted between
-    /// its two renames), or when its layout or graph does not hold together. Never traps on a file's contents.
-    /// `threads` is `Parameters.threads` for its searches.
+    /// its two renames), or when its layout or graph does not hold together (checked before a
+    /// search can follow a link). Never traps on a file's contents. `threads` is
+    /// `Parameters.threads` for its searches.
     public static func load(from store: String, table: String, metric: Metric, threads: Int = 0) throws(NeighborIndexError) -> NeighborIndex {
         guard (0...4096).contains(threads) else { throw .invalidArgument("threads must be between 0 and 4096, not \(threads)") }
         let paths = IndexFiles.paths(store: store, table: table, metric: metric)
@@ -426,7 +427,11 @@ public final class NeighborIndex {
             throw damaged(paths.index, "its bytes do not match the CRC-32C written beside it (damaged, or its save was interrupted)")
         }
         let graph: HNSWGraph
-        do { graph = try HNSWGraph.read(path: paths.index, dimension: metadata.dimension + extraColumns(metric)) } catch { throw damaged(paths.index, error.description) }
+        do {
+            graph = try HNSWGraph.read(path: paths.index, dimension: metadata.dimension + extraColumns(metric))
+        } catch {
+            throw damaged(paths.index, error.description)
+        }
         let shape = graph.shape
         guard Int(shape.dimension) == metadata.dimension + extraColumns(metric), Int(shape.rows) == metadata.rows, Int(shape.m) == metadata.m,
               Int(shape.ef_construction) == metadata.efConstruction
