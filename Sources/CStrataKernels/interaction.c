@@ -3,25 +3,13 @@
 // in L1) and every pair's dot product is sixteen lanes of fused multiply-adds. Laid out over
 // the whole batch instead, the pair loops stream the batch from L2 or memory once per pair.
 #include "strata_kernels.h"
+#include "thread_buffers.h"
 #include <stdlib.h>
 #include <string.h>
 
 typedef float lanes __attribute__((vector_size(64), aligned(64)));
 enum { L = 16 };
 #define INLINE static inline __attribute__((always_inline))
-
-// One scratch area per thread, kept between calls.
-static __thread lanes *scratch_tiles;
-static __thread size_t scratch_count;
-
-static lanes *tiles(size_t count) {
-    if (count > scratch_count) {
-        free(scratch_tiles);
-        scratch_tiles = aligned_alloc(64, count * sizeof(lanes));
-        scratch_count = scratch_tiles ? count : 0;
-    }
-    return scratch_tiles;
-}
 
 // Samples [s0, s0 + n) of every input into z[v * dim + k], lane s; lanes from n on are 0.
 INLINE void load(int vectors, int dim, const float *const *inputs, int s0, int n, lanes *z) {
@@ -35,7 +23,7 @@ INLINE void load(int vectors, int dim, const float *const *inputs, int s0, int n
 
 INLINE void forward_body(int vectors, int dim, int batch, const float *const *inputs, int passthrough, float *out, int ldo) {
     int pairs = vectors * (vectors - 1) / 2;
-    lanes *z = tiles((size_t)vectors * dim + pairs);
+    lanes *z = strata_thread_buffer(STRATA_BUFFER_TILES, ((size_t)vectors * dim + pairs) * sizeof(lanes));
     if (!z) abort();
     lanes *products = z + (size_t)vectors * dim;
     for (int s0 = 0; s0 < batch; s0 += L) {
@@ -60,7 +48,7 @@ INLINE void forward_body(int vectors, int dim, int batch, const float *const *in
 INLINE void backward_body(int vectors, int dim, int batch, const float *const *inputs, int passthrough, const float *dy,
                           int lddy, float *const *gradients) {
     int pairs = vectors * (vectors - 1) / 2;
-    lanes *z = tiles(2 * (size_t)vectors * dim + pairs);
+    lanes *z = strata_thread_buffer(STRATA_BUFFER_TILES, (2 * (size_t)vectors * dim + pairs) * sizeof(lanes));
     if (!z) abort();
     lanes *gz = z + (size_t)vectors * dim, *g = gz + (size_t)vectors * dim;
     for (int s0 = 0; s0 < batch; s0 += L) {

@@ -4,6 +4,7 @@
 // registers, issuing two fused multiply-adds per broadcast element of A.
 #include "strata_kernels.h"
 #include "sgemm_parts.h"
+#include "thread_buffers.h"
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,20 +203,6 @@ static void micro(int kc, const float *ap, const float *bp, float alpha, float b
     }
 }
 
-// Packing buffers, one pair per thread, kept between calls: allocating them anew each time
-// costs fresh zeroed pages from the kernel on every product.
-static __thread float *a_buffer, *b_buffer;
-static __thread size_t a_capacity, b_capacity;
-
-static float *scratch(float **buffer, size_t *capacity, size_t floats) {
-    if (*capacity < floats) {
-        free(*buffer);
-        *buffer = aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64);
-        *capacity = *buffer ? floats : 0;
-    }
-    return *buffer;
-}
-
 void strata_pack_b_block(int transB, const float *b, int ldb, int n, int k0, int kc, int first, int count, float *block) {
     int j0 = first * NR, cols = (first + count) * NR < n ? count * NR : n - j0;
     if (cols <= 0) return;
@@ -225,7 +212,7 @@ void strata_pack_b_block(int transB, const float *b, int ldb, int n, int k0, int
 
 int strata_sgemm_rows(int transA, int first, int rows, int n, int k, int k0, int kc, float alpha, const float *a, int lda,
                       const float *block, float beta, float *c, int ldc, const strata_epilogue *epilogue) {
-    float *ap = scratch(&a_buffer, &a_capacity, (size_t)KC * MC);
+    float *ap = strata_thread_buffer(STRATA_BUFFER_PACKED_A, (size_t)KC * MC * sizeof(float));
     if (!ap) abort();  // out of memory for a packing buffer of 224 KiB
     const float *bias = epilogue ? epilogue->bias : NULL, *mask = epilogue ? epilogue->mask : NULL;
     int relu = epilogue ? epilogue->relu : 0, ldm = epilogue ? epilogue->ldm : 0;
@@ -273,7 +260,7 @@ int strata_sgemm(int transA, int transB, int m, int n, int k, float alpha, const
     if (!available) return -1;
     if (strata_sgemm_edge(m, n, k, beta, c, ldc, epilogue)) return 0;
     int panels = (n + NR - 1) / NR;
-    float *block = scratch(&b_buffer, &b_capacity, (size_t)KC * panels * NR);
+    float *block = strata_thread_buffer(STRATA_BUFFER_PACKED_B, (size_t)KC * panels * NR * sizeof(float));
     if (!block) abort();
     for (int k0 = 0; k0 < k; k0 += KC) {
         int kc = k - k0 < KC ? k - k0 : KC;

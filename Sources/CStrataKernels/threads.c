@@ -7,6 +7,7 @@
 // nothing from the second core here.
 #include "strata_kernels.h"
 #include "sgemm_parts.h"
+#include "thread_buffers.h"
 #include <stdlib.h>
 #include <pthread.h>
 #include <sched.h>
@@ -172,9 +173,6 @@ static void rows_part(void *context, int part) {
                           p->c, p->ldc, p->epilogue);  // aborts rather than leave rows unwritten
 }
 
-// The packed block of B: the calling thread's, shared with the workers for one product.
-static __thread float *shared_block;
-static __thread size_t shared_capacity;
 
 int strata_sgemm_threaded(int threads, int transA, int transB, int m, int n, int k, float alpha,
                           const float *a, int lda, const float *b, int ldb, float beta, float *c, int ldc,
@@ -184,12 +182,9 @@ int strata_sgemm_threaded(int threads, int transA, int transB, int m, int n, int
     if (strata_sgemm_edge(m, n, k, beta, c, ldc, epilogue)) return 0;
     int panels = (n + STRATA_NR - 1) / STRATA_NR;
     size_t floats = (size_t)STRATA_KC * panels * STRATA_NR;
-    if (floats > shared_capacity) {
-        free(shared_block);
-        shared_block = aligned_alloc(64, floats * sizeof(float));
-        shared_capacity = shared_block ? floats : 0;
-        if (!shared_block) abort();
-    }
+    // The packed block of B: the calling thread's, shared with the workers for one product.
+    float *shared_block = strata_thread_buffer(STRATA_BUFFER_SHARED_B, floats * sizeof(float));
+    if (!shared_block) abort();
     // Rows in parts of whole panels, several per thread, so that a thread slowed by another
     // process (or the look-ahead) leaves its share to the others.
     int per = (m + 4 * threads - 1) / (4 * threads);

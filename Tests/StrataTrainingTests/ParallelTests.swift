@@ -4,10 +4,48 @@
 // up here as indices run twice or skipped, or as that trap.
 import Foundation
 import StrataNN
+import CStrataKernels
 import Synchronization
 import Testing
 
 @Suite struct ParallelTests {
+    /// The matrix product's per-thread packing buffers are freed when their thread exits:
+    /// each of 64 threads packs a block of B once and exits, and its buffer is released.
+    /// (A count, not resident memory: other suites allocate beside this one.)
+    @Test func threadsThatExitLeaveNoPackingBuffersBehind() throws {
+        try #require(BLAS.usesOwnKernel, "this machine's product is OpenBLAS's, whose buffers are its own")
+        let before = strata_thread_buffers_released()
+        for _ in 0..<64 {
+            let done = DispatchSemaphore(value: 0)
+            Thread {
+                Self.product()
+                done.signal()
+            }.start()
+            done.wait()
+        }
+        // A thread's buffers are freed as it exits, just after it signals: wait for that.
+        var released = 0
+        for _ in 0..<1000 {
+            released = strata_thread_buffers_released() - before
+            if released >= 64 { break }
+            usleep(10_000)
+        }
+        #expect(released >= 64, "\(released) of 64 exited threads' buffers were freed")
+    }
+
+    /// A 64 × 4096 × 256 product on the calling thread alone: B's packed block is 4 MiB.
+    static func product() {
+        let (m, n, k) = (64, 4096, 256)
+        let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: n * k)
+        var c = [Float](repeating: 0, count: m * n)
+        a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                BLAS.gemm(false, true, m: m, n: n, k: k, a.baseAddress!, lda: k, b.baseAddress!, ldb: k, &c, ldc: n, threads: 1)
+            }
+        }
+        precondition(c[0] == 0.125 * Float(k))
+    }
+
     @Test func everyIndexRunsExactlyOnce() throws {
         let rounds = 20_000
         let failures = Atomic<Int>(0)

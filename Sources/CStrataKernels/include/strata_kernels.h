@@ -2,6 +2,8 @@
 #ifndef STRATA_KERNELS_H
 #define STRATA_KERNELS_H
 
+#include <stddef.h>
+
 /// Whether `strata_sgemm` runs on this CPU (it needs AVX-512F).
 int strata_sgemm_available(void);
 
@@ -81,5 +83,9 @@ void strata_interaction_forward(int vectors, int dim, int batch, const float *co
 /// first `dim` columns for v = 0.
 void strata_interaction_backward(int vectors, int dim, int batch, const float *const *inputs, int passthrough,
                                  const float *dy, int lddy, float *const *gradients);
+
+/// How many per-thread scratch buffers (the products' packing buffers, the interaction's
+/// tiles) have been freed as their threads exited, since the process started. For tests.
+size_t strata_thread_buffers_released(void);
 
 #endif
