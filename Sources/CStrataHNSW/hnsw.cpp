@@ -131,6 +131,23 @@ constexpr size_t headerBytes = 6 * sizeof(size_t) + sizeof(int) + sizeof(hnswlib
                                + sizeof(double) + sizeof(size_t);
 static_assert(headerBytes == 96, "hnswlib 0.6's header is 96 bytes");
 
+// Calls `field` on each of the header's fields in the file's order, stopping at the first
+// that returns false; returns whether none did. The one statement of the order, for reading
+// and writing alike.
+template <typename H, typename Field>
+bool eachField(H &h, Field field) {
+    return field(h.offsetLevel0) && field(h.maxElements) && field(h.count) && field(h.sizeDataPerElement)
+           && field(h.labelOffset) && field(h.offsetData) && field(h.maxLevel) && field(h.entryPoint) && field(h.maxM)
+           && field(h.maxM0) && field(h.m) && field(h.mult) && field(h.efConstruction);
+}
+
+// The header of `g` as `strata_hnsw_write` writes it. The capacity is the row count: a read
+// then allocates no more than the file holds.
+Header headerOf(const Graph &g) {
+    return Header{g.offsetLevel0_, g.cur_element_count, g.cur_element_count, g.size_data_per_element_, g.label_offset_,
+                  g.offsetData_, g.maxlevel_, g.enterpoint_node_, g.maxM_, g.maxM0_, g.M_, g.mult_, g.ef_construction_};
+}
+
 size_t upperBytes(const Graph &g, size_t row) {
     return g.element_levels_[row] > 0 ? g.size_links_per_element_ * size_t(g.element_levels_[row]) : 0;
 }
@@ -198,12 +215,7 @@ std::string graphProblem(const Graph &g, int32_t dimension) {
 // Reads and checks the file's layout; returns why it is not ours, or empty.
 std::string layoutProblem(std::FILE *f, int64_t size, int32_t dimension) {
     Header h{};
-    auto field = [&](auto &x) { return std::fread(&x, sizeof x, 1, f) == 1; };
-    if (!(field(h.offsetLevel0) && field(h.maxElements) && field(h.count) && field(h.sizeDataPerElement)
-          && field(h.labelOffset) && field(h.offsetData) && field(h.maxLevel) && field(h.entryPoint) && field(h.maxM)
-          && field(h.maxM0) && field(h.m) && field(h.mult) && field(h.efConstruction))) {
-        return "it is shorter than an index's header";
-    }
+    if (!eachField(h, [&](auto &x) { return std::fread(&x, sizeof x, 1, f) == 1; })) return "it is shorter than an index's header";
     std::string problem = headerProblem(h, dimension);
     if (!problem.empty()) return problem;
     const size_t linksPerLevel = h.maxM * sizeof(hnswlib::tableint) + sizeof(hnswlib::linklistsizeint);
@@ -331,25 +343,15 @@ extern "C" int strata_hnsw_write(const strata_hnsw_index *index, const char *pat
         auto put = [&](const void *bytes, size_t size) {
             if (ok && size > 0) ok = std::fwrite(bytes, size, 1, f) == 1;
         };
-        auto field = [&](const auto &x) { put(&x, sizeof x); };
-        // The capacity written is the row count: a read allocates no more than the file holds.
-        field(g.offsetLevel0_);
-        field(g.cur_element_count);
-        field(g.cur_element_count);
-        field(g.size_data_per_element_);
-        field(g.label_offset_);
-        field(g.offsetData_);
-        field(g.maxlevel_);
-        field(g.enterpoint_node_);
-        field(g.maxM_);
-        field(g.maxM0_);
-        field(g.M_);
-        field(g.mult_);
-        field(g.ef_construction_);
+        const Header header = headerOf(g);
+        eachField(header, [&](const auto &x) {
+            put(&x, sizeof x);
+            return true;
+        });
         put(g.data_level0_memory_, g.cur_element_count * g.size_data_per_element_);
         for (size_t i = 0; i < g.cur_element_count && ok; i++) {
             const unsigned int bytes = unsigned(upperBytes(g, i));
-            field(bytes);
+            put(&bytes, sizeof bytes);
             put(g.linkLists_[i], bytes);
         }
         if (!ok || std::fflush(f) != 0) {

@@ -139,7 +139,8 @@ public final class ModelBuilder {
     public func sequence(_ name: String, dimension: Int, steps: Int, prefix: String? = nil) throws
         -> (items: Graph.Value, lengths: Graph.Value) {
         let (l, f) = try sequenceTable(name, dimension: dimension, prefix: prefix)
-        return sequenceUse(l, feature: f, use: f, steps: steps, suffix: "")
+        let (items, lengths, _) = sequenceUse(l, feature: f, use: f, steps: steps, suffix: "")
+        return (items, lengths)
     }
 
     /// Feature `name`'s table for a sequence use, refusing a feature that is not a bag and the
@@ -154,14 +155,16 @@ public final class ModelBuilder {
     }
 
     /// A sequence use of lookup `l` for feature `f`, its keys read as `use` says (`Lookup.features`).
-    private func sequenceUse(_ l: Int, feature f: Int, use: Int, steps: Int, suffix: String) -> (items: Graph.Value, lengths: Graph.Value) {
+    /// Returns the graph inputs and the name they go by.
+    private func sequenceUse(_ l: Int, feature f: Int, use: Int, steps: Int, suffix: String)
+        -> (items: Graph.Value, lengths: Graph.Value, name: String) {
         let lookup = lookups[l].lookup
         let u = lookup.addSequenceUse(steps: steps)
         let name = "\(lookup.table.name)[\(schema.categorical[f].name)\(suffix)]"
         let items = graph.input(name, lookup.outputs[u], trainable: true)
         let lengths = graph.input(name + ".lengths", lookup.lengths[u]!, trainable: false)
         lookups[l].append(feature: use, value: items, sequence: true)
-        return (items, lengths)
+        return (items, lengths, name)
     }
 
     /// Makes the model a next-item model: its output is `query`, one vector per sample, and an
@@ -243,10 +246,9 @@ public final class ModelBuilder {
         guard schema.categorical[t].table == schema.categorical[f].table else {
             throw ModelError("the model masks items of one table; '\(history)' reads table '\(schema.categorical[f].table)', '\(target)' table '\(schema.categorical[t].table)'")
         }
-        let (items, lengths) = sequenceUse(l, feature: f, use: Self.clozeUse, steps: steps, suffix: ", masked")
+        let (items, lengths, name) = sequenceUse(l, feature: f, use: Self.clozeUse, steps: steps, suffix: ", masked")
         let input = ClozeInput(history: f, target: t, steps: steps, masking: masking)
-        let positions = graph.input("\(lookups[l].lookup.table.name)[\(schema.categorical[f].name), masked].positions", input.positions,
-                                    trainable: false)
+        let positions = graph.input(name + ".positions", input.positions, trainable: false)
         cloze = input
         return (items, lengths, positions)
     }
