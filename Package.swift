@@ -2,11 +2,12 @@
 // Strata: an out-of-core embedding store and recommender trainer.
 //
 // Modules follow the data flow, each using only the ones above it in this list:
-//   CLMDB, CLZ4, COpenBLAS,       C libraries, and the pieces Swift cannot write: CRC-32C and
-//     CStrataSupport,             prefetch hints; an AVX-512 matrix-product kernel; a C surface
-//     CStrataKernels,             over hnswlib's C++ (HNSW), which catches its exceptions and
-//     CStrataHNSW                 checks the files it reads
+//   CLMDB, CLZ4, COpenBLAS, CMPI, C libraries (Open MPI's too), and the pieces Swift cannot
+//     CStrataSupport,             write: CRC-32C and prefetch hints; an AVX-512 matrix-product
+//     CStrataKernels,             kernel; a C surface over hnswlib's C++ (HNSW), which catches
+//     CStrataHNSW                 its exceptions and checks the files it reads
 //   StrataStore                   the tiered store: lookup, sparse optimizer step, checkpoints
+//   StrataMPI                     the MPI calls a run over several processes makes, with typed errors
 //   StrataTableFiles              the files tables export to and import from: npy,
 //                                 safetensors, the embedding projector's TSV
 //   StrataNeighbors               approximate nearest rows of a table's last checkpoint
@@ -15,7 +16,9 @@
 //                                 optimizers, the store-backed embedding layer
 //   StrataModels                  the model zoo (DLRM first)
 //   StrataTraining                data (Criteo TSV, synthetic), the prefetch pipeline, the
-//                                 training loop with checkpoints and exact resume
+//                                 training loop with checkpoints and exact resume, and its
+//                                 hybrid-parallel form over MPI (tables sharded over ranks,
+//                                 dense weights replicated)
 //   StrataCLI (`strata`)          the command-line tool
 import PackageDescription
 
@@ -50,6 +53,9 @@ let package = Package(
         .systemLibrary(
             name: "COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(
+            name: "CMPI", pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"])]),
         .target(name: "CStrataSupport"),
         .target(name: "CStrataKernels"),
         // hnswlib (Debian's libhnswlib-dev) is header-only: its search and build are compiled
@@ -62,6 +68,10 @@ let package = Package(
         .target(
             name: "StrataStore",
             dependencies: ["CLMDB", "CLZ4", "CStrataSupport"],
+            swiftSettings: strictness),
+        .target(
+            name: "StrataMPI",
+            dependencies: ["CMPI"],
             swiftSettings: strictness),
         .target(
             name: "StrataTableFiles",
@@ -80,7 +90,7 @@ let package = Package(
             swiftSettings: strictness),
         .target(
             name: "StrataTraining",
-            dependencies: ["StrataModels"],
+            dependencies: ["StrataModels", "StrataMPI"],
             swiftSettings: strictness),
         .executableTarget(
             name: "StrataCLI",
@@ -89,6 +99,7 @@ let package = Package(
                 "StrataTableFiles",
                 "StrataNeighbors",
                 "StrataTraining",
+                "StrataMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictness),

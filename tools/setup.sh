@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what Strata needs beyond the Swift toolchain: Debian's LMDB, LZ4 and OpenBLAS
-# development packages, found through pkg-config, and hnswlib (libhnswlib-dev: header-only C++,
-# for StrataNeighbors' nearest-neighbour index); a Python virtual environment
+# development packages, found through pkg-config, hnswlib (libhnswlib-dev: header-only C++,
+# for StrataNeighbors' nearest-neighbour index) and Open MPI (libopenmpi-dev, pkg-config
+# ompi-c, and openmpi-bin's mpirun, for training over several processes); a Python virtual environment
 # outside the repository (~/.cache/strata/python, or $STRATA_PYTHON_VENV) with numpy and
 # safetensors, which the tests use to load what `strata export` writes, and matplotlib, which
 # draws the pictures of `strata bench --report`; and MovieLens-100K (tools/movielens.sh), which
 # the model tests and tools/quality.sh train on, cached outside the repository. Safe to rerun.
 set -euo pipefail
 
-debian=(liblmdb-dev liblz4-dev libopenblas-dev libhnswlib-dev libgcc-12-dev libstdc++-12-dev pkg-config python3 python3-venv)
+debian=(liblmdb-dev liblz4-dev libopenblas-dev libhnswlib-dev libopenmpi-dev openmpi-bin libgcc-12-dev libstdc++-12-dev pkg-config python3 python3-venv)
 missing=()
 for p in "${debian[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

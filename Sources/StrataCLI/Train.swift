@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
 import StrataModels
+import StrataMPI
 import StrataNN
-import StrataStore
+@_spi(Testing) import StrataStore
 import StrataTraining
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -122,23 +124,69 @@ struct Train: ParsableCommand {
         if let dropout { try OptionCheck.require(dropout >= 0 && dropout < 1, "--dropout must be at least 0 and below 1, not \(dropout)") }
     }
 
+    /// Tests only: STRATA_KILL_FOR_TESTING=RANK:POINT:N makes rank RANK kill itself (SIGKILL)
+    /// at POINT: `written` or `kept` of the checkpoint of step N
+    /// (`TrainingResources.CheckpointPoint`), or `transaction` after the first transaction of
+    /// the N-th checkpoint this process writes (mid-write).
+    private static func killForTesting(rank: Int, _ resources: inout TrainingResources, _ options: inout Store.Options) throws {
+        guard let text = ProcessInfo.processInfo.environment["STRATA_KILL_FOR_TESTING"] else { return }
+        let parts = text.split(separator: ":").map(String.init)
+        guard parts.count == 3, let target = Int(parts[0]), let n = Int(parts[2]) else {
+            throw ValidationError("STRATA_KILL_FOR_TESTING must be RANK:POINT:N, not \(text)")
+        }
+        guard target == rank else { return }
+        if let point = TrainingResources.CheckpointPoint(rawValue: parts[1]) {
+            resources.atCheckpointPoint = { p, step in if p == point && step == n { kill(getpid(), SIGKILL) } }
+        } else if parts[1] == "transaction" {
+            let started = Mutex(0)
+            options.afterCheckpointTransactionForTesting = { t in
+                guard t == 1 else { return }
+                if started.withLock({ $0 += 1; return $0 }) == n { kill(getpid(), SIGKILL) }
+            }
+        } else {
+            throw ValidationError("STRATA_KILL_FOR_TESTING: POINT is written, kept or transaction, not \(parts[1])")
+        }
+    }
+
     /// Rows a step may hold, negatives included: bags of up to 1024 keys then stay within the
     /// 2^31 keys a batch's offsets count.
     static let largestBatch = 1 << 20
 
-    /// The store, emptied first with --overwrite; refused, naming the process, while another has it.
-    private func openStore(_ options: Store.Options) throws -> Store {
+    /// The store at `path`, emptied first with --overwrite; refused, naming the process, while
+    /// another has it.
+    private func openStore(_ path: String, _ options: Store.Options) throws -> Store {
         do {
-            if overwrite { try Store.remove(at: store) }
-            return try Store(path: store, options: options)
+            if overwrite { try Store.remove(at: path) }
+            return try Store(path: path, options: options)
         } catch .locked(_, let holder) {
-            throw StoreAccess.inUse(store, by: holder, command: "train")
+            throw StoreAccess.inUse(path, by: holder, command: "train")
         } catch .system(let error) {
-            throw ToolError("--store \(store): \(error)")
+            throw ToolError("--store \(path): \(error)")
         }
     }
 
+    /// Started by mpirun, every process trains its part of each batch on its shard of the
+    /// tables (`Cluster`); otherwise one process trains on the store.
     func run() throws {
+        guard Communicator.launchedByMPIRun else { return try train(cluster: nil) }
+        let world = try Communicator.world()
+        do {
+            try train(cluster: Cluster(world: world))
+            try world.finalize()
+        } catch {
+            // The other ranks wait for this one in their next exchange: end them all.
+            FileHandle.standardError.write(Data("strata train (rank \(world.rank) of \(world.size)): \(error)\n".utf8))
+            world.abort(code: 1)
+        }
+    }
+
+    private func train(cluster: Cluster?) throws {
+        // Rank 0 speaks for the run: the others' progress is the same.
+        let lead = (cluster?.rank ?? 0) == 0
+        if !lead {
+            let null = open("/dev/null", O_WRONLY)
+            if null >= 0 { dup2(null, 1); close(null) }
+        }
         let tasks = try tasks()
         let loaded = try input.load(seed: seed, tasks: tasks, label: label)
         if let label, loaded.schema.labelIndex(label) == nil {
@@ -151,21 +199,28 @@ struct Train: ParsableCommand {
         if let table = loaded.table, input.protocol != .none {
             print("\(input.protocol.rawValue) protocol: \(table.counts[0]) training, \(table.counts[1]) validation, \(table.counts[2]) test lines")
         }
-        let resources = TrainingResources(
+        var resources = TrainingResources(
             budget: TierBudget(hotBytes: OptionCheck.bytes(mebibytes: hotMb), warmBytes: OptionCheck.bytes(mebibytes: warmMb)), lookahead: lookahead, threads: threads)
 
         var storeOptions = Store.Options()
+        if let cluster { try Self.killForTesting(rank: cluster.rank, &resources, &storeOptions) }
         storeOptions.budget = resources.budget
         storeOptions.mapResidentBytes = mapResidentMb.map(OptionCheck.bytes(mebibytes:))
-        let db = try openStore(storeOptions)
+        if cluster == nil, let n = try ShardSet.ranks(store) {
+            throw ValidationError("--store \(store) is a set of \(n) shards, a run over several processes: continue it with mpirun -np N strata train ... (any N re-shards it)")
+        }
+        let path = cluster.map { ShardSet.shardPath(store, rank: $0.rank, of: $0.ranks) } ?? store
+        let db = try cluster?.openShard(store, resume: resume, overwrite: overwrite, options: storeOptions, open: openStore)
+            ?? openStore(path, storeOptions)
         if !resume && db.lastCheckpoint.generation > 0 {
             let generation = db.lastCheckpoint.generation
             try db.close()
-            throw ValidationError("the store \(store) holds checkpoint \(generation); --resume continues it, --overwrite starts over")
+            throw ValidationError("the store \(path) holds checkpoint \(generation); --resume continues it, --overwrite starts over")
         }
-        let trainer = try Trainer(store: db, options: options, resources: resources, data: loaded.training, resume: resume)
+        let trainer = try Trainer(store: db, options: options, resources: resources, data: loaded.training, resume: resume, cluster: cluster)
         if let from = trainer.resumedFromStep { print("resumed at step \(from) from checkpoint \(db.lastCheckpoint.generation)") }
         if trainer.isFinished { print("the run is complete: the checkpoint holds its last step; evaluating only") }
+        fflush(nil)
         // Warm files take disk as rows arrive, up to their budgets: say when that can pass the free space.
         let warmTotal = db.tableNames.count * resources.budget.warmBytes
         if let free = freeBytes(onFileSystemOf: store), warmTotal > free {
@@ -179,8 +234,8 @@ struct Train: ParsableCommand {
                 throw ValidationError("--report: cannot create \(reportDirectory): \(error.localizedDescription)")
             }
         }
-        let log = try (metrics ?? reportDirectory.map { $0 + "/metrics.jsonl" }).map { try MetricsLog(path: $0) }
-        let copy = try metrics == nil ? nil : reportDirectory.map { try MetricsLog(path: $0 + "/metrics.jsonl") }
+        let log = lead ? try (metrics ?? reportDirectory.map { $0 + "/metrics.jsonl" }).map { try MetricsLog(path: $0) } : nil
+        let copy = lead && metrics != nil ? try reportDirectory.map { try MetricsLog(path: $0 + "/metrics.jsonl") } : nil
         let terminal = isatty(1) != 0
         let summary = try trainer.run { event in
             try log?.write(event)
@@ -210,12 +265,19 @@ struct Train: ParsableCommand {
             ? loaded.sessions.flatMap { s in loaded.training.interactions.map { s.references($0, k: input.topK) } } : nil
         var object = summaryObject(summary)
         object["model"] = options.model.name
+        if let cluster {
+            // What crossed between processes, a step and a rank on average over the ranks.
+            let steps = Double(max(summary.steps - (summary.resumedFromStep ?? 0), 1)), n = Double(cluster.ranks)
+            object["ranks"] = cluster.ranks
+            object["bytes_sent_per_step_per_rank"] = try cluster.sum(Double(cluster.bytesSent)) / n / steps
+            object["bytes_received_per_step_per_rank"] = try cluster.sum(Double(cluster.bytesReceived)) / n / steps
+        }
         if let planted { object["planted_auc"] = planted }
         if let references {
             object["planted_hit@\(input.topK)"] = references.planted
             object["popularity_hit@\(input.topK)"] = references.popularity
         }
-        if let reportDirectory {
+        if let reportDirectory, lead {
             try writeJSONReport(object, named: "summary.json", in: reportDirectory)
             drawReport("train", reportDirectory)
         }

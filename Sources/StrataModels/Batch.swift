@@ -204,6 +204,29 @@ public final class Batch: @unchecked Sendable {
         computeCrosses()
     }
 
+    /// Keeps rows `range` of the batch, whole groups, and drops the rest: a rank's part of a
+    /// global batch. The rows move to the front in order; nothing is allocated.
+    public func keep(_ range: Range<Int>) {
+        let first = range.lowerBound, n = range.count
+        precondition(first >= 0 && range.upperBound <= count && first % groupSize == 0 && n % groupSize == 0,
+                     "a batch keeps whole groups of its rows")
+        // Every value moves to a lower address or stays: copying front to back is safe.
+        func move<T>(_ p: UnsafeMutablePointer<T>, from: Int, to: Int, count: Int) {
+            for i in 0..<count { p[to + i] = p[from + i] }
+        }
+        move(labelStorage.pointer, from: first * labelColumns, to: 0, count: n * labelColumns)
+        move(denseStorage.pointer, from: first * denseColumns, to: 0, count: n * denseColumns)
+        for s in 0..<singleCount { move(singleStorage.pointer, from: s * stride + first, to: s * n, count: n) }
+        for bag in bags {
+            let o = bag.offsets.pointer, base = o[first]
+            move(bag.keys.pointer, from: Int(base), to: 0, count: Int(o[first + n] - base))
+            for i in 0...n { o[i] = o[first + i] - base }
+            bag.rows = n
+        }
+        stride = n
+        count = n
+    }
+
     // MARK: Crosses
 
     /// Fills every cross feature from the features it crosses: for a row, every combination

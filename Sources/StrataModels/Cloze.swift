@@ -65,9 +65,9 @@ public final class ClozeInput {
     }
 
     /// Calls `body` with the sequences `prepare` built, as the lookup reads a bag feature.
-    func withUseKeys<R>(_ body: (UseKeys) throws(StoreError) -> R) throws(StoreError) -> R {
-        try keys.withUnsafeBufferPointer { (k) throws(StoreError) in
-            try offsets.withUnsafeBufferPointer { (o) throws(StoreError) in try body(UseKeys(keys: k, offsets: o)) }
+    func withUseKeys<R, E: Error>(_ body: (UseKeys) throws(E) -> R) throws(E) -> R {
+        try keys.withUnsafeBufferPointer { (k) throws(E) in
+            try offsets.withUnsafeBufferPointer { (o) throws(E) in try body(UseKeys(keys: k, offsets: o)) }
         }
     }
 

@@ -322,6 +322,11 @@ public final class Network {
     public let seed: UInt64
 
     private let lookups: [ModelBuilder.Lookup]
+    /// The lookups' layers, in the same order.
+    private let tableLookups: [TableLookup]
+    /// Set when the tables are sharded over processes: every lookup's rows and sparse steps
+    /// go through it (`RowExchange`). Nil: each table is this process's store's.
+    public var exchange: (any RowExchange)?
     private let denseTensor: Tensor?
     private let scoring: ItemScoring?
     private let cloze: ClozeInput?
@@ -397,6 +402,7 @@ public final class Network {
         graph = builder.mainGraph
         self.output = output
         lookups = builder.lookups
+        tableLookups = builder.lookups.map(\.lookup)
         denseTensor = builder.denseTensor
         cloze = builder.cloze
         towerGraph = builder.tower == nil ? nil : builder.towerGraph
@@ -487,14 +493,14 @@ public final class Network {
     /// training, rows come to the hot tier (`lookup`) and dropout drops; otherwise nothing in
     /// the store moves (`peek`).
     @discardableResult
-    public func forward(_ batch: Batch, training: Bool, step: Int) throws(StoreError) -> Tensor {
+    public func forward(_ batch: Batch, training: Bool, step: Int) throws -> Tensor {
         let rows = batch.count
         guard let scoring else {
             try run(batch, training: training, step: step, candidates: Self.noKeys, tower: false)
             return graph.tensor(output)
         }
         precondition(!scoring.keys.isEmpty, "a next-item model scores items: setCandidates first")
-        try scoring.keys.withUnsafeBufferPointer { (keys) throws(StoreError) in
+        try scoring.keys.withUnsafeBufferPointer { keys in
             try run(batch, training: training, step: step, candidates: UseKeys(keys: keys), tower: true)
         }
         // logits = Q · Eᵀ: rows × candidates (training a masked sequence: every slot's query a
@@ -537,25 +543,32 @@ public final class Network {
     /// Looks up every table's rows for `batch` (the candidates' use: `candidates`; with
     /// `tower`, the item tower's uses: `candidateRows`, which it then runs over) and runs the
     /// graph forward.
-    private func run(_ batch: Batch, training: Bool, step: Int, candidates: UseKeys, tower: Bool) throws(StoreError) {
+    private func run(_ batch: Batch, training: Bool, step: Int, candidates: UseKeys, tower: Bool) throws {
         precondition(batch.schema == schema, "the batch's schema is not the model's")
         if let d = denseTensor {
             d.resize(rows: batch.count)
             d.data.update(from: batch.dense, count: batch.count * d.columns)
         }
+        let keys = { (lookup: ModelBuilder.Lookup, u: Int, masked: UseKeys) -> UseKeys in
+            switch lookup.features[u] {
+            case ModelBuilder.candidatesUse: candidates
+            case ModelBuilder.clozeUse: masked
+            case let f where lookup.candidateSide[u]: tower ? self.candidateRows!.keys(of: f) : Self.noKeys
+            case let f: batch.keys(of: f)
+            }
+        }
         // Tables are independent: each is looked up by one thread, in the same order every run.
-        let lookUp = { (masked: UseKeys) throws(StoreError) in
-            try Parallel.forEach(self.lookups.count) { (l) throws(StoreError) in
-                let lookup = self.lookups[l]
-                try lookup.lookup.forward(training: training) { u in
-                    switch lookup.features[u] {
-                    case ModelBuilder.candidatesUse: candidates
-                    case ModelBuilder.clozeUse: masked
-                    case let f where lookup.candidateSide[u]: tower ? self.candidateRows!.keys(of: f) : Self.noKeys
-                    case let f: batch.keys(of: f)
-                    }
+        // Sharded, the exchange fetches every table's rows at once, between the threads'
+        // phases.
+        let lookUp = { (masked: UseKeys) throws in
+            guard let exchange = self.exchange else {
+                return try Parallel.forEach(self.lookups.count) { (l) throws(StoreError) in
+                    try self.lookups[l].lookup.forward(training: training) { u in keys(self.lookups[l], u, masked) }
                 }
             }
+            Parallel.forEach(self.lookups.count) { l in self.lookups[l].lookup.collect { u in keys(self.lookups[l], u, masked) } }
+            try exchange.fetch(self.tableLookups, training: training)
+            Parallel.forEach(self.lookups.count) { l in self.lookups[l].lookup.pool() }
         }
         if let cloze {
             cloze.prepare(batch, training: training, pass: (UInt64(max(step, 0)), seed))
@@ -582,7 +595,7 @@ public final class Network {
     /// then one sparse optimizer step per table in the store.
     /// (A next-item model: from d(loss)/d(scores), `batch.count × candidates`, or
     /// `batch.count · slots × candidates`.)
-    public func backward(_ gradient: Tensor, step: Int, sparseLearningRate: Float? = nil) throws(StoreError) {
+    public func backward(_ gradient: Tensor, step: Int, sparseLearningRate: Float? = nil) throws {
         if let scoring {
             // dQ = dS · E and dE = dSᵀ · Q, a row per query (slot).
             let q = graph.tensor(output), e = itemVectors(scoring), c = scoring.keys.count, d = scoring.width
@@ -599,12 +612,19 @@ public final class Network {
         } else {
             graph.backward([(output, gradient)], pass(true, step))
         }
-        try Parallel.forEach(lookups.count) { (l) throws(StoreError) in
-            let lookup = lookups[l]
-            try lookup.lookup.backward(learningRate: sparseLearningRate) { u in
-                lookup.values[u].map { lookup.candidateSide[u] ? towerGraph!.gradient(of: $0) : graph.gradient(of: $0) } ?? scoring!.itemGradient
+        let gradient = { (lookup: ModelBuilder.Lookup, u: Int) -> Tensor in
+            lookup.values[u].map { lookup.candidateSide[u] ? self.towerGraph!.gradient(of: $0) : self.graph.gradient(of: $0) }
+                ?? self.scoring!.itemGradient
+        }
+        guard let exchange else {
+            return try Parallel.forEach(lookups.count) { (l) throws(StoreError) in
+                try lookups[l].lookup.backward(learningRate: sparseLearningRate) { u in gradient(lookups[l], u) }
             }
         }
+        Parallel.forEach(lookups.count) { l in
+            lookups[l].lookup.sumGradients(addingWeightDecay: false) { u in gradient(lookups[l], u) }
+        }
+        try exchange.step(tableLookups, learningRate: sparseLearningRate)
     }
 
     /// Brings the rows a batch will read to the hot tier, computing nothing (the look-ahead).

@@ -33,11 +33,14 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
 
     /// Returns the mean loss and writes d(loss)/d(prediction) into `gradient`. `groupSize` is
     /// 1 + the negatives per positive (BPR needs ≥ 2; the pointwise losses treat every row
-    /// alike, reading its target from `labels`).
-    public func evaluate(_ predictions: Tensor, labels: Labels, groupSize: Int = 1, gradient: Tensor) -> Double {
+    /// alike, reading its target from `labels`). `meanOver`, when given, is the count the sum
+    /// is divided by instead of this batch's `terms`: a whole batch's, of which these rows are
+    /// one process's part.
+    public func evaluate(_ predictions: Tensor, labels: Labels, groupSize: Int = 1, meanOver: Int? = nil, gradient: Tensor) -> Double {
+        let terms = meanOver ?? terms(predictions, labels: labels, groupSize: groupSize)
         if self == .softmax {
             guard case .classes(let classes) = labels else { preconditionFailure("the softmax reads classes") }
-            return Self.softmaxCrossEntropy(predictions, classes: classes, gradient: gradient)
+            return Self.softmaxCrossEntropy(predictions, classes: classes, terms: terms, gradient: gradient)
         }
         precondition(predictions.columns == 1 && gradient.columns == 1, "one prediction per row")
         let n = predictions.rows
@@ -53,26 +56,26 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
         var total = 0.0
         switch self {
         case .binaryCrossEntropy:
-            let scale = 1 / Float(max(n, 1))
+            let scale = 1 / Float(max(terms, 1))
             for i in 0..<n {
                 let x = z[i], y = target(i)
                 // max(x, 0) - x·y + log(1 + e^-|x|)
                 total += Double(max(x, 0) - x * y + log1pf(expf(-abs(x))))
                 g[i] = (logistic(x) - y) * scale
             }
-            return total / Double(max(n, 1))
+            return total / Double(max(terms, 1))
         case .meanSquaredError:
-            let scale = 1 / Float(max(n, 1))
+            let scale = 1 / Float(max(terms, 1))
             for i in 0..<n {
                 let e = z[i] - target(i)
                 total += Double(e * e)
                 g[i] = 2 * e * scale
             }
-            return total / Double(max(n, 1))
+            return total / Double(max(terms, 1))
         case .bpr:
             precondition(groupSize >= 2 && n % groupSize == 0, "BPR needs groups of a positive and its negatives")
             let groups = n / groupSize, negatives = groupSize - 1
-            let scale = 1 / Float(max(groups * negatives, 1))
+            let scale = 1 / Float(max(terms, 1))
             for group in 0..<groups {
                 let first = group * groupSize
                 var positive: Float = 0
@@ -86,20 +89,34 @@ public enum Loss: String, Sendable, Codable, CaseIterable {
                 }
                 g[first] = positive
             }
-            return total / Double(max(groups * negatives, 1))
+            return total / Double(max(terms, 1))
         case .softmax:
             preconditionFailure("handled above")
         }
     }
 
+    /// How many terms the loss of these predictions is the mean of: the rows; BPR's groups ×
+    /// negatives; the softmax's rows with a class.
+    public func terms(_ predictions: Tensor, labels: Labels, groupSize: Int = 1) -> Int {
+        switch self {
+        case .binaryCrossEntropy, .meanSquaredError:
+            return predictions.rows
+        case .bpr:
+            return groupSize >= 2 ? predictions.rows / groupSize * (groupSize - 1) : 0
+        case .softmax:
+            guard case .classes(let classes) = labels else { preconditionFailure("the softmax reads classes") }
+            var counted = 0
+            for r in 0..<predictions.rows where classes[r] >= 0 { counted += 1 }
+            return counted
+        }
+    }
+
     /// Mean over the rows with a class of log Σⱼ e^{zⱼ} − z_class (stable: the row's maximum
     /// taken out), and the gradient (softmax − one-hot) / those rows (0 for a row of class −1).
-    private static func softmaxCrossEntropy(_ z: Tensor, classes: UnsafePointer<Int32>, gradient: Tensor) -> Double {
+    private static func softmaxCrossEntropy(_ z: Tensor, classes: UnsafePointer<Int32>, terms counted: Int, gradient: Tensor) -> Double {
         let n = z.rows, c = z.columns
         precondition(gradient.columns == c, "the gradient has \(gradient.columns) columns, the scores \(c)")
         gradient.resize(rows: n)
-        var counted = 0
-        for r in 0..<n where classes[r] >= 0 { counted += 1 }
         let scale = 1 / Float(max(counted, 1))
         var total = 0.0
         for r in 0..<n {

@@ -22,6 +22,21 @@ public struct UseKeys {
     public var samples: Int { offsets.map { $0.count - 1 } ?? keys.count }
 }
 
+/// Where a network's rows come from, and where its sparse steps go, when its tables are
+/// sharded over several processes: each process's `TableLookup`s hold the distinct keys of its
+/// own part of the batch, and the exchange gets their rows from (and sends their gradients to)
+/// the processes that own them. It is called with every lookup of the network at once, on the
+/// training thread, by every process at the same point of every step.
+public protocol RowExchange: AnyObject {
+    /// Writes each lookup's distinct keys' rows (`withDistinct`) after its `collect`. In
+    /// training the owners' rows come to their hot tier; otherwise nothing moves.
+    func fetch(_ lookups: [TableLookup], training: Bool) throws
+    /// Applies one optimizer step to every row the lookups' last fetch read, by the sum of
+    /// every process's gradients for it (`sumGradients` without the decay ran: the owner adds
+    /// λ · row once).
+    func step(_ lookups: [TableLookup], learningRate: Float?) throws
+}
+
 public final class TableLookup {
     public enum Pooling: String, Sendable, Codable {
         case sum, mean
@@ -90,8 +105,25 @@ public final class TableLookup {
     /// tier (`lookup`); otherwise nothing moves (`peek`). Throws the store's error, leaving
     /// the outputs unspecified.
     public func forward(training: Bool, keys: (Int) -> UseKeys) throws(StoreError) {
+        collect(keys: keys)
+        try fetch(training: training)
+        pool()
+    }
+
+    /// Sums every use's output gradient (`gradient(u)`, samples × dimension) per distinct row,
+    /// adds the weight decay, and applies one optimizer step to those rows in the store
+    /// (`learningRate` overrides the table's for this batch).
+    public func backward(learningRate: Float? = nil, gradient: (Int) -> Tensor) throws(StoreError) {
+        sumGradients(addingWeightDecay: true, gradient: gradient)
+        try step(learningRate: learningRate)
+    }
+
+    // MARK: The phases, for a `RowExchange` to run the store calls between
+
+    /// Forward's first phase: every use's keys (`keys(u)` for use u), each distinct key kept
+    /// once, in the order of first use.
+    public func collect(keys: (Int) -> UseKeys) {
         precondition(uses > 0, "a table lookup without uses")
-        let d = dimension
         let unique: Int
         if uses == 1 && steps[0] == 0 {
             let k = keys(0)
@@ -106,20 +138,25 @@ public final class TableLookup {
             }
             unique = allKeys.withUnsafeBufferPointer { distinct.run($0) }
         }
-        if rows.count < unique * d { rows = [Float](repeating: 0, count: unique * d) }
-        try distinct.uniqueKeys.withUnsafeBufferPointer { (k) throws(StoreError) in
-            try rows.withUnsafeMutableBufferPointer { (r) throws(StoreError) in
-                let out = UnsafeMutableBufferPointer(rebasing: r[..<(unique * d)])
-                if training { try table.lookup(k, into: out) } else { try table.peek(k, into: out) }
-            }
+        if rows.count < unique * dimension { rows = [Float](repeating: 0, count: unique * dimension) }
+    }
+
+    /// Forward's second phase in one process: the distinct keys' rows from the store.
+    public func fetch(training: Bool) throws(StoreError) {
+        try withDistinct { (k, r, _) throws(StoreError) in
+            if training { try table.lookup(k, into: r) } else { try table.peek(k, into: r) }
         }
+    }
+
+    /// Forward's last phase: pools (or lays out) every use's rows into its output.
+    public func pool() {
         for u in 0..<uses { pool(use: u) }
     }
 
-    /// Sums every use's output gradient (`gradient(u)`, samples × dimension) per distinct row,
-    /// adds the weight decay, and applies one optimizer step to those rows in the store
-    /// (`learningRate` overrides the table's for this batch).
-    public func backward(learningRate: Float? = nil, gradient: (Int) -> Tensor) throws(StoreError) {
+    /// Backward's first phase: every use's output gradient (`gradient(u)`, samples ×
+    /// dimension) summed per distinct row (uses in order, samples in order), and with
+    /// `addingWeightDecay` λ · row added. (Sharded, the decay is added once, by the row's owner.)
+    public func sumGradients(addingWeightDecay: Bool, gradient: (Int) -> Tensor) {
         let d = dimension, unique = distinct.uniqueKeys.count
         if rowGradients.count < unique * d { rowGradients = [Float](repeating: 0, count: unique * d) }
         rowGradients.withUnsafeMutableBufferPointer { g in
@@ -147,15 +184,34 @@ public final class TableLookup {
                     }
                 }
             }
-            if weightDecay != 0 {
+            if weightDecay != 0 && addingWeightDecay {
                 rows.withUnsafeBufferPointer { r in
                     for i in 0..<(unique * d) { sums[i] += weightDecay * r[i] }
                 }
             }
         }
-        try distinct.uniqueKeys.withUnsafeBufferPointer { (k) throws(StoreError) in
-            try rowGradients.withUnsafeBufferPointer { (g) throws(StoreError) in
-                try table.applyGradients(k, UnsafeBufferPointer(rebasing: g[..<(unique * d)]), learningRate: learningRate)
+    }
+
+    /// Backward's last phase in one process: one optimizer step of the distinct rows by their
+    /// summed gradients (`learningRate` overrides the table's for this batch).
+    public func step(learningRate: Float?) throws(StoreError) {
+        try withDistinct { (k, _, g) throws(StoreError) in
+            try table.applyGradients(k, UnsafeBufferPointer(g), learningRate: learningRate)
+        }
+    }
+
+    /// The distinct keys of the last `collect`, their rows (written by a fetch, `distinct ×
+    /// dimension`) and their summed gradients (after `sumGradients`), valid for the call.
+    public func withDistinct<R, E: Error>(
+        _ body: (UnsafeBufferPointer<UInt64>, UnsafeMutableBufferPointer<Float>, UnsafeMutableBufferPointer<Float>) throws(E) -> R
+    ) throws(E) -> R {
+        let n = distinct.uniqueKeys.count * dimension
+        if rowGradients.count < n { rowGradients = [Float](repeating: 0, count: n) }
+        return try distinct.uniqueKeys.withUnsafeBufferPointer { (k) throws(E) in
+            try rows.withUnsafeMutableBufferPointer { (r) throws(E) in
+                try rowGradients.withUnsafeMutableBufferPointer { (g) throws(E) in
+                    try body(k, UnsafeMutableBufferPointer(rebasing: r[..<n]), UnsafeMutableBufferPointer(rebasing: g[..<n]))
+                }
             }
         }
     }

@@ -179,4 +179,78 @@ import Glibc
             try reopened.close()
         }
     }
+
+    /// A two-phase checkpoint written, then the process ended before it was committed: the
+    /// next open refuses it by default, and otherwise keeps or abandons it as told, leaving
+    /// exactly the one checkpoint or the other. One committed before the end stands.
+    @Test(arguments: [Store.UndecidedCheckpoint.refuse, .rollBack, .commitThrough(generation: 1), .commitThrough(generation: 2),
+                      .commitThrough(generation: 9)])
+    func twoPhaseCheckpointsAreKeptOrAbandonedAsTheOpenSays(_ decision: Store.UndecidedCheckpoint) async throws {
+        let pristine = FaultKit.directory("strata-two-phase-pristine")
+        defer { FaultKit.remove(pristine) }
+        let references = try Self.prepare(pristine)
+        let path = FaultKit.directory("strata-two-phase")
+        defer { FaultKit.remove(path) }
+        try FaultKit.copyTree(pristine, path)
+        await #expect(processExitsWith: .exitCode(0)) { [path = path as String] in
+            let store = try Store(path: path, options: Self.options())
+            try Self.makeSecondChanges(store)
+            let info = try store.beginCheckpoint(payload: [2], twoPhase: true).wait()
+            _exit(info.generation == 2 ? 0 : 3)
+        }
+        var options = Self.options()
+        options.undecidedCheckpoint = decision
+        if decision == .refuse {
+            let error = FaultKit.storeError { _ = try Store(path: path, options: options) }
+            #expect(error == .undecidedCheckpoint(path: path, generation: 2))
+            // Refused with nothing changed: a reader says the same, and the roll-back still works.
+            let reading = FaultKit.storeError { _ = try Store(readerAt: path) }
+            #expect(reading == .undecidedCheckpoint(path: path, generation: 2))
+            options.undecidedCheckpoint = .rollBack
+        }
+        let store = try Store(path: path, options: options)
+        let kept = if case .commitThrough(let g) = decision { g >= 2 } else { false }
+        #expect(store.openReport.contains { $0.contains(kept ? "kept two-phase checkpoint 2" : "abandoned two-phase checkpoint 2") },
+                "\(store.openReport)")
+        try store.close()
+        if kept {
+            let reopened = try FaultKit.open(path, Self.options())
+            #expect(reopened.lastCheckpoint.payload == [2])
+            #expect(reopened.lastCheckpoint.generation == 2)
+            #expect(reopened.tableNames == ["t", "u"])
+            let wrong = try FaultKit.wrongRows(reopened.table("t"), references.second, Self.all)
+            #expect(wrong.isEmpty, "\(wrong.count) rows differ from the kept checkpoint")
+            try reopened.close()
+        } else {
+            try Self.expectFirstThenSecond(path, references, "two-phase checkpoint abandoned (\(decision))")
+        }
+    }
+
+    @Test func aCommittedTwoPhaseCheckpointStands() async throws {
+        let pristine = FaultKit.directory("strata-two-phase-pristine")
+        defer { FaultKit.remove(pristine) }
+        let references = try Self.prepare(pristine)
+        await #expect(processExitsWith: .exitCode(0)) { [path = pristine as String] in
+            let store = try Store(path: path, options: Self.options())
+            try Self.makeSecondChanges(store)
+            _ = try store.beginCheckpoint(payload: [2], twoPhase: true).wait()
+            try store.commitCheckpoint()
+            _exit(0)
+        }
+        // Opened with the default, which refuses an undecided one: this one is decided.
+        var options = Self.options()
+        options.undecidedCheckpoint = .rollBack
+        let store = try FaultKit.open(pristine, options)
+        #expect(store.openReport.isEmpty, "\(store.openReport)")
+        #expect(store.lastCheckpoint.payload == [2])
+        let wrong = try FaultKit.wrongRows(store.table("t"), references.second, Self.all)
+        #expect(wrong.isEmpty, "\(wrong.count) rows differ from the committed checkpoint")
+        // The next checkpoint, one-phase, holds later changes as usual.
+        try store.table("t").applyGradients(Array(Self.first.prefix(10)), Self.gradients(Array(Self.first.prefix(10)), salt: 9))
+        try store.checkpoint(payload: [3])
+        try store.close()
+        let reopened = try FaultKit.open(pristine, Self.options())
+        #expect(reopened.lastCheckpoint.payload == [3] && reopened.lastCheckpoint.generation == 3)
+        try reopened.close()
+    }
 }

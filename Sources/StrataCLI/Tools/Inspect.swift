@@ -2,7 +2,9 @@
 // (they checkpoint nothing).
 import ArgumentParser
 import Foundation
+import StrataModels
 import StrataStore
+import StrataTraining
 
 /// `strata info STORE`: the store's tables and its last checkpoint.
 struct Info: ParsableCommand {
@@ -12,19 +14,42 @@ struct Info: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
-        let store = try access.openForReading(quiet: true)
-        defer { try? store.close() }
-        let last = store.lastCheckpoint
-        // c2 before c10.
-        let names = store.tableNames.sorted { $0.compare($1, options: .numeric) == .orderedAscending }
-        let statistics = try names.map { try store.table($0).statistics() }
-        if json {
-            var writer: Any = NSNull()
-            if case .reader(let w?) = store.access { writer = ["pid": Int(w.pid), "command": w.command ?? NSNull()] as [String: Any] }
-            try printJSON(["store": store.path, "checkpoint": checkpointSummary(last), "tables": statistics.map(tableSummary),
-                           "read_only": store.access != .writer, "writer": writer])
-            return
+        try access.withShardsForReading(quiet: true) { stores in
+            let set = access.isShardSet
+            if json {
+                let objects = try stores.map(object)
+                try printJSON(set ? ["shard_set": access.store, "shards": objects] as [String: Any] : objects[0])
+                return
+            }
+            if set {
+                let rows = try stores.reduce(0) { total, store in
+                    try store.tableNames.reduce(total) { $0 + (try store.table($1).statistics().rows.total) }
+                }
+                print("shard set \(access.store): \(stores.count) shards, \(rows) rows in all (each key in its owner's shard)")
+            }
+            for (rank, store) in stores.enumerated() {
+                if set { print("\nshard \(rank):") }
+                try show(store)
+            }
         }
+    }
+
+    private func object(_ store: Store) throws -> [String: Any] {
+        let statistics = try tables(store)
+        var writer: Any = NSNull()
+        if case .reader(let w?) = store.access { writer = ["pid": Int(w.pid), "command": w.command ?? NSNull()] as [String: Any] }
+        return ["store": store.path, "checkpoint": checkpointSummary(store.lastCheckpoint), "tables": statistics.map(tableSummary),
+                "read_only": store.access != .writer, "writer": writer]
+    }
+
+    /// The tables' statistics, c2 before c10.
+    private func tables(_ store: Store) throws -> [TableStatistics] {
+        try store.tableNames.sorted { $0.compare($1, options: .numeric) == .orderedAscending }.map { try store.table($0).statistics() }
+    }
+
+    private func show(_ store: Store) throws {
+        let last = store.lastCheckpoint
+        let statistics = try tables(store)
         print("store \(store.path)")
         if case .reader(let writer) = store.access {
             // Which process trains it, and which of its checkpoints this reads.
@@ -100,37 +125,54 @@ struct Inspect: ParsableCommand {
     }
 
     func run() throws {
-        let store = try access.openForReading()
-        defer { try? store.close() }
-        let t = try StoreAccess.table(store, table)
-        let s = try t.statistics()
-        // Two passes: the first finds the ranges, the second fills the bins.
-        var maxCount: UInt64 = 0, minNorm = Double.infinity, maxNorm = 0.0, rows = 0
-        try t.scanCheckpoint(withState: false) { batch in
-            for i in 0..<batch.count {
-                maxCount = max(maxCount, batch.updateCounts[i])
-                let n = norm(batch.values(at: i))
-                minNorm = min(minNorm, n)
-                maxNorm = max(maxNorm, n)
+        try access.withShardsForReading { stores in
+            let tables = try stores.map { try StoreAccess.table($0, table) }
+            // Two passes over every shard's rows: the first finds the ranges, the second fills the bins.
+            var maxCount: UInt64 = 0, minNorm = Double.infinity, maxNorm = 0.0, rows = 0
+            for t in tables {
+                try t.scanCheckpoint(withState: false) { batch in
+                    for i in 0..<batch.count {
+                        maxCount = max(maxCount, batch.updateCounts[i])
+                        let n = norm(batch.values(at: i))
+                        minNorm = min(minNorm, n)
+                        maxNorm = max(maxNorm, n)
+                    }
+                    rows += batch.count
+                }
             }
-            rows += batch.count
-        }
-        var counts = TextHistogram(powersOfTwoUpTo: maxCount)
-        var norms = TextHistogram(low: rows == 0 ? 0 : minNorm, high: maxNorm, bins: bins)
-        try t.scanCheckpoint(withState: false) { batch in
-            for i in 0..<batch.count {
-                counts.add(Double(batch.updateCounts[i]))
-                norms.add(norm(batch.values(at: i)))
+            var counts = TextHistogram(powersOfTwoUpTo: maxCount)
+            var norms = TextHistogram(low: rows == 0 ? 0 : minNorm, high: maxNorm, bins: bins)
+            for t in tables {
+                try t.scanCheckpoint(withState: false) { batch in
+                    for i in 0..<batch.count {
+                        counts.add(Double(batch.updateCounts[i]))
+                        norms.add(norm(batch.values(at: i)))
+                    }
+                }
             }
+            let statistics = try tables.map { try $0.statistics() }
+            if json {
+                var objects = statistics.map(tableSummary)
+                for i in objects.indices { objects[i]["checkpoint"] = checkpointSummary(stores[i].lastCheckpoint) }
+                var object = access.isShardSet ? ["shard_set": access.store, "shards": objects] as [String: Any] : objects[0]
+                object["update_count_histogram"] = counts.json
+                object["norm_histogram"] = norms.json
+                try printJSON(object)
+                return
+            }
+            if access.isShardSet { print("table '\(table)' in the shard set \(access.store): \(stores.count) shards, \(rows) rows") }
+            for (i, s) in statistics.enumerated() {
+                if access.isShardSet { print("\nshard \(i):") }
+                show(s, in: stores[i])
+            }
+            print("update counts (rows of the last checkpoint\(access.isShardSet ? ", every shard" : "")):")
+            counts.lines(integers: true).forEach { print($0) }
+            print("row L2 norms:")
+            norms.lines(integers: false).forEach { print($0) }
         }
-        if json {
-            var object = tableSummary(s)
-            object["checkpoint"] = checkpointSummary(store.lastCheckpoint)
-            object["update_count_histogram"] = counts.json
-            object["norm_histogram"] = norms.json
-            try printJSON(object)
-            return
-        }
+    }
+
+    private func show(_ s: TableStatistics, in store: Store) {
         let d = describe(s.spec)
         let traffic = s.trafficBeforeOpen + s.traffic
         func pct(_ x: Int) -> String { traffic.accesses == 0 ? "-" : String(format: "%.1f%%", 100 * Double(x) / Double(traffic.accesses)) }
@@ -144,10 +186,6 @@ struct Inspect: ParsableCommand {
               + "never written \(pct(traffic.initializerHits))")
         print("  promotions to hot \(traffic.promotions); evictions: hot to warm \(traffic.hotToWarm), to spill \(traffic.toSpill), dropped \(traffic.dropped)")
         print("last checkpoint: " + checkpointLine(store.lastCheckpoint))
-        print("update counts (rows of the last checkpoint):")
-        counts.lines(integers: true).forEach { print($0) }
-        print("row L2 norms:")
-        norms.lines(integers: false).forEach { print($0) }
     }
 }
 
@@ -175,11 +213,17 @@ struct Get: ParsableCommand {
 
     func run() throws {
         let parsed = try keys.map(parseKey)
-        let store = try access.openForReading()
-        defer { try? store.close() }
-        let t = try StoreAccess.table(store, table)
+        try access.withShardsForReading { stores in
+            let tables = try stores.map { try StoreAccess.table($0, table) }
+            // In a shard set, each key from its owner's shard.
+            let namespace = FeatureSchema.namespace(table)
+            try show(parsed) { try tables[KeyOwner.rank(of: $0, namespace: namespace, ranks: tables.count)].row($0) }
+        }
+    }
+
+    private func show(_ parsed: [UInt64], _ rowOf: (UInt64) throws -> RowSnapshot) throws {
         for key in parsed {
-            let row = try t.row(key)
+            let row = try rowOf(key)
             let written = row.placement != .initial
             if json {
                 try printJSON(["key": key, "written": written, "tier": row.placement.rawValue, "values": row.values,
@@ -215,25 +259,52 @@ struct Verify: ParsableCommand {
     func validate() throws { try OptionCheck.whole(limit, "--limit", 1...Int.max) }
 
     func run() throws {
-        let store = try access.openForReading()
-        defer { try? store.close() }
-        var problems: [IntegrityProblem] = []
-        var rows = 0
-        for name in store.tableNames {
-            let t = try store.table(name)
-            problems += try t.verify(limit: limit)
-            rows += try t.statistics().rows.total
+        try access.withShardsForReading { stores in
+            var problems: [IntegrityProblem] = []
+            var rows = 0
+            for (rank, store) in stores.enumerated() {
+                for name in store.tableNames {
+                    let t = try store.table(name)
+                    problems += try t.verify(limit: limit)
+                    rows += try t.statistics().rows.total
+                    if stores.count > 1 { problems += try misplaced(t, rank: rank, of: stores.count, in: store) }
+                }
+                // One run's shards: its checkpoint, the same in each.
+                if rank > 0 && (store.lastCheckpoint.generation != stores[0].lastCheckpoint.generation
+                                || store.lastCheckpoint.payload != stores[0].lastCheckpoint.payload) {
+                    problems.append(IntegrityProblem(table: nil, key: nil, file: store.path,
+                        detail: "at checkpoint \(store.lastCheckpoint.generation) with \(store.lastCheckpoint.payload.count) payload bytes; shard 0 is at \(stores[0].lastCheckpoint.generation) with \(stores[0].lastCheckpoint.payload.count): not the same checkpoint of the run"))
+                }
+            }
+            let tables = Set(stores.flatMap(\.tableNames)).count
+            let what = access.isShardSet ? "the shard set \(access.store) (\(stores.count) shards)" : stores[0].path
+            if json {
+                try printJSON(["store": access.isShardSet ? access.store : stores[0].path, "shards": stores.count, "tables": tables,
+                               "rows": rows, "repaired_on_open": stores.flatMap(\.openReport), "problems": problems.map(\.description)])
+            } else {
+                for line in stores.flatMap(\.openReport) { print("repaired on open: \(line)") }
+                for p in problems.prefix(limit) { print("problem: \(p)") }
+                print(problems.isEmpty
+                      ? "ok: \(tables) tables, \(rows) rows\(access.isShardSet ? " in \(stores.count) shards, each row in its owner's" : ""), every record checked"
+                      : "\(problems.count) problem\(problems.count == 1 ? "" : "s") in \(what)")
+            }
+            if !problems.isEmpty { throw ExitCode(1) }
         }
-        if json {
-            try printJSON(["store": store.path, "tables": store.tableNames.count, "rows": rows,
-                           "repaired_on_open": store.openReport, "problems": problems.map(\.description)])
-        } else {
-            for line in store.openReport { print("repaired on open: \(line)") }
-            for p in problems.prefix(limit) { print("problem: \(p)") }
-            print(problems.isEmpty
-                  ? "ok: \(store.tableNames.count) tables, \(rows) rows, every record checked"
-                  : "\(problems.count) problem\(problems.count == 1 ? "" : "s") in \(store.path)")
+    }
+
+    /// Rows of shard `rank` that another rank owns (`KeyOwner`): a run would never read them.
+    private func misplaced(_ t: Table, rank: Int, of ranks: Int, in store: Store) throws -> [IntegrityProblem] {
+        var found: [IntegrityProblem] = []
+        let namespace = FeatureSchema.namespace(t.name)
+        try t.scanCheckpoint(withState: false) { batch in
+            for key in batch.keys where found.count < limit {
+                let owner = KeyOwner.rank(of: key, namespace: namespace, ranks: ranks)
+                if owner != rank {
+                    found.append(IntegrityProblem(table: t.name, key: key, file: store.path,
+                                                  detail: "the row is in shard \(rank), and its owner is shard \(owner) of \(ranks)"))
+                }
+            }
         }
-        if !problems.isEmpty { throw ExitCode(1) }
+        return found
     }
 }

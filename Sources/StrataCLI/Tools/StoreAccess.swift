@@ -13,9 +13,11 @@
 import ArgumentParser
 import Foundation
 import StrataStore
+import StrataTraining
 
 struct StoreAccess: ParsableArguments {
-    @Argument(help: "The store directory.") var store: String
+    @Argument(help: "The store directory, or a shard set's (a run over several processes): the tools that read a whole set read every shard.")
+    var store: String
     @Option(parsing: .unconditional, help: "Hot tier budget per table while the command runs, MiB.") var hotMb: Double = 4
     @Option(parsing: .unconditional, help: "LMDB pages kept mapped while the command runs (they stay in the page cache), MiB.")
     var mapResidentMb: Double = 16
@@ -41,6 +43,9 @@ struct StoreAccess: ParsableArguments {
 
     /// Opens the store for `command`, which writes it: refused while another process has it.
     func open(create: Bool = false, for command: String) throws -> Store {
+        if let n = try ShardSet.ranks(store) {
+            throw ToolError("\(store) is a set of \(n) shards; \(command) writes one store: name one of its shards, such as \(ShardSet.shardPath(store, rank: 0, of: n))")
+        }
         do {
             return try Store(path: store, options: options(create: create))
         } catch .locked(_, let holder) {
@@ -50,18 +55,40 @@ struct StoreAccess: ParsableArguments {
 
     /// Opens the store for a tool that only reads (see the top of this file). Read-only, it
     /// says on standard error which process writes the store and which checkpoint it reads,
-    /// unless `quiet`.
+    /// unless `quiet`. A shard set is refused, naming its shards: the tools that read a whole
+    /// set open them with `openShardsForReading`.
     func openForReading(quiet: Bool = false) throws -> Store {
+        if let n = try ShardSet.ranks(store) {
+            throw ToolError("\(store) is a set of \(n) shards; this command reads one of them, such as \(ShardSet.shardPath(store, rank: 0, of: n))")
+        }
+        return try Self.openForReading(store, options: options(create: false), quiet: quiet)
+    }
+
+    /// The stores `store` names, opened for reading: itself, or a shard set's shards, rank by
+    /// rank (`ShardSet`). Each is closed when `body` returns.
+    func withShardsForReading<R>(quiet: Bool = false, _ body: ([Store]) throws -> R) throws -> R {
+        var stores: [Store] = []
+        defer { for s in stores { try? s.close() } }
+        for path in try ShardSet.shards(store) ?? [store] {
+            stores.append(try Self.openForReading(path, options: options(create: false), quiet: quiet))
+        }
+        return try body(stores)
+    }
+
+    /// Whether `store` is a shard set.
+    var isShardSet: Bool { (try? ShardSet.ranks(store)) != nil }
+
+    private static func openForReading(_ path: String, options: Store.Options, quiet: Bool) throws -> Store {
         // Twice at most: a writer that died mid-checkpoint leaves it for an open for writing to roll back.
         for attempt in 0..<2 {
             do {
-                return try Store(path: store, options: options(create: false))
+                return try Store(path: path, options: options)
             } catch {
                 guard case .locked(_, let holder) = error, !holder.hasPrefix("this process") else { throw error }
             }
             let reader: Store
             do {
-                reader = try Store(readerAt: store, options: options(create: false))
+                reader = try Store(readerAt: path, options: options)
             } catch {
                 if case .checkpointInterrupted = error, attempt == 0 { continue }
                 throw error
@@ -69,7 +96,7 @@ struct StoreAccess: ParsableArguments {
             if !quiet { Self.note(Self.readingLine(reader) + reader.openReport.map { "; " + $0 }.joined()) }
             return reader
         }
-        return try Store(path: store, options: options(create: false))
+        return try Store(path: path, options: options)
     }
 
     /// "STORE is open for writing in process N (cmd); read-only at its last completed

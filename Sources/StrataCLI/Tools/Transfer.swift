@@ -15,7 +15,9 @@ struct Export: ParsableCommand {
             with the same tensors. tsv: PATH is a directory with vectors.tsv and metadata.tsv, the layout \
             of TensorBoard's embedding projector. --since G exports only rows changed after checkpoint G, \
             plus the keys deleted since (deleted_keys / deleted.tsv), so a serving copy can apply the delta. \
-            Rows are those of the last checkpoint, in key order; memory stays constant whatever the size.
+            Rows are those of the last checkpoint, in key order; memory stays constant whatever the size. \
+            Given a shard set (a run over several processes), it exports every shard's rows, shard after \
+            shard, each in key order.
             """)
 
     @OptionGroup var access: StoreAccess
@@ -34,22 +36,33 @@ struct Export: ParsableCommand {
     }
 
     func run() throws {
+        try access.withShardsForReading { stores in try export(stores) }
+    }
+
+    /// Exports the table from every store: a shard set's shards one after the other, each's
+    /// rows in key order.
+    private func export(_ stores: [Store]) throws {
         let format = TableFileFormat(rawValue: format)!
-        let store = try access.openForReading()
-        defer { try? store.close() }
-        let t = try StoreAccess.table(store, table)
-        let generation = store.lastCheckpoint.generation
+        let tables = try stores.map { try StoreAccess.table($0, table) }
+        let generation = stores[0].lastCheckpoint.generation
+        if let other = stores.first(where: { $0.lastCheckpoint.generation != generation }) {
+            throw ToolError("the shards are at different checkpoints (\(stores[0].path) at \(generation), \(other.path) at \(other.lastCheckpoint.generation)): resume the run (mpirun ... strata train --resume) to bring them to one")
+        }
         if let since, since > generation {
             throw ToolError("--since \(since): the store's last checkpoint is \(generation)")
         }
+        let t = tables[0]
         // How many rows, so that every tensor's place in the file is known: a delta needs a
         // counting pass.
-        var rows = t.checkpointRowCount
-        if let since {
-            rows = 0
-            try t.scanCheckpoint(batchSize: batchSize, changedAfter: since, withState: false) { rows += $0.count }
+        var rows = 0
+        for table in tables {
+            if let since {
+                try table.scanCheckpoint(batchSize: batchSize, changedAfter: since, withState: false) { rows += $0.count }
+            } else {
+                rows += table.checkpointRowCount
+            }
         }
-        let deleted = try since.map { try t.deletedKeys(after: $0).map(\.key) } ?? []
+        let deleted = try since.map { since in try tables.flatMap { try $0.deletedKeys(after: since).map(\.key) } } ?? []
         let d = t.spec.dimension, stateCount = t.spec.optimizer.stateCount(dimension: d)
         var shapes = [TensorShape(name: "keys", type: .uint64, rows: rows, columns: nil),
                       TensorShape(name: "values", type: .float32, rows: rows, columns: d)]
@@ -61,30 +74,35 @@ struct Export: ParsableCommand {
         let spec = String(decoding: try JSONEncoder().encode(t.spec), as: UTF8.self)
         var metadata = ["table": table, "generation": "\(generation)", "spec": spec, "format": "strata-table-1"]
         if let since { metadata["since"] = "\(since)" }
+        if stores.count > 1 { metadata["shards"] = "\(stores.count)" }
         let writer: TableFileWriter
         do { writer = try TableFileWriter(format: format, path: out, shapes: shapes, metadata: metadata) } catch {
             throw ToolError("--out \(out): \(error)")
         }
         var written = 0
-        try t.scanCheckpoint(batchSize: batchSize, changedAfter: since, withState: withState) { batch in
-            guard written + batch.count <= rows else { throw ToolError("the table changed during the export") }
-            try writer.append("keys", batch.keys[...])
-            try writer.append("values", batch.values[...])
-            if withState {
-                try writer.append("state", batch.state[...])
-                try writer.append("update_counts", batch.updateCounts[...])
+        for table in tables {
+            try table.scanCheckpoint(batchSize: batchSize, changedAfter: since, withState: withState) { batch in
+                guard written + batch.count <= rows else { throw ToolError("the table changed during the export") }
+                try writer.append("keys", batch.keys[...])
+                try writer.append("values", batch.values[...])
+                if withState {
+                    try writer.append("state", batch.state[...])
+                    try writer.append("update_counts", batch.updateCounts[...])
+                }
+                written += batch.count
             }
-            written += batch.count
         }
         if since != nil { try writer.append("deleted_keys", deleted[...]) }
         try writer.finish()
         if json {
             try printJSON(["table": table, "format": format.rawValue, "out": out, "rows": rows, "dimension": d,
                            "deleted_keys": since == nil ? NSNull() : deleted.count as Any, "generation": generation,
-                           "with_state": withState, "peak_resident_bytes": peakResidentBytes() ?? NSNull() as Any])
+                           "shards": stores.count, "with_state": withState,
+                           "peak_resident_bytes": peakResidentBytes() ?? NSNull() as Any])
         } else {
             let delta = since.map { ", rows changed after checkpoint \($0) and \(deleted.count) deleted keys" } ?? ""
-            print("exported \(rows) rows of '\(table)' (dimension \(d)\(withState ? ", with optimizer state" : "")\(delta)) "
+            let shards = stores.count > 1 ? " from \(stores.count) shards" : ""
+            print("exported \(rows) rows of '\(table)'\(shards) (dimension \(d)\(withState ? ", with optimizer state" : "")\(delta)) "
                   + "as of checkpoint \(generation) to \(out) (\(format.rawValue))")
         }
     }

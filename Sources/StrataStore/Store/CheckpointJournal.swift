@@ -7,6 +7,14 @@
 // checkpoint is under way; opening the store, or the next checkpoint after a failed one, puts
 // the saved values back (last first, in bounded transactions too) and drops the databases
 // the interrupted checkpoint created.
+//
+// A two-phase checkpoint (`Store.beginCheckpoint(payload:twoPhase:)`, for runs over several
+// processes whose stores must all keep the same checkpoint) ends its last transaction
+// undecided instead: the catalog, record and payload are written, `pending` and the journal
+// stay, and `meta/prepared` holds the generation and the meta values it replaced. Either end
+// is then one transaction: committing empties the journal and removes both markers;
+// abandoning puts the meta values back and removes `prepared`, after which the roll-back
+// restores the rows as for any interrupted checkpoint.
 import CLMDB
 
 @_spi(Testing) public struct CheckpointJournal {
@@ -51,6 +59,67 @@ import CLMDB
     func finish(_ txn: borrowing LMDBWriteTransaction, meta: LMDBDatabase) throws(LMDBError) {
         try txn.drop(database, delete: false)
         try txn.delete(meta, name: Self.pendingName)
+    }
+
+    @_spi(Testing) public static let preparedName = "prepared"
+
+    /// Saves, in a two-phase checkpoint's last transaction and before they are overwritten,
+    /// the meta values `names` hold (absent ones as absent), with the checkpoint's generation.
+    static func prepare(_ txn: borrowing LMDBWriteTransaction, meta: LMDBDatabase, generation: UInt64,
+                        replacing names: [String]) throws(LMDBError) {
+        var blob = withUnsafeBytes(of: generation.littleEndian) { Array($0) }
+        func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { blob += $0 } }
+        u32(names.count)
+        for name in names {
+            let key = Array(name.utf8)
+            u32(key.count)
+            blob += key
+            if let old = try txn.get(meta, name: name) {
+                blob.append(1)
+                u32(old.count)
+                blob += old
+            } else {
+                blob.append(0)
+            }
+        }
+        try txn.put(meta, name: preparedName, blob)
+    }
+
+    /// The generation of an undecided two-phase checkpoint, or nil when there is none.
+    static func preparedGeneration(_ txn: borrowing LMDBWriteTransaction, meta: LMDBDatabase) throws(LMDBError) -> UInt64? {
+        guard let blob = try txn.get(meta, name: preparedName) else { return nil }
+        guard blob.count >= 12 else { throw LMDBError(code: MDB_CORRUPTED, function: "meta/prepared is \(blob.count) bytes long") }
+        return blob.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+    }
+
+    /// Decides an undecided checkpoint: `commit` keeps it (the journal emptied, the markers
+    /// removed); otherwise the meta values it replaced come back and `prepared` goes, leaving
+    /// `pending` and the journal for `rollBack`.
+    static func decidePrepared(_ txn: borrowing LMDBWriteTransaction, meta: LMDBDatabase, commit: Bool) throws(LMDBError) {
+        guard let blob = try txn.get(meta, name: preparedName) else { return }
+        if commit {
+            if let journal = try txn.openDatabase(databaseName, integerKeys: true) { try txn.drop(journal, delete: false) }
+            _ = try txn.delete(meta, name: pendingName)
+            _ = try txn.delete(meta, name: preparedName)
+            return
+        }
+        var at = 8
+        func take(_ n: Int) throws(LMDBError) -> ArraySlice<UInt8> {
+            guard n >= 0, blob.count - at >= n else { throw LMDBError(code: MDB_CORRUPTED, function: "meta/prepared ends early") }
+            defer { at += n }
+            return blob[at..<(at + n)]
+        }
+        func u32() throws(LMDBError) -> Int { Int(try take(4).reversed().reduce(UInt32(0)) { $0 << 8 | UInt32($1) }) }
+        for _ in 0..<(try u32()) {
+            let name = String(decoding: try take(try u32()), as: UTF8.self)
+            if try take(1).first == 1 {
+                try txn.put(meta, name: name, Array(try take(try u32())))
+            } else {
+                _ = try txn.delete(meta, name: name)
+            }
+        }
+        guard at == blob.count else { throw LMDBError(code: MDB_CORRUPTED, function: "meta/prepared has \(blob.count - at) bytes left over") }
+        _ = try txn.delete(meta, name: preparedName)
     }
 
     /// Writes `value` under `key` in `db`, first saving what it replaces. With `append`, `key`

@@ -81,6 +81,8 @@ final class StoreCore: Sendable {
     /// A checkpoint failed and so did putting LMDB back: LMDB holds part of it until the next
     /// checkpoint (or open) rolls it back, so scans of the last checkpoint refuse to run.
     let checkpointInterrupted = Atomic<Bool>(false)
+    /// The generation of a two-phase checkpoint written but not yet committed, or 0.
+    let undecided = Atomic<UInt64>(0)
     private let closed = Atomic<Bool>(false)
     /// LOCK, held by a writer; a reader's place in the process-wide set of open stores.
     private let lockFile: StoreLockFile
@@ -416,6 +418,17 @@ public final class Store: Sendable {
     /// 2: cold records' checksums cover their key and table (1 did not; refused on open).
     public static let formatVersion = 2
 
+    /// A two-phase checkpoint (`beginCheckpoint(payload:twoPhase:)`) that was written but
+    /// neither committed nor abandoned when its process stopped.
+    public enum UndecidedCheckpoint: Sendable, Equatable {
+        /// Throw `.undecidedCheckpoint`, changing nothing: only the run knows which way it went.
+        case refuse
+        /// Abandon it: the store opens at the checkpoint before.
+        case rollBack
+        /// Keep it if its generation is at most `generation`; else abandon it.
+        case commitThrough(generation: UInt64)
+    }
+
     public struct Options: Sendable {
         /// Memory for each table unless `tableBudgets` names it.
         public var budget = TierBudget(hotBytes: 256 << 20, warmBytes: 1 << 30)
@@ -437,6 +450,8 @@ public final class Store: Sendable {
         public var initialMapBytes = 256 << 10
         /// Create the store if the directory holds none.
         public var create = true
+        /// What opening for writing does with a two-phase checkpoint left undecided.
+        public var undecidedCheckpoint = UndecidedCheckpoint.refuse
         /// Tests only: called after each transaction of a checkpoint but its last commits, with
         /// their count so far; throwing (or ending the process) interrupts the checkpoint there.
         var afterCheckpointTransaction: (@Sendable (Int) throws(StoreError) -> Void)? = nil
@@ -600,6 +615,27 @@ public final class Store: Sendable {
         if foundFormat != 0 && foundFormat < Self.formatVersion {
             throw .olderFormat(file: dataPath, found: foundFormat, supported: Self.formatVersion)
         }
+        // A two-phase checkpoint left undecided: kept or abandoned as the options say (its
+        // rows are then rolled back below), or refused with nothing changed.
+        var refused: UInt64?
+        do throws(LMDBError) {
+            let txn = try environment.beginWrite()
+            if let meta = try txn.openDatabase("meta", integerKeys: false),
+               let generation = try CheckpointJournal.preparedGeneration(txn, meta: meta) {
+                switch options.undecidedCheckpoint {
+                case .refuse:
+                    refused = generation
+                case .rollBack, .commitThrough:
+                    let commit = if case .commitThrough(let last) = options.undecidedCheckpoint { generation <= last } else { false }
+                    try CheckpointJournal.decidePrepared(txn, meta: meta, commit: commit)
+                    try txn.commit()
+                    report.append(commit ? "kept two-phase checkpoint \(generation)" : "abandoned two-phase checkpoint \(generation)")
+                }
+            }
+        } catch {
+            throw Self.lmdbOpenFailure(error, dataPath)
+        }
+        if let refused { throw .undecidedCheckpoint(path: path, generation: refused) }
         do throws(LMDBError) {
             if let restored = try CheckpointJournal.rollBack(environment, entriesPerTransaction: options.pagesPerTransaction) {
                 report.append("rolled back a checkpoint that did not finish: \(restored) values put back")
@@ -857,7 +893,7 @@ public final class Store: Sendable {
     /// retried.
     @discardableResult
     public func checkpoint(payload: [UInt8] = []) throws(StoreError) -> CheckpointInfo {
-        try writeFrozen(try freeze(payload))
+        try writeFrozen(try freeze(payload, twoPhase: false))
     }
 
     /// Starts a checkpoint of the current state of every table, with `payload`, and writes it
@@ -868,8 +904,13 @@ public final class Store: Sendable {
     /// not rows; a row changed before the checkpoint has written it is first copied (see
     /// FrozenCopies). A failure is reported by `wait()`, with the store as `checkpoint`'s
     /// failure leaves it.
-    public func beginCheckpoint(payload: [UInt8] = []) throws(StoreError) -> PendingCheckpoint {
-        let frozen = try freeze(payload)
+    ///
+    /// With `twoPhase`, the checkpoint is written but left undecided (for a run over several
+    /// processes, whose stores must keep the same checkpoint): `wait()` returns once it is
+    /// durable, and `commitCheckpoint()` then keeps it. Until then an open after a crash
+    /// decides it (`Options.undecidedCheckpoint`), and no other checkpoint may begin.
+    public func beginCheckpoint(payload: [UInt8] = [], twoPhase: Bool = false) throws(StoreError) -> PendingCheckpoint {
+        let frozen = try freeze(payload, twoPhase: twoPhase)
         let pending = PendingCheckpoint()
         // The writer drops its reference to the store before it reports the end, so a caller
         // that waits, then lets the store go, closes it then and there (and frees its lock).
@@ -897,12 +938,14 @@ public final class Store: Sendable {
         let time: Double
         let started: ContinuousClock.Instant
         let payload: [UInt8]
+        let twoPhase: Bool
     }
 
     /// Takes the turn and, between batches, freezes every table's changed rows.
-    private func freeze(_ payload: [UInt8]) throws(StoreError) -> Frozen {
+    private func freeze(_ payload: [UInt8], twoPhase: Bool) throws(StoreError) -> Frozen {
         try core.ensureWritable("checkpoint")
         core.turn.take()
+        precondition(core.undecided.load(ordering: .relaxed) == 0, "a checkpoint begun before the two-phase one was committed")
         // Slots of readers in other processes that died would keep the pages they read from
         // reuse for ever. Outside the lock: batches need not wait for it.
         if !core.isClosed { _ = try? core.environment.clearStaleReaders() }
@@ -925,7 +968,8 @@ public final class Store: Sendable {
                 }
                 let keys = tables.map { $0.freeze() }
                 core.changeStamp.store(generation + 1, ordering: .relaxed)
-                return Frozen(tables: tables, keys: keys, generation: generation, time: time, started: started, payload: payload)
+                return Frozen(tables: tables, keys: keys, generation: generation, time: time, started: started, payload: payload,
+                              twoPhase: twoPhase)
             }
         } catch {
             core.turn.giveBack()
@@ -972,6 +1016,7 @@ public final class Store: Sendable {
             total.bytes += w.totals.bytes
         }
         core.generation.store(frozen.generation, ordering: .relaxed)
+        if frozen.twoPhase { core.undecided.store(frozen.generation, ordering: .relaxed) }
         core.lastCheckpointSeconds.store(seconds.bitPattern, ordering: .relaxed)
         let info = CheckpointInfo(
             generation: frozen.generation, time: frozen.time, durationSeconds: seconds, rowsWritten: total.written,
@@ -1118,6 +1163,10 @@ public final class Store: Sendable {
         }
         let entries = try inTransaction { (txn) throws(StoreError) in
             try lmdb { () throws(LMDBError) in
+                if frozen.twoPhase {
+                    try CheckpointJournal.prepare(txn, meta: meta, generation: generation,
+                                                  replacing: ["format", "catalog", "checkpoint", "payload"] + tables.map { "traffic.\($0.id)" })
+                }
                 try txn.put(meta, name: "format", withUnsafeBytes(of: UInt32(Self.formatVersion)) { Array($0) })
                 try txn.put(meta, name: "catalog", Array(catalogJSON))
                 try txn.put(meta, name: "checkpoint", Array(infoJSON))
@@ -1125,7 +1174,7 @@ public final class Store: Sendable {
                 for table in tables {
                     try txn.put(meta, name: "traffic.\(table.id)", traffic[table.id] ?? [])
                 }
-                try journal.finish(txn, meta: meta)
+                if !frozen.twoPhase { try journal.finish(txn, meta: meta) }
                 return try databases.map { (db) throws(LMDBError) in try txn.statistics(db.rows).entries }
             }
         }
@@ -1133,6 +1182,20 @@ public final class Store: Sendable {
             Written(table: tables[$0], rows: databases[$0].rows, deletions: databases[$0].deletions,
                     totals: totals[$0], entries: entries[$0])
         }
+    }
+
+    /// Keeps the two-phase checkpoint whose `wait()` returned, in one transaction: from its
+    /// commit on, no crash can take the store back to the checkpoint before. On failure it
+    /// stays undecided, and the call can be retried.
+    public func commitCheckpoint() throws(StoreError) {
+        try core.ensureWritable("commit a checkpoint")
+        core.turn.take()
+        defer { core.turn.giveBack() }
+        precondition(core.undecided.load(ordering: .relaxed) != 0, "no two-phase checkpoint to commit")
+        try inTransaction { (txn) throws(StoreError) in
+            do throws(LMDBError) { try CheckpointJournal.decidePrepared(txn, meta: meta, commit: true) } catch { throw core.lmdbFailure(error) }
+        }
+        core.undecided.store(0, ordering: .relaxed)
     }
 
     /// Puts LMDB back at the last checkpoint if a checkpoint's transactions stopped part way.

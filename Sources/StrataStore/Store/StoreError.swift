@@ -57,6 +57,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
     case impossibleBudget(table: String, detail: String)
     /// The store was closed.
     case closed
+    /// The store holds a two-phase checkpoint its run never decided (`Store.Options.undecidedCheckpoint`).
+    case undecidedCheckpoint(path: String, generation: UInt64)
     /// Any other failed system call.
     case system(SystemError)
     /// Any other LMDB failure.
@@ -118,6 +120,8 @@ public enum StoreError: Error, Sendable, Equatable, CustomStringConvertible {
                 + (writer.map { " by \($0)" } ?? "") + "; its last completed checkpoint can be read once it has finished: try again"
         case .impossibleBudget(let table, let detail):
             "table '\(table)': impossible memory budget: \(detail)"
+        case .undecidedCheckpoint(let path, let generation):
+            "\(path) holds checkpoint \(generation), written by a run over several processes and not yet kept or abandoned: resume that run (mpirun ... strata train --store SET --resume), which decides it as all its shards agree"
         case .closed:
             "the store is closed"
         case .system(let error):

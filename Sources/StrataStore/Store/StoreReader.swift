@@ -90,9 +90,11 @@ extension Store {
             guard case .completed(let meta, let loaded) = found else {
                 snapshot.close()
                 if case .pending(let generation?) = found { waitedFor = generation }
+                if case .undecided(let generation) = found { waitedFor = generation }
                 let writerAfter = registration.holder()
                 if writerAfter == nil {
                     orphaned += 1
+                    if orphaned >= 2, case .undecided(let generation) = found { throw .undecidedCheckpoint(path: path, generation: generation) }
                     if orphaned >= 2 { throw .checkpointInterrupted(path: path) }
                 } else {
                     orphaned = 0
@@ -136,12 +138,17 @@ extension Store {
         /// A checkpoint is half written (of this generation, when the marker says), or the
         /// store is still being made.
         case pending(UInt64?)
+        /// A two-phase checkpoint is written and waits for its run to keep or abandon it.
+        case undecided(UInt64)
     }
 
     /// The pinned snapshot of `snapshot`: the last checkpoint, or that one is being written.
     private static func checkpoint(in snapshot: LMDBReaderPool, dataPath: String) throws -> Snapshot {
         let txn = try snapshot.acquire()
         guard let meta = try txn.openDatabase("meta", integerKeys: false) else { return .pending(nil) }
+        if let marker = try txn.get(meta, name: CheckpointJournal.preparedName), marker.count >= 8 {
+            return .undecided(marker.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) })
+        }
         if let marker = try txn.get(meta, name: CheckpointJournal.pendingName) {
             return .pending(marker.count >= 8 ? marker.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } : nil)
         }

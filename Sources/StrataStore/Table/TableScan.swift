@@ -39,6 +39,13 @@ public struct IntegrityProblem: Sendable, Equatable, CustomStringConvertible {
     public let file: String
     public let detail: String
 
+    public init(table: String?, key: UInt64?, file: String, detail: String) {
+        self.table = table
+        self.key = key
+        self.file = file
+        self.detail = detail
+    }
+
     public var description: String {
         var parts: [String] = [file]
         if let table { parts.append("table '\(table)'") }

@@ -84,12 +84,15 @@ public enum TrainingError: Error, CustomStringConvertible {
     case checkpoint(String)
     /// A pass over the data yielded no sample (an empty file, or every line malformed).
     case noData(String)
+    /// The processes of a run over several disagree about what they did.
+    case ranks(String)
 
     public var description: String {
         switch self {
         case .mismatch(let s): "the model does not fit the data: \(s)"
         case .checkpoint(let s): "cannot resume: \(s)"
         case .noData(let s): "\(s) holds no usable sample"
+        case .ranks(let s): "the ranks of the run disagree: \(s)"
         }
     }
 }
@@ -144,11 +147,16 @@ public final class Trainer {
     private let label: Int
     /// A multi-task run's tasks (`TrainingOptions.taskColumns`), [] for a run of one.
     private let tasks: [(column: Int, loss: Loss, weight: Float)]
+    /// A run over several processes (`Cluster`): this process trains its part of each batch
+    /// on its shard of the tables. Nil: one process.
+    private let cluster: Cluster?
 
     /// Builds the model over `store` (creating the tables it asks for). With `resume`,
     /// continues from the store's last checkpoint if it holds a run (the options must then be
-    /// the same).
-    public init(store: Store, options: TrainingOptions, resources: TrainingResources, data: TrainingData, resume: Bool) throws {
+    /// the same). With `cluster`, `store` is this rank's shard, and every rank makes this call
+    /// with the same options and data.
+    public init(store: Store, options: TrainingOptions, resources: TrainingResources, data: TrainingData, resume: Bool,
+                cluster: Cluster? = nil) throws {
         guard data.train.schema == options.schema else {
             throw TrainingError.mismatch("the training data has \(data.train.schema.summary), the options' schema \(options.schema.summary)")
         }
@@ -195,6 +203,15 @@ public final class Trainer {
                 throw TrainingError.checkpoint("the last checkpoint was made on other data (\(identity)), not \(data.train.identity)")
             }
         }
+        if let cluster {
+            // Every shard must continue from the same step, or all start afresh.
+            let steps = try cluster.world.allgather(Int64(saved?.state.step ?? -1))
+            guard Set(steps).count == 1 else {
+                let listed = steps.enumerated().map { "rank \($0.offset): \($0.element < 0 ? "none" : "step \($0.element)")" }
+                throw TrainingError.checkpoint("the shards' last checkpoints are of different steps (\(listed.joined(separator: ", ")))")
+            }
+        }
+        self.cluster = cluster
         self.store = store
         self.options = options
         self.resources = resources
@@ -217,6 +234,7 @@ public final class Trainer {
         } else if options.loss == .softmax && tasks.isEmpty {
             throw TrainingError.mismatch("the softmax loss is over the items a next-item model scores; model \(options.model.name) scores one value a row")
         }
+        network.exchange = cluster?.rows
         options.denseOptimizer.prepare(network.parameters)
         if let saved {
             try ParameterArchive.decode(saved.archive, into: network.parameters)
@@ -240,7 +258,8 @@ public final class Trainer {
     }
 
     private func train(report: (TrainingEvent) throws -> Void) throws -> TrainingSummary {
-        let batchSize = options.batchSize
+        // With several processes, each reads the global batch and trains on its part.
+        let batchSize = options.batchSize * (cluster?.ranks ?? 1)
         var dScores = Tensor(rows: 0, columns: network.scoresItems ? network.candidateKeys.count : max(tasks.count, 1))
         let taskScores = Tensor(rows: 0, columns: 1), taskGradient = Tensor(rows: 0, columns: 1)
         let started = Date()
@@ -255,7 +274,7 @@ public final class Trainer {
         let preparation = { BatchPreparation(schema: self.options.schema, negatives: self.negatives) }
         let prefetcher = resources.lookahead > 0
             ? Prefetcher(source: source, batchSize: batchSize, depth: resources.lookahead, preparation: preparation(),
-                         warming: network) : nil
+                         warming: network, warmsRows: cluster == nil) : nil
         defer { prefetcher?.stop() }
         let inline = prefetcher == nil ? preparation() : nil
         let local = Batch(schema: options.schema)
@@ -295,22 +314,41 @@ public final class Trainer {
             }
             skippedThisEpoch = item.skippedLines
             let batch = item.batch
+            if let cluster {
+                // A batch with fewer groups than ranks (an epoch's short last one) leaves some
+                // rank nothing: every rank skips it alike.
+                guard batch.count / batch.groupSize >= cluster.ranks else {
+                    position = item.after
+                    prefetcher?.recycle(batch)
+                    continue
+                }
+                batch.keep(cluster.part(of: batch.count, groupSize: batch.groupSize))
+            }
             if let sampled {
                 try sampled.prepare(batch, item: network.targetFeature, step: step + 1)
                 try candidateSource!.setCandidates(of: network, sampled.keys, offsets: sampled.offsets)
                 if dScores.columns != sampled.keys.count { dScores = Tensor(rows: 0, columns: sampled.keys.count) }
             }
             let scores = try network.forward(batch, training: true, step: step + 1)
-            let loss: Double
+            var loss: Double
             if network.scoresItems {
-                loss = try network.withTargetClasses(batch) { options.loss.evaluate(scores, labels: .classes($0), gradient: dScores) }
+                loss = try network.withTargetClasses(batch) { classes in
+                    let terms = try meanOver(options.loss.terms(scores, labels: .classes(classes)))
+                    return options.loss.evaluate(scores, labels: .classes(classes), meanOver: terms, gradient: dScores)
+                }
             } else if tasks.isEmpty {
                 let labels: Loss.Labels = negatives != nil ? .groups : .column(batch.labels + label, stride: batch.labelColumns)
-                loss = options.loss.evaluate(scores, labels: labels, groupSize: batch.groupSize, gradient: dScores)
+                let terms = try meanOver(options.loss.terms(scores, labels: labels, groupSize: batch.groupSize))
+                loss = options.loss.evaluate(scores, labels: labels, groupSize: batch.groupSize, meanOver: terms, gradient: dScores)
             } else {
-                loss = Self.taskLoss(tasks, scores, batch, scratch: (taskScores, taskGradient), gradient: dScores)
+                loss = Self.taskLoss(tasks, scores, batch, meanOver: try meanOver(batch.count), scratch: (taskScores, taskGradient),
+                                     gradient: dScores)
             }
             try network.backward(dScores, step: step + 1)
+            if let cluster {
+                try cluster.sumGradients(network.parameters)
+                loss = try cluster.sum(loss)
+            }
             options.denseOptimizer.step(network.parameters, step: step + 1)
             step += 1
             samples += Int64(item.samples)
@@ -325,7 +363,11 @@ public final class Trainer {
                 // The copies of frozen rows that steps change grow as a checkpoint is written.
                 if writing != nil { try noteOverhead() } else { sampleResident() }
             }
-            if let writing, writing.checkpoint.outcome != nil { try checkpointWritten(report) }
+            if let writing {
+                // Several processes end a checkpoint together, at a step all of them agree on.
+                let ended = writing.checkpoint.outcome != nil
+                if try cluster.map({ try $0.all(ended) }) ?? ended { try checkpointWritten(report) }
+            }
 
             let now = Date()
             if now.timeIntervalSince(lastReport) >= 1 {
@@ -383,7 +425,7 @@ public final class Trainer {
 
     /// A multi-task step's loss, Σ weight · loss of each task on its output column, and its
     /// gradient, a column per task, into `gradient`.
-    private static func taskLoss(_ tasks: [(column: Int, loss: Loss, weight: Float)], _ scores: Tensor, _ batch: Batch,
+    private static func taskLoss(_ tasks: [(column: Int, loss: Loss, weight: Float)], _ scores: Tensor, _ batch: Batch, meanOver: Int?,
                                  scratch: (scores: Tensor, gradient: Tensor), gradient: Tensor) -> Double {
         let n = scores.rows, t = tasks.count
         precondition(scores.columns == t, "a multi-task model scores a column per task")
@@ -393,11 +435,18 @@ public final class Trainer {
         for (k, task) in tasks.enumerated() {
             for r in 0..<n { scratch.scores.data[r] = scores.data[r * t + k] }
             let loss = task.loss.evaluate(scratch.scores, labels: .column(batch.labels + task.column, stride: batch.labelColumns),
-                                          gradient: scratch.gradient)
+                                          meanOver: meanOver, gradient: scratch.gradient)
             total += Double(task.weight) * loss
             for r in 0..<n { gradient.data[r * t + k] = task.weight * scratch.gradient.data[r] }
         }
         return total
+    }
+
+    /// The count a loss's mean is over: with several processes, the whole batch's (the sum
+    /// of every rank's `terms`); nil, this batch's own, with one.
+    private func meanOver(_ terms: Int) throws -> Int? {
+        guard let cluster else { return nil }
+        return try cluster.sum(terms)
     }
 
     /// Starts a checkpoint of this step, written while training goes on, after waiting for
@@ -408,7 +457,9 @@ public final class Trainer {
         // The change lists at their longest, and no writer beside the steps.
         sampleResident()
         let state = TrainerState(options: options, data: source.identity, step: step, samples: samples, position: position)
-        writing = (try store.beginCheckpoint(payload: try CheckpointPayload.encode(state, parameters: network.parameters)), step)
+        // Several processes write two-phase checkpoints, kept once every shard holds its own.
+        writing = (try store.beginCheckpoint(payload: try CheckpointPayload.encode(state, parameters: network.parameters),
+                                             twoPhase: cluster != nil), step)
     }
 
     /// Waits for the checkpoint being written, if any, and reports it; throws its failure.
@@ -416,6 +467,25 @@ public final class Trainer {
         guard let (checkpoint, at) = writing else { return }
         writing = nil
         let info = try checkpoint.wait()
+        if let cluster {
+            // Every shard holds it, undecided (a rank that failed has ended the run). Rank 0
+            // keeps its own first: from that commit on, the run's checkpoint is this one, and a
+            // resume keeps it in every shard (`Cluster.openShard`); the others then keep theirs.
+            resources.atCheckpointPoint?(.written, at)
+            let generations = try cluster.world.allgather(Int64(info.generation))
+            guard Set(generations).count == 1 else {
+                throw TrainingError.ranks("the shards wrote checkpoints \(generations.map(String.init).joined(separator: ", ")) at step \(at): each shard's count of checkpoints must be the same")
+            }
+            if cluster.rank == 0 {
+                try store.commitCheckpoint()
+                resources.atCheckpointPoint?(.kept, at)
+            }
+            try cluster.world.barrier()
+            if cluster.rank != 0 {
+                try store.commitCheckpoint()
+                resources.atCheckpointPoint?(.kept, at)
+            }
+        }
         try report(.checkpoint(step: at, generation: info.generation, seconds: info.durationSeconds))
     }
 

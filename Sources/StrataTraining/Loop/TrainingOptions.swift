@@ -191,6 +191,18 @@ public struct TrainingResources: Sendable {
     /// Threads for matrix products.
     public var threads: Int
 
+    /// Tests only: called as a checkpoint of a run over several processes passes each point of
+    /// its commit (`Trainer.checkpointWritten`), with its step, so that a test can end the
+    /// process exactly there.
+    public var atCheckpointPoint: (@Sendable (CheckpointPoint, Int) -> Void)?
+
+    public enum CheckpointPoint: String, Sendable {
+        /// This rank's shard holds it, undecided.
+        case written
+        /// This rank's shard has kept it.
+        case kept
+    }
+
     public init(budget: TierBudget = TierBudget(hotBytes: 256 << 20, warmBytes: 1 << 30), lookahead: Int = 4, threads: Int = 2) {
         self.budget = budget
         self.lookahead = lookahead

@@ -58,6 +58,9 @@ final class Prefetcher: @unchecked Sendable {
     private let batchSize: Int
     private let depth: Int
     private let network: Network
+    /// Whether read batches' rows are brought to the hot tier: not when the tables are
+    /// sharded, as other processes own most of the rows.
+    private let warmsRows: Bool
     private let preparation: BatchPreparation
     private var queue: [PositionedBatch] = []
     /// Batches the consumer is done with, refilled instead of allocating new ones.
@@ -68,8 +71,10 @@ final class Prefetcher: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let changed: UnsafeMutablePointer<pthread_cond_t>
 
-    init(source: any BatchSource, batchSize: Int, depth: Int, preparation: BatchPreparation, warming network: Network) {
+    init(source: any BatchSource, batchSize: Int, depth: Int, preparation: BatchPreparation, warming network: Network,
+         warmsRows: Bool = true) {
         precondition(depth >= 1)
+        self.warmsRows = warmsRows
         self.source = source
         self.batchSize = batchSize
         self.depth = depth
@@ -129,7 +134,7 @@ final class Prefetcher: @unchecked Sendable {
             if stop { break }
             do {
                 let item = try preparation.next(&source, size: batchSize, into: batch)
-                if item.samples > 0 { try network.warm(item.batch, scratch: &scratch) }
+                if warmsRows && item.samples > 0 { try network.warm(item.batch, scratch: &scratch) }
                 pthread_mutex_lock(mutex)
                 queue.append(item)
                 pthread_cond_broadcast(changed)
