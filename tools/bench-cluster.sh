@@ -5,7 +5,8 @@
 # global batch is N times it, as the field measures data-parallel scaling). For each run it
 # prints samples/s over the whole run (every rank's samples), the ratio to the one process,
 # and the bytes each rank sent to and received from the others a step (keys, rows and
-# gradients of the sharded tables, and the dense gradients), averaged over the ranks.
+# gradients of the sharded tables, and the dense gradients), averaged over the ranks, with
+# the dense gradients' share of what it sent.
 # A benchmark, not a test: CI does not run it.
 #
 # On one machine the ranks share its cores and memory bandwidth: more ranks than cores
@@ -30,8 +31,9 @@
 #   tools/bench-cluster.sh
 #   tools/bench-cluster.sh --ranks 1,2 --steps 50 --skip-build    # a quick check
 #
-# mpirun runs with --oversubscribe (more ranks than cores), and with --allow-run-as-root
-# when run as root. The build goes to .build-release; the stores live in a scratch directory
+# mpirun runs with --oversubscribe (more ranks than cores), --bind-to none (Open MPI binds
+# each rank to one core when there are at most two: a rank of two threads would then run on
+# one core, at half speed), and with --allow-run-as-root when run as root. The build goes to .build-release; the stores live in a scratch directory
 # under ${TMPDIR:-/tmp}, removed at exit unless --keep.
 set -euo pipefail
 {
@@ -87,7 +89,7 @@ arguments=(train --model dlrm --data synthetic:criteo --synthetic-key-spaces kag
 run() {   # name, ranks (0: no MPI), threads
     local name=$1 n=$2 out="$scratch/$1.log"
     local command=("$strata" "${arguments[@]}" --batch-size "$batch" --threads "$3" --store "$scratch/$name")
-    if [ "$n" -gt 0 ]; then command=(mpirun "${root[@]}" --oversubscribe -np "$n" "${command[@]}"); fi
+    if [ "$n" -gt 0 ]; then command=(mpirun "${root[@]}" --oversubscribe --bind-to none -np "$n" "${command[@]}"); fi
     if ! "${command[@]}" >"$out" 2>&1; then
         echo "$script: FAILED: $name" >&2
         tail -n 25 "$out" >&2
@@ -98,26 +100,28 @@ run() {   # name, ranks (0: no MPI), threads
 
 machine_line
 echo "DLRM, $steps steps of $batch samples a rank, hot budget $hot_mb MiB a table and shard"
-printf '%-14s %8s %12s %10s %8s %16s %16s\n' run threads "global batch" samples/s "x one" "sent/step/rank" "received/step/rank"
+printf '%-14s %8s %12s %10s %8s %16s %12s %20s\n' run threads "global batch" samples/s "x one" "sent/step/rank" "dense part" "received/step/rank"
 base=""
 for n in 0 ${ranks_list//,/ }; do
     t=${threads:-$(( cpus / (n > 0 ? n : 1) ))}
     [ "$t" -ge 1 ] || t=1
     name=$([ "$n" = 0 ] && echo "one process" || echo "$n ranks")
     json=$(run "run-$n" "$n" "$t")
-    read -r rate sent received < <(python3 -c '
+    read -r rate sent dense received < <(python3 -c '
 import json, sys
 s = json.loads(sys.argv[1])
-print(s["samples_per_second"], s.get("bytes_sent_per_step_per_rank", 0), s.get("bytes_received_per_step_per_rank", 0))
+print(s["samples_per_second"], s.get("bytes_sent_per_step_per_rank", 0), s.get("dense_bytes_sent_per_step_per_rank", 0),
+      s.get("bytes_received_per_step_per_rank", 0))
 ' "$json")
     [ -n "$base" ] || base=$rate
     python3 -c '
 import sys
-name, t, batch, rate, base, sent, received = sys.argv[1:]
+name, t, batch, rate, base, sent, dense, received = sys.argv[1:]
 def size(b):
     b = float(b)
     return "-" if b == 0 else ("%.1f KB" % (b / 1e3) if b < 1e6 else "%.2f MB" % (b / 1e6))
-print("%-14s %8s %12s %10.0f %8.2f %16s %16s" % (name, t, batch, float(rate), float(rate) / float(base), size(sent), size(received)))
-' "$name" "$t" "$(( batch * (n > 0 ? n : 1) ))" "$rate" "$base" "$sent" "$received"
+print("%-14s %8s %12s %10.0f %8.2f %16s %12s %20s" % (name, t, batch, float(rate), float(rate) / float(base), size(sent),
+                                                    size(dense), size(received)))
+' "$name" "$t" "$(( batch * (n > 0 ? n : 1) ))" "$rate" "$base" "$sent" "$dense" "$received"
 done
 }

@@ -126,16 +126,21 @@ struct Train: ParsableCommand {
 
     /// Tests only: STRATA_KILL_FOR_TESTING=RANK:POINT:N makes rank RANK kill itself (SIGKILL)
     /// at POINT: `written` or `kept` of the checkpoint of step N
-    /// (`TrainingResources.CheckpointPoint`), or `transaction` after the first transaction of
-    /// the N-th checkpoint this process writes (mid-write).
-    private static func killForTesting(rank: Int, _ resources: inout TrainingResources, _ options: inout Store.Options) throws {
+    /// (`TrainingResources.CheckpointPoint`), `transaction` after the first transaction of
+    /// the N-th checkpoint this process writes (mid-write), or `resharded` or `switched` of a
+    /// re-sharding (`Cluster.atReshardPoint`; N is not read).
+    private static func killForTesting(_ cluster: Cluster, _ resources: inout TrainingResources, _ options: inout Store.Options) throws {
         guard let text = ProcessInfo.processInfo.environment["STRATA_KILL_FOR_TESTING"] else { return }
         let parts = text.split(separator: ":").map(String.init)
-        guard parts.count == 3, let target = Int(parts[0]), let n = Int(parts[2]) else {
-            throw ValidationError("STRATA_KILL_FOR_TESTING must be RANK:POINT:N, not \(text)")
+        let points = ["written", "kept", "transaction", "resharded", "switched"]
+        guard parts.count == 3, let target = Int(parts[0]), let n = Int(parts[2]), points.contains(parts[1]) else {
+            throw ValidationError("STRATA_KILL_FOR_TESTING must be RANK:POINT:N with POINT one of \(points.joined(separator: ", ")), not \(text)")
         }
-        guard target == rank else { return }
-        if let point = TrainingResources.CheckpointPoint(rawValue: parts[1]) {
+        guard target == cluster.rank else { return }
+        if parts[1] == "resharded" || parts[1] == "switched" {
+            let point = parts[1]
+            cluster.atReshardPoint = { if $0 == point { kill(getpid(), SIGKILL) } }
+        } else if let point = TrainingResources.CheckpointPoint(rawValue: parts[1]) {
             resources.atCheckpointPoint = { p, step in if p == point && step == n { kill(getpid(), SIGKILL) } }
         } else if parts[1] == "transaction" {
             let started = Mutex(0)
@@ -143,8 +148,6 @@ struct Train: ParsableCommand {
                 guard t == 1 else { return }
                 if started.withLock({ $0 += 1; return $0 }) == n { kill(getpid(), SIGKILL) }
             }
-        } else {
-            throw ValidationError("STRATA_KILL_FOR_TESTING: POINT is written, kept or transaction, not \(parts[1])")
         }
     }
 
@@ -183,6 +186,12 @@ struct Train: ParsableCommand {
     private func train(cluster: Cluster?) throws {
         // Rank 0 speaks for the run: the others' progress is the same.
         let lead = (cluster?.rank ?? 0) == 0
+        if let cluster {
+            // Every rank reads the global batch.
+            let rows = batchSize * cluster.ranks * (loss == "softmax" ? 1 : 1 + (negatives ?? 1))
+            try OptionCheck.require(rows <= Self.largestBatch,
+                                    "--batch-size \(batchSize) on \(cluster.ranks) ranks makes global batches of \(rows) rows, more than \(Self.largestBatch)")
+        }
         if !lead {
             let null = open("/dev/null", O_WRONLY)
             if null >= 0 { dup2(null, 1); close(null) }
@@ -203,7 +212,7 @@ struct Train: ParsableCommand {
             budget: TierBudget(hotBytes: OptionCheck.bytes(mebibytes: hotMb), warmBytes: OptionCheck.bytes(mebibytes: warmMb)), lookahead: lookahead, threads: threads)
 
         var storeOptions = Store.Options()
-        if let cluster { try Self.killForTesting(rank: cluster.rank, &resources, &storeOptions) }
+        if let cluster { try Self.killForTesting(cluster, &resources, &storeOptions) }
         storeOptions.budget = resources.budget
         storeOptions.mapResidentBytes = mapResidentMb.map(OptionCheck.bytes(mebibytes:))
         if cluster == nil, let n = try ShardSet.ranks(store) {
@@ -216,6 +225,9 @@ struct Train: ParsableCommand {
             let generation = db.lastCheckpoint.generation
             try db.close()
             throw ValidationError("the store \(path) holds checkpoint \(generation); --resume continues it, --overwrite starts over")
+        }
+        if let cluster, let from = cluster.reshardedFrom {
+            print("moved every row from \(from) shards to \(cluster.ranks): the global batch is now \(cluster.ranks) × \(batchSize) samples (it was \(from) × \(batchSize))")
         }
         let trainer = try Trainer(store: db, options: options, resources: resources, data: loaded.training, resume: resume, cluster: cluster)
         if let from = trainer.resumedFromStep { print("resumed at step \(from) from checkpoint \(db.lastCheckpoint.generation)") }
@@ -271,6 +283,7 @@ struct Train: ParsableCommand {
             object["ranks"] = cluster.ranks
             object["bytes_sent_per_step_per_rank"] = try cluster.sum(Double(cluster.bytesSent)) / n / steps
             object["bytes_received_per_step_per_rank"] = try cluster.sum(Double(cluster.bytesReceived)) / n / steps
+            object["dense_bytes_sent_per_step_per_rank"] = try cluster.sum(Double(cluster.denseBytesSent)) / n / steps
         }
         if let planted { object["planted_auc"] = planted }
         if let references {

@@ -628,13 +628,23 @@ public final class Network {
     }
 
     /// Brings the rows a batch will read to the hot tier, computing nothing (the look-ahead).
-    /// `scratch` is the caller's; this may run on another thread than training.
-    public func warm(_ batch: Batch, scratch: inout [Float]) throws(StoreError) {
-        for lookup in lookups {
+    /// With `owned`, only the keys it keeps (`owned(table, key)`): a shard's own. `scratch` and
+    /// `kept` are the caller's; this may run on another thread than training.
+    public func warm(_ batch: Batch, scratch: inout [Float], kept: inout [UInt64],
+                     owned: ((Int, UInt64) -> Bool)? = nil) throws(StoreError) {
+        for (l, lookup) in lookups.enumerated() {
             for (u, f) in lookup.features.enumerated() where !lookup.candidateSide[u] {
                 // A masked sequence reads its history (and the mask, and the target: candidates).
                 let read = f == ModelBuilder.clozeUse ? cloze!.history : f
-                if read >= 0 { try TableLookup.warm(lookup.lookup.table, batch.keys(of: read).keys, scratch: &scratch) }
+                guard read >= 0 else { continue }
+                let keys = batch.keys(of: read).keys
+                guard let owned else {
+                    try TableLookup.warm(lookup.lookup.table, keys, scratch: &scratch)
+                    continue
+                }
+                kept.removeAll(keepingCapacity: true)
+                for key in keys where owned(l, key) { kept.append(key) }
+                try kept.withUnsafeBufferPointer { (k) throws(StoreError) in try TableLookup.warm(lookup.lookup.table, k, scratch: &scratch) }
             }
         }
     }

@@ -238,9 +238,7 @@ import Glibc
             _exit(0)
         }
         // Opened with the default, which refuses an undecided one: this one is decided.
-        var options = Self.options()
-        options.undecidedCheckpoint = .rollBack
-        let store = try FaultKit.open(pristine, options)
+        let store = try FaultKit.open(pristine, Self.options())
         #expect(store.openReport.isEmpty, "\(store.openReport)")
         #expect(store.lastCheckpoint.payload == [2])
         let wrong = try FaultKit.wrongRows(store.table("t"), references.second, Self.all)

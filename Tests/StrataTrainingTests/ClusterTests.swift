@@ -202,7 +202,7 @@ enum MPIRun {
         var rng = SplitMix64(seed: 2026_1207)
         let child = try MPIRun.start(ranks: 2, arguments(k) + ["--resume"])
         let deadline = ChildProcess.now() + 120
-        while !((try? String(contentsOfFile: k + ".jsonl", encoding: .utf8)) ?? "").contains("\"step\":50") && ChildProcess.now() < deadline {
+        while !TrainingKillResumeTests.checkpointSteps(k + ".jsonl").contains(50) && ChildProcess.now() < deadline {
             usleep(1_000)
         }
         usleep(useconds_t(rng.next() % 20_000))
@@ -213,7 +213,7 @@ enum MPIRun {
         log.append("killed rank 1 (pid \(ranks[1])) mid-run: status \(status)")
 
         let last = try MPIRun.strata(ranks: 2, arguments(k) + ["--resume"])
-        #expect(last.output.contains("resumed at step 50 ") || last.output.contains("resumed at step 60 "), "\(last.output)")
+        #expect([50, 60, 70].contains { last.output.contains("resumed at step \($0) ") }, "\(last.output)")
         try #require(last.status == 0, "final resume: \(last.output)\n\(log.joined(separator: "\n"))")
         let differences = try MPIRun.capture(shards: k).differences(from: try MPIRun.capture(shards: directory + "/U"))
         #expect(differences.isEmpty, "killed and resumed differs from uninterrupted: \(differences)\n\(log.joined(separator: "\n"))")
@@ -232,6 +232,17 @@ extension ClusterTests {
         try #require(trained.status == 0, "\(trained.output)")
         let four = try MPIRun.capture(shards: set, generations: false)
         #expect(four.rowCount > 1_000)
+        // Killed once the new shards are written, before the switch: the set is the old one.
+        let before = try MPIRun.strata(ranks: 2, Self.arguments(set, batch: 16) + ["--resume"],
+                                       environment: ["STRATA_KILL_FOR_TESTING": "1:resharded:0"])
+        #expect(before.status != 0, "\(before.output)")
+        #expect(try ShardSet.ranks(set) == 4)
+        // Killed just after the switch, before the old shards are removed: the set is the new
+        // one, and the next open removes the old folder.
+        let after = try MPIRun.strata(ranks: 2, Self.arguments(set, batch: 16) + ["--resume"],
+                                      environment: ["STRATA_KILL_FOR_TESTING": "0:switched:0"])
+        #expect(after.status != 0, "\(after.output)")
+        #expect(try ShardSet.ranks(set) == 2)
         for ranks in [2, 3] {
             // The run is finished: the resume only re-shards and evaluates.
             let run = try MPIRun.strata(ranks: ranks, Self.arguments(set, batch: 16) + ["--resume"])
@@ -383,7 +394,7 @@ extension ClusterTests {
     /// bags with their offsets all moved together, in order.
     @Test func aBatchKeepsItsPartInOrder() throws {
         let schema = FeatureSchema(dense: [.init("d0"), .init("d1")],
-                                   categorical: [.init("a", table: "a"), .init("b", table: "b", multiValued: true)],
+                                   categorical: [.init("a", table: "a"), .init("b", table: "b", multiValued: true), .init("c", table: "c")],
                                    labels: [.init("y", kind: .binary)])
         let batch = Batch(schema: schema)
         let n = 9
@@ -391,16 +402,20 @@ extension ClusterTests {
         let dense = (0..<(2 * n)).map { Float(100 + $0) }
         let single = (0..<n).map { [UInt64(1000 + $0)] }
         let bags = (0..<n).map { r in (0..<(r % 3)).map { UInt64(2000 + 10 * r + $0) } }
-        for (first, end) in [(0, 9), (3, 6), (6, 9), (0, 3), (4, 4)] {
-            batch.set(rows: n, labels: labels, dense: dense, keys: [single, bags])
+        let other = (0..<n).map { [UInt64(3000 + $0)] }
+        // Groups of 3 (a positive and two negatives), parts of whole groups.
+        for (first, end) in [(0, 9), (3, 6), (6, 9), (0, 3), (3, 9), (3, 3)] {
+            batch.set(rows: n, labels: labels, dense: dense, keys: [single, bags, other], groupSize: 3)
             batch.keep(first..<end)
-            #expect(batch.count == end - first)
+            #expect(batch.count == end - first && batch.groupSize == 3)
             for r in 0..<batch.count {
                 #expect(batch.labels[r] == labels[first + r])
                 #expect(batch.dense[2 * r] == dense[2 * (first + r)] && batch.dense[2 * r + 1] == dense[2 * (first + r) + 1])
                 #expect(Array(batch.keys(of: 0, row: r)) == single[first + r])
                 #expect(Array(batch.keys(of: 1, row: r)) == bags[first + r], "rows \(first)..<\(end), row \(r)")
+                #expect(Array(batch.keys(of: 2, row: r)) == other[first + r], "rows \(first)..<\(end), row \(r)")
             }
+            #expect(Array(batch.keys(of: 2).keys) == other[first..<end].map { $0[0] })
             let all = batch.keys(of: 1)
             #expect(all.offsets?.first == 0 && Int(all.offsets!.last!) == all.keys.count)
         }

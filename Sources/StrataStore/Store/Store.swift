@@ -790,20 +790,23 @@ public final class Store: Sendable {
     /// Deletes the store at `path` and nothing else. Refused, deleting nothing, when the
     /// directory is not a store (`.notEmpty`), holds files that are not the store's
     /// (`.foreignFiles`), or is open in some process (`.locked`). A missing path or an empty
-    /// directory is no store: the directory goes, if it is there. A failure part way (a file
-    /// that cannot be deleted) leaves a store that no longer opens; delete it again.
+    /// directory is no store: the directory goes, if it is there; so does one that holds only
+    /// the lock files a store's first open begins with. A failure part way (a file that cannot
+    /// be deleted, or the process ended) leaves a store that no longer opens; delete it again:
+    /// `rows.mdb` goes last, so what is left is still taken for a store.
     public static func remove(at path: String) throws(StoreError) {
         guard fileExists(path) else { return }
         let entries: [String]
         do { entries = try directoryEntries(path).sorted() } catch { throw openFailure(error) }
         let foreign = entries.filter { !ownEntries.contains($0) }
-        guard entries.contains("rows.mdb") || entries.isEmpty else { throw .notEmpty(path: path, entries: entries) }
+        let begun = entries.allSatisfy { $0 == "LOCK" || $0 == "rows.mdb-lock" }
+        guard entries.contains("rows.mdb") || begun else { throw .notEmpty(path: path, entries: entries) }
         guard foreign.isEmpty else { throw .foreignFiles(path: path, entries: foreign) }
         if !entries.isEmpty {
             // Held while the store's files go: no process opens it half deleted.
             let lock = try StoreLockFile(path: path + "/LOCK")
             defer { lock.release() }
-            for name in entries where name != "LOCK" {
+            for name in entries.filter({ $0 != "rows.mdb" }) + entries.filter({ $0 == "rows.mdb" }) where name != "LOCK" {
                 do { try removeTree(path + "/" + name) } catch { throw openFailure(error) }
             }
         }
@@ -1223,7 +1226,10 @@ public final class Store: Sendable {
             var failure: StoreError?
             // Only tables the last checkpoint holds: the others vanish at the next open. A
             // reader has no warm tier, and warm.index is the writer's.
-            for table in tables where table.rowsDatabase != nil && !core.isReader {
+            // Nor while a two-phase checkpoint is undecided: abandoned, its generation would be
+            // used again by another checkpoint, which the saved index would wrongly match.
+            let undecided = core.undecided.load(ordering: .relaxed) != 0
+            for table in tables where table.rowsDatabase != nil && !core.isReader && !undecided {
                 do throws(StoreError) { try table.saveWarmTier(generation: generation) } catch { failure = failure ?? error }
             }
             core.shutDown()

@@ -227,9 +227,27 @@ func makeDirectories(_ path: String) throws(SystemError) {
 }
 
 /// `fsync(2)` on a directory, so that a rename or unlink in it is durable.
-func syncDirectory(_ path: String) throws(SystemError) {
+public func syncDirectory(_ path: String) throws(SystemError) {
     let dir = try OpenFile(path: path, flags: O_RDONLY | O_DIRECTORY)
     try dir.sync()
+}
+
+/// Replaces the file at `path` (in a directory, not the working one alone) with `bytes` in
+/// one step that survives a power cut: written to `path.tmp` and synced, renamed over
+/// `path`, and the directory synced. A failure before the rename leaves `path` as it was.
+public func replaceFileDurably(_ path: String, with bytes: [UInt8]) throws(SystemError) {
+    let temporary = path + ".tmp"
+    do {
+        let file = try OpenFile(path: temporary, flags: O_WRONLY | O_CREAT | O_TRUNC)
+        var failure: SystemError?
+        bytes.withUnsafeBytes { b in
+            do throws(SystemError) { try file.write(b, at: 0) } catch { failure = error }
+        }
+        if let failure { throw failure }
+        try file.sync()
+    }
+    try renameFile(temporary, path)
+    try syncDirectory(path.lastIndex(of: "/").map { String(path[..<$0]) } ?? ".")
 }
 
 /// `rename(2)`.

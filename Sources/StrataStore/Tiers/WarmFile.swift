@@ -96,18 +96,7 @@ enum WarmIndexFile {
             }
             b.storeBytes(of: strata_crc32c(0, b.baseAddress, at), toByteOffset: at, as: UInt32.self)
         }
-        let temporary = path + ".tmp"
-        do {
-            let file = try OpenFile(path: temporary, flags: O_WRONLY | O_CREAT | O_TRUNC)
-            var failure: SystemError?
-            bytes.withUnsafeBytes { b in
-                do throws(SystemError) { try file.write(b, at: 0) } catch { failure = error }
-            }
-            if let failure { throw failure }
-            try file.sync()
-        }
-        try renameFile(temporary, path)
-        try syncDirectory(String(path[..<path.lastIndex(of: "/")!]))
+        try replaceFileDurably(path, with: bytes)
     }
 
     /// Reads a saved index; nil with the reason when it is missing or unusable.

@@ -13,6 +13,7 @@
 // process's.
 //
 // Concurrency: one `Cluster` per process, used from the training thread (see `Communicator`).
+import Foundation
 public import StrataMPI
 import StrataModels
 import StrataNN
@@ -26,6 +27,13 @@ public final class Cluster {
     private var share: [Float] = []
     private var denseTraffic = ShardedRows.Traffic()
 
+    /// The number of shards `openShard` moved the rows from, when it re-sharded.
+    public private(set) var reshardedFrom: Int?
+    /// Tests only: called on every rank at each point of a re-sharding (`resharded`: this
+    /// rank's new shard is written; `switched`: rank 0 has switched the manifest), so that a
+    /// test can end the process there.
+    public var atReshardPoint: (@Sendable (String) -> Void)?
+
     public init(world: Communicator) {
         self.world = world
         rows = ShardedRows(world: world)
@@ -38,6 +46,8 @@ public final class Cluster {
     /// their keys (`ShardedRows`), and dense gradients.
     public var bytesSent: Int64 { rows.traffic.bytesSent + denseTraffic.bytesSent }
     public var bytesReceived: Int64 { rows.traffic.bytesReceived + denseTraffic.bytesReceived }
+    /// Of `bytesSent`, the dense gradients' share.
+    public var denseBytesSent: Int64 { denseTraffic.bytesSent }
 
     /// Opens this rank's shard of the set at `directory` (`ShardSet.lay`), first re-sharding
     /// a set of another number of ranks when resuming, and settles a two-phase checkpoint a
@@ -101,7 +111,11 @@ public final class Cluster {
             var o = options
             o.undecidedCheckpoint = decision
             o.create = false
-            return try open(ShardSet.shardPath(directory, rank: r, of: old), o)
+            let path = ShardSet.shardPath(directory, rank: r, of: old)
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw ShardSetError(description: "the shard set \(directory) lacks shard \(r) of its \(old) (\(path)): it cannot be re-sharded without every row; bring the shard back")
+            }
+            return try open(path, o)
         }
         try world.barrier()
         let path = ShardSet.shardPath(directory, rank: rank, of: ranks)
@@ -139,12 +153,15 @@ public final class Cluster {
             }
         }
         try store.checkpoint(payload: payload ?? [])
+        atReshardPoint?("resharded")
         try world.barrier()
         if rank == 0 {
             try ShardSet.writeManifest(directory, ranks: ranks)
+            atReshardPoint?("switched")
             try ShardSet.removeFolder(ShardSet.folder(directory, ranks: old))
         }
         try world.barrier()
+        reshardedFrom = old
         return store
     }
 
@@ -155,6 +172,12 @@ public final class Cluster {
         let first = r * (groups / n) + min(r, groups % n)
         let size = groups / n + (r < groups % n ? 1 : 0)
         return (first * groupSize)..<((first + size) * groupSize)
+    }
+
+    /// Whether this rank owns a key of table t of `tables` (`KeyOwner`).
+    func owns(_ tables: [String]) -> @Sendable (Int, UInt64) -> Bool {
+        let namespaces = tables.map(FeatureSchema.namespace), rank = rank, ranks = ranks
+        return { t, key in KeyOwner.rank(of: key, namespace: namespaces[t], ranks: ranks) == rank }
     }
 
     /// Whether `flag` holds on every rank.

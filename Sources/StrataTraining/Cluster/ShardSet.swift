@@ -87,14 +87,18 @@ public enum ShardSet {
         return nil
     }
 
-    /// Replaces `shards.json` in one rename.
+    /// Replaces `shards.json` in one rename, durably (`replaceFileDurably`), after syncing the
+    /// set's folder of `ranks` shards, if it is there, so that a power cut after the switch
+    /// finds the shards it names.
     static func writeManifest(_ directory: String, ranks: Int) throws {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            let data = try JSONEncoder().encode(Manifest(ranks: ranks))
-            try data.write(to: URL(fileURLWithPath: (directory as NSString).appendingPathComponent(manifestName)), options: .atomic)
+            let folder = folder(directory, ranks: ranks)
+            if FileManager.default.fileExists(atPath: folder) { try syncDirectory(folder) }
+            try replaceFileDurably((directory as NSString).appendingPathComponent(manifestName),
+                                   with: Array(try JSONEncoder().encode(Manifest(ranks: ranks))))
         } catch {
-            throw ShardSetError(description: "cannot write the shard set \(directory)'s \(manifestName): \(error.localizedDescription)")
+            throw ShardSetError(description: "cannot write the shard set \(directory)'s \(manifestName): \(error)")
         }
     }
 

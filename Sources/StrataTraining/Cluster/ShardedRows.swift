@@ -66,14 +66,62 @@ final class ShardedRows: RowExchange {
     private var receivedKeys: [UInt64] = []
     private var outgoing: [Float] = []
     private var incoming: [Float] = []
-    /// The owner's side, a table each: the keys received for it, requester by requester, then
-    /// kept once; the index in those of each (requester, table)'s first key; the rows served.
-    private var served: [KeyDeduplicator] = []
-    private var servedKeys: [[UInt64]] = []
+    /// The owner's side, a table each, and where each (requester, table)'s first key is among
+    /// that table's received keys.
+    private var served: [Served] = []
     private var servedStarts: [Int] = []
-    private var servedRows: [[Float]] = []
-    private var servedGradients: [[Float]] = []
-    private var servedTables: [Table] = []
+
+    /// What this rank serves of one table in a step. The tables' store calls run on threads
+    /// of their own (`Parallel`), each on its own `Served`.
+    final class Served {
+        let table: Table
+        let dimension: Int
+        let weightDecay: Float
+        /// The keys received, requester by requester, then kept once.
+        var keys: [UInt64] = []
+        var distinct = KeyDeduplicator()
+        /// Rows of the distinct keys, then their summed gradients.
+        var rows: [Float] = []
+        var gradients: [Float] = []
+
+        init(_ lookup: TableLookup) {
+            table = lookup.table
+            dimension = lookup.dimension
+            weightDecay = lookup.weightDecay
+        }
+
+        /// The distinct keys' rows from the store.
+        func fetch(training: Bool) throws(StoreError) {
+            let n = keys.withUnsafeBufferPointer { distinct.run($0) } * dimension
+            if rows.count < n { rows = [Float](repeating: 0, count: n) }
+            try distinct.uniqueKeys.withUnsafeBufferPointer { (k) throws(StoreError) in
+                try rows.withUnsafeMutableBufferPointer { (all) throws(StoreError) in
+                    let r = UnsafeMutableBufferPointer(rebasing: all[..<n])
+                    if training { try table.lookup(k, into: r) } else { try table.peek(k, into: r) }
+                }
+            }
+        }
+
+        /// Zeroes the summed gradients of the distinct keys.
+        func clearGradients() {
+            let n = distinct.uniqueKeys.count * dimension
+            if gradients.count < n { gradients = [Float](repeating: 0, count: n) }
+            gradients.withUnsafeMutableBufferPointer { $0[..<n].update(repeating: 0) }
+        }
+
+        /// λ · row added once, then one optimizer step of the distinct rows.
+        func step(learningRate: Float?) throws(StoreError) {
+            let n = distinct.uniqueKeys.count * dimension
+            if weightDecay != 0 {
+                for i in 0..<n { gradients[i] += weightDecay * rows[i] }
+            }
+            try distinct.uniqueKeys.withUnsafeBufferPointer { (k) throws(StoreError) in
+                try gradients.withUnsafeBufferPointer { (g) throws(StoreError) in
+                    try table.applyGradients(k, UnsafeBufferPointer(rebasing: g[..<n]), learningRate: learningRate)
+                }
+            }
+        }
+    }
 
     /// Counts and offsets of one all-to-all-v, both directions.
     struct Exchange {
@@ -172,30 +220,23 @@ final class ShardedRows: RowExchange {
         // The owner's side: each table's keys from every requester, kept once, looked up once.
         resize(&outgoing, floatCounts.receiveTotal)
         for t in 0..<tables {
-            servedKeys[t].removeAll(keepingCapacity: true)
+            served[t].keys.removeAll(keepingCapacity: true)
             for s in 0..<n {
                 let start = start(of: s, table: t)
-                servedStarts[s * tables + t] = servedKeys[t].count
-                servedKeys[t].append(contentsOf: receivedKeys[start..<(start + Int(receivedCounts[s * tables + t]))])
-            }
-            let distinct = servedKeys[t].withUnsafeBufferPointer { served[t].run($0) }
-            let d = dimensions[t]
-            resize(&servedRows[t], distinct * d)
-            try served[t].uniqueKeys.withUnsafeBufferPointer { (k) throws(StoreError) in
-                try servedRows[t].withUnsafeMutableBufferPointer { (all) throws(StoreError) in
-                    let r = UnsafeMutableBufferPointer(rebasing: all[..<(distinct * d)])
-                    if training { try servedTables[t].lookup(k, into: r) } else { try servedTables[t].peek(k, into: r) }
-                }
+                servedStarts[s * tables + t] = served[t].keys.count
+                served[t].keys.append(contentsOf: receivedKeys[start..<(start + Int(receivedCounts[s * tables + t]))])
             }
         }
+        let owned = served
+        try Parallel.forEach(owned.count) { (t) throws(StoreError) in try owned[t].fetch(training: training) }
         // Rows back in the order their keys came: requester by requester, table by table.
         var f = 0
         for s in 0..<n {
-            for t in 0..<tables {
-                let d = dimensions[t], first = servedStarts[s * tables + t]
-                served[t].positions.withUnsafeBufferPointer { at in
-                    servedRows[t].withUnsafeBufferPointer { rows in
-                        for j in 0..<Int(receivedCounts[s * tables + t]) {
+            for t in owned.indices {
+                let d = owned[t].dimension, first = servedStarts[s * owned.count + t]
+                owned[t].distinct.positions.withUnsafeBufferPointer { at in
+                    owned[t].rows.withUnsafeBufferPointer { rows in
+                        for j in 0..<Int(receivedCounts[s * owned.count + t]) {
                             let row = Int(at[first + j]) * d
                             for c in 0..<d { outgoing[f + c] = rows[row + c] }
                             f += d
@@ -207,20 +248,8 @@ final class ShardedRows: RowExchange {
         resize(&incoming, floatCounts.sendTotal)
         try exchange(outgoing, into: &incoming, floatCounts.reversed)
         // Each row into its lookup's slot.
-        f = 0
-        var k = 0
-        for r in 0..<n {
-            for (t, lookup) in lookups.enumerated() {
-                let d = dimensions[t]
-                lookup.withDistinct { _, rows, _ in
-                    for _ in 0..<Int(sentCounts[r * tables + t]) {
-                        let slot = Int(sentSlots[k]) * d
-                        for c in 0..<d { rows[slot + c] = incoming[f + c] }
-                        f += d
-                        k += 1
-                    }
-                }
-            }
+        eachSent(lookups, gradients: false) { rows, at, f, d in
+            for c in 0..<d { rows[at + c] = incoming[f + c] }
         }
     }
 
@@ -229,35 +258,21 @@ final class ShardedRows: RowExchange {
         precondition(lookups.count == tables, "a step follows the fetch of the same lookups")
         // Each distinct key's summed gradient, in the order its key was sent.
         resize(&incoming, floatCounts.sendTotal)
-        var f = 0, k = 0
-        for r in 0..<n {
-            for (t, lookup) in lookups.enumerated() {
-                let d = dimensions[t]
-                lookup.withDistinct { _, _, gradients in
-                    for _ in 0..<Int(sentCounts[r * tables + t]) {
-                        let slot = Int(sentSlots[k]) * d
-                        for c in 0..<d { incoming[f + c] = gradients[slot + c] }
-                        f += d
-                        k += 1
-                    }
-                }
-            }
+        eachSent(lookups, gradients: true) { gradients, at, f, d in
+            for c in 0..<d { incoming[f + c] = gradients[at + c] }
         }
         resize(&outgoing, floatCounts.receiveTotal)
         try exchange(incoming, into: &outgoing, floatCounts)
         // The owner's sums, requester by requester (rank order), then the decay, then one step.
-        for t in 0..<tables {
-            let d = dimensions[t], distinct = served[t].uniqueKeys.count
-            resize(&servedGradients[t], distinct * d)
-            for i in 0..<(distinct * d) { servedGradients[t][i] = 0 }
-        }
-        f = 0
+        let owned = served
+        for table in owned { table.clearGradients() }
+        var f = 0
         for s in 0..<n {
-            for t in 0..<tables {
-                let d = dimensions[t], first = servedStarts[s * tables + t]
-                served[t].positions.withUnsafeBufferPointer { at in
-                    servedGradients[t].withUnsafeMutableBufferPointer { sums in
-                        for j in 0..<Int(receivedCounts[s * tables + t]) {
+            for t in owned.indices {
+                let d = owned[t].dimension, first = servedStarts[s * owned.count + t]
+                owned[t].distinct.positions.withUnsafeBufferPointer { at in
+                    owned[t].gradients.withUnsafeMutableBufferPointer { sums in
+                        for j in 0..<Int(receivedCounts[s * owned.count + t]) {
                             let row = Int(at[first + j]) * d
                             for c in 0..<d { sums[row + c] += outgoing[f + c] }
                             f += d
@@ -266,33 +281,40 @@ final class ShardedRows: RowExchange {
                 }
             }
         }
-        for (t, lookup) in lookups.enumerated() {
-            let distinct = served[t].uniqueKeys.count * dimensions[t]
-            if lookup.weightDecay != 0 {
-                for i in 0..<distinct { servedGradients[t][i] += lookup.weightDecay * servedRows[t][i] }
-            }
-            try served[t].uniqueKeys.withUnsafeBufferPointer { (k) throws(StoreError) in
-                try servedGradients[t].withUnsafeBufferPointer { (g) throws(StoreError) in
-                    try servedTables[t].applyGradients(k, UnsafeBufferPointer(rebasing: g[..<distinct]), learningRate: learningRate)
-                }
-            }
-        }
+        try Parallel.forEach(owned.count) { (t) throws(StoreError) in try owned[t].step(learningRate: learningRate) }
     }
 
     // MARK: Parts
 
     /// Sizes the per-table state for these lookups (the same every step of a run).
     private func prepare(_ lookups: [TableLookup]) {
-        guard tables != lookups.count || servedTables.map(ObjectIdentifier.init) != lookups.map({ ObjectIdentifier($0.table) }) else { return }
+        guard tables != lookups.count || served.map({ ObjectIdentifier($0.table) }) != lookups.map({ ObjectIdentifier($0.table) }) else { return }
         tables = lookups.count
         namespaces = lookups.map { FeatureSchema.namespace($0.table.name) }
         dimensions = lookups.map(\.dimension)
-        servedTables = lookups.map(\.table)
-        served = lookups.map { _ in KeyDeduplicator() }
-        servedKeys = lookups.map { _ in [] }
-        servedRows = lookups.map { _ in [] }
-        servedGradients = lookups.map { _ in [] }
+        served = lookups.map(Served.init)
         servedStarts = [Int](repeating: 0, count: world.size * tables)
+    }
+
+    /// Walks the keys the last fetch sent, in the order sent (owner by owner, table by table),
+    /// calling `body` with the key's lookup's rows (or, with `gradients`, its summed
+    /// gradients), the key's row in them, its row's place among the floats exchanged, and the
+    /// dimension.
+    private func eachSent(_ lookups: [TableLookup], gradients: Bool,
+                          _ body: (UnsafeMutableBufferPointer<Float>, Int, Int, Int) -> Void) {
+        var f = 0, k = 0
+        for r in 0..<world.size {
+            for (t, lookup) in lookups.enumerated() {
+                let d = dimensions[t]
+                lookup.withDistinct { _, rows, sums in
+                    for _ in 0..<Int(sentCounts[r * tables + t]) {
+                        body(gradients ? sums : rows, Int(sentSlots[k]) * d, f, d)
+                        f += d
+                        k += 1
+                    }
+                }
+            }
+        }
     }
 
     /// Where requester s's keys of table t start among the received keys.

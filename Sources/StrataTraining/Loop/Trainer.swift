@@ -274,7 +274,7 @@ public final class Trainer {
         let preparation = { BatchPreparation(schema: self.options.schema, negatives: self.negatives) }
         let prefetcher = resources.lookahead > 0
             ? Prefetcher(source: source, batchSize: batchSize, depth: resources.lookahead, preparation: preparation(),
-                         warming: network, warmsRows: cluster == nil) : nil
+                         warming: network, owned: cluster?.owns(network.tables.map(\.name))) : nil
         defer { prefetcher?.stop() }
         let inline = prefetcher == nil ? preparation() : nil
         let local = Batch(schema: options.schema)

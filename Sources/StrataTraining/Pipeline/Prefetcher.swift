@@ -58,9 +58,9 @@ final class Prefetcher: @unchecked Sendable {
     private let batchSize: Int
     private let depth: Int
     private let network: Network
-    /// Whether read batches' rows are brought to the hot tier: not when the tables are
-    /// sharded, as other processes own most of the rows.
-    private let warmsRows: Bool
+    /// Which rows of a read batch are brought to the hot tier: with the tables sharded, those
+    /// of the keys this process owns (`Network.warm`).
+    private let owned: (@Sendable (Int, UInt64) -> Bool)?
     private let preparation: BatchPreparation
     private var queue: [PositionedBatch] = []
     /// Batches the consumer is done with, refilled instead of allocating new ones.
@@ -72,9 +72,9 @@ final class Prefetcher: @unchecked Sendable {
     private let changed: UnsafeMutablePointer<pthread_cond_t>
 
     init(source: any BatchSource, batchSize: Int, depth: Int, preparation: BatchPreparation, warming network: Network,
-         warmsRows: Bool = true) {
+         owned: (@Sendable (Int, UInt64) -> Bool)? = nil) {
         precondition(depth >= 1)
-        self.warmsRows = warmsRows
+        self.owned = owned
         self.source = source
         self.batchSize = batchSize
         self.depth = depth
@@ -124,7 +124,7 @@ final class Prefetcher: @unchecked Sendable {
     }
 
     private func run() {
-        var scratch: [Float] = []
+        var scratch: [Float] = [], kept: [UInt64] = []
         while true {
             pthread_mutex_lock(mutex)
             while queue.count >= depth && !stopping { pthread_cond_wait(changed, mutex) }
@@ -134,7 +134,7 @@ final class Prefetcher: @unchecked Sendable {
             if stop { break }
             do {
                 let item = try preparation.next(&source, size: batchSize, into: batch)
-                if warmsRows && item.samples > 0 { try network.warm(item.batch, scratch: &scratch) }
+                if item.samples > 0 { try network.warm(item.batch, scratch: &scratch, kept: &kept, owned: owned) }
                 pthread_mutex_lock(mutex)
                 queue.append(item)
                 pthread_cond_broadcast(changed)
