@@ -28,6 +28,11 @@ struct Train: ParsableCommand {
             tabular data and evaluates it as RecBole does. A checkpoint holds the store's rows and their \
             optimizer state, the dense weights and theirs, the step and the data position, all at one \
             instant: --resume continues exactly where it was taken.
+
+            Started by Open MPI's mpirun, it trains hybrid-parallel: --store names a shard set, each rank \
+            owns a shard of every table, the dense weights are replicated, and --batch-size is per rank \
+            (the global batch is that times the ranks). Checkpoints are kept by every shard together; \
+            --resume on another number of ranks moves every row to its new owner first.
             """)
 
     @Option(help: "The model: \(ModelRegistry.names.joined(separator: ", ")).") var model = "dlrm"

@@ -72,7 +72,8 @@ public final class ClozeInput {
     }
 
     /// Builds `batch`'s sequences, the masks' positions and (in training) their items.
-    public func prepare(_ batch: Batch, training: Bool, pass: (step: UInt64, seed: UInt64)) {
+    /// Sample r draws its masks as row `pass.firstRow + r` of the whole batch (`Pass.firstRow`).
+    public func prepare(_ batch: Batch, training: Bool, pass: (step: UInt64, seed: UInt64, firstRow: Int)) {
         let rows = batch.count, slots = masking.slots, mask = ClozeMasking.maskKey
         keys.removeAll(keepingCapacity: true)
         offsets.removeAll(keepingCapacity: true)
@@ -98,7 +99,7 @@ public final class ClozeInput {
             }
             keys.append(items[r])
             let length = kept.count + 1
-            let row = SplitMix64.mix(key ^ UInt64(r) &* 0x9E37_79B9_7F4A_7C15)
+            let row = SplitMix64.mix(key ^ UInt64(pass.firstRow + r) &* 0x9E37_79B9_7F4A_7C15)
             masked.removeAll(keepingCapacity: true)
             if SplitMix64.mix(row) < lastOnly {
                 masked.append(length - 1)

@@ -327,6 +327,11 @@ public final class Network {
     /// Set when the tables are sharded over processes: every lookup's rows and sparse steps
     /// go through it (`RowExchange`). Nil: each table is this process's store's.
     public var exchange: (any RowExchange)?
+    /// Where the next batch's rows stand in the whole batch, when they are this process's
+    /// part of it: dropout and the Cloze masks draw by the whole batch's rows (`Pass.firstRow`).
+    public var firstRow = 0
+    /// The rows of the batch the last `forward` ran.
+    private var batchRows = 0
     private let denseTensor: Tensor?
     private let scoring: ItemScoring?
     private let cloze: ClozeInput?
@@ -545,6 +550,7 @@ public final class Network {
     /// graph forward.
     private func run(_ batch: Batch, training: Bool, step: Int, candidates: UseKeys, tower: Bool) throws {
         precondition(batch.schema == schema, "the batch's schema is not the model's")
+        batchRows = batch.count
         if let d = denseTensor {
             d.resize(rows: batch.count)
             d.data.update(from: batch.dense, count: batch.count * d.columns)
@@ -571,7 +577,7 @@ public final class Network {
             Parallel.forEach(self.lookups.count) { l in self.lookups[l].lookup.pool() }
         }
         if let cloze {
-            cloze.prepare(batch, training: training, pass: (UInt64(max(step, 0)), seed))
+            cloze.prepare(batch, training: training, pass: (UInt64(max(step, 0)), seed, firstRow))
             try cloze.withUseKeys(lookUp)
         } else {
             try lookUp(Self.noKeys)
@@ -649,7 +655,11 @@ public final class Network {
         }
     }
 
+    /// The main graph's pass names its rows by the whole batch's (`firstRow`); the item
+    /// tower's rows are the candidates, the same for every process.
     private func pass(_ training: Bool, _ step: Int, seed: UInt64? = nil) -> Pass {
-        Pass(training: training, step: UInt64(max(step, 0)), seed: seed ?? self.seed)
+        seed == nil
+            ? Pass(training: training, step: UInt64(max(step, 0)), seed: self.seed, firstRow: firstRow, rows: batchRows)
+            : Pass(training: training, step: UInt64(max(step, 0)), seed: seed!)
     }
 }

@@ -158,6 +158,8 @@ public final class TableLookup {
     /// `addingWeightDecay` λ · row added. (Sharded, the decay is added once, by the row's owner.)
     public func sumGradients(addingWeightDecay: Bool, gradient: (Int) -> Tensor) {
         let d = dimension, unique = distinct.uniqueKeys.count
+        // No key (a rank's part of a batch can have only empty bags): nothing to sum.
+        guard unique > 0 else { return }
         if rowGradients.count < unique * d { rowGradients = [Float](repeating: 0, count: unique * d) }
         rowGradients.withUnsafeMutableBufferPointer { g in
             let sums = g.baseAddress!

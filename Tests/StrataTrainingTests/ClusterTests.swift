@@ -10,8 +10,8 @@
 //   rank by rank (each rank's samples in order, then the ranks in order) where one process
 //   sums the samples in order, and a dense gradient's matrix products sum the batch in N
 //   blocks instead of one; float addition is not associative. The bound is what that rounding
-//   can grow to over the run (`valueBound`): a relative difference of 1e-3 of a value's size
-//   or 1e-5 absolute, over these 40 steps.
+//   can grow to over the run (`bound`, `zooBound`), relative to a value's size (or to 0.01
+//   for smaller values): 1e-5 with SGD, 1e-2 with Adam, which magnifies it.
 import Foundation
 import StrataModels
 import StrataNN
@@ -96,6 +96,13 @@ enum MPIRun {
                "--threads", "1", "--lookahead", "2", "--seed", "5"] + extra
     }
 
+    /// How far N ranks may be from one process after `steps` steps, relative to a value's
+    /// size (or to 0.01 for smaller values). SGD carries the rounding through linearly; Adam's
+    /// first steps move a weight by ±lr whatever its gradient's size, so a gradient summed from
+    /// nearly cancelling parts, whose last bits differ, moves it differently (measured: 4.7e-7
+    /// with SGD, 9.9e-4 with Adam).
+    static let bound: [String: Float] = ["sgd": 1e-5, "adam": 1e-2]
+
     /// Largest differences of values and optimizer state between two runs with the same keys.
     static func distance(_ a: TrainedState, _ b: TrainedState) -> (values: Float, state: Float, other: [String]) {
         var worst: Float = 0, worstState: Float = 0
@@ -141,7 +148,8 @@ enum MPIRun {
             let d = Self.distance(sharded, reference)
             print("\(optimizer), \(ranks) ranks against one process: largest relative difference \(d.values) in values, \(d.state) in optimizer state")
             #expect(d.other.isEmpty, "\(ranks) ranks: \(d.other.prefix(5))")
-            #expect(d.values <= 1e-3 && d.state <= 1e-3, "\(ranks) ranks: values differ by up to \(d.values), state by \(d.state)")
+            let bound = Self.bound[optimizer]!
+            #expect(d.values <= bound && d.state <= bound, "\(ranks) ranks: values differ by up to \(d.values), state by \(d.state)")
             #expect(sharded.rowCount == reference.rowCount)
             #expect(sharded.rowCount > 1_000)
 
@@ -340,22 +348,36 @@ extension ClusterTests {
 
 extension ClusterTests {
     /// Every model of the zoo trains on 2 ranks (MovieLens-100K, each rank half of the zoo
-    /// tests' batch) and leaves a shard set that verifies.
+    /// tests' batch) as one process trains it on the whole batch: the same keys and update
+    /// counts, values and optimizer state within `zooBound` (the reason for a bound is at the
+    /// top of this file), and a shard set that verifies. Dropout, the Cloze masks and the
+    /// sampled softmax's candidates are drawn by the whole batch's rows. SGD on both sides:
+    /// Adam's first steps move a weight by ±lr whatever its gradient's size, so a gradient that
+    /// sums to nearly 0 can change sign with its last bit (measured with Adam: 2.4e-2 for
+    /// SASRec, 2.0 for the item tower, 6.3e-4 at most for the others).
     @Test(arguments: ZooCase.all)
-    func everyZooModelTrainsOnTwoRanks(_ c: ZooCase) throws {
+    func everyZooModelOnTwoRanksTrainsAsOneProcess(_ c: ZooCase) throws {
         let directory = temporaryDirectory("strata-cluster-zoo")
         defer { removeDirectory(directory) }
-        var arguments = c.arguments(store: directory + "/set", steps: 20, checkpointEvery: 10) + ["--threads", "1", "--lookahead", "2"]
+        let extra = ["--threads", "1", "--lookahead", "2", "--optimizer", "sgd", "--sparse-optimizer", "sgd"]
+        let one = try StrataCommand.run(c.arguments(store: directory + "/one", steps: 20, checkpointEvery: 10) + extra)
+        try #require(one.status == 0, "\(c.testDescription): \(one.output)")
+        var arguments = c.arguments(store: directory + "/set", steps: 20, checkpointEvery: 10) + extra
         let at = try #require(arguments.firstIndex(of: "--batch-size"))
         arguments[at + 1] = "\(ZooCase.batchSize / 2)"
         let run = try MPIRun.strata(ranks: 2, arguments)
         try #require(run.status == 0, "\(c.testDescription): \(run.output)")
-        let trained = try #require(run.lines.first { $0.hasPrefix("trained 20 steps") }, "\(c.testDescription): \(run.output)")
-        #expect(!trained.contains("nan"), "\(c.testDescription): \(trained)")
         let verify = try StrataCommand.run(["verify", directory + "/set"])
         #expect(verify.status == 0, "\(c.testDescription): \(verify.output)")
-        #expect(try MPIRun.capture(shards: directory + "/set").rowCount > 100)
+        let sharded = try MPIRun.capture(shards: directory + "/set")
+        let d = Self.distance(sharded, try TrainedState.capture(try TrainingKillResumeTests.openStore(directory + "/one")))
+        print("\(c.testDescription), 2 ranks against one process: largest relative difference \(d.values) in values, \(d.state) in optimizer state")
+        #expect(d.other.isEmpty, "\(c.testDescription): \(d.other.prefix(5))")
+        #expect(d.values <= Self.zooBound && d.state <= Self.zooBound, "\(c.testDescription): values differ by up to \(d.values), state by \(d.state)")
+        #expect(sharded.rowCount > 100)
     }
+
+    static let zooBound: Float = 1e-5
 }
 
 /// The parts of a run over several processes that need no MPI.
@@ -419,6 +441,21 @@ extension ClusterTests {
             let all = batch.keys(of: 1)
             #expect(all.offsets?.first == 0 && Int(all.offsets!.last!) == all.keys.count)
         }
+    }
+
+    /// A process's rows of a batch draw the dropout masks those rows draw in the whole batch.
+    @Test func dropoutDrawsByTheWholeBatchsRows() {
+        let width = 7, rows = 10
+        let whole = DropoutMask(rate: 0.4, pass: Pass(training: true, step: 3, seed: 5, node: 2, rows: rows), stream: 1, count: rows * width)
+        for (first, count) in [(0, 4), (4, 3), (7, 3)] {
+            let part = DropoutMask(rate: 0.4, pass: Pass(training: true, step: 3, seed: 5, node: 2, firstRow: first, rows: count),
+                                   stream: 1, count: count * width)
+            #expect((0..<(count * width)).map(part.kept) == ((first * width)..<((first + count) * width)).map(whole.kept))
+        }
+        // Not the same as a batch of its own: the rows are the whole batch's.
+        let own = DropoutMask(rate: 0.4, pass: Pass(training: true, step: 3, seed: 5, node: 2, rows: 3), stream: 1, count: 3 * width)
+        let part = DropoutMask(rate: 0.4, pass: Pass(training: true, step: 3, seed: 5, node: 2, firstRow: 7, rows: 3), stream: 1, count: 3 * width)
+        #expect((0..<(3 * width)).map(own.kept) != (0..<(3 * width)).map(part.kept))
     }
 
     /// A loss over one process's rows, divided by the whole batch's count: the shares of two

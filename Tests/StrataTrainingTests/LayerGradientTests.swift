@@ -617,7 +617,7 @@ private let unit = 0x1p-24
         let name = "mlp \(sizes) dropout \(rate)"
 
         // The check must see dropout at work: the masks of both hidden layers drop some values.
-        let masks = (0..<(sizes.count - 2)).map { DropoutMask(rate: rate, pass: h.pass, stream: UInt64($0)) }
+        let masks = (0..<(sizes.count - 2)).map { DropoutMask(rate: rate, pass: h.pass, stream: UInt64($0), count: b * sizes[$0 + 1]) }
         for (i, width) in sizes.dropFirst().dropLast().enumerated() {
             let dropped = (0..<(b * width)).filter { !masks[i].kept($0) }.count
             #expect(dropped > 0 && dropped < b * width, "hidden layer \(i): \(dropped) of \(b * width) dropped")
@@ -687,7 +687,7 @@ private let unit = 0x1p-24
         // The masks themselves: over 4096 values, step, seed, node and stream each change them.
         let base = Pass(training: true, step: 1, seed: 7, node: 3)
         func kept(_ p: Pass, stream: UInt64 = 0) -> [Bool] {
-            let m = DropoutMask(rate: 0.3, pass: p, stream: stream)
+            let m = DropoutMask(rate: 0.3, pass: p, stream: stream, count: 4096)
             return (0..<4096).map(m.kept)
         }
         let reference = kept(base)
@@ -729,7 +729,7 @@ private let unit = 0x1p-24
         let weights = r.values(n)
 
         let y = h.forward([x]).values
-        let mask = DropoutMask(rate: rate, pass: h.pass, stream: 0)
+        let mask = DropoutMask(rate: rate, pass: h.pass, stream: 0, count: n)
         var dropped = 0, scaled = true, named = true
         for i in 0..<n {
             if y[i] == 0 { dropped += 1 } else if y[i] != x.data[i] * keep { scaled = false }

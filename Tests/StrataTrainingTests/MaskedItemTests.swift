@@ -121,7 +121,7 @@ private typealias GC = GradientCheck
 
     static func mask(_ batch: Batch, steps: Int, _ masking: ClozeMasking, training: Bool, step: UInt64, seed: UInt64 = 7) -> Masked {
         let input = ClozeInput(history: 0, target: 1, steps: steps, masking: masking)
-        input.prepare(batch, training: training, pass: (step, seed))
+        input.prepare(batch, training: training, pass: (step, seed, 0))
         let s = masking.slots
         return Masked(
             keys: (0..<batch.count).map { Array(input.keys[Int(input.offsets[$0])..<Int(input.offsets[$0 + 1])]) },

@@ -308,7 +308,8 @@ private enum Reference {
     static let epsilon: Float = 1e-12
 
     static func mask(_ rate: Float, _ pass: Pass, _ stream: UInt64) -> DropoutMask? {
-        pass.training && rate > 0 ? DropoutMask(rate: rate, pass: pass, stream: stream) : nil
+        // The reference runs whole batches (firstRow 0), where the count does not matter.
+        pass.training && rate > 0 ? DropoutMask(rate: rate, pass: pass, stream: stream, count: 0) : nil
     }
 
     /// `kind` for batches of `s`'s steps and width; parameters uniform in ±0.8 (γ included:

@@ -92,8 +92,9 @@ public final class SelfAttention: Layer {
         backward(SequenceBatch(inputs, steps: steps), dy, inputGradient: inputGradients[0], pass)
     }
 
-    private func mask(_ pass: Pass) -> DropoutMask? {
-        pass.training && dropout > 0 ? DropoutMask(rate: dropout, pass: pass, stream: Self.dropoutStream) : nil
+    /// The probabilities' mask: `rows × heads × steps × steps` values.
+    private func mask(_ pass: Pass, rows: Int) -> DropoutMask? {
+        pass.training && dropout > 0 ? DropoutMask(rate: dropout, pass: pass, stream: Self.dropoutStream, count: rows * heads * steps * steps) : nil
     }
 
     /// 1 / √(head width), the scores' scale.
@@ -114,7 +115,7 @@ public final class SelfAttention: Layer {
         keyMap.forward(input.data, rows: positions, into: keys.data)
         valueMap.forward(input.data, rows: positions, into: values.data)
         let q = queries.data, k = keys.data, v = values.data, c = context.data, probability = probabilities.data
-        let scale = scale, drop = mask(pass), keep = 1 / (1 - dropout)
+        let scale = scale, drop = mask(pass, rows: batch.rows), keep = 1 / (1 - dropout)
         batch.forEachRow(work: positions * steps * d * 2) { r in
             let len = batch.length(r), first = r * steps
             (c + first * d).update(repeating: 0, count: steps * d)
@@ -172,7 +173,7 @@ public final class SelfAttention: Layer {
         let q = queries.data, k = keys.data, v = values.data, probability = probabilities.data
         let dc = contextGradient.data, dq = queryGradient.data, dk = keyGradient.data, dv = valueGradient.data
         let ds = scoreGradient.data
-        let scale = scale, drop = mask(pass), keep = 1 / (1 - dropout)
+        let scale = scale, drop = mask(pass, rows: batch.rows), keep = 1 / (1 - dropout)
         batch.forEachRow(work: positions * steps * d * 4) { r in
             let len = batch.length(r), first = r * steps
             (dq + first * d).update(repeating: 0, count: steps * d)

@@ -11,12 +11,20 @@ public struct Pass: Sendable {
     public var seed: UInt64
     /// The layer's place in its graph, set by the graph before each call.
     public var node: Int
+    /// Where these rows stand in the whole batch, when they are one process's part of it
+    /// (`rows` of its `firstRow ..< firstRow + rows`): what a row draws is named by its row in
+    /// the whole batch, so every process draws for its rows what one process training the whole
+    /// batch would. Rows 0 ..< rows of a batch of their own by default.
+    public var firstRow: Int
+    public var rows: Int
 
-    public init(training: Bool, step: UInt64 = 0, seed: UInt64 = 0, node: Int = 0) {
+    public init(training: Bool, step: UInt64 = 0, seed: UInt64 = 0, node: Int = 0, firstRow: Int = 0, rows: Int = 0) {
         self.training = training
         self.step = step
         self.seed = seed
         self.node = node
+        self.firstRow = firstRow
+        self.rows = rows
     }
 }
 

@@ -180,7 +180,7 @@ public final class MLP: Layer {
             h = z
             if i < last && dropping(pass) {
                 dropped[i].resize(rows: z.rows)
-                DropoutMask(rate: dropout, pass: pass, stream: UInt64(i)).apply(z.data, dropped[i].data, count: z.count)
+                DropoutMask(rate: dropout, pass: pass, stream: UInt64(i), count: z.count).apply(z.data, dropped[i].data, count: z.count)
                 h = dropped[i]
             }
         }
@@ -214,7 +214,8 @@ public final class MLP: Layer {
             guard let target, i > 0 else { break }
             if drop {
                 // The kept values' gradients are scaled like the values were.
-                DropoutMask(rate: dropout, pass: pass, stream: UInt64(i - 1)).apply(target.data, target.data, count: target.count)
+                DropoutMask(rate: dropout, pass: pass, stream: UInt64(i - 1), count: target.count)
+                    .apply(target.data, target.data, count: target.count)
             }
             g = target
             masked = mask != nil

@@ -135,8 +135,9 @@ public final class PositionwiseFeedForward: Layer {
         backward(SequenceBatch(inputs, steps: steps), dy, inputGradient: inputGradients[0], pass)
     }
 
-    private func mask(_ pass: Pass) -> DropoutMask? {
-        pass.training && dropout > 0 ? DropoutMask(rate: dropout, pass: pass, stream: Self.dropoutStream) : nil
+    /// The activations' mask: `rows × steps × inner` values.
+    private func mask(_ pass: Pass, rows: Int) -> DropoutMask? {
+        pass.training && dropout > 0 ? DropoutMask(rate: dropout, pass: pass, stream: Self.dropoutStream, count: rows * steps * inner) : nil
     }
 
     // MARK: The computation, for this layer and for `TransformerBlock`
@@ -150,7 +151,7 @@ public final class PositionwiseFeedForward: Layer {
         hiddenGradient.resize(rows: positions)
         batch.copyReal(x.data, into: input.data, width: d)
         innerMap.forward(input.data, rows: positions, into: preActivation.data)
-        let z = preActivation.data, h = hidden.data, drop = mask(pass), keep = 1 / (1 - dropout)
+        let z = preActivation.data, h = hidden.data, drop = mask(pass, rows: batch.rows), keep = 1 / (1 - dropout)
         batch.forEachRow(work: positions * m * 8) { r in
             let len = batch.length(r)
             for i in (r * steps * m)..<((r * steps + len) * m) {
@@ -168,7 +169,7 @@ public final class PositionwiseFeedForward: Layer {
     func backward(_ batch: SequenceBatch, _ dy: Tensor, inputGradient: Tensor?, _ pass: Pass) {
         let positions = batch.rows * steps, (d, m) = (width, inner)
         let g = outputGradient.data, gh = hiddenGradient.data, z = preActivation.data
-        let drop = mask(pass), keep = 1 / (1 - dropout)
+        let drop = mask(pass, rows: batch.rows), keep = 1 / (1 - dropout)
         batch.copyReal(dy.data, into: g, width: d)
         outerMap.parameterGradients(hidden.data, rows: positions, g)
         outerMap.inputGradient(g, rows: positions, into: gh)

@@ -70,8 +70,9 @@ public final class TransformerBlock: Layer {
         feedForwardNorm.initialize(&w)
     }
 
-    private func mask(_ pass: Pass, stream: UInt64) -> DropoutMask? {
-        pass.training && hiddenDropout > 0 ? DropoutMask(rate: hiddenDropout, pass: pass, stream: stream) : nil
+    /// A mask of the block's `rows × steps × width` values.
+    private func mask(_ pass: Pass, stream: UInt64, rows: Int) -> DropoutMask? {
+        pass.training && hiddenDropout > 0 ? DropoutMask(rate: hiddenDropout, pass: pass, stream: stream, count: rows * steps * width) : nil
     }
 
     /// `a` + `b` into `sum`, over `count` floats.
@@ -85,7 +86,7 @@ public final class TransformerBlock: Layer {
         for t in scratch { t.resize(rows: batch.rows) }
         attention.forward(inputs[0], batch, into: attended, pass)
         var a = attended
-        if let drop = mask(pass, stream: Self.attentionDropoutStream) {
+        if let drop = mask(pass, stream: Self.attentionDropoutStream, rows: batch.rows) {
             drop.apply(attended.data, dropped.data, count: attended.count)
             a = dropped
         }
@@ -95,7 +96,7 @@ public final class TransformerBlock: Layer {
         attentionNorm.forward(firstSum, batch, into: normalized)
         feedForward.forward(normalized, batch, into: fed, pass)
         var f = fed
-        if let drop = mask(pass, stream: Self.feedForwardDropoutStream) {
+        if let drop = mask(pass, stream: Self.feedForwardDropoutStream, rows: batch.rows) {
             drop.apply(fed.data, fedDropped.data, count: fed.count)
             f = fedDropped
         }
@@ -107,7 +108,7 @@ public final class TransformerBlock: Layer {
         let batch = SequenceBatch(inputs, steps: steps)
         feedForwardNorm.backward(batch, dy, inputGradient: secondSumGradient)
         var g = secondSumGradient
-        if let drop = mask(pass, stream: Self.feedForwardDropoutStream) {
+        if let drop = mask(pass, stream: Self.feedForwardDropoutStream, rows: batch.rows) {
             drop.apply(secondSumGradient.data, fedGradient.data, count: fedGradient.count)
             g = fedGradient
         }
@@ -115,7 +116,7 @@ public final class TransformerBlock: Layer {
         Self.add(normalizedGradient, secondSumGradient, into: normalizedGradient)
         attentionNorm.backward(batch, normalizedGradient, inputGradient: firstSumGradient)
         g = firstSumGradient
-        if let drop = mask(pass, stream: Self.attentionDropoutStream) {
+        if let drop = mask(pass, stream: Self.attentionDropoutStream, rows: batch.rows) {
             drop.apply(firstSumGradient.data, attendedGradient.data, count: attendedGradient.count)
             g = attendedGradient
         }

@@ -314,20 +314,23 @@ public final class Trainer {
             }
             skippedThisEpoch = item.skippedLines
             let batch = item.batch
-            if let cluster {
+            if let cluster, batch.count / batch.groupSize < cluster.ranks {
                 // A batch with fewer groups than ranks (an epoch's short last one) leaves some
                 // rank nothing: every rank skips it alike.
-                guard batch.count / batch.groupSize >= cluster.ranks else {
-                    position = item.after
-                    prefetcher?.recycle(batch)
-                    continue
-                }
-                batch.keep(cluster.part(of: batch.count, groupSize: batch.groupSize))
+                position = item.after
+                prefetcher?.recycle(batch)
+                continue
             }
             if let sampled {
+                // The whole batch's candidates, on every rank.
                 try sampled.prepare(batch, item: network.targetFeature, step: step + 1)
                 try candidateSource!.setCandidates(of: network, sampled.keys, offsets: sampled.offsets)
                 if dScores.columns != sampled.keys.count { dScores = Tensor(rows: 0, columns: sampled.keys.count) }
+            }
+            if let cluster {
+                let part = cluster.part(of: batch.count, groupSize: batch.groupSize)
+                batch.keep(part)
+                network.firstRow = part.lowerBound
             }
             let scores = try network.forward(batch, training: true, step: step + 1)
             var loss: Double
