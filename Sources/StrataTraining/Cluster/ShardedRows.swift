@@ -102,6 +102,13 @@ final class ShardedRows: RowExchange {
             }
         }
 
+        /// Each received key's distinct row, and the rows (or the summed gradients).
+        func withBuffers(gradients: Bool, _ body: (UnsafeBufferPointer<Int32>, UnsafeMutableBufferPointer<Float>) -> Void) {
+            distinct.positions.withUnsafeBufferPointer { at in
+                if gradients { self.gradients.withUnsafeMutableBufferPointer { body(at, $0) } } else { rows.withUnsafeMutableBufferPointer { body(at, $0) } }
+            }
+        }
+
         /// Zeroes the summed gradients of the distinct keys.
         func clearGradients() {
             let n = distinct.uniqueKeys.count * dimension
@@ -230,20 +237,8 @@ final class ShardedRows: RowExchange {
         let owned = served
         try Parallel.forEach(owned.count) { (t) throws(StoreError) in try owned[t].fetch(training: training) }
         // Rows back in the order their keys came: requester by requester, table by table.
-        var f = 0
-        for s in 0..<n {
-            for t in owned.indices {
-                let d = owned[t].dimension, first = servedStarts[s * owned.count + t]
-                owned[t].distinct.positions.withUnsafeBufferPointer { at in
-                    owned[t].rows.withUnsafeBufferPointer { rows in
-                        for j in 0..<Int(receivedCounts[s * owned.count + t]) {
-                            let row = Int(at[first + j]) * d
-                            for c in 0..<d { outgoing[f + c] = rows[row + c] }
-                            f += d
-                        }
-                    }
-                }
-            }
+        eachReceived(gradients: false) { rows, at, f, d in
+            for c in 0..<d { outgoing[f + c] = rows[at + c] }
         }
         resize(&incoming, floatCounts.sendTotal)
         try exchange(outgoing, into: &incoming, floatCounts.reversed)
@@ -254,7 +249,6 @@ final class ShardedRows: RowExchange {
     }
 
     func step(_ lookups: [TableLookup], learningRate: Float?) throws {
-        let n = world.size
         precondition(lookups.count == tables, "a step follows the fetch of the same lookups")
         // Each distinct key's summed gradient, in the order its key was sent.
         resize(&incoming, floatCounts.sendTotal)
@@ -266,20 +260,8 @@ final class ShardedRows: RowExchange {
         // The owner's sums, requester by requester (rank order), then the decay, then one step.
         let owned = served
         for table in owned { table.clearGradients() }
-        var f = 0
-        for s in 0..<n {
-            for t in owned.indices {
-                let d = owned[t].dimension, first = servedStarts[s * owned.count + t]
-                owned[t].distinct.positions.withUnsafeBufferPointer { at in
-                    owned[t].gradients.withUnsafeMutableBufferPointer { sums in
-                        for j in 0..<Int(receivedCounts[s * owned.count + t]) {
-                            let row = Int(at[first + j]) * d
-                            for c in 0..<d { sums[row + c] += outgoing[f + c] }
-                            f += d
-                        }
-                    }
-                }
-            }
+        eachReceived(gradients: true) { sums, at, f, d in
+            for c in 0..<d { sums[at + c] += outgoing[f + c] }
         }
         try Parallel.forEach(owned.count) { (t) throws(StoreError) in try owned[t].step(learningRate: learningRate) }
     }
@@ -311,6 +293,25 @@ final class ShardedRows: RowExchange {
                         body(gradients ? sums : rows, Int(sentSlots[k]) * d, f, d)
                         f += d
                         k += 1
+                    }
+                }
+            }
+        }
+    }
+
+    /// Walks the keys the last fetch received, in the order received (requester by requester,
+    /// table by table), calling `body` with the key's table's served rows (or, with
+    /// `gradients`, its summed gradients), the key's distinct row in them, its row's place among
+    /// the floats exchanged, and the dimension.
+    private func eachReceived(gradients: Bool, _ body: (UnsafeMutableBufferPointer<Float>, Int, Int, Int) -> Void) {
+        var f = 0
+        for s in 0..<world.size {
+            for (t, table) in served.enumerated() {
+                let d = table.dimension, first = servedStarts[s * served.count + t], count = Int(receivedCounts[s * served.count + t])
+                table.withBuffers(gradients: gradients) { at, values in
+                    for j in 0..<count {
+                        body(values, Int(at[first + j]) * d, f, d)
+                        f += d
                     }
                 }
             }
