@@ -188,12 +188,8 @@ public final class Cluster {
     }
 
     /// Σ over ranks of `value`, added in rank order: the same bits on every rank.
-    public func sum(_ value: Double) throws(MPIError) -> Double {
-        try world.allgather(value).reduce(0, +)
-    }
-
-    public func sum(_ value: Int) throws(MPIError) -> Int {
-        Int(try world.allgather(Int64(value)).reduce(0, +))
+    public func sum<T: MPIScalar & AdditiveArithmetic>(_ value: T) throws(MPIError) -> T {
+        try world.allgather(value).reduce(.zero, +)
     }
 
     /// Replaces every parameter's gradient by its sum over the ranks, each element added in

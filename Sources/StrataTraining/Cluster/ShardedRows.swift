@@ -120,7 +120,9 @@ final class ShardedRows: RowExchange {
         func step(learningRate: Float?) throws(StoreError) {
             let n = distinct.uniqueKeys.count * dimension
             if weightDecay != 0 {
-                for i in 0..<n { gradients[i] += weightDecay * rows[i] }
+                gradients.withUnsafeMutableBufferPointer { g in
+                    rows.withUnsafeBufferPointer { r in for i in 0..<n { g[i] += weightDecay * r[i] } }
+                }
             }
             try distinct.uniqueKeys.withUnsafeBufferPointer { (k) throws(StoreError) in
                 try gradients.withUnsafeBufferPointer { (g) throws(StoreError) in
@@ -237,14 +239,18 @@ final class ShardedRows: RowExchange {
         let owned = served
         try Parallel.forEach(owned.count) { (t) throws(StoreError) in try owned[t].fetch(training: training) }
         // Rows back in the order their keys came: requester by requester, table by table.
-        eachReceived(gradients: false) { rows, at, f, d in
-            for c in 0..<d { outgoing[f + c] = rows[at + c] }
+        outgoing.withUnsafeMutableBufferPointer { out in
+            eachReceived(gradients: false) { rows, at, f, d in
+                for c in 0..<d { out[f + c] = rows[at + c] }
+            }
         }
         resize(&incoming, floatCounts.sendTotal)
         try exchange(outgoing, into: &incoming, floatCounts.reversed)
         // Each row into its lookup's slot.
-        eachSent(lookups, gradients: false) { rows, at, f, d in
-            for c in 0..<d { rows[at + c] = incoming[f + c] }
+        incoming.withUnsafeBufferPointer { into in
+            eachSent(lookups, gradients: false) { rows, at, f, d in
+                for c in 0..<d { rows[at + c] = into[f + c] }
+            }
         }
     }
 
@@ -252,16 +258,20 @@ final class ShardedRows: RowExchange {
         precondition(lookups.count == tables, "a step follows the fetch of the same lookups")
         // Each distinct key's summed gradient, in the order its key was sent.
         resize(&incoming, floatCounts.sendTotal)
-        eachSent(lookups, gradients: true) { gradients, at, f, d in
-            for c in 0..<d { incoming[f + c] = gradients[at + c] }
+        incoming.withUnsafeMutableBufferPointer { out in
+            eachSent(lookups, gradients: true) { gradients, at, f, d in
+                for c in 0..<d { out[f + c] = gradients[at + c] }
+            }
         }
         resize(&outgoing, floatCounts.receiveTotal)
         try exchange(incoming, into: &outgoing, floatCounts)
         // The owner's sums, requester by requester (rank order), then the decay, then one step.
         let owned = served
         for table in owned { table.clearGradients() }
-        eachReceived(gradients: true) { sums, at, f, d in
-            for c in 0..<d { sums[at + c] += outgoing[f + c] }
+        outgoing.withUnsafeBufferPointer { from in
+            eachReceived(gradients: true) { sums, at, f, d in
+                for c in 0..<d { sums[at + c] += from[f + c] }
+            }
         }
         try Parallel.forEach(owned.count) { (t) throws(StoreError) in try owned[t].step(learningRate: learningRate) }
     }

@@ -449,7 +449,7 @@ public final class Trainer {
     /// of every rank's `terms`); nil, this batch's own, with one.
     private func meanOver(_ terms: Int) throws -> Int? {
         guard let cluster else { return nil }
-        return try cluster.sum(terms)
+        return Int(try cluster.sum(Int64(terms)))
     }
 
     /// Starts a checkpoint of this step, written while training goes on, after waiting for
