@@ -34,6 +34,8 @@ let package = Package(
     products: [
         .library(name: "StrataStore", targets: ["StrataStore"]),
         .library(name: "StrataTraining", targets: ["StrataTraining"]),
+        // libStrataC.so: the store from C (Sources/StrataC/include/strata.h) and from Python.
+        .library(name: "StrataC", type: .dynamic, targets: ["StrataCLibrary"]),
         .executable(name: "strata", targets: ["StrataCLI"]),
         // Loaded with LD_PRELOAD into a child of the power-loss test, to record its file writes.
         // No target may depend on it: its definitions of pwrite, msync and the rest would then
@@ -68,6 +70,13 @@ let package = Package(
         .target(
             name: "StrataStore",
             dependencies: ["CLMDB", "CLZ4", "CStrataSupport"],
+            swiftSettings: strictness),
+        // strata.h and the library's C half (per-thread errors, defaults); its Swift half is
+        // StrataCLibrary.
+        .target(name: "StrataC"),
+        .target(
+            name: "StrataCLibrary",
+            dependencies: ["StrataStore", "StrataC"],
             swiftSettings: strictness),
         .target(
             name: "StrataMPI",

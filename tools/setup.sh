@@ -4,8 +4,10 @@
 # for StrataNeighbors' nearest-neighbour index) and Open MPI (libopenmpi-dev, pkg-config
 # ompi-c, and openmpi-bin's mpirun, for training over several processes); a Python virtual environment
 # outside the repository (~/.cache/strata/python, or $STRATA_PYTHON_VENV) with numpy and
-# safetensors, which the tests use to load what `strata export` writes, and matplotlib, which
-# draws the pictures of `strata bench --report`; and MovieLens-100K (tools/movielens.sh), which
+# safetensors, which the tests use to load what `strata export` writes, matplotlib, which
+# draws the pictures of `strata bench --report`, and PyTorch (the CPU build) with pytest, for
+# the Python package's tests and benchmarks (`pip install ./python` puts the package itself
+# there: tools/test.sh python does); and MovieLens-100K (tools/movielens.sh), which
 # the model tests and tools/quality.sh train on, cached outside the repository. Safe to rerun.
 set -euo pipefail
 
@@ -23,10 +25,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 venv="${STRATA_PYTHON_VENV:-$HOME/.cache/strata/python}"
-if ! "$venv/bin/python" -c "import numpy, safetensors, matplotlib" 2>/dev/null; then
-    echo "setting up $venv (numpy, safetensors, matplotlib)" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check numpy safetensors matplotlib
+if ! "$venv/bin/python" -c "import numpy, safetensors, matplotlib, torch, pytest" 2>/dev/null; then
+    echo "setting up $venv (numpy, safetensors, matplotlib, torch, pytest)" >&2
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check numpy safetensors matplotlib torch==2.13.0+cpu pytest
 fi
 
 "$(dirname "$0")/movielens.sh" >/dev/null

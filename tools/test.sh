@@ -8,6 +8,9 @@
 #   tools/test.sh address    the same suites and the corruption tests under AddressSanitizer,
 #                            in the fuzz build (.build-fuzz)
 #   tools/test.sh fuzz       every fuzz target for FUZZ_SECONDS (10), from its seeds
+#   tools/test.sh python     the Python package (python/): installed with pip into the
+#                            setup's virtual environment, then its pytest suites, with real
+#                            NumPy and PyTorch (CPU), and strata.h compiled against the library
 #
 # A stage fails on the first failing test, sanitizer report or fuzz finding.
 set -euo pipefail
@@ -42,8 +45,16 @@ address() {
 
 fuzz() { tools/fuzz.sh all "${FUZZ_SECONDS:-10}"; }
 
+python() {
+    local venv="${STRATA_PYTHON_VENV:-$HOME/.cache/strata/python}"
+    # Builds libStrataC.so in release (.build, as the suite did) and bundles it, as a user's install does.
+    "$venv/bin/pip" install -q --disable-pip-version-check ./python
+    # From outside the source tree, so that the tests import the installed package.
+    (cd python/tests && "$venv/bin/python" -m pytest -q -p no:cacheprovider .)
+}
+
 case "${1:-all}" in
-    all) suite; thread; address; fuzz ;;
-    suite|thread|address|fuzz) "$1" ;;
-    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 64 ;;
+    all) suite; python; thread; address; fuzz ;;
+    suite|thread|address|fuzz|python) "$1" ;;
+    *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 64 ;;
 esac

@@ -317,12 +317,14 @@ final class StoreLockFile: Sendable {
         .locked(path: path, holder: "this process (\(getpid())), through another Store")
     }
 
-    /// The store's directory's device and inode (its path when it cannot be read): the same
-    /// whatever path names it.
+    /// This process and the store's directory's device and inode (its path when it cannot be
+    /// read): the same whatever path names it. With the process: a child of fork inherits the
+    /// set, but not the stores in it, and may open them again (a DataLoader worker reads one).
     private static func identity(ofStoreWithLock path: String) -> String {
         let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
         var info = stat()
-        return stat(directory.isEmpty ? "/" : directory, &info) == 0 ? "\(info.st_dev):\(info.st_ino)" : directory
+        let place = stat(directory.isEmpty ? "/" : directory, &info) == 0 ? "\(info.st_dev):\(info.st_ino)" : directory
+        return "\(getpid()):\(place)"
     }
 
     /// The holder `pid` with its command as it wrote it in the file ("process PID (what)"),
@@ -887,6 +889,9 @@ public final class Store: Sendable {
 
     /// The last completed checkpoint.
     public var lastCheckpoint: CheckpointInfo { state.withLock { $0.last } }
+
+    /// Whether `close` has run: every later call but this one and `lastCheckpoint` throws `.closed`.
+    public var isClosed: Bool { core.isClosed }
 
     /// Makes the current state of every table durable, with `payload`, as one atomic step:
     /// after a crash at any moment the store reopens at exactly this checkpoint or the one
