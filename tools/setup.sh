@@ -6,9 +6,12 @@
 # outside the repository (~/.cache/strata/python, or $STRATA_PYTHON_VENV) with numpy and
 # safetensors, which the tests use to load what `strata export` writes, matplotlib, which
 # draws the pictures of `strata bench --report`, and PyTorch (the CPU build) with pytest, for
-# the Python package's tests and benchmarks (`pip install ./python` puts the package itself
-# there: tools/test.sh python does); and MovieLens-100K (tools/movielens.sh), which
+# the Python package's tests and benchmarks; and MovieLens-100K (tools/movielens.sh), which
 # the model tests and tools/quality.sh train on, cached outside the repository. Safe to rerun.
+#
+#   tools/setup.sh            all of the above
+#   tools/setup.sh --python   then also the Python package (python/, `pip install ./python`: it
+#                             builds libStrataC.so in release) into that environment
 set -euo pipefail
 
 debian=(liblmdb-dev liblz4-dev libopenblas-dev libhnswlib-dev libopenmpi-dev openmpi-bin libgcc-12-dev libstdc++-12-dev pkg-config python3 python3-venv)
@@ -32,3 +35,8 @@ if ! "$venv/bin/python" -c "import numpy, safetensors, matplotlib, torch, pytest
 fi
 
 "$(dirname "$0")/movielens.sh" >/dev/null
+
+if [ "${1:-}" = "--python" ]; then
+    "$venv/bin/pip" install -q --disable-pip-version-check "$(dirname "$0")/../python"
+    echo "strata installed in $venv: $venv/bin/python -c 'import strata, strata.torch'" >&2
+fi

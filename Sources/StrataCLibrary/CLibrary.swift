@@ -185,9 +185,11 @@ public func strataStoreClose(_ handle: OpaquePointer?) -> strata_status {
 public func strataStoreRelease(_ handle: OpaquePointer?) {
     guard let handle else { return }
     let object = Unmanaged<StoreHandle>.fromOpaque(UnsafeRawPointer(handle))
-    // In a child of fork the store's files and lock are the parent's: only the memory goes.
-    let owner = object.takeUnretainedValue()
-    if owner.forks == strata_fork_generation() { try? owner.store.close() }
+    // In a child of fork the handle is left as it is, deliberately leaked: freeing the last
+    // reference would shut the parent's store down here, taking a lock another thread may
+    // have held at the fork and closing descriptors whose record locks are this process's.
+    guard object.takeUnretainedValue().forks == strata_fork_generation() else { return }
+    try? object.takeUnretainedValue().store.close()
     object.release()
 }
 
@@ -290,6 +292,7 @@ public func strataStoreStatisticsJSON(_ handle: OpaquePointer?, _ out: UnsafeMut
         let handle = try storeHandle(handle)
         guard let out else { throw .argument("the output pointer for the JSON is NULL") }
         let s = handle.store
+        guard !s.isClosed else { throw Failure(StoreError.closed) }
         let last = s.lastCheckpoint
         var tables: [String: TableReport] = [:]
         for name in s.tableNames {
@@ -424,7 +427,11 @@ public func strataTableStatisticsJSON(_ handle: OpaquePointer?, _ out: UnsafeMut
 @_cdecl("strata_table_release")
 public func strataTableRelease(_ handle: OpaquePointer?) {
     guard let handle else { return }
-    Unmanaged<TableHandle>.fromOpaque(UnsafeRawPointer(handle)).release()
+    let object = Unmanaged<TableHandle>.fromOpaque(UnsafeRawPointer(handle))
+    // Leaked in a child of fork, as a store's handle is (strata_store_release): it may hold
+    // the last reference to the store.
+    guard object.takeUnretainedValue().owner.forks == strata_fork_generation() else { return }
+    object.release()
 }
 
 // MARK: Rows

@@ -86,12 +86,12 @@ def _address(array: np.ndarray) -> int:
         return array.__array_interface__["data"][0]
 
 
-def _convert_keys(keys: Any) -> tuple[np.ndarray, int, int]:
+def _convert_keys(keys: Any, table: str) -> tuple[np.ndarray, int, int]:
     """Keys that the fast path of :func:`_keys` did not take: checked, and copied unless they
-    are a read-only C-contiguous uint64 array already."""
+    are a read-only C-contiguous uint64 array already. ``table`` names the table in errors."""
     array = np.asarray(keys)
     if array.ndim != 1:
-        raise ValueError(f"keys must be 1-D, not of shape {array.shape}")
+        raise ValueError(f"table '{table}': keys must be 1-D, not of shape {array.shape}")
     count = array.shape[0]
     if count == 0:
         return _NO_KEYS, _NOTHING_ADDRESS, 0
@@ -102,7 +102,9 @@ def _convert_keys(keys: Any) -> tuple[np.ndarray, int, int]:
         negative = array < 0
         if negative.any():
             first = int(np.argmax(negative))
-            raise ValueError(f"keys[{first}] is {int(array[first])}: keys must be non-negative (uint64)")
+            raise ValueError(
+                f"table '{table}': key {int(array[first])} at position {first} is negative; keys are uint64"
+            )
         array = np.ascontiguousarray(array, dtype=_U64)
     elif (kind == "O" or (kind == "f" and not isinstance(keys, np.ndarray))) and all(
         isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in (keys if kind == "f" else array)
@@ -111,22 +113,25 @@ def _convert_keys(keys: Any) -> tuple[np.ndarray, int, int]:
         array = np.array([int(k) for k in (keys if kind == "f" else array)], dtype=object)
         for position, key in enumerate(array):
             if not 0 <= key < 1 << 64:
-                raise ValueError(f"keys[{position}] is {key}: keys must be in [0, 2**64) (uint64)")
+                raise ValueError(
+                    f"table '{table}': key {key} at position {position} is out of range; keys are uint64, in [0, 2**64)"
+                )
         array = np.array(array.tolist(), dtype=_U64)
     else:
-        raise TypeError(f"keys must be integers (a uint64 array, ideally), not {array.dtype}")
+        raise TypeError(f"table '{table}': keys must be integers (a uint64 array, ideally), not {array.dtype}")
     return array, _address(array), count
 
 
-def _keys(keys: Any) -> tuple[np.ndarray, int, int]:
-    """``(array, address, count)`` of keys; a 1-D C-contiguous uint64 array is not copied."""
+def _keys(keys: Any, table: str) -> tuple[np.ndarray, int, int]:
+    """``(array, address, count)`` of keys; a 1-D C-contiguous uint64 array is not copied.
+    ``table``, the table's name, is for error messages."""
     if type(keys) is np.ndarray and keys.dtype is _U64 and keys.ndim == 1:
         try:
             # Refuses (TypeError, ValueError) a non-contiguous, read-only or empty array.
             return keys, _addressof(_from_buffer(keys)), keys.shape[0]
         except (TypeError, ValueError):
             pass
-    return _convert_keys(keys)
+    return _convert_keys(keys, table)
 
 
 def _float_or_default(value: float | None, default: float) -> float:
@@ -153,7 +158,8 @@ class Store:
     checkpoint the writer completed. A store, and its tables, may be used from many threads
     at once. After ``os.fork()``, the child cannot use the parent's store: every call fails
     with :class:`~strata.ForkedError`; open it again there, read-only (as a PyTorch DataLoader
-    worker does).
+    worker does). For the same reason a store cannot be pickled (``TypeError``), and
+    ``copy.copy`` / ``copy.deepcopy`` return the store itself.
 
     Args:
         path: the store's directory.
@@ -223,11 +229,13 @@ class Store:
         Waits for a checkpoint being written and releases the store's lock. Changes since
         the last :meth:`checkpoint` are not kept: checkpoint first. Every later call on the
         store or its tables raises :class:`~strata.ClosedError`. Safe while other threads use
-        the store (they finish first, or fail with ``ClosedError``).
+        the store (they finish first, or fail with ``ClosedError``): this only closes
+        (``strata_store_close``); the handle itself is freed when the object goes.
         """
-        if self._handle is None:
+        handle = self._handle
+        if handle is None:
             return
-        status = lib.strata_store_close(self._handle)
+        status = lib.strata_store_close(handle)
         if status:
             _raise(status)
 
@@ -239,12 +247,31 @@ class Store:
 
     def __del__(self, _release: Any = lib.strata_store_release, _getpid: Any = os.getpid) -> None:
         # The handle is freed (and the store closed, if it still is open) when the last
-        # reference goes; tables hold a reference to their store. A fork child leaves the
-        # parent's handle alone.
+        # reference goes, never earlier: strata_store_release needs that no other thread uses
+        # the handle, and a thread inside a call holds a reference. Tables hold a reference to
+        # their store. A fork child leaves the parent's handle alone.
         handle = getattr(self, "_handle", None)
-        if handle is not None and _getpid() == self._pid:
+        if handle is not None:
             self._handle = None
-            _release(handle)
+            if _getpid() == self._pid:
+                _release(handle)
+
+    # A store is a handle: a copy is the store itself, and it cannot cross processes.
+
+    def __copy__(self) -> Store:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Store:
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"strata.Store {self.path!r} is a handle to an open store and cannot be pickled: "
+            f"reopen it in the other process with strata.Store({self.path!r}, read_only=True)"
+        )
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.__reduce__()
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "writer"
@@ -419,8 +446,12 @@ class Table:
     raising ``ValueError``, a non-integer dtype ``TypeError``). Keys may repeat. Every call
     releases the GIL while the library works and may run on many threads at once.
 
-    Use it as a context manager (leaving the block releases the handle) or call :meth:`close`;
-    the handle is also released when the object goes. The table keeps its store open.
+    Use it as a context manager (leaving the block closes it) or call :meth:`close`; the
+    library's handle is released when the object goes. The table keeps its store open.
+
+    A table is a handle, not a value: ``copy.copy`` and ``copy.deepcopy`` return the table
+    itself (so a deep copy of a model holding one shares the table), and pickling raises
+    ``TypeError``: open the store again in the other process, with ``read_only=True``.
 
     Attributes:
         name: the table's name.
@@ -434,16 +465,20 @@ class Table:
 
     def __init__(self, store: Store, name: str, handle: int) -> None:
         """Private: tables come from :meth:`Store.create_table` and :meth:`Store.table`."""
+        # _handle is what calls use (None once closed); _owned is what __del__ releases.
         self._handle: int | None = handle
+        self._owned: int | None = handle
         self._pid = os.getpid()
         self.store = store
         self.name = name
         raw = _native.TableSpec()
         status = lib.strata_table_get_spec(handle, byref(raw))
         if status:
-            lib.strata_table_release(handle)
-            self._handle = None
-            _raise(status)
+            self._handle = self._owned = None
+            try:
+                _raise(status)
+            finally:
+                lib.strata_table_release(handle)
         self.dimension = int(raw.dimension)
         self._spec = _spec_dict(raw)
 
@@ -458,14 +493,13 @@ class Table:
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Releases the table's handle; later calls raise :class:`~strata.ClosedError`.
+        """Closes this table object: later calls on it raise :class:`~strata.ClosedError`.
 
-        Idempotent. No other thread may be using the table during the call. Does not close
-        the store.
+        Idempotent, and safe while other threads use the table: calls already inside the
+        library finish normally. The library's handle is released when the object goes
+        (no call can be running then). Does not close the store.
         """
-        handle, self._handle = self._handle, None
-        if handle is not None and os.getpid() == self._pid:
-            lib.strata_table_release(handle)
+        self._handle = None
 
     def __enter__(self) -> Table:
         return self
@@ -474,16 +508,38 @@ class Table:
         self.close()
 
     def __del__(self, _release: Any = lib.strata_table_release, _getpid: Any = os.getpid) -> None:
-        handle = getattr(self, "_handle", None)
-        if handle is not None and _getpid() == self._pid:
-            self._handle = None
-            _release(handle)
+        # Only here: a thread inside a call holds a reference (its frame's self), so nothing
+        # uses the handle now. A fork child leaves the parent's handle alone.
+        handle = getattr(self, "_owned", None)
+        if handle is not None:
+            self._handle = self._owned = None
+            if _getpid() == self._pid:
+                _release(handle)
+
+    # A table is a handle: a copy is the table itself (so copy.deepcopy of a model holding
+    # one works, for EMA or AveragedModel), and it cannot cross processes.
+
+    def __copy__(self) -> Table:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Table:
+        return self
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            f"strata.Table '{self.name}' is a handle to an open store and cannot be pickled: "
+            f"reopen it in the other process with strata.Store({self.store.path!r}, "
+            f"read_only=True).table('{self.name}')"
+        )
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return self.__reduce__()
 
     def __repr__(self) -> str:
         return f"<strata.Table {self.name!r} of {self.store.path!r}: dimension {self.dimension}, {self._spec['dtype']}, {self._spec['optimizer']}>"
 
     def _released(self) -> ClosedError:
-        return ClosedError(f"table '{self.name}': its handle was released (Table.close); open it again with store.table('{self.name}')", 16)
+        return ClosedError(f"table '{self.name}': this table object was closed (Table.close); open it again with store.table('{self.name}')", 16)
 
     def _rows(self, count: int, out: np.ndarray | None) -> tuple[np.ndarray, int, int]:
         """``(array, address, floats)`` of the rows to fill: ``out``, checked, or a new array."""
@@ -494,14 +550,29 @@ class Table:
                 return out, _addressof(_from_buffer(out)), count * dimension
             return out, _NOTHING_ADDRESS, 0
         if not isinstance(out, np.ndarray) or out.dtype != _F32:
-            raise ValueError(f"out must be a float32 numpy array, not {getattr(out, 'dtype', type(out).__name__)}")
+            raise ValueError(
+                f"table '{self.name}': out must be a float32 numpy array, not {getattr(out, 'dtype', type(out).__name__)}"
+            )
         if not out.flags.c_contiguous or not out.flags.writeable:
-            raise ValueError("out must be C-contiguous and writable")
+            raise ValueError(f"table '{self.name}': out must be C-contiguous and writable")
         size = out.size
         if out.shape != (count, dimension) and size == count * dimension:
-            raise ValueError(f"out must have shape ({count}, {dimension}), not {out.shape}")
+            raise ValueError(f"table '{self.name}': out must have shape ({count}, {dimension}), not {out.shape}")
         # A wrong number of floats goes to the library, which refuses it (ShapeError).
         return out, (_address(out) if size else _NOTHING_ADDRESS), size
+
+    def _read(self, function: Any, keys: npt.ArrayLike, out: np.ndarray | None) -> npt.NDArray[np.float32]:
+        """What :meth:`lookup` and :meth:`peek` share: ``function`` (``strata_lookup`` or
+        ``strata_peek``) of ``keys`` into ``out`` (a new array if ``None``)."""
+        handle = self._handle
+        if handle is None:
+            raise self._released()
+        keys, key_address, count = _keys(keys, self.name)
+        out, row_address, floats = self._rows(count, out)
+        status = function(handle, key_address, count, row_address, floats)
+        if status:
+            _raise(status)
+        return out
 
     # -- rows ----------------------------------------------------------------------------
 
@@ -525,19 +596,7 @@ class Table:
             TypeError: keys that are not integers.
             ClosedError, ForkedError.
         """
-        handle = self._handle
-        if handle is None:
-            raise self._released()
-        keys, key_address, count = _keys(keys)
-        if out is None and count:
-            out = _empty((count, self.dimension), _F32)
-            row_address, floats = _addressof(_from_buffer(out)), out.size
-        else:
-            out, row_address, floats = self._rows(count, out)
-        status = _lookup(handle, key_address, count, row_address, floats)
-        if status:
-            _raise(status)
-        return out
+        return self._read(_lookup, keys, out)
 
     def peek(self, keys: npt.ArrayLike, out: np.ndarray | None = None) -> npt.NDArray[np.float32]:
         """Like :meth:`lookup`, for inference: rows stay in their tier and no counter changes.
@@ -545,19 +604,7 @@ class Table:
         On a read-only store, :meth:`lookup` and this are the row calls allowed. The GIL is
         released during the call.
         """
-        handle = self._handle
-        if handle is None:
-            raise self._released()
-        keys, key_address, count = _keys(keys)
-        if out is None and count:
-            out = _empty((count, self.dimension), _F32)
-            row_address, floats = _addressof(_from_buffer(out)), out.size
-        else:
-            out, row_address, floats = self._rows(count, out)
-        status = _peek(handle, key_address, count, row_address, floats)
-        if status:
-            _raise(status)
-        return out
+        return self._read(_peek, keys, out)
 
     def apply_gradients(
         self, keys: npt.ArrayLike, gradients: npt.ArrayLike, learning_rate: float | None = None
@@ -584,13 +631,13 @@ class Table:
         handle = self._handle
         if handle is None:
             raise self._released()
-        keys, key_address, count = _keys(keys)
+        keys, key_address, count = _keys(keys, self.name)
         if not (type(gradients) is np.ndarray and gradients.dtype is _F32 and gradients.flags.c_contiguous):
             gradients = np.ascontiguousarray(gradients, dtype=_F32)
         size = gradients.size
         dimension = self.dimension
         if size and gradients.shape != (count, dimension) and size == count * dimension:
-            raise ValueError(f"gradients must have shape ({count}, {dimension}), not {gradients.shape}")
+            raise ValueError(f"table '{self.name}': gradients must have shape ({count}, {dimension}), not {gradients.shape}")
         rate = None if learning_rate is None else byref(c_float(float(learning_rate)))
         status = _apply_gradients(
             handle, key_address, count, _address(gradients) if size else _NOTHING_ADDRESS, size, rate
@@ -604,7 +651,7 @@ class Table:
         handle = self._handle
         if handle is None:
             raise self._released()
-        keys, key_address, count = _keys(keys)
+        keys, key_address, count = _keys(keys, self.name)
         status = _remove(handle, key_address, count)
         if status:
             _raise(status)
@@ -636,7 +683,7 @@ class Table:
         handle = self._handle
         if handle is None:
             raise self._released()
-        keys, key_address, count = _keys(keys)
+        keys, key_address, count = _keys(keys, self.name)
         floats = count * self.dimension
         if fresh_output:
             out, row_address = None, None

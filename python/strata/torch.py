@@ -43,6 +43,22 @@ Consequences of the step happening in backward:
 * Checkpoint after ``optimizer.step()``, never between ``backward()`` and ``step()``: the rows
   have stepped by then and the dense parameters not yet.
 
+Limitations:
+
+* **One module call per table per step.** A table used by two modules, or one module called
+  twice, in one forward pass gets two optimizer steps in backward, one per use, each with
+  that use's gradient. With SGD that equals one step on the summed gradient; with Adagrad,
+  row-wise Adagrad, Adam and FTRL it does not, and Adam's per-row step count advances twice.
+  Gather all of a step's keys for a table into one call of one module (an ``EmbeddingBag``
+  with offsets, or one ``Embedding`` call whose output you split).
+* **The table's step takes the raw gradient, in backward.** Nothing between ``backward()``
+  and ``optimizer.step()`` reaches the tables: ``torch.cuda.amp`` / ``GradScaler`` loss
+  scaling (the tables would step on the scaled gradient, never unscaled) and
+  ``clip_grad_norm_`` (the rows have stepped before it runs) do not apply to them. Scale the
+  loss only for the dense part, or fold a factor into the module's ``learning_rate``. A
+  non-finite gradient raises :class:`strata.NonFiniteError` from ``backward()`` and that
+  table's batch is not applied (the table's rows are unchanged).
+
 In ``eval()`` mode or under ``torch.no_grad()`` / ``torch.inference_mode()`` the modules read
 with ``table.peek`` instead: rows stay in their tier, no counter changes, and the output
 does not require grad with respect to the table.
@@ -61,8 +77,8 @@ from torch import Tensor, nn
 __all__ = ["Embedding", "EmbeddingBag", "save_checkpoint", "load_checkpoint"]
 
 
-def _unique_keys(input: Tensor) -> Tuple[Tensor, Tensor, np.ndarray]:
-    """Deduplicates ``input``'s keys.
+def _unique_keys(input: Tensor, table: str) -> Tuple[Tensor, Tensor, np.ndarray]:
+    """Deduplicates ``input``'s keys, for table ``table`` (its name, for error messages).
 
     Returns ``(unique, inverse, unique_u64)``: ``unique`` the sorted distinct keys as a CPU
     int64 tensor, ``inverse`` the position in ``unique`` of every element of ``input`` (same
@@ -71,16 +87,20 @@ def _unique_keys(input: Tensor) -> Tuple[Tensor, Tensor, np.ndarray]:
     that are not integers.
     """
     if not isinstance(input, Tensor):
-        raise TypeError(f"keys must be a torch.Tensor of integers, not {type(input).__name__}")
+        raise TypeError(
+            f"table '{table}': keys must be a torch.Tensor of integers, not {type(input).__name__}")
     if input.dtype.is_floating_point or input.dtype.is_complex or input.dtype == torch.bool:
-        raise TypeError(f"keys must be an integer tensor (torch.long), not {input.dtype}")
+        raise TypeError(f"table '{table}': keys must be an integer tensor (torch.long), not {input.dtype}")
     keys = input.detach().to(device="cpu", dtype=torch.int64)
     unique, inverse = torch.unique(keys, sorted=True, return_inverse=True)
     # Sorted: the first key is the smallest.
     if unique.numel() and int(unique[0]) < 0:
+        key = int(unique[0])
+        where = (keys == key).nonzero()[0].tolist()
+        position = f"position {where[0]}" if len(where) == 1 else f"index {tuple(where)}"
         raise ValueError(
-            f"key {int(unique[0])} is negative: a Strata key is a uint64 and reaches PyTorch as "
-            "a non-negative int64 (as nn.Embedding's index must be in range)")
+            f"table '{table}': key {key} at {position} is negative; keys are uint64 (they reach "
+            "PyTorch as non-negative int64, as nn.Embedding's indices must be in range)")
     unique = unique.contiguous()
     return unique, inverse, unique.numpy().view(np.uint64)
 
@@ -138,7 +158,7 @@ class _TableModule(nn.Module):
         """``(inverse, rows)``: ``rows[inverse]`` are the rows of ``input``'s keys, ``rows``
         on ``input``'s device; looked up and stepped in backward when training with grad
         enabled, peeked otherwise."""
-        _, inverse, keys = _unique_keys(input)
+        _, inverse, keys = _unique_keys(input, getattr(self.table, "name", "?"))
         if self.training and torch.is_grad_enabled():
             rows = _UniqueRows.apply(self._anchor, self.table, keys, self.learning_rate)
         elif keys.size:
@@ -173,6 +193,17 @@ class Embedding(_TableModule):
     several ``backward()`` calls before one ``optimizer.step()`` (gradient accumulation) make
     several steps, and ``backward(retain_graph=True)`` twice steps twice. In ``eval()`` mode
     or without grad the rows are read with ``table.peek`` and nothing steps.
+
+    Limitations (see the module's documentation):
+
+    * Call a module once per step per table, with all its keys: a table used by two modules,
+      or a module called twice, in one forward pass steps once per use. With SGD that equals
+      one step on the summed gradient; with Adagrad, Adam or FTRL it does not, and Adam's
+      per-row step count advances twice.
+    * The step takes the raw gradient in backward: ``GradScaler`` / AMP loss scaling and
+      ``clip_grad_norm_`` do not reach the table (scale the loss for the dense part only, or
+      set ``learning_rate``). A non-finite gradient raises :class:`strata.NonFiniteError`
+      and the batch is not applied.
 
     The module has no parameters and an empty ``state_dict()``; the rows are the store's and
     are made durable by ``store.checkpoint()`` (see :func:`save_checkpoint`).
@@ -214,6 +245,17 @@ class EmbeddingBag(_TableModule):
     backward: gradient accumulation over several ``backward()`` calls makes several steps, and
     ``backward(retain_graph=True)`` twice steps twice. In ``eval()`` mode or without grad the
     rows are read with ``table.peek`` and nothing steps. The module has no parameters.
+
+    Limitations (see the module's documentation):
+
+    * Call a module once per step per table, with all its keys (all the bags in one call): a
+      table used by two modules, or a module called twice, in one forward pass steps once
+      per use. With SGD that equals one step on the summed gradient; with Adagrad, Adam or
+      FTRL it does not, and Adam's per-row step count advances twice.
+    * The step takes the raw gradient in backward: ``GradScaler`` / AMP loss scaling and
+      ``clip_grad_norm_`` do not reach the table (scale the loss for the dense part only, or
+      set ``learning_rate``). A non-finite gradient raises :class:`strata.NonFiniteError`
+      and the batch is not applied.
 
     Args:
         table: a ``strata`` table.

@@ -1,7 +1,9 @@
 /* strata.h from C: compiled against the header and linked against libStrataC.so by
    test_c_api.py, so a function the header declares and the library lacks fails the link.
-   Prints one line per check; exits 1 at the first that fails. Usage: c_api_check DIR */
+   Prints one line per check; exits 1 at the first that fails. Usage: c_api_check DIR, or
+   c_api_check --layout to print the structs' sizes and field offsets for ctypes to match. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +13,26 @@
     fprintf(stderr, "FAILED %s (last error: %s)\n", what, strata_last_error()); return 1; } \
     printf("ok %s\n", what); } while (0)
 
+#define FIELD(type, field) printf(#type " " #field " %zu\n", offsetof(type, field))
+
+static void print_layout(void) {
+    printf("strata_store_options size %zu\n", sizeof(strata_store_options));
+    FIELD(strata_store_options, hot_bytes); FIELD(strata_store_options, warm_bytes);
+    FIELD(strata_store_options, map_resident_bytes); FIELD(strata_store_options, initial_map_bytes);
+    FIELD(strata_store_options, create); FIELD(strata_store_options, read_only);
+    FIELD(strata_store_options, roll_back_undecided); FIELD(strata_store_options, reserved);
+    printf("strata_table_spec size %zu\n", sizeof(strata_table_spec));
+    FIELD(strata_table_spec, dimension); FIELD(strata_table_spec, dtype); FIELD(strata_table_spec, initializer);
+    FIELD(strata_table_spec, init_a); FIELD(strata_table_spec, init_b); FIELD(strata_table_spec, init_seed);
+    FIELD(strata_table_spec, optimizer); FIELD(strata_table_spec, learning_rate); FIELD(strata_table_spec, epsilon);
+    FIELD(strata_table_spec, initial_accumulator); FIELD(strata_table_spec, beta1); FIELD(strata_table_spec, beta2);
+    FIELD(strata_table_spec, ftrl_beta); FIELD(strata_table_spec, l1); FIELD(strata_table_spec, l2);
+    FIELD(strata_table_spec, reserved);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) { fprintf(stderr, "usage: c_api_check DIR\n"); return 2; }
+    if (argc == 2 && strcmp(argv[1], "--layout") == 0) { print_layout(); return 0; }
+    if (argc != 2) { fprintf(stderr, "usage: c_api_check DIR | --layout\n"); return 2; }
     CHECK(strcmp(strata_version(), "1.0.0") == 0, "version");
     CHECK(strcmp(strata_last_error(), "") == 0, "no error before any failure");
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 import pickle
 import resource
 import signal
-import timeit
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -241,9 +242,19 @@ def test_peek_equals_lookup(store: strata.Store, rng: np.random.Generator) -> No
     t = store.create_table("p", 12, initializer="normal", init_args=(0, 1), seed=5)
     ids = rng.integers(0, 10_000, 500).astype(U64)
     t.apply_gradients(ids[:100], rng.standard_normal((100, 12)).astype(F32))
-    np.testing.assert_array_equal(t.peek(ids), t.lookup(ids))
+    traffic = t.statistics()["statistics"]["traffic"]
+    peeked = t.peek(ids)
+    assert t.statistics()["statistics"]["traffic"] == traffic  # a peek changes no counter
+    np.testing.assert_array_equal(peeked, t.lookup(ids))
     statistics = t.statistics()
-    assert isinstance(statistics, dict) and statistics
+    assert statistics["spec"]["dimension"] == 12 and statistics["spec"]["optimizer"] == "sgd"
+    assert statistics["statistics"]["name"] == "p"
+    written, read = len(np.unique(ids[:100])), len(np.unique(ids))
+    rows = statistics["statistics"]["rows"]
+    assert rows["hot"] == written  # the rows written, all in the hot tier
+    assert rows["initializer_in_hot"] == read - written  # the lookup's never-written rows
+    assert rows["warm"] == rows["cold"] == rows["spill"] == 0
+    assert statistics["statistics"]["checkpoint"]["generation"] == 0
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
@@ -313,7 +324,10 @@ def test_spec_round_trip(store_path: str) -> None:
         # The spec is create_table's arguments: it opens the same table.
         again = s.create_table("spec", **spec)
         assert again.spec == spec
-        assert s.statistics()["tables"]["spec"]["spec"]
+        listed = s.statistics()["tables"]["spec"]["spec"]
+        assert listed["dimension"] == 24 and listed["dtype"] == "float16"
+        assert listed["optimizer"] == "ftrl" and listed["initializer"] == "normal"
+        assert listed["seed"] == 2**64 - 1
         t.spec["dimension"] = 1  # a copy
         assert t.spec["dimension"] == 24
         s.checkpoint()
@@ -323,11 +337,27 @@ def test_spec_round_trip(store_path: str) -> None:
 
 def test_statistics(store: strata.Store) -> None:
     store.create_table("b", 4)
-    store.create_table("a", 4).lookup(k(1, 2))
+    a = store.create_table("a", 3)
+    a.lookup(k(1, 2))
+    a.apply_gradients(k(1, 5, 6), np.ones((3, 3), F32))
     statistics = store.statistics()
     assert set(statistics["tables"]) == {"a", "b"}
     assert store.tables == ["a", "b"]
-    assert statistics["path"] == store.path
+    assert statistics["path"] == store.path and statistics["read_only"] is False
+    assert statistics["last_checkpoint"]["generation"] == 0
+    assert statistics["tables"]["a"]["spec"]["dimension"] == 3
+    assert statistics["tables"]["b"]["spec"]["dimension"] == 4
+    rows = statistics["tables"]["a"]["statistics"]["rows"]
+    assert (rows["hot"], rows["initializer_in_hot"]) == (3, 1)  # keys 1, 5, 6 written; 2 read
+    assert statistics["tables"]["b"]["statistics"]["rows"]["hot"] == 0
+
+    generation = store.checkpoint(b"four")
+    statistics = store.statistics()
+    assert statistics["last_checkpoint"]["generation"] == generation == 1
+    assert statistics["last_checkpoint"]["payload_bytes"] == 4
+    checkpoint = statistics["tables"]["a"]["statistics"]["checkpoint"]
+    assert checkpoint["generation"] == 1 and checkpoint["rows_written"] == 3
+    assert a.statistics()["statistics"]["checkpoint"] == checkpoint
 
 
 def test_out_is_filled_in_place(store: strata.Store) -> None:
@@ -423,6 +453,85 @@ def test_released_objects_close_the_store(store_path: str) -> None:
         pass
 
 
+def test_copies_are_the_same_handle(store: strata.Store) -> None:
+    t = store.create_table("t", 2)
+    t.apply_gradients(k(1), np.ones((1, 2), F32))
+    for copied in (copy.copy(t), copy.deepcopy(t)):
+        assert copied is t
+    assert copy.copy(store) is store and copy.deepcopy(store) is store
+    holder = {"table": t, "store": store, "both": [t, store]}
+    deep = copy.deepcopy(holder)
+    assert deep is not holder and deep["table"] is t and deep["both"][1] is store
+    expected = t.lookup(k(1))
+    copied = copy.deepcopy(t)
+    del copied, deep
+    gc.collect()
+    # The original keeps working: nothing was released with the copies.
+    np.testing.assert_array_equal(t.lookup(k(1)), expected)
+    t.apply_gradients(k(1), np.ones((1, 2), F32))
+    assert store.checkpoint() == 1
+
+
+def test_tables_and_stores_cannot_be_pickled(store: strata.Store) -> None:
+    t = store.create_table("items", 2)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        with pytest.raises(TypeError) as error:
+            pickle.dumps(t, protocol=protocol)
+        message = str(error.value)
+        assert "'items' is a handle to an open store and cannot be pickled" in message
+        assert f"strata.Store({store.path!r}, read_only=True).table('items')" in message
+        with pytest.raises(TypeError) as error:
+            pickle.dumps(store, protocol=protocol)
+        assert "is a handle to an open store and cannot be pickled" in str(error.value)
+        assert f"strata.Store({store.path!r}, read_only=True)" in str(error.value)
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pickle.dumps({"nested": [t]}, protocol=protocol)
+    assert t.lookup(k(1)).shape == (1, 2)
+
+
+def test_close_while_other_threads_use_the_table_and_store(store_path: str) -> None:
+    """Table.close and Store.close while other threads are inside calls: the calls finish or
+    raise ClosedError; the library's handles are released only when the objects go."""
+    ids = np.arange(20_000, dtype=U64)
+    store = strata.Store(store_path)
+    t = store.create_table("t", 32, initializer="constant", init_args=(0.5,))
+    u = store.create_table("u", 32, initializer="constant", init_args=(0.25,))
+    started = threading.Barrier(5)
+    outcomes: list[str] = []
+
+    def read(table: strata.Table, value: float) -> None:
+        started.wait()
+        out = np.empty((len(ids), 32), F32)
+        try:
+            for _ in range(10_000):
+                table.lookup(ids, out=out)
+                assert (out == F32(value)).all()
+        except strata.ClosedError as error:
+            assert "closed" in str(error)
+            outcomes.append("closed")
+        else:
+            outcomes.append("finished")
+
+    threads = [threading.Thread(target=read, args=args) for args in [(t, 0.5), (t, 0.5), (u, 0.25), (u, 0.25)]]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    t.close()  # the two readers of t stop at their next call
+    store.close()  # the two readers of u stop too
+    for thread in threads:
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+    assert outcomes == ["closed"] * 4
+    with pytest.raises(strata.ClosedError, match="Table.close"):
+        t.lookup(ids[:1])
+    with pytest.raises(strata.ClosedError):
+        u.lookup(ids[:1])
+    del t, u, store
+    gc.collect()
+    with strata.Store(store_path):  # released: the lock is free again
+        pass
+
+
 def test_read_only_store_reads_the_last_checkpoint(store_path: str) -> None:
     ids = k(1, 2)
     with strata.Store(store_path) as s:
@@ -469,37 +578,19 @@ def test_read_only_beside_a_writer_in_another_process(store_path: str, fork_chil
 
 
 def test_time_lookups(store: strata.Store) -> None:
+    """time_lookups works (the benchmark python/benchmarks/bench_lookup.py uses it); tests do
+    not assert timings."""
     t = store.create_table("t", 8)
     ids = np.arange(64, dtype=U64)
-    assert t.time_lookups(ids, 10) > 0
-    assert t.time_lookups(ids, 10, fresh_output=True) > 0
-
-
-def test_lookup_overhead_is_small(store: strata.Store) -> None:
-    """A 1024-key lookup at dimension 64 through Python costs at most ~1.3x the library's own
-    (strata_time_lookups): a new array against a new buffer, a given out against one buffer.
-    Each side's best of 15 rounds, taken alternately; a busy machine gets three attempts."""
-    t = store.create_table("bench", 64, initializer="uniform", init_args=(-0.1, 0.1))
-    ids = np.random.default_rng(1).choice(100_000, 1024, replace=False).astype(U64)
-    t.apply_gradients(ids, np.zeros((1024, 64), F32))
-    out = np.empty((1024, 64), F32)
-    repeats = 300
-    measures = {
-        "native fresh": lambda: t.time_lookups(ids, repeats, fresh_output=True),
-        "python fresh": lambda: timeit.timeit(lambda: t.lookup(ids), number=repeats),
-        "native out": lambda: t.time_lookups(ids, repeats),
-        "python out": lambda: timeit.timeit(lambda: t.lookup(ids, out), number=repeats),
-    }
-    for _attempt in range(3):
-        best = dict.fromkeys(measures, np.inf)
-        for _ in range(15):
-            for name, measure in measures.items():
-                best[name] = min(best[name], measure() / repeats)
-        ratios = {mode: best[f"python {mode}"] / best[f"native {mode}"] for mode in ("fresh", "out")}
-        if max(ratios.values()) < 1.3:
-            break
-    microseconds = {name: round(seconds * 1e6, 2) for name, seconds in best.items()}
-    assert max(ratios.values()) < 1.3, (ratios, microseconds)
+    for fresh_output in (False, True):
+        seconds = t.time_lookups(ids, 10, fresh_output=fresh_output)
+        assert isinstance(seconds, float) and seconds > 0
+    assert t.time_lookups(np.arange(64), 3) > 0  # keys converted as for lookup
+    for repeats in (-1, -(2**40)):
+        with pytest.raises(strata.InvalidArgumentError):
+            t.time_lookups(ids, repeats)
+    with pytest.raises(TypeError):
+        t.time_lookups(ids, 1.5)  # type: ignore[arg-type]
 
 
 # ---- errors -------------------------------------------------------------------------------
@@ -608,13 +699,13 @@ def test_out_checks(store: strata.Store) -> None:
         np.empty((2, 8), F32)[:, ::2],  # not contiguous
         [[0.0] * 4] * 2,
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="^table 't': out must"):
             t.lookup(k(1, 2), out=bad)  # type: ignore[arg-type]
     frozen = np.empty((2, 4), F32)
     frozen.flags.writeable = False
-    with pytest.raises(ValueError):
-        t.lookup(k(1, 2), out=frozen)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^table 't': out must be C-contiguous and writable"):
+        t.peek(k(1, 2), out=frozen)
+    with pytest.raises(ValueError, match=r"^table 't': gradients must have shape \(2, 4\), not \(4, 2\)"):
         t.apply_gradients(k(1, 2), np.ones((4, 2), F32))
 
 
@@ -794,19 +885,20 @@ def test_forked_child_gets_forked_error(store: strata.Store, fork_child) -> None
 
 
 def test_bad_keys(store: strata.Store) -> None:
-    t = store.create_table("t", 2)
-    with pytest.raises(ValueError, match=r"keys\[2\] is -5"):
+    t = store.create_table("items", 2)
+    with pytest.raises(ValueError) as error:
         t.lookup(np.array([1, 2, -5, -6], dtype=np.int64))
-    with pytest.raises(ValueError, match=r"keys\[1\]"):
+    assert str(error.value) == "table 'items': key -5 at position 2 is negative; keys are uint64"
+    with pytest.raises(ValueError, match=r"^table 'items': key -1 at position 1 is negative"):
         t.apply_gradients([0, -1], np.ones((2, 2), F32))
-    with pytest.raises(ValueError, match=r"keys\[1\]"):
+    with pytest.raises(ValueError, match=r"^table 'items': key 18446744073709551616 at position 1 is out of range"):
         t.lookup([1, 2**64])
     for floats in (np.array([1.0, 2.0]), [1.5], np.array([1, 2], dtype=np.float32)):
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match="^table 'items': keys must be integers"):
             t.lookup(floats)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="^table 'items'"):
         t.lookup(np.array(["a"]))
-    with pytest.raises(ValueError, match="1-D"):
+    with pytest.raises(ValueError, match="^table 'items': keys must be 1-D"):
         t.lookup(np.ones((2, 2), dtype=U64))
-    with pytest.raises(ValueError, match="1-D"):
-        t.lookup(np.uint64(3))
+    with pytest.raises(ValueError, match="^table 'items': keys must be 1-D"):
+        t.remove(np.uint64(3))

@@ -232,7 +232,8 @@ class InheritedDataset:
         try:
             self.table.peek(np.arange(4, dtype=U64))
         except strata.ForkedError as error:
-            assert "fork" in str(error).lower() or str(error)
+            message = str(error)
+            assert "fork" in message and self.table.store.path in message, message
             return 1
         return 0
 

@@ -263,15 +263,19 @@ def test_dense_optimizer_never_sees_the_table(table):
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_negative_key_is_a_value_error(table, train):
-    for module, args in ((st.Embedding(table), (torch.tensor([1, -1]),)),
-                         (st.EmbeddingBag(table), (torch.tensor([1, 2, -3]), torch.tensor([0, 1])))):
+    for module, args, where in (
+        (st.Embedding(table), (torch.tensor([1, -1]),), "position 1"),
+        (st.EmbeddingBag(table), (torch.tensor([1, 2, -3]), torch.tensor([0, 1])), "position 2"),
+        (st.Embedding(table), (torch.tensor([[1, 2], [-3, -3]]),), r"index \(1, 0\)"),
+    ):
         module.train(train)
-        with pytest.raises(ValueError, match="negative"):
+        key = int(args[0].min())
+        with pytest.raises(ValueError, match=rf"^table 't': key {key} at {where} is negative; keys are uint64"):
             module(*args)
 
 
 def test_float_keys_are_a_type_error(table):
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="^table 't': keys must be an integer tensor"):
         st.Embedding(table)(torch.tensor([1.0, 2.0]))
 
 
@@ -289,12 +293,43 @@ def test_closed_store_is_a_closed_error(tmp_path, train):
 
 
 def test_error_in_backward_leaves_rows(table):
+    """As documented: a non-finite gradient raises NonFiniteError and the batch is not applied."""
     keys = torch.tensor([1, 2])
     before = all_rows(table)
     out = st.Embedding(table)(keys)
-    with pytest.raises(strata.StrataError):
+    with pytest.raises(strata.NonFiniteError, match="'t'"):
         (out * float("inf")).sum().backward()
     assert torch.equal(all_rows(table), before)
+
+
+@pytest.mark.parametrize("uses", ["one_module_twice", "two_modules"])
+def test_a_table_used_twice_in_a_forward_steps_twice(store, uses):
+    """Documented limitation: each use of a table in one forward pass is an optimizer step of
+    its own in backward. With Adagrad the rows equal two successive steps, not one step on the
+    summed gradient."""
+    spec = dict(initializer="uniform", init_args=(-1.0, 1.0), seed=5, optimizer="adagrad",
+                learning_rate=0.1, initial_accumulator=0.1)
+    table = store.create_table("twice", D, **spec)
+    successive = store.create_table("successive", D, **spec)
+    summed = store.create_table("summed", D, **spec)
+    key = np.array([3], dtype=np.uint64)
+    upstream = torch.randn(1, D, generator=torch.Generator().manual_seed(3))
+
+    first = st.Embedding(table)
+    second = first if uses == "one_module_twice" else st.EmbeddingBag(table, mode="sum")
+    keys = torch.tensor([3])
+    a = first(keys)
+    b = second(keys) if second is first else second(keys.view(1, 1))
+    ((a * upstream).sum() + (b * upstream).sum()).backward()
+
+    # The same gradient for both uses, so the order of the two steps does not matter.
+    gradient = upstream.numpy().astype(np.float32)
+    successive.apply_gradients(key, gradient)
+    successive.apply_gradients(key, gradient)
+    summed.apply_gradients(key, 2 * gradient)
+    rows = table.peek(key)
+    assert np.array_equal(rows, successive.peek(key))
+    assert not np.allclose(rows, summed.peek(key), rtol=1e-4, atol=1e-6)
 
 
 # ---- Checkpoints ----------------------------------------------------------------------------
@@ -312,6 +347,29 @@ class SmallModel(nn.Module):
 
 def small_model(table):
     return SmallModel(table)
+
+
+def test_deepcopy_of_a_model_shares_the_table(table):
+    """copy.deepcopy(model), as EMA and torch.optim.swa_utils.AveragedModel do it: the copy's
+    module holds the same table (a handle), and the original works on after the copy goes."""
+    import copy
+    import gc
+
+    model = small_model(table)
+    keys, offsets = torch.tensor([1, 2, 3]), torch.tensor([0, 2])
+    twin = copy.deepcopy(model)
+    assert twin is not model and twin.bag is not model.bag
+    assert twin.bag.table is table and copy.copy(model.bag).table is table
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, twin.state_dict()[name]) and value is not twin.state_dict()[name]
+    assert torch.equal(twin(keys, offsets), model(keys, offsets))
+    averaged = torch.optim.swa_utils.AveragedModel(model)
+    assert averaged.module.bag.table is table
+    del twin, averaged
+    gc.collect()
+    before = all_rows(table)
+    model.bag(keys, offsets).sum().backward()
+    assert not torch.equal(all_rows(table), before)
 
 
 def test_checkpoint_round_trip(tmp_path):

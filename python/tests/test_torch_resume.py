@@ -42,7 +42,8 @@ def run(store: Path, *, die: str | None = None, sleep: float = 0.0):
 
 
 def run_and_kill_at(store: Path, step: int) -> list[str]:
-    """Starts train_for_kill.py and SIGKILLs it as soon as it prints "step STEP"."""
+    """Starts train_for_kill.py, SIGKILLs it as soon as it prints "step STEP" and returns every
+    line it printed, those it printed before the kill landed included."""
     process = subprocess.Popen(
         [sys.executable, str(SCRIPT), str(store), "--steps", str(STEPS), "--every", str(EVERY),
          "--sleep", "0.005"],
@@ -57,6 +58,9 @@ def run_and_kill_at(store: Path, step: int) -> list[str]:
                 break
     finally:
         process.wait(timeout=600)
+        # What the child printed between "step STEP" and its death (a slow parent may see a
+        # checkpoint completed meanwhile).
+        lines.extend(line.strip() for line in process.stdout.read().splitlines())
         process.stdout.close()
         stderr = process.stderr.read()
         process.stderr.close()
@@ -66,6 +70,20 @@ def run_and_kill_at(store: Path, step: int) -> list[str]:
 
 def resumed_at(lines: list[str]) -> int:
     return int(lines[0].split()[-1])
+
+
+def last_durable(lines: list[str]) -> int:
+    """The step of the last checkpoint a killed run is known to have completed: the last
+    "checkpoint N" it printed (printed after save_checkpoint returned), else where it resumed."""
+    printed = [int(line.split()[-1]) for line in lines if line.startswith("checkpoint ")]
+    return max([resumed_at(lines), *printed])
+
+
+def assert_resumes_after(resumed: int, killed_run: list[str]) -> None:
+    """A run after ``killed_run`` resumes at its last printed checkpoint, or at the next one,
+    durable but not printed when the kill landed."""
+    last = last_durable(killed_run)
+    assert resumed % EVERY == 0 and last <= resumed <= last + EVERY, (resumed, last, killed_run[-3:])
 
 
 def final_state(store_path: Path):
@@ -118,18 +136,20 @@ def uninterrupted(tmp_path_factory):
 
 def test_kill_at_random_steps_and_resume(tmp_path, uninterrupted):
     store = tmp_path / "store"
-    rng = random.Random()
+    rng = random.Random(20240613)   # seeded: the same kill steps every run
     first, second = rng.randint(70, 110), rng.randint(125, 190)
     print(f"\nkilling at step {first}, then at step {second}")
 
-    lines = run_and_kill_at(store, first)
-    assert resumed_at(lines) == 0
+    killed = run_and_kill_at(store, first)
+    assert resumed_at(killed) == 0 and f"step {first}" in killed
     lines = run_and_kill_at(store, second)
-    # The first run's last checkpoint, or the one it was writing when it died.
-    assert first - first % EVERY - EVERY <= resumed_at(lines) <= first - first % EVERY
+    # The first run's last printed checkpoint, or the one it was writing when it died.
+    assert_resumes_after(resumed_at(lines), killed)
+    killed = lines
+    assert f"step {second}" in killed
     code, lines = run(store)
     assert code == 0 and lines[-1] == "done"
-    assert second - second % EVERY - EVERY <= resumed_at(lines) <= second - second % EVERY
+    assert_resumes_after(resumed_at(lines), killed)
     assert_same_state(final_state(store), uninterrupted)
 
 

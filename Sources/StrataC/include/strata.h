@@ -24,8 +24,9 @@
  *   One process opens a store for writing; others may open it read-only (read_only = 1), each
  *   at the last checkpoint the writer completed. A handle belongs to the process that opened
  *   it: after fork() every call on it in the child fails with STRATA_E_FORKED, whatever it
- *   would have done (LMDB forbids using an environment across fork). A child, such as a
- *   PyTorch DataLoader worker, opens the store again, read-only.
+ *   would have done (LMDB forbids using an environment across fork), and releasing it frees
+ *   nothing: the child leaks the handle rather than shut down its parent's store. A child,
+ *   such as a PyTorch DataLoader worker, opens the store again, read-only.
  *
  * Memory
  *   The caller owns every buffer it passes; the library reads or writes it only during the

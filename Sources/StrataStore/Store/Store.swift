@@ -248,7 +248,7 @@ final class StoreCore: Sendable {
 /// a process. (An `flock` would also be held by any child forked while the store is open,
 /// until it execs, making a quick reopen fail at random; record locks are not inherited.)
 final class StoreLockFile: Sendable {
-    /// Stores open in this process, by their directory's device and inode.
+    /// Stores open in this process, by process and their directory's device and inode.
     private static let openHere = Locked<Set<String>>([])
     private let descriptor: Atomic<Int32>
     private let registered = Atomic<Bool>(true)
