@@ -135,6 +135,42 @@ class _UniqueRows(torch.autograd.Function):
         return None, None, None, None
 
 
+class _SumBags(torch.autograd.Function):
+    """Weighted sums of bags of rows: ``out[b] = sum of weight[i] * rows[index[i]]`` over the
+    ``i`` with ``bag[i] == b``, for ``bags`` bags.
+
+    The same values as ``F.embedding_bag`` in ``sum`` and ``mean`` mode, with a backward of
+    one ``index_add_``: PyTorch's own backward of ``embedding_bag`` into a dense weight sorts
+    the indices first, and took twice as long for a batch's unique rows. ``weight`` is the
+    caller's per-sample weights (given their gradient when they need it), ``1 / len(bag)``
+    for a mean, or ``None`` for a plain sum.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, rows: Tensor, index: Tensor, bag: Tensor, bags: int,  # type: ignore[override]
+                weight: Optional[Tensor]) -> Tensor:
+        ctx.save_for_backward(rows, index, bag, weight)
+        out = torch.zeros((bags, rows.shape[1]), dtype=rows.dtype, device=rows.device)
+        if index.numel():
+            picked = rows.index_select(0, index)
+            if weight is not None:
+                picked = picked * weight.unsqueeze(1)
+            out.index_add_(0, bag, picked)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> Tuple[Optional[Tensor], None, None, None, Optional[Tensor]]:  # type: ignore[override]
+        rows, index, bag, weight = ctx.saved_tensors
+        per_index = grad_out.index_select(0, bag)
+        grad_weight = None
+        if weight is not None and ctx.needs_input_grad[4]:
+            grad_weight = (per_index * rows.index_select(0, index)).sum(1)
+        if weight is not None:
+            per_index = per_index * weight.unsqueeze(1)
+        grad_rows = torch.zeros_like(rows).index_add_(0, index, per_index)
+        return grad_rows, None, None, None, grad_weight
+
+
 class _TableModule(nn.Module):
     """What :class:`Embedding` and :class:`EmbeddingBag` share: the table, the learning rate
     and the reading of a batch's unique rows."""
@@ -285,12 +321,50 @@ class EmbeddingBag(_TableModule):
         if per_sample_weights is not None and self.mode != "sum":
             raise NotImplementedError(
                 f"per_sample_weights is only supported for mode='sum' (got mode='{self.mode}')")
+        if (input.dim() == 1 and self.include_last_offset and offsets.dim() == 1 and offsets.numel()
+                and int(offsets[-1]) != input.numel()):
+            # nn.EmbeddingBag's documentation requires it; PyTorch 2.13 answers otherwise with a
+            # different rule per mode, and uninitialised memory as the gradient of the keys after it.
+            raise ValueError(
+                f"table '{getattr(self.table, 'name', '?')}': with include_last_offset=True the last offset "
+                f"({int(offsets[-1])}) must be the number of keys ({input.numel()})")
         inverse, rows = self._rows(input)
         if offsets is not None and offsets.dtype != inverse.dtype:
             offsets = offsets.to(inverse.dtype)
-        return F.embedding_bag(inverse, rows, offsets, mode=self.mode,
-                               per_sample_weights=per_sample_weights,
-                               include_last_offset=self.include_last_offset)
+        if self.mode == "max" or not rows.requires_grad:
+            return F.embedding_bag(inverse, rows, offsets, mode=self.mode,
+                                   per_sample_weights=per_sample_weights,
+                                   include_last_offset=self.include_last_offset)
+        # The bag of every key, and the weight of its row in that bag's sum.
+        if input.dim() == 2:
+            bags, size = inverse.shape
+            index = inverse.reshape(-1)
+            bag = torch.arange(bags, device=index.device).repeat_interleave(size)
+            lengths = torch.full((bags,), size, device=index.device)
+        elif offsets.dim() != 1 or (per_sample_weights is not None and per_sample_weights.shape != input.shape):
+            # Arguments nn.EmbeddingBag refuses: let it say so.
+            return F.embedding_bag(inverse, rows, offsets, mode=self.mode,
+                                   per_sample_weights=per_sample_weights,
+                                   include_last_offset=self.include_last_offset)
+        else:
+            index = inverse
+            end = torch.tensor([index.numel()], dtype=inverse.dtype, device=inverse.device)
+            bounds = offsets if self.include_last_offset else torch.cat([offsets, end])
+            bags = bounds.numel() - 1
+            lengths = bounds[1:] - bounds[:-1]
+            if bags < 0 or (bags and (int(bounds[0]) != 0 or bool((lengths < 0).any())
+                                                            or int(bounds[-1]) != index.numel())):
+                # Offsets nn.EmbeddingBag would refuse: let it say so.
+                return F.embedding_bag(inverse, rows, offsets, mode=self.mode,
+                                       per_sample_weights=per_sample_weights,
+                                       include_last_offset=self.include_last_offset)
+            bag = torch.arange(bags, device=index.device).repeat_interleave(lengths)
+        weight = None
+        if per_sample_weights is not None:
+            weight = per_sample_weights.reshape(-1)
+        elif self.mode == "mean":
+            weight = (1.0 / lengths.clamp(min=1).to(rows.dtype)).index_select(0, bag)
+        return _SumBags.apply(rows, index, bag, bags, weight)
 
     def extra_repr(self) -> str:
         text = super().extra_repr() + f", mode={self.mode!r}"

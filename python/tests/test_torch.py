@@ -133,6 +133,7 @@ BAG_CASES = {
     "include_last_offset": ([10, 11, 10, 12, 13, 14, 10], [0, 2, 2, 5, 7], True),
     "2d": ([[1, 2, 3], [3, 2, 1], [4, 4, 4], [0, 49, 0]], None, False),
     "all_empty": ([], [0, 0, 0], False),
+    "last_offset_only": ([], [0], True),
 }
 
 
@@ -183,6 +184,20 @@ def test_embedding_bag_argument_errors_like_nn(table):
         bag(torch.tensor([1, 2]))
     with pytest.raises(ValueError):
         st.EmbeddingBag(table, mode="median")
+    # Keys after the last offset: PyTorch's answer differs by mode (and its gradient is garbage).
+    with pytest.raises(ValueError, match="last offset \\(2\\) must be the number of keys \\(4\\)"):
+        st.EmbeddingBag(table, include_last_offset=True)(torch.tensor([1, 2, 3, 4]), torch.tensor([0, 2]))
+    # Offsets out of order or not starting at 0 go to PyTorch's own embedding_bag, which
+    # refuses them as nn.EmbeddingBag does (or, with one thread, some of them not at all).
+    for offsets in ([1, 2], [0, 3, 1]):
+        outcomes = []
+        for module in (st.EmbeddingBag(table), nn.EmbeddingBag(N, D)):
+            try:
+                module(torch.tensor([1, 2, 3, 4]), torch.tensor(offsets))
+                outcomes.append(None)
+            except Exception as error:  # noqa: BLE001 - the type is what is compared
+                outcomes.append(type(error))
+        assert outcomes[0] == outcomes[1], offsets
 
 
 # ---- When the step happens ------------------------------------------------------------------
