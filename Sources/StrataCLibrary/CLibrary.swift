@@ -198,11 +198,70 @@ public func strataCheckpoint(_ handle: OpaquePointer?, _ payload: UnsafeRawPoint
                              _ generation: UnsafeMutablePointer<UInt64>?) -> strata_status {
     call { () throws(Failure) in
         let handle = try storeHandle(handle)
-        guard size >= 0, size == 0 || payload != nil else { throw .argument("the payload is NULL or its size (\(size)) is out of range") }
-        let bytes = size == 0 ? [] : Array(UnsafeRawBufferPointer(start: payload, count: size))
+        let bytes = try payloadBytes(payload, size)
         let info = try store { () throws(StoreError) in try handle.store.checkpoint(payload: bytes) }
         generation?.pointee = info.generation
     }
+}
+
+/// A checkpoint being written, and the store handle it was begun on.
+final class PendingHandle: Sendable {
+    let pending: PendingCheckpoint
+    let owner: StoreHandle
+
+    init(_ pending: PendingCheckpoint, _ owner: StoreHandle) {
+        self.pending = pending
+        self.owner = owner
+    }
+}
+
+private func payloadBytes(_ payload: UnsafeRawPointer?, _ size: Int) throws(Failure) -> [UInt8] {
+    guard size >= 0, size == 0 || payload != nil else { throw .argument("the payload is NULL or its size (\(size)) is out of range") }
+    return size == 0 ? [] : Array(UnsafeRawBufferPointer(start: payload, count: size))
+}
+
+@_cdecl("strata_checkpoint_begin")
+public func strataCheckpointBegin(_ handle: OpaquePointer?, _ payload: UnsafeRawPointer?, _ size: Int,
+                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> strata_status {
+    out?.pointee = nil
+    return call { () throws(Failure) in
+        let handle = try storeHandle(handle)
+        guard let out else { throw .argument("the output pointer for the pending checkpoint is NULL") }
+        let bytes = try payloadBytes(payload, size)
+        let pending = try store { () throws(StoreError) in try handle.store.beginCheckpoint(payload: bytes) }
+        out.pointee = retained(PendingHandle(pending, handle))
+    }
+}
+
+private func pendingHandle(_ pointer: OpaquePointer?) throws(Failure) -> PendingHandle {
+    guard let pointer else { throw .argument("the pending checkpoint handle is NULL") }
+    let handle = Unmanaged<PendingHandle>.fromOpaque(UnsafeRawPointer(pointer)).takeUnretainedValue()
+    try forkCheck(handle.owner, "a checkpoint of store \(handle.owner.store.path)")
+    return handle
+}
+
+@_cdecl("strata_checkpoint_wait")
+public func strataCheckpointWait(_ handle: OpaquePointer?, _ generation: UnsafeMutablePointer<UInt64>?) -> strata_status {
+    call { () throws(Failure) in
+        let pending = try pendingHandle(handle).pending
+        let info = try store { () throws(StoreError) in try pending.wait() }
+        generation?.pointee = info.generation
+    }
+}
+
+@_cdecl("strata_checkpoint_done")
+public func strataCheckpointDone(_ handle: OpaquePointer?) -> Int32 {
+    guard let handle else { return -1 }
+    return Unmanaged<PendingHandle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue().pending.outcome == nil ? 0 : 1
+}
+
+@_cdecl("strata_pending_checkpoint_release")
+public func strataPendingCheckpointRelease(_ handle: OpaquePointer?) {
+    guard let handle else { return }
+    let object = Unmanaged<PendingHandle>.fromOpaque(UnsafeRawPointer(handle))
+    // Leaked in a child of fork, as a store's handle is: it may hold the last reference to the store.
+    guard object.takeUnretainedValue().owner.forks == strata_fork_generation() else { return }
+    object.release()
 }
 
 @_cdecl("strata_last_checkpoint")

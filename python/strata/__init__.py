@@ -49,7 +49,7 @@ from .errors import (
     TableExistsError,
     UnknownTableError,
 )
-from .store import DEFAULT_LEARNING_RATES, Checkpoint, Store, Table
+from .store import DEFAULT_LEARNING_RATES, Checkpoint, PendingCheckpoint, Store, Table
 
 __version__ = "1.0.0"
 #: The ``STRATA_API_VERSION`` of ``strata.h`` this package was written against.
@@ -85,6 +85,7 @@ __all__ = [
     "NoStoreError",
     "NonFiniteError",
     "NotEmptyError",
+    "PendingCheckpoint",
     "ReadOnlyError",
     "ShapeError",
     "Store",

@@ -178,6 +178,10 @@ def _declare(library: ctypes.CDLL) -> None:
     declare("strata_store_close", strata_status, c_void_p)
     declare("strata_store_release", None, c_void_p)
     declare("strata_checkpoint", strata_status, c_void_p, c_void_p, c_size_t, POINTER(c_uint64))
+    declare("strata_checkpoint_begin", strata_status, c_void_p, c_void_p, c_size_t, POINTER(c_void_p))
+    declare("strata_checkpoint_wait", strata_status, c_void_p, POINTER(c_uint64))
+    declare("strata_checkpoint_done", c_int32, c_void_p)
+    declare("strata_pending_checkpoint_release", None, c_void_p)
     declare(
         "strata_last_checkpoint",
         strata_status,

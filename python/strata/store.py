@@ -414,6 +414,27 @@ class Store:
             _raise(status)
         return generation.value
 
+    def begin_checkpoint(self, payload: bytes = b"") -> PendingCheckpoint:
+        """Starts a checkpoint of every table's current state, with ``payload``, written in the
+        background while training goes on.
+
+        Returns once the state is taken, between batches (it waits for batches in flight, and
+        first for a checkpoint still being written); batches after it are not in it. A row
+        changed before the checkpoint has written it is copied first, so batches stall only
+        for that moment. :meth:`PendingCheckpoint.wait` says when it is durable; a pending
+        checkpoint dropped unwaited is still written (closing the store waits for it), but its
+        failure is then seen by no one. The GIL is released.
+
+        Raises:
+            ReadOnlyError, ClosedError, ...: no checkpoint was begun.
+        """
+        data = bytes(payload)
+        handle = c_void_p()
+        status = lib.strata_checkpoint_begin(self._handle, data if data else None, len(data), byref(handle))
+        if status:
+            _raise(status)
+        return PendingCheckpoint(self, handle.value)
+
     def last_checkpoint(self) -> Checkpoint:
         """The last completed checkpoint: its generation (0 if none) and its payload."""
         generation = c_uint64()
@@ -436,6 +457,44 @@ class Store:
         if status:
             _raise(status)
         return _take_json(text)
+
+
+class PendingCheckpoint:
+    """A checkpoint being written in the background (:meth:`Store.begin_checkpoint`)."""
+
+    def __init__(self, store: Store, handle: int) -> None:
+        self.store = store
+        self._handle: int | None = handle
+        self._pid = os.getpid()
+
+    def wait(self) -> int:
+        """Waits until the checkpoint is durable and returns its generation (at once if it
+        has ended; the same outcome every time). The GIL is released while it waits.
+
+        Raises:
+            DiskFullError, CheckpointError, ...: it failed; the store is at the checkpoint
+            before, and the rows this one took go into the next.
+        """
+        generation = c_uint64()
+        status = lib.strata_checkpoint_wait(self._handle, byref(generation))
+        if status:
+            _raise(status)
+        return generation.value
+
+    @property
+    def done(self) -> bool:
+        """Whether the checkpoint has ended, durable or failed. Does not wait."""
+        return lib.strata_checkpoint_done(self._handle) == 1
+
+    def __del__(self, _release: Any = lib.strata_pending_checkpoint_release, _getpid: Any = os.getpid) -> None:
+        handle = getattr(self, "_handle", None)
+        if handle is not None:
+            self._handle = None
+            if _getpid() == self._pid:
+                _release(handle)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a pending checkpoint is a handle of an open store and cannot be pickled")
 
 
 class Table:

@@ -374,7 +374,7 @@ class EmbeddingBag(_TableModule):
 
 
 def save_checkpoint(store: Any, module: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None,
-                    extra: Optional[dict] = None) -> int:
+                    extra: Optional[dict] = None, *, background: bool = False) -> Any:
     """Makes the tables' rows and the model's dense state durable as one atomic checkpoint.
 
     Serializes ``{"model": module.state_dict(), "optimizer": optimizer.state_dict() or None,
@@ -388,7 +388,10 @@ def save_checkpoint(store: Any, module: nn.Module, optimizer: Optional[torch.opt
     None) and tensors, so that :func:`load_checkpoint` can read it with
     ``torch.load(weights_only=True)``.
 
-    Returns the checkpoint's generation.
+    Returns the checkpoint's generation. With ``background=True`` it returns as soon as the
+    rows' state is taken (``store.begin_checkpoint``), the dense state already serialized, and
+    training goes on while the checkpoint is written: the result is a
+    :class:`strata.PendingCheckpoint`, whose ``wait()`` gives the generation once durable.
     """
     state = {
         "model": module.state_dict(),
@@ -397,6 +400,8 @@ def save_checkpoint(store: Any, module: nn.Module, optimizer: Optional[torch.opt
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
+    if background:
+        return store.begin_checkpoint(payload=buffer.getvalue())
     return int(store.checkpoint(payload=buffer.getvalue()))
 
 

@@ -76,6 +76,14 @@ int main(int argc, char **argv) {
           && memcmp(back, payload, 3) == 0, "payload read back");
     strata_free(back);
 
+    strata_pending_checkpoint *pending = NULL;
+    CHECK(strata_checkpoint_begin(store, "bg", 2, &pending) == STRATA_OK && pending, "background checkpoint begun");
+    CHECK(strata_apply_gradients(table, &nine, 1, grads + 4, 4, NULL) == STRATA_OK, "a batch while it is written");
+    CHECK(strata_checkpoint_wait(pending, &generation) == STRATA_OK && generation == 2
+          && strata_checkpoint_done(pending) == 1, "background checkpoint durable");
+    strata_pending_checkpoint_release(pending);
+    CHECK(strata_checkpoint(store, payload, sizeof payload, &generation) == STRATA_OK && generation == 3, "checkpoint after it");
+
     char *json = NULL;
     CHECK(strata_store_statistics_json(store, &json) == STRATA_OK && strstr(json, "\"items\""), "statistics JSON");
     strata_free(json);
@@ -89,7 +97,8 @@ int main(int argc, char **argv) {
 
     CHECK(strata_store_open(argv[1], &options, &store) == STRATA_OK, "reopen");
     CHECK(strata_table_open(store, "items", &table) == STRATA_OK, "table reopened");
-    CHECK(strata_peek(table, &nine, 1, rows, 4) == STRATA_OK && rows[0] == -0.75f, "rows kept by the checkpoint");
+    /* The batch during the background checkpoint, grads + 4 = {1, 2, 3, 4} at 0.5: -0.75 - 0.5. */
+    CHECK(strata_peek(table, &nine, 1, rows, 4) == STRATA_OK && rows[0] == -1.25f, "rows kept by the checkpoint");
     strata_table_release(table);
     strata_store_release(store);
     return 0;

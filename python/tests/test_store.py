@@ -902,3 +902,44 @@ def test_bad_keys(store: strata.Store) -> None:
         t.lookup(np.ones((2, 2), dtype=U64))
     with pytest.raises(ValueError, match="^table 'items': keys must be 1-D"):
         t.remove(np.uint64(3))
+
+
+def test_a_background_checkpoint_holds_the_state_when_it_began(store_path: str) -> None:
+    ids = k(1, 2, 3)
+    with strata.Store(store_path) as s:
+        t = s.create_table("t", 4, optimizer="sgd", learning_rate=1.0)
+        t.apply_gradients(ids, np.ones((3, 4), F32))
+        at_begin = t.peek(ids)
+        pending = s.begin_checkpoint(b"background")
+        # Batches go on while it is written; they are not in it.
+        for _ in range(20):
+            t.apply_gradients(ids, np.ones((3, 4), F32))
+        generation = pending.wait()
+        assert pending.done
+        assert pending.wait() == generation == s.last_checkpoint().generation == 1
+        assert s.last_checkpoint().payload == b"background"
+        np.testing.assert_array_equal(t.peek(ids), at_begin - 20)
+        with pytest.raises(TypeError, match="cannot be pickled"):
+            pickle.dumps(pending)
+    with strata.Store(store_path) as s:
+        np.testing.assert_array_equal(s.table("t").peek(ids), at_begin)
+        assert s.last_checkpoint() == strata.Checkpoint(1, b"background")
+
+
+def test_a_background_checkpoint_dropped_unwaited_is_still_written(store_path: str) -> None:
+    with strata.Store(store_path) as s:
+        t = s.create_table("t", 2)
+        t.apply_gradients(k(7), np.ones((1, 2), F32))
+        s.begin_checkpoint(b"unwaited")
+    with strata.Store(store_path) as s:
+        assert s.last_checkpoint() == strata.Checkpoint(1, b"unwaited")
+        assert s.table("t").peek(k(7))[0, 0] != 0
+
+
+def test_a_background_checkpoint_of_a_read_only_store_is_refused(store_path: str) -> None:
+    with strata.Store(store_path) as s:
+        s.create_table("t", 2)
+        s.checkpoint()
+    with strata.Store(store_path, read_only=True) as r:
+        with pytest.raises(strata.ReadOnlyError, match="checkpoint"):
+            r.begin_checkpoint()

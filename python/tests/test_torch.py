@@ -3,6 +3,7 @@ checkpoints of rows and dense state together, and errors."""
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 
@@ -387,7 +388,8 @@ def test_deepcopy_of_a_model_shares_the_table(table):
     assert not torch.equal(all_rows(table), before)
 
 
-def test_checkpoint_round_trip(tmp_path):
+@pytest.mark.parametrize("background", [False, True], ids=["in place", "in the background"])
+def test_checkpoint_round_trip(tmp_path, background):
     path = str(tmp_path / "ckpt")
     keys, offsets = torch.tensor([1, 2, 3, 4, 2]), torch.tensor([0, 3])
     with strata.Store(path) as store:
@@ -400,11 +402,21 @@ def test_checkpoint_round_trip(tmp_path):
             optimizer.zero_grad()
             model(keys, offsets).pow(2).sum().backward()
             optimizer.step()
-        generation = st.save_checkpoint(store, model, optimizer, extra={"step": 3, "note": "x", "lrs": [0.1, 0.2]})
-        assert generation == store.last_checkpoint().generation >= 1
         rows = all_rows(table)
         dense = {k: v.clone() for k, v in model.state_dict().items()}
-        adam = optimizer.state_dict()
+        adam = copy.deepcopy(optimizer.state_dict())
+        if background:
+            pending = st.save_checkpoint(store, model, optimizer, extra={"step": 3, "note": "x", "lrs": [0.1, 0.2]},
+                                         background=True)
+            # Training goes on while it is written: neither these rows nor these weights are in it.
+            for _ in range(2):
+                optimizer.zero_grad()
+                model(keys, offsets).pow(2).sum().backward()
+                optimizer.step()
+            generation = pending.wait()
+        else:
+            generation = st.save_checkpoint(store, model, optimizer, extra={"step": 3, "note": "x", "lrs": [0.1, 0.2]})
+        assert generation == store.last_checkpoint().generation >= 1
         # Steps after the checkpoint are lost with the store's close.
         model(keys, offsets).sum().backward()
 

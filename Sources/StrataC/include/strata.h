@@ -160,6 +160,33 @@ void strata_store_release(strata_store *store);
 strata_status strata_checkpoint(strata_store *store, const void *payload, size_t payload_size,
                                 uint64_t *generation);
 
+/* A checkpoint being written in the background. Opaque. */
+typedef struct strata_pending_checkpoint strata_pending_checkpoint;
+
+/* Starts a checkpoint of the current state of every table, with `payload`, and returns once
+   that state is taken: it is written on a background thread while batches go on (a row
+   changed before it is written is copied first). The state is taken between batches: the
+   call waits for batches in progress, and first for a checkpoint still being written. On
+   success *pending is a new handle; strata_checkpoint_wait says when the checkpoint is
+   durable. A checkpoint whose handle is released unwaited is still written (closing the
+   store waits for it), and its failure is then seen by no one. Thread-safe. */
+strata_status strata_checkpoint_begin(strata_store *store, const void *payload, size_t payload_size,
+                                      strata_pending_checkpoint **pending);
+
+/* Waits until the checkpoint is durable, and sets *generation (if not NULL) to its number;
+   or fails as strata_checkpoint fails, the store then at the checkpoint before and the rows
+   this one took going into the next. Gives the same outcome every time it is called.
+   Thread-safe. */
+strata_status strata_checkpoint_wait(strata_pending_checkpoint *pending, uint64_t *generation);
+
+/* 1 once the checkpoint has ended (durable or failed; strata_checkpoint_wait then returns at
+   once), 0 while it is being written, -1 for a NULL handle. Does not wait. Thread-safe. */
+int32_t strata_checkpoint_done(strata_pending_checkpoint *pending);
+
+/* Frees the handle (the checkpoint goes on). NULL is allowed. No other thread may use this
+   handle during or after the call. */
+void strata_pending_checkpoint_release(strata_pending_checkpoint *pending);
+
 /* The last completed checkpoint: its generation (0 for a store never checkpointed) and the
    payload written with it, in memory the caller frees with strata_free (*payload is NULL
    when the payload is empty). Any output pointer may be NULL. Thread-safe. */
