@@ -507,24 +507,27 @@ private func rows(_ table: Table, _ keys: UnsafePointer<UInt64>?, _ count: Int, 
     return UnsafeBufferPointer(start: count == 0 ? nil : keys, count: count)
 }
 
-@_cdecl("strata_lookup")
-public func strataLookup(_ handle: OpaquePointer?, _ keys: UnsafePointer<UInt64>?, _ count: Int,
-                         _ out: UnsafeMutablePointer<Float>?, _ floats: Int) -> strata_status {
+/// strata_lookup's and strata_peek's one body.
+private func read(_ handle: OpaquePointer?, _ keys: UnsafePointer<UInt64>?, _ count: Int,
+                  _ out: UnsafeMutablePointer<Float>?, _ floats: Int, peek: Bool) -> strata_status {
     call { () throws(Failure) in
         let table = try tableHandle(handle).table
         let k = try rows(table, keys, count, floats, out, "rows")
-        try store { () throws(StoreError) in try table.lookup(k, into: UnsafeMutableBufferPointer(start: out, count: floats)) }
+        let buffer = UnsafeMutableBufferPointer(start: out, count: floats)
+        try store { () throws(StoreError) in peek ? try table.peek(k, into: buffer) : try table.lookup(k, into: buffer) }
     }
+}
+
+@_cdecl("strata_lookup")
+public func strataLookup(_ handle: OpaquePointer?, _ keys: UnsafePointer<UInt64>?, _ count: Int,
+                         _ out: UnsafeMutablePointer<Float>?, _ floats: Int) -> strata_status {
+    read(handle, keys, count, out, floats, peek: false)
 }
 
 @_cdecl("strata_peek")
 public func strataPeek(_ handle: OpaquePointer?, _ keys: UnsafePointer<UInt64>?, _ count: Int,
                        _ out: UnsafeMutablePointer<Float>?, _ floats: Int) -> strata_status {
-    call { () throws(Failure) in
-        let table = try tableHandle(handle).table
-        let k = try rows(table, keys, count, floats, out, "rows")
-        try store { () throws(StoreError) in try table.peek(k, into: UnsafeMutableBufferPointer(start: out, count: floats)) }
-    }
+    read(handle, keys, count, out, floats, peek: true)
 }
 
 @_cdecl("strata_apply_gradients")
