@@ -252,7 +252,10 @@ public func strataCheckpointWait(_ handle: OpaquePointer?, _ generation: UnsafeM
 @_cdecl("strata_checkpoint_done")
 public func strataCheckpointDone(_ handle: OpaquePointer?) -> Int32 {
     guard let handle else { return -1 }
-    return Unmanaged<PendingHandle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue().pending.outcome == nil ? 0 : 1
+    let pending = Unmanaged<PendingHandle>.fromOpaque(UnsafeRawPointer(handle)).takeUnretainedValue()
+    // In a child of fork the parent's monitor may have been locked by a thread at the fork.
+    guard pending.owner.forks == strata_fork_generation() else { return -1 }
+    return pending.pending.outcome == nil ? 0 : 1
 }
 
 @_cdecl("strata_pending_checkpoint_release")

@@ -423,7 +423,9 @@ class Store:
         changed before the checkpoint has written it is copied first, so batches stall only
         for that moment. :meth:`PendingCheckpoint.wait` says when it is durable; a pending
         checkpoint dropped unwaited is still written (closing the store waits for it), but its
-        failure is then seen by no one. The GIL is released.
+        failure is then seen by no one. Like a :class:`Table`, the pending checkpoint keeps its
+        store open (and its lock held) until both are gone or the store is closed. The GIL is
+        released.
 
         Raises:
             ReadOnlyError, ClosedError, ...: no checkpoint was begun.
@@ -460,7 +462,10 @@ class Store:
 
 
 class PendingCheckpoint:
-    """A checkpoint being written in the background (:meth:`Store.begin_checkpoint`)."""
+    """A checkpoint being written in the background (:meth:`Store.begin_checkpoint`).
+
+    It keeps its store open until it is gone or the store is closed; :meth:`wait` works after
+    the store is closed (closing waits for the checkpoint)."""
 
     def __init__(self, store: Store, handle: int) -> None:
         self.store = store

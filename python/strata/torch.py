@@ -321,44 +321,46 @@ class EmbeddingBag(_TableModule):
         if per_sample_weights is not None and self.mode != "sum":
             raise NotImplementedError(
                 f"per_sample_weights is only supported for mode='sum' (got mode='{self.mode}')")
-        if (input.dim() == 1 and self.include_last_offset and offsets.dim() == 1 and offsets.numel()
-                and int(offsets[-1]) != input.numel()):
-            # nn.EmbeddingBag's documentation requires it; PyTorch 2.13 answers otherwise with a
-            # different rule per mode, and uninitialised memory as the gradient of the keys after it.
+        name = getattr(self.table, "name", "?")
+        if per_sample_weights is not None and (per_sample_weights.shape != input.shape
+                                               or per_sample_weights.dtype != torch.float32):
             raise ValueError(
-                f"table '{getattr(self.table, 'name', '?')}': with include_last_offset=True the last offset "
-                f"({int(offsets[-1])}) must be the number of keys ({input.numel()})")
-        inverse, rows = self._rows(input)
-        if offsets is not None and offsets.dtype != inverse.dtype:
-            offsets = offsets.to(inverse.dtype)
-        if self.mode == "max" or not rows.requires_grad:
-            return F.embedding_bag(inverse, rows, offsets, mode=self.mode,
-                                   per_sample_weights=per_sample_weights,
-                                   include_last_offset=self.include_last_offset)
-        # The bag of every key, and the weight of its row in that bag's sum.
+                f"table '{name}': per_sample_weights must be float32 of the input's shape {tuple(input.shape)}, "
+                f"not {per_sample_weights.dtype} of shape {tuple(per_sample_weights.shape)}")
+        # The bag of every key (checked whole here: PyTorch 2.13 does not check offsets out of
+        # order with one thread, and answers keys after include_last_offset's end differently
+        # in each mode, with uninitialised memory as their gradient).
         if input.dim() == 2:
-            bags, size = inverse.shape
-            index = inverse.reshape(-1)
-            bag = torch.arange(bags, device=index.device).repeat_interleave(size)
-            lengths = torch.full((bags,), size, device=index.device)
-        elif offsets.dim() != 1 or (per_sample_weights is not None and per_sample_weights.shape != input.shape):
-            # Arguments nn.EmbeddingBag refuses: let it say so.
-            return F.embedding_bag(inverse, rows, offsets, mode=self.mode,
-                                   per_sample_weights=per_sample_weights,
-                                   include_last_offset=self.include_last_offset)
+            bags, size = input.shape
+            lengths = torch.full((bags,), size)
         else:
-            index = inverse
-            end = torch.tensor([index.numel()], dtype=inverse.dtype, device=inverse.device)
-            bounds = offsets if self.include_last_offset else torch.cat([offsets, end])
-            bags = bounds.numel() - 1
+            if offsets.dim() != 1:
+                raise ValueError(f"table '{name}': offsets must be 1-D, not {offsets.dim()}-D")
+            end = torch.tensor([input.numel()], dtype=offsets.dtype)
+            bounds = offsets.cpu() if self.include_last_offset else torch.cat([offsets.cpu(), end])
+            bags = max(bounds.numel() - 1, 0)
             lengths = bounds[1:] - bounds[:-1]
-            if bags < 0 or (bags and (int(bounds[0]) != 0 or bool((lengths < 0).any())
-                                                            or int(bounds[-1]) != index.numel())):
-                # Offsets nn.EmbeddingBag would refuse: let it say so.
-                return F.embedding_bag(inverse, rows, offsets, mode=self.mode,
-                                       per_sample_weights=per_sample_weights,
-                                       include_last_offset=self.include_last_offset)
-            bag = torch.arange(bags, device=index.device).repeat_interleave(lengths)
+            if bags and (int(bounds[0]) != 0 or bool((lengths < 0).any()) or int(bounds[-1]) != input.numel()):
+                raise ValueError(
+                    f"table '{name}': offsets must start at 0 and never decrease"
+                    + (", and with include_last_offset=True end at the number of keys" if self.include_last_offset
+                       else f", each at most the number of keys ({input.numel()})")
+                    + f"; got {offsets.tolist()[:8]}{' ...' if offsets.numel() > 8 else ''}")
+        if bags == 0:
+            # No key is in a bag: none is read or stepped, and the (0, d) result is in the graph.
+            out = self._rows(input.reshape(-1)[:0])[1]
+            if per_sample_weights is not None:
+                # Keeps the weights in the graph, with a zero gradient, as nn.EmbeddingBag does.
+                out = out + 0 * per_sample_weights.sum()
+            return out
+        inverse, rows = self._rows(input)
+        if self.mode == "max" or not rows.requires_grad:
+            return F.embedding_bag(inverse, rows, offsets.to(inverse.dtype) if offsets is not None else None,
+                                   mode=self.mode, per_sample_weights=per_sample_weights,
+                                   include_last_offset=self.include_last_offset)
+        index = inverse.reshape(-1)
+        lengths = lengths.to(index.device)
+        bag = torch.arange(bags, device=index.device).repeat_interleave(lengths)
         weight = None
         if per_sample_weights is not None:
             weight = per_sample_weights.reshape(-1)

@@ -168,8 +168,10 @@ typedef struct strata_pending_checkpoint strata_pending_checkpoint;
    changed before it is written is copied first). The state is taken between batches: the
    call waits for batches in progress, and first for a checkpoint still being written. On
    success *pending is a new handle; strata_checkpoint_wait says when the checkpoint is
-   durable. A checkpoint whose handle is released unwaited is still written (closing the
-   store waits for it), and its failure is then seen by no one. Thread-safe. */
+   durable. The handle keeps its store's handle alive: it may be waited on after the store is
+   closed or released (closing waits for the checkpoint), and the store stays open, its lock
+   held, until both are released. A checkpoint whose handle is released unwaited is still
+   written, and its failure is then seen by no one. Thread-safe. */
 strata_status strata_checkpoint_begin(strata_store *store, const void *payload, size_t payload_size,
                                       strata_pending_checkpoint **pending);
 
@@ -180,7 +182,8 @@ strata_status strata_checkpoint_begin(strata_store *store, const void *payload, 
 strata_status strata_checkpoint_wait(strata_pending_checkpoint *pending, uint64_t *generation);
 
 /* 1 once the checkpoint has ended (durable or failed; strata_checkpoint_wait then returns at
-   once), 0 while it is being written, -1 for a NULL handle. Does not wait. Thread-safe. */
+   once), 0 while it is being written, -1 for a NULL handle or one of another process (a
+   child of fork). Does not wait. Thread-safe. */
 int32_t strata_checkpoint_done(strata_pending_checkpoint *pending);
 
 /* Frees the handle (the checkpoint goes on). NULL is allowed. No other thread may use this
