@@ -168,10 +168,9 @@ typedef struct strata_pending_checkpoint strata_pending_checkpoint;
    changed before it is written is copied first). The state is taken between batches: the
    call waits for batches in progress, and first for a checkpoint still being written. On
    success *pending is a new handle; strata_checkpoint_wait says when the checkpoint is
-   durable. The handle keeps its store's handle alive: it may be waited on after the store is
-   closed or released (closing waits for the checkpoint), and the store stays open, its lock
-   held, until both are released. A checkpoint whose handle is released unwaited is still
-   written, and its failure is then seen by no one. Thread-safe. */
+   durable. The handle keeps its store's handle alive, so it may be waited on after the store
+   is closed or released (either waits for the checkpoint first). A checkpoint whose handle is
+   released unwaited is still written, and its failure is then seen by no one. Thread-safe. */
 strata_status strata_checkpoint_begin(strata_store *store, const void *payload, size_t payload_size,
                                       strata_pending_checkpoint **pending);
 
