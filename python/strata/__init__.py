@@ -26,29 +26,8 @@ The library is found as ``$STRATA_LIBRARY``, else ``libStrataC.so`` inside this 
 from __future__ import annotations
 
 from . import _native
-from .errors import (
-    BudgetError,
-    CheckpointError,
-    ClosedError,
-    CorruptedError,
-    DiskFullError,
-    ForkedError,
-    FormatError,
-    InvalidArgumentError,
-    InvalidRowsError,
-    InvalidTableError,
-    LearningRateError,
-    LockedError,
-    NoStoreError,
-    NonFiniteError,
-    NotEmptyError,
-    ReadOnlyError,
-    ShapeError,
-    StrataError,
-    StrataSystemError,
-    TableExistsError,
-    UnknownTableError,
-)
+from . import errors
+from .errors import *  # noqa: F403 - every exception class, as errors.__all__ lists them
 from .store import DEFAULT_LEARNING_RATES, Checkpoint, PendingCheckpoint, Store, Table
 
 __version__ = "1.0.0"
@@ -69,32 +48,11 @@ def library_path() -> str:
 __all__ = [
     "API_VERSION",
     "DEFAULT_LEARNING_RATES",
-    "BudgetError",
     "Checkpoint",
-    "CheckpointError",
-    "ClosedError",
-    "CorruptedError",
-    "DiskFullError",
-    "ForkedError",
-    "FormatError",
-    "InvalidArgumentError",
-    "InvalidRowsError",
-    "InvalidTableError",
-    "LearningRateError",
-    "LockedError",
-    "NoStoreError",
-    "NonFiniteError",
-    "NotEmptyError",
     "PendingCheckpoint",
-    "ReadOnlyError",
-    "ShapeError",
     "Store",
-    "StrataError",
-    "StrataSystemError",
     "Table",
-    "TableExistsError",
-    "UnknownTableError",
     "__version__",
     "library_path",
     "library_version",
-]
+] + errors.__all__
