@@ -943,3 +943,35 @@ def test_a_background_checkpoint_of_a_read_only_store_is_refused(store_path: str
     with strata.Store(store_path, read_only=True) as r:
         with pytest.raises(strata.ReadOnlyError, match="checkpoint"):
             r.begin_checkpoint()
+
+
+@pytest.mark.parametrize("version, words", [(9, "format version 9; this build reads up to 2"),
+                                             (1, "format version 1 by an older Strata")])
+def test_a_store_of_another_format_is_refused_unchanged(store_path: str, version: int, words: str) -> None:
+    with strata.Store(store_path) as s:
+        s.create_table("t", 2)
+        s.checkpoint(b"x")
+    # The format number sits after its key in LMDB's meta pages, unchecksummed: rewrite every copy.
+    rows = os.path.join(store_path, "rows.mdb")
+    with open(rows, "rb") as f:
+        data = f.read()
+    assert data.count(b"format\x02\x00\x00\x00") >= 1
+    changed = data.replace(b"format\x02\x00\x00\x00", b"format" + bytes([version, 0, 0, 0]))
+    with open(rows, "wb") as f:
+        f.write(changed)
+    for read_only in (False, True):
+        with pytest.raises(strata.FormatError) as error:
+            strata.Store(store_path, read_only=read_only)
+        assert rows in str(error.value) and words in str(error.value)
+    with open(rows, "rb") as f:
+        assert f.read() == changed
+
+
+def test_a_system_call_failing_is_a_system_error_naming_the_path(tmp_path: Path) -> None:
+    parent = tmp_path / "a-file"
+    parent.write_bytes(b"not a directory")
+    with pytest.raises(strata.StrataSystemError) as error:
+        strata.Store(str(parent / "store"))
+    assert isinstance(error.value, OSError)
+    assert str(parent / "store") in str(error.value)
+    assert parent.read_bytes() == b"not a directory"
