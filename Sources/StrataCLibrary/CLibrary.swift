@@ -131,16 +131,18 @@ private func bytes(_ value: Int64, _ what: String) throws(Failure) -> Int? {
     return Int(value)
 }
 
-/// Copies `bytes` into memory the caller frees with strata_free.
-private func handOver(_ bytes: some Collection<UInt8>, terminated: Bool) throws(Failure) -> UnsafeMutableRawPointer {
-    guard let memory = strata_allocate(bytes.count + (terminated ? 1 : 0)) else {
-        throw Failure(STRATA_E_SYSTEM, "out of memory for \(bytes.count) bytes")
+/// Copies `bytes` into memory the caller frees with strata_free: one memcpy, as a payload
+/// (a model's dense state) can be megabytes.
+private func handOver(_ bytes: [UInt8], terminated: Bool) throws(Failure) -> UnsafeMutableRawPointer {
+    // withUnsafeBytes does not throw typed errors: out of memory comes out as nil.
+    let copy: UnsafeMutableRawPointer? = bytes.withUnsafeBytes { b in
+        guard let memory = strata_allocate(b.count + (terminated ? 1 : 0)) else { return nil }
+        if let base = b.baseAddress { memory.copyMemory(from: base, byteCount: b.count) }
+        if terminated { memory.storeBytes(of: 0, toByteOffset: b.count, as: UInt8.self) }
+        return memory
     }
-    let out = memory.bindMemory(to: UInt8.self, capacity: bytes.count + 1)
-    var i = 0
-    for b in bytes { out[i] = b; i += 1 }
-    if terminated { out[i] = 0 }
-    return memory
+    guard let copy else { throw Failure(STRATA_E_SYSTEM, "out of memory for \(bytes.count) bytes") }
+    return copy
 }
 
 // MARK: Stores
@@ -344,7 +346,7 @@ private func json(_ value: some Encodable, into out: UnsafeMutablePointer<Unsafe
     encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
     let data: Data
     do { data = try encoder.encode(value) } catch { throw Failure(STRATA_E_SYSTEM, "cannot write the statistics as JSON: \(error)") }
-    out.pointee = try handOver(data, terminated: true).assumingMemoryBound(to: CChar.self)
+    out.pointee = try handOver([UInt8](data), terminated: true).assumingMemoryBound(to: CChar.self)
 }
 
 @_cdecl("strata_store_statistics_json")
